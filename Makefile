@@ -1,0 +1,30 @@
+# Two commands: `make run` (set up, create dev certificates, serve) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test certs schema clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+# Development certificates only: in a cluster the server reads a mounted Secret.
+certs: $(VENV)/.installed
+	$(BIN)/webhook certs generate --out certs --service webhook --namespace webhook-system --if-missing
+
+run: certs
+	$(BIN)/webhook serve
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+schema: $(VENV)/.installed
+	$(BIN)/webhook policies schema > docs/policy.schema.json
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

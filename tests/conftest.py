@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.apiserver import ApiServerClient
+from webhook.certs import generate
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_POLICIES = ROOT / "policies"
+
+
+class ServerProcess:
+    """`webhook serve` in a subprocess on a free port, logging JSON lines to a file."""
+
+    def __init__(self, *, cert_dir: Path, policies: Path, log_file: Path, args: list[str]) -> None:
+        self.cert_dir, self.policies, self.log_file = cert_dir, policies, log_file
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self._log = log_file.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", "0",
+             "--cert-dir", str(cert_dir), "--policies", str(policies), "--log-format", "json",
+             "--shutdown-delay", "0.5", *args],
+            stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        self.port = self._wait_listening()
+        self.client = ApiServerClient(self.port, cert_dir / "ca.crt")
+
+    def log_lines(self) -> list[dict]:
+        out = []
+        for line in self.log_file.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append({"raw": line})
+        return out
+
+    def _wait_listening(self, timeout: float = 15.0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for entry in self.log_lines():
+                if entry.get("event") == "listening":
+                    return int(entry["port"])
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_file.read_text()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not start:\n{self.log_file.read_text()}")
+
+    def wait_for_log(self, predicate, timeout: float = 10.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for entry in self.log_lines():
+                if predicate(entry):
+                    return entry
+            time.sleep(0.05)
+        raise AssertionError(f"log line not seen within {timeout}s:\n{self.log_file.read_text()}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def make_pki(directory: Path) -> Path:
+    generate(directory, service="webhook", namespace="webhook-system", days=30)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def start_server(tmp_path: Path, pki: Path) -> Iterator:
+    started: list[ServerProcess] = []
+
+    def start(*, cert_dir: Path | None = None, policies: Path = SHIPPED_POLICIES,
+              args: list[str] | None = None) -> ServerProcess:
+        server = ServerProcess(cert_dir=cert_dir or pki, policies=policies,
+                               log_file=tmp_path / f"server{len(started)}.log", args=args or [])
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, pki: Path) -> Iterator[ServerProcess]:
+    """One shared server on the shipped policies, for tests that do not change its state."""
+    log_dir = tmp_path_factory.mktemp("server")
+    proc = ServerProcess(cert_dir=pki, policies=SHIPPED_POLICIES, log_file=log_dir / "server.log", args=[])
+    yield proc
+    proc.stop()
+
+
+def copy_policies(target: Path, source: Path = SHIPPED_POLICIES) -> Path:
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    return target

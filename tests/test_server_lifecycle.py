@@ -1,0 +1,185 @@
+"""Certificate rotation, start-up refusal, graceful shutdown, and the failure rule."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.apiserver import ApiServerClient, make_review
+from tests.conftest import ROOT, SHIPPED_POLICIES, make_pki
+from webhook.certs import generate
+from webhook.policy.holder import PolicyHolder
+from webhook.server import ServerState, create_app
+from webhook.tls import ServingCertificate
+
+POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+       "spec": {"containers": [{"name": "app", "image": "example.com/app:1"}]}}
+
+
+def _serial(client: ApiServerClient) -> str:
+    return client.peer_certificate()["serialNumber"]
+
+
+def _wait_for_serial_change(client: ApiServerClient, old: str, timeout: float = 8.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        serial = _serial(client)
+        if serial != old:
+            return serial
+        time.sleep(0.1)
+    raise AssertionError("new certificate not served in time")
+
+
+def test_rotation_in_place_serves_the_new_certificate(start_server, tmp_path: Path) -> None:
+    certs = make_pki(tmp_path / "certs")
+    server = start_server(cert_dir=certs)
+    before = _serial(server.client)
+    generate(certs, service="webhook", namespace="webhook-system", days=30)
+    _wait_for_serial_change(server.client, before)
+    assert server.client.admit(POD, endpoint="/validate").allowed
+
+
+def _secret_volume(root: Path, source: Path, version: str) -> None:
+    """Lay out files like a Kubernetes Secret volume and swap `..data` atomically."""
+    target = root / f"..{version}"
+    target.mkdir()
+    for name in ("tls.crt", "tls.key", "ca.crt"):
+        shutil.copy(source / name, target / name)
+    tmp_link = root / "..data_tmp"
+    os.symlink(target.name, tmp_link)
+    os.replace(tmp_link, root / "..data")
+    for name in ("tls.crt", "tls.key", "ca.crt"):
+        if not (root / name).is_symlink():
+            os.symlink(f"..data/{name}", root / name)
+
+
+def test_rotation_through_a_secret_volume_symlink_swap(start_server, tmp_path: Path) -> None:
+    issued = make_pki(tmp_path / "issued")
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    _secret_volume(volume, issued, "2026_01")
+    server = start_server(cert_dir=volume)
+    before = _serial(server.client)
+    generate(issued, service="webhook", namespace="webhook-system", days=30)
+    _secret_volume(volume, issued, "2026_02")
+    after = _wait_for_serial_change(server.client, before)
+    assert after != before
+    assert server.client.admit(POD, endpoint="/validate").allowed
+
+
+def test_a_mismatched_pair_is_refused_and_the_old_one_kept(start_server, tmp_path: Path) -> None:
+    certs = make_pki(tmp_path / "certs")
+    other = shutil.copytree(certs, tmp_path / "other")
+    generate(other, service="webhook", namespace="webhook-system", days=30)  # same CA, new pair
+    server = start_server(cert_dir=certs)
+    before = _serial(server.client)
+    shutil.copy(other / "tls.key", certs / "tls.key")  # key of another certificate
+    server.wait_for_log(lambda e: e.get("event") == "cert_reload" and e.get("result") == "error")
+    assert _serial(server.client) == before
+    assert server.client.admit(POD, endpoint="/validate").allowed
+    (certs / "tls.crt").write_bytes(b"-----BEGIN CERTIFICATE-----\nMIIB")  # half written
+    time.sleep(1.5)
+    assert _serial(server.client) == before
+    shutil.copy(other / "tls.crt", certs / "tls.crt")  # the pair is whole again
+    _wait_for_serial_change(server.client, before)
+
+
+def test_server_refuses_to_start_without_certificates(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "webhook", "serve", "--port", "0",
+                             "--cert-dir", str(tmp_path), "--policies", str(SHIPPED_POLICIES)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert result.returncode == 1
+    assert "tls.crt not found" in result.stderr and "certs generate" in result.stderr
+
+
+def test_sigterm_fails_readiness_then_finishes_in_flight_requests(start_server) -> None:
+    server = start_server(args=["--shutdown-delay", "1.5"])
+    client = server.client
+    body = json.dumps(make_review(POD)).encode()
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    tls = client.context.wrap_socket(sock, server_hostname=client.server_name)
+    # A request in flight: headers and half the body sent before SIGTERM.
+    tls.sendall(b"POST /validate?timeout=10s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:50])
+    time.sleep(0.2)
+    server.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert client.request("GET", "/readyz").status == 503
+    tls.sendall(body[50:])
+    reply = b""
+    while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+        chunk = tls.recv(65536)
+        if not chunk:
+            break
+        reply += chunk
+    tls.close()
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    payload = json.loads(reply.split(b"\r\n\r\n", 1)[1])
+    assert payload["response"]["allowed"] is True
+    assert server.proc.wait(timeout=20) == 0
+
+
+class _InProcessServer:
+    """The real app and TLS stack in a background event loop, with engines chosen by the test."""
+
+    def __init__(self, certs: Path, **engines) -> None:
+        self.certs = certs
+        self.engines = engines
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from aiohttp import web
+
+        async def main() -> None:
+            cert = ServingCertificate(self.certs)
+            state = ServerState(policies=PolicyHolder.load(SHIPPED_POLICIES), certificate=cert,
+                                failure_policy=self.engines.pop("failure_policy", "Fail"))
+            self.runner = web.AppRunner(create_app(state, **self.engines), handle_signals=False)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=cert.listening_context)
+            await site.start()
+            self.port = self.runner.addresses[0][1]
+            self.ready.set()
+
+        self.loop.run_until_complete(main())
+        self.loop.run_forever()
+
+    def __enter__(self) -> ApiServerClient:
+        self.thread.start()
+        assert self.ready.wait(10)
+        return ApiServerClient(self.port, self.certs / "ca.crt")
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def _boom(request, policies):
+    raise RuntimeError("engine bug")
+
+
+@pytest.mark.parametrize(("failure_policy", "allowed"), [("Fail", False), ("Ignore", True)])
+def test_engine_exception_answers_500_by_the_failure_rule(pki: Path, failure_policy: str, allowed: bool) -> None:
+    with _InProcessServer(pki, mutate_engine=_boom, failure_policy=failure_policy) as client:
+        result = client.admit(POD)  # still an AdmissionReview the API server accepts
+        assert result.allowed is allowed
+        assert result.response["status"]["code"] == 500
+        assert failure_policy in result.response["status"]["message"]
+        assert "Traceback" not in result.response["status"]["message"]
+        assert "patch" not in result.response
+        assert client.admit(POD, endpoint="/validate").allowed  # the next request succeeds

@@ -1,0 +1,144 @@
+"""Development and bootstrap certificates: a CA and a serving certificate signed by it.
+
+The CA is reused when `ca.key` already exists, so re-issuing the serving
+certificate keeps the caBundle that the webhook configurations already trust.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    PublicKeyTypes,
+)
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CA_CERT, CA_KEY, TLS_CERT, TLS_KEY = "ca.crt", "ca.key", "tls.crt", "tls.key"
+# Tolerates clock skew between this machine and the API server.
+_BACKDATE = timedelta(minutes=5)
+# The CA outlives many serving certificates so that the caBundle rarely changes.
+CA_DAYS = 3650
+
+
+@dataclass(frozen=True)
+class GeneratedCertificates:
+    out_dir: Path
+    ca_reused: bool
+    ca_pem: bytes
+    dns_names: tuple[str, ...]
+
+    @property
+    def ca_bundle(self) -> str:
+        """The caBundle value for a webhook configuration (base64 of the PEM)."""
+        return base64.b64encode(self.ca_pem).decode("ascii")
+
+
+def service_dns_names(service: str, namespace: str) -> tuple[str, ...]:
+    return (service, f"{service}.{namespace}", f"{service}.{namespace}.svc",
+            f"{service}.{namespace}.svc.cluster.local", "localhost")
+
+
+def generate(out_dir: Path, *, service: str, namespace: str, days: int = 365,
+             now: datetime | None = None) -> GeneratedCertificates:
+    if days < 1:
+        raise ValueError("--days must be at least 1")
+    now = now or datetime.now(timezone.utc)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ca_key_path = out_dir / CA_KEY
+    ca_reused = ca_key_path.exists() and (out_dir / CA_CERT).exists()
+    if ca_reused:
+        ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+        ca_cert = x509.load_pem_x509_certificate((out_dir / CA_CERT).read_bytes())
+        if _spki(ca_cert.public_key()) != _spki(ca_key.public_key()):
+            raise ValueError(f"{out_dir / CA_CERT} does not match {ca_key_path}")
+    else:
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_cert = _ca_certificate(ca_key, now=now, service=service, namespace=namespace)
+        _write(ca_key_path, _key_pem(ca_key), private=True)
+        _write(out_dir / CA_CERT, ca_cert.public_bytes(serialization.Encoding.PEM))
+
+    dns_names = service_dns_names(service, namespace)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _serving_certificate(key, ca_key=ca_key, ca_cert=ca_cert, dns_names=dns_names,
+                                now=now, days=days)
+    # Key first, then certificate: a watcher that sees the new certificate then
+    # finds its key already in place.
+    _write(out_dir / TLS_KEY, _key_pem(key), private=True)
+    _write(out_dir / TLS_CERT, cert.public_bytes(serialization.Encoding.PEM))
+    return GeneratedCertificates(out_dir=out_dir, ca_reused=ca_reused,
+                                 ca_pem=ca_cert.public_bytes(serialization.Encoding.PEM),
+                                 dns_names=dns_names)
+
+
+def _spki(public_key: PublicKeyTypes) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER,
+                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _ca_certificate(key: ec.EllipticCurvePrivateKey, *, now: datetime, service: str,
+                    namespace: str) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{service}.{namespace} webhook CA")])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(now + timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def _serving_certificate(key: ec.EllipticCurvePrivateKey, *, ca_key: CertificateIssuerPrivateKeyTypes,
+                         ca_cert: x509.Certificate,
+                         dns_names: tuple[str, ...], now: datetime, days: int) -> x509.Certificate:
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    sans.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    not_after = min(now + timedelta(days=days), ca_cert.not_valid_after_utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[2])]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _write(path: Path, data: bytes, *, private: bool = False) -> None:
+    """Write atomically (temp file + rename) so a watcher never reads half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, 0o600 if private else 0o644)
+    os.replace(tmp, path)

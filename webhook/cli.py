@@ -1,0 +1,140 @@
+"""Command line: `webhook serve`, `webhook certs generate`, `webhook policies ...`.
+
+Every `serve` option is also read from an environment variable WEBHOOK_<NAME>
+(flags win). Exit codes: 0 success, 1 failure (invalid policies, bad certificates),
+2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from webhook import __version__
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"WEBHOOK_{name.upper().replace('-', '_')}", default)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="webhook", description="Pod runtime admission webhook")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the HTTPS admission server")
+    serve.add_argument("--host", default=_env("host", "0.0.0.0"))
+    serve.add_argument("--port", type=int, default=int(_env("port", "8443")),
+                       help="0 picks a free port (logged at start)")
+    serve.add_argument("--policies", type=Path, default=Path(_env("policies", "policies")),
+                       metavar="DIR")
+    serve.add_argument("--cert-dir", type=Path, default=Path(_env("cert-dir", "certs")),
+                       metavar="DIR", help="holds tls.crt and tls.key")
+    serve.add_argument("--log-level", default=_env("log-level", "info"),
+                       choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-format", default=_env("log-format", "json"), choices=["json", "text"])
+    serve.add_argument("--failure-policy", default=_env("failure-policy", "Fail"),
+                       choices=["Fail", "Ignore"],
+                       help="on an internal error: Fail denies the request, Ignore admits it unchanged")
+    serve.add_argument("--shutdown-delay", type=float, default=float(_env("shutdown-delay", "5")),
+                       metavar="SECONDS", help="after SIGTERM, fail readiness this long before closing")
+
+    certs = sub.add_parser("certs", help="certificate tools").add_subparsers(
+        dest="certs_command", required=True, metavar="COMMAND")
+    gen = certs.add_parser("generate", help="create a CA (or reuse ca.key) and a serving certificate")
+    gen.add_argument("--out", type=Path, required=True, metavar="DIR")
+    gen.add_argument("--service", required=True)
+    gen.add_argument("--namespace", required=True)
+    gen.add_argument("--days", type=int, default=365)
+    gen.add_argument("--if-missing", action="store_true",
+                     help="do nothing when DIR already holds a valid tls.crt/tls.key pair")
+
+    policies = sub.add_parser("policies", help="policy tools").add_subparsers(
+        dest="policies_command", required=True, metavar="COMMAND")
+    policies.add_parser("schema", help="print the JSON Schema of policy documents")
+    check = policies.add_parser("check", help="validate a policy directory")
+    check.add_argument("directory", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "certs":
+        return _certs_generate(args)
+    if args.policies_command == "schema":
+        from webhook.policy.model import json_schema
+        print(json.dumps(json_schema(), indent=2))
+        return 0
+    return _policies_check(args.directory)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from webhook import logs
+    from webhook.policy.errors import PolicyLoadError
+    from webhook.serve import ServeConfig, serve
+    from webhook.tls import CertificateError
+
+    logs.configure(level=args.log_level, fmt=args.log_format)
+    config = ServeConfig(host=args.host, port=args.port, policies=args.policies,
+                         cert_dir=args.cert_dir, failure_policy=args.failure_policy,
+                         shutdown_delay=args.shutdown_delay)
+    try:
+        asyncio.run(serve(config))
+    except PolicyLoadError as exc:
+        print(f"webhook: refusing to start: invalid policies in {args.policies}:\n{exc}", file=sys.stderr)
+        return 1
+    except CertificateError as exc:
+        print(f"webhook: refusing to start: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"webhook: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _certs_generate(args: argparse.Namespace) -> int:
+    from webhook.certs import generate
+    from webhook.tls import CertificateError, ServingCertificate
+
+    if args.if_missing:
+        try:
+            ServingCertificate(args.out)
+        except CertificateError:
+            pass
+        else:
+            print(f"{args.out}: a valid tls.crt/tls.key pair exists; nothing to do "
+                  f"(CA: {args.out / 'ca.crt'})", file=sys.stderr)
+            return 0
+    try:
+        result = generate(args.out, service=args.service, namespace=args.namespace, days=args.days)
+    except (ValueError, OSError) as exc:
+        print(f"webhook certs generate: {exc}", file=sys.stderr)
+        return 1
+    print(f"{'reused' if result.ca_reused else 'created'} CA {args.out / 'ca.crt'}; wrote "
+          f"{args.out / 'tls.crt'} and {args.out / 'tls.key'} for {', '.join(result.dns_names)}, "
+          "127.0.0.1", file=sys.stderr)
+    print("caBundle (base64 of ca.crt, for the webhook configurations):", file=sys.stderr)
+    print(result.ca_bundle)
+    return 0
+
+
+def _policies_check(directory: Path) -> int:
+    from webhook.policy.errors import PolicyLoadError
+    from webhook.policy.loader import load_policy_dir
+
+    try:
+        policy_set = load_policy_dir(directory)
+    except PolicyLoadError as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        print(f"{len(exc.errors)} error(s)", file=sys.stderr)
+        return 1
+    print(f"{directory}: {policy_set.policy_count} policies OK (revision {policy_set.revision})")
+    return 0

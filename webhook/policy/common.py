@@ -1,0 +1,92 @@
+"""Schema pieces shared by every policy kind: metadata, the matcher, naming rules.
+
+Strict means `extra="forbid"` everywhere we own the shape: a typo stops the file at
+load instead of silently matching everything or injecting nothing. Kubernetes
+structures that we pass through to the pod (resources, probes, securityContext,
+volume sources) are kept as mappings and checked by the API server on the pod.
+`webhook policies schema` prints the JSON Schema of these models.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+API_VERSION = "runtime.platform.io/v1"
+ANNOTATION_PREFIX = "runtime.platform.io"
+
+# RFC 1123 label: Kubernetes' rule for container, volume and port names (max 63).
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# Policy names appear inside annotation keys (`runtime.platform.io/inject-NAME`),
+# whose name part is capped at 63 characters.
+PolicyName = Annotated[str, Field(pattern=DNS_LABEL, max_length=48)]
+ContainerName = Annotated[str, Field(pattern=DNS_LABEL, max_length=63)]
+LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                        r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class Workload(str, Enum):
+    SERVICE = "Service"          # owned by a ReplicaSet (a Deployment's pods)
+    JOB = "Job"
+    CRON_JOB = "CronJob"
+    STATEFUL_SET = "StatefulSet"
+    DAEMON_SET = "DaemonSet"
+    TRAINING = "Training"        # owned by a training operator's job kind
+    POD = "Pod"                  # a bare pod with no controller
+    OTHER = "Other"              # owned by a controller we do not know
+
+
+class Mode(str, Enum):
+    ENFORCE = "Enforce"
+    SHADOW = "Shadow"            # compute, do not apply; answer with a warning
+
+
+class Metadata(Strict):
+    name: PolicyName
+    description: str = ""
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+
+
+class NamespaceMatch(Strict):
+    include: list[str] = Field(default_factory=list, description="glob patterns; empty means all")
+    exclude: list[str] = Field(default_factory=list, description="glob patterns, checked after include")
+
+
+class LabelSelectorRequirement(Strict):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = []
+
+    @model_validator(mode="after")
+    def _values_fit_operator(self) -> LabelSelectorRequirement:
+        # Same rule as Kubernetes: In/NotIn need values, Exists/DoesNotExist forbid them.
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise ValueError(f"operator {self.operator} needs at least one value")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise ValueError(f"operator {self.operator} takes no values")
+        return self
+
+
+class LabelSelector(Strict):
+    match_labels: dict[str, str] = Field(default_factory=dict, alias="matchLabels")
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list,
+                                                              alias="matchExpressions")
+
+
+class Match(Strict):
+    namespaces: NamespaceMatch = NamespaceMatch()
+    pod_selector: LabelSelector | None = Field(None, alias="podSelector")
+    workloads: list[Workload] | None = Field(None, description="empty or absent means every kind")
+    os: list[Literal["linux", "windows"]] | None = Field(
+        None, description="pods without spec.os count as linux; absent means any")
+
+

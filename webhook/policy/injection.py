@@ -1,0 +1,182 @@
+"""The InjectionPolicy schema: what gets added to matching pods."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from webhook.policy.common import (
+    ANNOTATION_PREFIX,
+    LABEL_KEY,
+    ContainerName,
+    Match,
+    Metadata,
+    Mode,
+    Strict,
+)
+from webhook.policy.template import TemplateError, compile_template, has_template
+
+
+class OnConflict(str, Enum):
+    """What to do when the pod already has an item of the same name (or mount path)."""
+
+    KEEP = "Keep"          # keep the pod's own item, inject the rest of the policy
+    REPLACE = "Replace"    # replace the pod's item with the policy's
+    SKIP = "Skip"          # do not apply this policy to the pod at all
+    DENY = "Deny"          # deny the pod, naming both sides
+
+
+class Target(Strict):
+    """Which of the pod's own containers an env var or mount goes to."""
+
+    containers: list[str] | None = Field(None, description="names; absent means every app container")
+    include_init_containers: bool = Field(False, alias="includeInitContainers")
+
+
+class InjectedContainer(Strict):
+    name: ContainerName
+    image: str = Field(min_length=1)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(None, alias="imagePullPolicy")
+    command: list[str] | None = None
+    args: list[str] | None = None
+    working_dir: str | None = Field(None, alias="workingDir")
+    env: list[dict[str, Any]] | None = None
+    ports: list[dict[str, Any]] | None = None
+    resources: dict[str, Any] | None = None
+    security_context: dict[str, Any] | None = Field(None, alias="securityContext")
+    readiness_probe: dict[str, Any] | None = Field(None, alias="readinessProbe")
+    liveness_probe: dict[str, Any] | None = Field(None, alias="livenessProbe")
+    startup_probe: dict[str, Any] | None = Field(None, alias="startupProbe")
+    volume_mounts: list[dict[str, Any]] | None = Field(None, alias="volumeMounts")
+    termination_message_policy: str | None = Field(None, alias="terminationMessagePolicy")
+    on_conflict: OnConflict = Field(OnConflict.DENY, alias="onConflict")
+    before: list[str] = Field(default_factory=list, description="injected init containers this one runs before")
+    after: list[str] = Field(default_factory=list, description="injected init containers this one runs after")
+
+    def to_container(self) -> dict[str, Any]:
+        """The Kubernetes container object, without our own policy-only fields."""
+        return self.model_dump(by_alias=True, exclude_none=True,
+                               exclude={"on_conflict", "before", "after", "native"})
+
+
+class Sidecar(InjectedContainer):
+    native: bool = Field(True, description="an init container with restartPolicy: Always (the default)")
+
+
+class EnvVar(Target):
+    name: str = Field(min_length=1, pattern=r"^[^=]+$")
+    value: str | None = None
+    value_from: dict[str, Any] | None = Field(None, alias="valueFrom")
+    on_conflict: OnConflict = Field(OnConflict.KEEP, alias="onConflict")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVar:
+        if (self.value is None) == (self.value_from is None):
+            raise ValueError("exactly one of value and valueFrom is required")
+        return self
+
+    def to_env(self) -> dict[str, Any]:
+        if self.value_from is not None:
+            return {"name": self.name, "valueFrom": self.value_from}
+        return {"name": self.name, "value": self.value}
+
+
+class Volume(Strict):
+    name: ContainerName
+    source: dict[str, Any] = Field(description="the volume source, e.g. {emptyDir: {medium: Memory}}")
+    on_conflict: OnConflict = Field(OnConflict.DENY, alias="onConflict")
+
+    @field_validator("source")
+    @classmethod
+    def _one_source(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(value) != 1:
+            raise ValueError("a volume needs exactly one source, e.g. {emptyDir: {}}")
+        return value
+
+    def to_volume(self) -> dict[str, Any]:
+        return {"name": self.name, **self.source}
+
+
+class VolumeMount(Target):
+    name: ContainerName = Field(description="the volume to mount")
+    mount_path: str = Field(alias="mountPath", pattern=r"^/")
+    read_only: bool = Field(False, alias="readOnly")
+    sub_path: str | None = Field(None, alias="subPath")
+    on_conflict: OnConflict = Field(OnConflict.KEEP, alias="onConflict")
+
+    def to_mount(self) -> dict[str, Any]:
+        mount: dict[str, Any] = {"name": self.name, "mountPath": self.mount_path}
+        if self.read_only:
+            mount["readOnly"] = True
+        if self.sub_path:
+            mount["subPath"] = self.sub_path
+        return mount
+
+
+class Inject(Strict):
+    init_containers: list[InjectedContainer] = Field(default_factory=list, alias="initContainers")
+    sidecars: list[Sidecar] = Field(default_factory=list)
+    env: list[EnvVar] = Field(default_factory=list)
+    volumes: list[Volume] = Field(default_factory=list)
+    volume_mounts: list[VolumeMount] = Field(default_factory=list, alias="volumeMounts")
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("labels", "annotations")
+    @classmethod
+    def _valid_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not LABEL_KEY.match(key) or len(key) > 316:
+                raise ValueError(f"invalid label/annotation key {key!r}")
+            if key.startswith(f"{ANNOTATION_PREFIX}/status"):
+                raise ValueError(f"{key!r} is reserved for the injection ledger")
+        return value
+
+    @model_validator(mode="after")
+    def _templates_compile(self) -> Inject:
+        for text in _strings(self.model_dump(by_alias=True)):
+            if has_template(text):
+                try:
+                    compile_template(text)
+                except TemplateError as exc:
+                    raise ValueError(str(exc)) from None
+        return self
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Inject:
+        for what, names in (("container", [c.name for c in (*self.init_containers, *self.sidecars)]),
+                            ("volume", [v.name for v in self.volumes])):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"duplicate {what} name(s): {', '.join(dupes)}")
+        return self
+
+
+class InjectionSpec(Strict):
+    priority: int = Field(100, description="lower runs first; ties are broken by policy name")
+    mode: Mode = Mode.ENFORCE
+    opt_in: bool = Field(False, alias="optIn",
+                         description="apply only to pods annotated runtime.platform.io/inject-NAME: 'true'")
+    match: Match = Match()
+    inject: Inject
+
+
+class InjectionPolicy(Strict):
+    api_version: Literal["runtime.platform.io/v1"] = Field(alias="apiVersion")
+    kind: Literal["InjectionPolicy"]
+    metadata: Metadata
+    spec: InjectionSpec
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+

@@ -1,0 +1,185 @@
+"""Read a policy directory into an immutable PolicySet, or report every error with file and line.
+
+Loading is all-or-nothing: a directory with any error yields no PolicySet, so a
+bad edit can never partially replace the policies already serving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from webhook.policy.errors import PolicyError, PolicyLoadError
+from webhook.policy.ordering import init_container_order
+from webhook.policy.model import API_VERSION, DOCUMENT_KINDS, PolicyDocument
+from webhook.policy.injection import InjectionPolicy
+
+POLICY_SUFFIXES = (".yaml", ".yml")
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    revision: str
+    injection: tuple[InjectionPolicy, ...] = ()
+    validation: tuple[PolicyDocument, ...] = ()
+    # policy name -> file it came from, for messages that point an admin at the file
+    sources: Mapping[str, str] = field(default_factory=dict)
+    # injected init container / native sidecar name -> its rank in the start order
+    init_order: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def policy_count(self) -> int:
+        return len(self.injection) + len(self.validation)
+
+
+EMPTY = PolicySet(revision="empty")
+
+
+def policy_files(directory: Path) -> list[Path]:
+    """The policy files in `directory`, sorted; hidden entries are skipped because a
+    mounted ConfigMap keeps its real files under `..data` and timestamped folders."""
+    return sorted(p for p in directory.iterdir()
+                  if not p.name.startswith(".") and p.name.endswith(POLICY_SUFFIXES) and p.is_file())
+
+
+def load_policy_dir(directory: Path) -> PolicySet:
+    if not directory.is_dir():
+        raise PolicyLoadError([PolicyError(str(directory), None, "policy directory not found")])
+    files: dict[str, bytes] = {}
+    errors: list[PolicyError] = []
+    for path in policy_files(directory):
+        try:
+            files[str(path)] = path.read_bytes()
+        except OSError as exc:
+            errors.append(PolicyError(str(path), None, f"cannot read: {exc.strerror}"))
+    if errors:
+        raise PolicyLoadError(errors)
+    return load_policy_sources(files)
+
+
+def load_policy_sources(files: Mapping[str, bytes]) -> PolicySet:
+    """Build a PolicySet from file name -> content; raises PolicyLoadError listing every error."""
+    errors: list[PolicyError] = []
+    injection: list[InjectionPolicy] = []
+    validation: list[PolicyDocument] = []
+    sources: dict[str, str] = {}
+    for name in sorted(files):
+        for policy, line in _read_documents(name, files[name], errors):
+            previous = sources.get(policy.metadata.name)
+            if previous is not None:
+                errors.append(PolicyError(name, line, f"duplicate policy name (also in {previous})",
+                                          policy=policy.metadata.name))
+                continue
+            sources[policy.metadata.name] = name
+            (injection if isinstance(policy, InjectionPolicy) else validation).append(policy)
+    injection.sort(key=lambda p: (p.spec.priority, p.metadata.name))
+    init_order: dict[str, int] = {}
+    if not errors:  # ordering is checked across policies once every file parsed
+        init_order = init_container_order(injection, sources, errors)
+    if errors:
+        raise PolicyLoadError(errors)
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(Path(name).name.encode() + b"\0" + files[name] + b"\0")
+    validation.sort(key=lambda p: p.metadata.name)
+    return PolicySet(revision=digest.hexdigest()[:12], injection=tuple(injection),
+                     validation=tuple(validation), sources=sources, init_order=init_order)
+
+
+def _read_documents(name: str, content: bytes,
+                    errors: list[PolicyError]) -> list[tuple[PolicyDocument, int]]:
+    out: list[tuple[PolicyDocument, int]] = []
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        errors.append(PolicyError(name, None, f"not UTF-8 text: {exc.reason}"))
+        return out
+    loader = _SafeLoader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            line = node.start_mark.line + 1
+            doc = loader.construct_document(node)
+            if doc is None:
+                continue  # an empty document between '---' separators
+            policy = _parse_document(name, line, node, doc, errors)
+            if policy is not None:
+                out.append((policy, line))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        errors.append(PolicyError(name, mark.line + 1 if mark else None, f"invalid YAML: {problem}"))
+    finally:
+        loader.dispose()
+    return out
+
+
+def _parse_document(name: str, line: int, node: yaml.Node, doc: Any,
+                    errors: list[PolicyError]) -> PolicyDocument | None:
+    if not isinstance(doc, dict):
+        errors.append(PolicyError(name, line, "a policy document must be a mapping"))
+        return None
+    policy_name = _name_of(doc)
+    if doc.get("apiVersion") != API_VERSION:
+        errors.append(PolicyError(name, line, f"apiVersion must be {API_VERSION!r}, got "
+                                  f"{doc.get('apiVersion')!r}", policy=policy_name))
+        return None
+    model = DOCUMENT_KINDS.get(doc.get("kind"))  # type: ignore[arg-type]
+    if model is None:
+        errors.append(PolicyError(name, line, f"kind must be one of {', '.join(DOCUMENT_KINDS)}, "
+                                  f"got {doc.get('kind')!r}", policy=policy_name))
+        return None
+    try:
+        return model.model_validate(doc)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            errors.append(PolicyError(name, _line_of(node, loc) or line, _message(err),
+                                      policy=policy_name, field=_dotted(loc)))
+        return None
+
+
+def _name_of(doc: dict[str, Any]) -> str | None:
+    metadata = doc.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def _message(err: Any) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown field"
+    return str(err["msg"])
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _line_of(node: yaml.Node, loc: tuple[Any, ...]) -> int | None:
+    """Line of the YAML node at `loc` (a pydantic error location), or of its nearest parent."""
+    line = node.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == part), None)
+            if match is None:
+                return line
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line

@@ -1,0 +1,107 @@
+"""Run the server: load policies and certificates, serve, watch for changes, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from webhook import metrics
+from webhook.filewatch import watch
+from webhook.policy.holder import PolicyHolder
+from webhook.server import STATE, ServerState, create_app
+from webhook.tls import ServingCertificate
+
+log = logging.getLogger(__name__)
+
+# Certificates and policies are polled this often; an edit takes effect within ~2 polls.
+WATCH_INTERVAL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = "0.0.0.0"
+    port: int = 8443
+    policies: Path = Path("policies")
+    cert_dir: Path = Path("certs")
+    failure_policy: str = "Fail"
+    # After SIGTERM, /readyz fails for this long before the listener closes, so that
+    # endpoints controllers stop routing new requests here first.
+    shutdown_delay: float = 5.0
+    # In-flight requests get this long to finish once the listener closes.
+    shutdown_timeout: float = 30.0
+
+
+async def _watch_policies(app: web.Application) -> AsyncIterator[None]:
+    holder = app[STATE].policies
+
+    async def reload() -> None:
+        await asyncio.to_thread(holder.reload)
+
+    task = asyncio.create_task(watch(holder.fingerprint, reload, interval=WATCH_INTERVAL_SECONDS,
+                                     name="policies"))
+    yield
+    task.cancel()
+
+
+async def _watch_certificate(app: web.Application) -> AsyncIterator[None]:
+    certificate = app[STATE].certificate
+    assert certificate is not None
+
+    async def reload() -> None:
+        changed = await asyncio.to_thread(certificate.reload)
+        metrics.CERT_RELOADS.labels(result="success" if changed else "error").inc()
+        metrics.CERT_NOT_AFTER.set(certificate.not_after.timestamp())
+
+    task = asyncio.create_task(watch(certificate.current_fingerprint, reload,
+                                     interval=WATCH_INTERVAL_SECONDS, name="certificate"))
+    yield
+    task.cancel()
+
+
+async def serve(config: ServeConfig) -> None:
+    """Raises PolicyLoadError or CertificateError before listening if either is unusable."""
+    holder = PolicyHolder.load(config.policies)
+    certificate = ServingCertificate(config.cert_dir)
+    metrics.CERT_NOT_AFTER.set(certificate.not_after.timestamp())
+    state = ServerState(policies=holder, certificate=certificate,
+                        failure_policy=config.failure_policy)
+    app = create_app(state)
+    app.cleanup_ctx.append(_watch_policies)
+    app.cleanup_ctx.append(_watch_certificate)
+
+    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                           shutdown_timeout=config.shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, ssl_context=certificate.listening_context)
+    await site.start()
+    port = runner.addresses[0][1]
+    log.info("listening on https://%s:%d (policies revision %s, %d policies, certificate "
+             "expires %s)", config.host, port, holder.current.revision,
+             holder.current.policy_count, certificate.not_after.isoformat(),
+             extra={"event": "listening", "port": port})
+
+    stop = asyncio.Event()
+    delay = {"value": config.shutdown_delay}
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: signal.Signals) -> None:
+        if signum == signal.SIGINT:
+            delay["value"] = 0.0  # an interactive Ctrl-C needs no endpoint propagation delay
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await stop.wait()
+
+    state.draining = True
+    log.info("shutting down: readiness failing, draining for %.1fs", delay["value"],
+             extra={"event": "shutdown"})
+    await asyncio.sleep(delay["value"])
+    await runner.cleanup()  # stops listening, then waits for in-flight requests
+    log.info("stopped", extra={"event": "stopped"})

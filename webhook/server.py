@@ -1,0 +1,210 @@
+"""HTTP transport: routes, body limits, JSON errors. Thin by design: parse, decide, answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from webhook import decision as decisions
+from webhook import metrics
+from webhook.decision import Decision
+from webhook.engine import mutate, validate
+from webhook.policy.holder import PolicyHolder
+from webhook.policy.loader import PolicySet
+from webhook.review import AdmissionRequest, BadReview, build_response, parse_review
+from webhook.tls import ServingCertificate
+
+log = logging.getLogger(__name__)
+
+# etcd stores objects of at most 1.5 MiB and the API server refuses request bodies
+# over 3 MiB; a review carries the object and, on UPDATE, the oldObject, in JSON,
+# which is larger than etcd's protobuf. 8 MiB admits every real review and stops a
+# runaway body before it is buffered.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+# The API server's own deadline is the `timeout` query parameter (default 10s, max 30s).
+DEFAULT_DEADLINE_SECONDS = 10.0
+MAX_DEADLINE_SECONDS = 30.0
+_TIMEOUT_PARAM = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
+
+Engine = Callable[[AdmissionRequest, PolicySet], Decision]
+
+
+@dataclass
+class ServerState:
+    policies: PolicyHolder
+    certificate: ServingCertificate | None
+    # Failure rule for an unexpected exception in decision logic: with "Fail" the pod
+    # is denied (status 500), with "Ignore" it is admitted unchanged (status 500).
+    failure_policy: str = "Fail"
+    draining: bool = False
+
+
+STATE = web.AppKey("state", ServerState)
+
+
+def create_app(state: ServerState, *, mutate_engine: Engine = mutate,
+               validate_engine: Engine = validate) -> web.Application:
+    """The engines are parameters so that tests can put a failing one behind the real server."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
+    app[STATE] = state
+    app.router.add_post("/mutate", _admission_handler("mutate", mutate_engine, mutating=True))
+    app.router.add_post("/validate", _admission_handler("validate", validate_engine, mutating=False))
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+def _json(status: int, payload: dict[str, Any]) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json(status, {"error": message, "code": status})
+
+
+@web.middleware
+async def _json_errors(request: web.Request,
+                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Every error leaves as JSON with a message; never an HTML page or a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.reason
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            message = f"method {request.method} not allowed; use {', '.join(sorted(exc.allowed_methods))}"
+        elif isinstance(exc, web.HTTPNotFound):
+            message = f"no such path {request.path}; admission endpoints are /mutate and /validate"
+        response = _error(exc.status, message)
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        return response
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _error(500, "internal error; see the server log")
+
+
+def _deadline(request: web.Request) -> float:
+    raw = request.query.get("timeout", "")
+    match = _TIMEOUT_PARAM.match(raw)
+    if not match:
+        return DEFAULT_DEADLINE_SECONDS
+    value = float(match.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[match.group(2)]
+    return min(max(value, 0.1), MAX_DEADLINE_SECONDS)
+
+
+def _admission_handler(endpoint: str, engine: Engine, *, mutating: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        state = request.app[STATE]
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            return _bad(endpoint, 413, f"body of {request.content_length} bytes exceeds the "
+                        f"{MAX_BODY_BYTES} byte limit")
+        if request.content_type not in ("application/json", "application/octet-stream") and request.body_exists:
+            return _bad(endpoint, 415, f"content type {request.content_type!r} is not supported; "
+                        "send application/json")
+        try:
+            async with asyncio.timeout(_deadline(request)):
+                body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _bad(endpoint, 413, f"body exceeds the {MAX_BODY_BYTES} byte limit")
+        except TimeoutError:
+            return _bad(endpoint, 408, "timed out reading the request body")
+        try:
+            review = parse_review(body)
+        except BadReview as exc:
+            return _bad(endpoint, 400, str(exc))
+        admission = review.request
+        policies = state.policies.current  # one read: the whole request sees one set
+        try:
+            decision = engine(admission, policies)
+        except Exception:
+            log.exception("decision logic failed", extra={"uid": admission.uid, "endpoint": endpoint})
+            decision = decisions.errored(
+                f"internal error in the {endpoint} webhook; failure policy {state.failure_policy} "
+                f"{'admits' if state.failure_policy == 'Ignore' else 'denies'} the request",
+                allow=state.failure_policy == "Ignore")
+        payload = build_response(api_version=review.api_version, uid=admission.uid,
+                                 decision=decision, mutating=mutating)
+        elapsed = time.perf_counter() - started
+        outcome = _outcome(decision)
+        metrics.REQUESTS.labels(endpoint=endpoint, operation=admission.operation or "unknown",
+                                outcome=outcome).inc()
+        metrics.LATENCY.labels(endpoint=endpoint).observe(elapsed)
+        _log_decision(endpoint, admission, decision, outcome, elapsed, policies.revision)
+        return _json(200, payload)
+
+    return handle
+
+
+def _bad(endpoint: str, status: int, message: str) -> web.Response:
+    metrics.BAD_REQUESTS.labels(endpoint=endpoint).inc()
+    log.warning("rejected malformed request: %s", message,
+                extra={"event": "bad_request", "endpoint": endpoint, "status": status})
+    return _error(status, message)
+
+
+def _outcome(decision: Decision) -> str:
+    if decision.code is not None and decision.code >= 500:
+        return "error"
+    if not decision.allowed:
+        return "denied"
+    return "patched" if decision.patch else "allowed"
+
+
+def _log_decision(endpoint: str, request: AdmissionRequest, decision: Decision, outcome: str,
+                  elapsed: float, revision: str) -> None:
+    """One line per decision. Never env values or other pod content: names only."""
+    obj = request.object or {}
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    owners = meta.get("ownerReferences") if isinstance(meta.get("ownerReferences"), list) else []
+    owner = next((f"{o.get('kind')}/{o.get('name')}" for o in owners if isinstance(o, dict)), None)
+    log.info("%s %s %s/%s: %s", endpoint, request.operation, request.namespace or "-",
+             meta.get("name") or meta.get("generateName") or request.name or "-", outcome,
+             extra={"event": "decision", "endpoint": endpoint, "uid": request.uid,
+                    "namespace": request.namespace, "podName": meta.get("name") or request.name,
+                    "generateName": meta.get("generateName"), "owner": owner,
+                    "operation": request.operation, "kind": request.kind.kind,
+                    "outcome": outcome, "policies": list(decision.applied_policies),
+                    "denyMessage": decision.message, "warnings": len(decision.warnings),
+                    "policyRevision": revision, "dryRun": request.dry_run,
+                    "latencyMs": round(elapsed * 1000, 3)})
+
+
+async def _healthz(_request: web.Request) -> web.Response:
+    return _json(200, {"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    policies = state.policies
+    body: dict[str, Any] = {
+        "status": "draining" if state.draining else "ok",
+        "policyRevision": policies.current.revision,
+        "policies": policies.current.policy_count,
+        "policyDirectory": str(policies.directory),
+        # A bad edit does not fail readiness: failing every replica at once would stop
+        # all pod creation. The last good set keeps serving; the error is shown here.
+        "lastReloadError": policies.last_error,
+        "lastReloadSuccess": policies.last_success,
+        "tls": state.certificate is not None,
+    }
+    if state.certificate is not None:
+        body["certificateNotAfter"] = state.certificate.not_after.isoformat()
+    ready = not state.draining and state.certificate is not None
+    return _json(200 if ready else 503, body)
+
+
+async def _metrics(_request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
