@@ -24,6 +24,7 @@ class Decision:
     audit_annotations: dict[str, str] = field(default_factory=dict)
     # What the engine did, for the decision log and metrics; never sent on the wire.
     applied_policies: tuple[str, ...] = ()
+    shadow_policies: tuple[str, ...] = ()
 
 
 def allowed(*, warnings: tuple[str, ...] = (), audit_annotations: dict[str, str] | None = None,
@@ -33,11 +34,11 @@ def allowed(*, warnings: tuple[str, ...] = (), audit_annotations: dict[str, str]
 
 
 def patched(patch: JsonPatch, *, warnings: tuple[str, ...] = (),
-            applied_policies: tuple[str, ...] = ()) -> Decision:
+            applied_policies: tuple[str, ...] = (), shadow_policies: tuple[str, ...] = ()) -> Decision:
     # An empty patch is sent as no patch at all: the API server treats a present
     # patch as a mutation, and reinvocation logic relies on "nothing changed".
     return Decision(allowed=True, patch=patch or None, warnings=warnings,
-                    applied_policies=applied_policies)
+                    applied_policies=applied_policies, shadow_policies=shadow_policies)
 
 
 def denied(message: str, *, code: int = 403, reason: str = "Forbidden",

@@ -142,6 +142,11 @@ def _admission_handler(endpoint: str, engine: Engine, *, mutating: bool) -> Call
         metrics.REQUESTS.labels(endpoint=endpoint, operation=admission.operation or "unknown",
                                 outcome=outcome).inc()
         metrics.LATENCY.labels(endpoint=endpoint).observe(elapsed)
+        if decision.patch:
+            for name in decision.applied_policies:
+                metrics.INJECTIONS.labels(policy=name).inc()
+        for name in decision.shadow_policies:
+            metrics.SHADOW_INJECTIONS.labels(policy=name).inc()
         _log_decision(endpoint, admission, decision, outcome, elapsed, policies.revision)
         return _json(200, payload)
 

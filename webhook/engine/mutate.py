@@ -1,12 +1,27 @@
-"""Injection: computes the JSON patch that adds the runtime to a pod."""
+"""The mutating decision: only pod CREATE (no subresource) is injected; all else passes."""
 
 from __future__ import annotations
 
 from webhook import decision
 from webhook.decision import Decision
+from webhook.engine.inject import inject
 from webhook.policy.loader import PolicySet
 from webhook.review import AdmissionRequest
 
 
+def is_pod_create(request: AdmissionRequest) -> bool:
+    return (request.operation == "CREATE" and not request.sub_resource
+            and request.resource.resource == "pods" and request.resource.group == ""
+            and isinstance(request.object, dict))
+
+
 def mutate(request: AdmissionRequest, policies: PolicySet) -> Decision:
-    return decision.allowed()
+    # dryRun needs nothing special: computing a patch has no side effects.
+    if not is_pod_create(request) or not policies.injectors:
+        return decision.allowed()
+    result = inject(request.object or {}, namespace=request.namespace, policies=policies)
+    warnings = tuple(result.warnings)
+    if result.denial is not None:
+        return decision.denied(result.denial, warnings=warnings, applied_policies=result.applied)
+    return decision.patched(result.patch, warnings=warnings, applied_policies=result.applied,
+                            shadow_policies=result.shadowed)

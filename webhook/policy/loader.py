@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from webhook.policy.compiled import CompiledInjection, compile_injection
 from webhook.policy.errors import PolicyError, PolicyLoadError
 from webhook.policy.ordering import init_container_order
 from webhook.policy.model import API_VERSION, DOCUMENT_KINDS, PolicyDocument
@@ -33,6 +34,8 @@ class PolicySet:
     sources: Mapping[str, str] = field(default_factory=dict)
     # injected init container / native sidecar name -> its rank in the start order
     init_order: Mapping[str, int] = field(default_factory=dict)
+    # the injection policies in priority order, prepared for the request path
+    injectors: tuple[CompiledInjection, ...] = ()
 
     @property
     def policy_count(self) -> int:
@@ -90,7 +93,8 @@ def load_policy_sources(files: Mapping[str, bytes]) -> PolicySet:
         digest.update(Path(name).name.encode() + b"\0" + files[name] + b"\0")
     validation.sort(key=lambda p: p.metadata.name)
     return PolicySet(revision=digest.hexdigest()[:12], injection=tuple(injection),
-                     validation=tuple(validation), sources=sources, init_order=init_order)
+                     validation=tuple(validation), sources=sources, init_order=init_order,
+                     injectors=tuple(compile_injection(p) for p in injection))
 
 
 def _read_documents(name: str, content: bytes,

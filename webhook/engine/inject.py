@@ -1,0 +1,390 @@
+"""Injection: apply the matching policies to a pod's containers, volumes and metadata.
+
+`inject()` is a pure function of (pod, namespace, policy set). It rewrites only the
+sections injection owns (init containers, containers, volumes, labels,
+annotations), copying what it changes and sharing everything else, and returns
+the patch from the original pod to the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from webhook.engine import patch as jp
+from webhook.engine.ledger import LEDGER_ANNOTATION, Ledger, LedgerError, PolicyRecord, parse_ledger
+from webhook.engine.match import mismatch
+from webhook.engine.pod import PodFacts, as_dict, as_list, pod_facts
+from webhook.engine.pod_rules import pod_problems
+from webhook.policy.common import ANNOTATION_PREFIX, Mode
+from webhook.policy.compiled import CompiledInjection, Item, render_value
+from webhook.policy.injection import OnConflict
+from webhook.policy.loader import PolicySet
+from webhook.policy.template import TemplateContext
+
+INJECT_ANNOTATION = f"{ANNOTATION_PREFIX}/inject"
+
+
+def policy_annotation(policy: str) -> str:
+    """Per-policy opt-in / opt-out annotation: `runtime.platform.io/inject-NAME: "true"|"false"`."""
+    return f"{INJECT_ANNOTATION}-{policy}"
+
+
+@dataclass
+class PolicyOutcome:
+    policy: str
+    applied: bool
+    reason: str = ""             # why it did not apply, or what it changed
+    shadow: bool = False
+
+
+@dataclass
+class InjectionResult:
+    patch: list[dict[str, Any]]
+    pod: dict[str, Any]                          # the pod after the patch
+    warnings: list[str] = field(default_factory=list)
+    denial: str | None = None
+    outcomes: list[PolicyOutcome] = field(default_factory=list)
+
+    @property
+    def applied(self) -> tuple[str, ...]:
+        return tuple(o.policy for o in self.outcomes if o.applied and not o.shadow)
+
+    @property
+    def shadowed(self) -> tuple[str, ...]:
+        return tuple(o.policy for o in self.outcomes if o.applied and o.shadow)
+
+
+class _Deny(Exception):
+    pass
+
+
+class _SkipPolicy(Exception):
+    pass
+
+
+@dataclass
+class _Sections:
+    """The parts of the pod injection rewrites; lists and maps are copies, elements shared."""
+
+    init: list[dict[str, Any]]
+    containers: list[dict[str, Any]]
+    volumes: list[dict[str, Any]]
+    labels: dict[str, Any]
+    annotations: dict[str, Any]
+    ephemeral_names: frozenset[str]
+    injected_init: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    injected_names: dict[str, str] = field(default_factory=dict)     # container -> policy
+    injected_volumes: dict[str, str] = field(default_factory=dict)   # volume -> policy
+
+    def copy(self) -> _Sections:
+        return _Sections(list(self.init), list(self.containers), list(self.volumes), dict(self.labels),
+                         dict(self.annotations), self.ephemeral_names, list(self.injected_init),
+                         dict(self.injected_names), dict(self.injected_volumes))
+
+
+def _containers(value: Any) -> list[dict[str, Any]]:
+    return [c for c in as_list(value) if isinstance(c, dict)]
+
+
+def _name(obj: dict[str, Any]) -> str:
+    name = obj.get("name")
+    return name if isinstance(name, str) else ""
+
+
+def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet) -> InjectionResult:
+    metadata = as_dict(pod.get("metadata"))
+    spec = as_dict(pod.get("spec"))
+    facts = pod_facts(pod, namespace=namespace)
+    warnings: list[str] = []
+    if facts.annotations.get(INJECT_ANNOTATION) == "false":
+        return InjectionResult(patch=[], pod=pod, outcomes=[
+            PolicyOutcome(p.name, False, f"pod opted out ({INJECT_ANNOTATION}: \"false\")")
+            for p in policies.injectors])
+
+    previous = Ledger()
+    if LEDGER_ANNOTATION in facts.annotations:
+        try:
+            previous = parse_ledger(facts.annotations[LEDGER_ANNOTATION])
+        except LedgerError as exc:
+            warnings.append(f"ignoring unreadable {LEDGER_ANNOTATION} annotation ({exc}); injecting afresh")
+    sections = _strip(_Sections(
+        init=_containers(spec.get("initContainers")), containers=_containers(spec.get("containers")),
+        volumes=[v for v in as_list(spec.get("volumes")) if isinstance(v, dict)],
+        labels=dict(as_dict(metadata.get("labels"))), annotations=dict(as_dict(metadata.get("annotations"))),
+        ephemeral_names=frozenset(_name(c) for c in _containers(spec.get("ephemeralContainers")))), previous)
+
+    ctx = TemplateContext(namespace=facts.namespace, pod_name=facts.name,
+                          service_account_name=facts.service_account,
+                          workload_kind=facts.workload_kind.value, workload_name=facts.workload_name,
+                          labels=facts.labels, annotations=facts.annotations)
+    ledger = Ledger()
+    outcomes: list[PolicyOutcome] = []
+    for policy in policies.injectors:
+        reason = _not_applicable(policy, facts)
+        if reason:
+            outcomes.append(PolicyOutcome(policy.name, False, reason))
+            continue
+        trial = sections.copy()
+        record = PolicyRecord(name=policy.name, revision=policy.revision)
+        try:
+            _apply(policy, trial, record, ctx, policies.init_order)
+        except _Deny as exc:
+            if policy.mode is Mode.SHADOW:
+                warnings.append(f"shadow policy {policy.name} would deny this pod: {exc}")
+                outcomes.append(PolicyOutcome(policy.name, True, f"would deny: {exc}", shadow=True))
+                continue
+            return InjectionResult(patch=[], pod=pod, warnings=warnings, denial=str(exc),
+                                   outcomes=[*outcomes, PolicyOutcome(policy.name, False, f"denied: {exc}")])
+        except _SkipPolicy as exc:
+            ledger.skipped.append({"policy": policy.name, "reason": str(exc)})
+            outcomes.append(PolicyOutcome(policy.name, False, f"skipped: {exc}"))
+            continue
+        if policy.mode is Mode.SHADOW:
+            summary = _summary(record)
+            if summary:
+                warnings.append(f"shadow policy {policy.name} would add {summary}")
+            outcomes.append(PolicyOutcome(policy.name, True, summary or "nothing to add", shadow=True))
+            continue
+        _carry_replacements(record, previous.record(policy.name))
+        sections = trial
+        ledger.policies.append(record)
+        outcomes.append(PolicyOutcome(policy.name, True, _summary(record) or "nothing to add"))
+
+    new_init = [c for _, c in sorted(sections.injected_init, key=lambda rc: rc[0])] + sections.init
+    if ledger.policies or ledger.skipped:
+        sections.annotations[LEDGER_ANNOTATION] = ledger.dumps()
+    else:
+        sections.annotations.pop(LEDGER_ANNOTATION, None)
+
+    new_spec = {**spec, "containers": sections.containers}
+    if new_init or "initContainers" in spec:
+        new_spec["initContainers"] = new_init
+    if sections.volumes or "volumes" in spec:
+        new_spec["volumes"] = sections.volumes
+    problems = pod_problems(new_spec) - pod_problems(spec)
+    if problems:
+        return InjectionResult(patch=[], pod=pod, warnings=warnings, outcomes=outcomes,
+                               denial="injection would make the pod invalid: " + "; ".join(sorted(problems)))
+
+    ops = _patch(pod, metadata, spec, sections, new_init)
+    new_metadata = {**metadata, "labels": sections.labels, "annotations": sections.annotations}
+    return InjectionResult(patch=ops, pod={**pod, "metadata": new_metadata, "spec": new_spec},
+                           warnings=warnings, outcomes=outcomes)
+
+
+def _not_applicable(policy: CompiledInjection, facts: PodFacts) -> str | None:
+    choice = facts.annotations.get(policy_annotation(policy.name))
+    if choice == "false":
+        return f"pod opted out ({policy_annotation(policy.name)}: \"false\")"
+    if policy.opt_in and choice != "true":
+        return f"opt-in policy; pod is not annotated {policy_annotation(policy.name)}: \"true\""
+    return mismatch(policy.match, facts)
+
+
+def _strip(sections: _Sections, ledger: Ledger) -> _Sections:
+    """Remove what the ledger says earlier passes added, so rendering starts from the user's pod."""
+    if not ledger.policies:
+        return sections
+    containers = {n for p in ledger.policies for n in p.containers}
+    volumes = {n for p in ledger.policies for n in p.volumes}
+    env: dict[str, set[str]] = {}
+    mounts: dict[str, set[str]] = {}
+    for record in ledger.policies:
+        for container, names in record.env.items():
+            env.setdefault(container, set()).update(names)
+        for container, paths in record.mounts.items():
+            mounts.setdefault(container, set()).update(paths)
+
+    def strip_container(c: dict[str, Any]) -> dict[str, Any]:
+        name = _name(c)
+        if name not in env and name not in mounts:
+            return c
+        c = dict(c)
+        for key, drop, ident in (("env", env.get(name), "name"), ("volumeMounts", mounts.get(name), "mountPath")):
+            if drop and isinstance(c.get(key), list):
+                kept = [e for e in c[key] if not (isinstance(e, dict) and e.get(ident) in drop)]
+                if kept:
+                    c[key] = kept
+                else:
+                    del c[key]
+        return c
+
+    sections.init = [strip_container(c) for c in sections.init if _name(c) not in containers]
+    sections.containers = [strip_container(c) for c in sections.containers if _name(c) not in containers]
+    sections.volumes = [v for v in sections.volumes if _name(v) not in volumes]
+    for record in ledger.policies:
+        for key in record.labels:
+            sections.labels.pop(key, None)
+        for key in record.annotations:
+            sections.annotations.pop(key, None)
+    return sections
+
+
+def _conflict(item: Item, what: str, record: PolicyRecord, *, policy: str, theirs: str,
+              container: str = "") -> bool:
+    """Resolve a clash with the pod's own item; True means inject ours (after removing theirs)."""
+    where = f" in container {container!r}" if container else ""
+    resolution = item.on_conflict
+    if resolution is OnConflict.DENY:
+        raise _Deny(f"policy {policy} injects {what} {item.name!r}{where}, but the pod already defines "
+                    f"{theirs}; rename the pod's {what} or ask the platform team to change the policy's "
+                    "onConflict")
+    if resolution is OnConflict.SKIP:
+        raise _SkipPolicy(f"the pod already defines {what} {item.name!r}{where}")
+    entry = {"kind": what, "name": item.name, "resolution": resolution.value}
+    if container:
+        entry["container"] = container
+    record.conflicts.append(entry)
+    return resolution is OnConflict.REPLACE
+
+
+def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: TemplateContext,
+           init_order: Mapping[str, int]) -> None:
+    classic = {id(i) for i in policy.classic_sidecars}
+    for item in (*policy.init_containers, *policy.classic_sidecars):
+        owner = s.injected_names.get(item.name)
+        if owner is not None:
+            # Two policies inject the same name: the earlier one (by priority) wins.
+            record.conflicts.append({"kind": "container", "name": item.name, "resolution": "Keep",
+                                     "with": f"policy {owner}"})
+            continue
+        where = ("spec.initContainers" if any(_name(c) == item.name for c in s.init) else
+                 "spec.containers" if any(_name(c) == item.name for c in s.containers) else
+                 "spec.ephemeralContainers" if item.name in s.ephemeral_names else "")
+        if where:
+            if not _conflict(item, "container", record, policy=policy.name,
+                             theirs=f"container {item.name!r} in {where}"):
+                continue
+            s.init = [c for c in s.init if _name(c) != item.name]
+            s.containers = [c for c in s.containers if _name(c) != item.name]
+        container = item.render(ctx)
+        s.injected_names[item.name] = policy.name
+        record.containers.append(item.name)
+        if id(item) in classic:
+            s.containers.append(container)
+        else:
+            s.injected_init.append((init_order.get(item.name, len(init_order)), container))
+
+    for item in policy.volumes:
+        owner = s.injected_volumes.get(item.name)
+        if owner is not None:
+            record.conflicts.append({"kind": "volume", "name": item.name, "resolution": "Keep",
+                                     "with": f"policy {owner}"})
+            continue
+        if any(_name(v) == item.name for v in s.volumes):
+            if not _conflict(item, "volume", record, policy=policy.name,
+                             theirs=f"volume {item.name!r} in spec.volumes"):
+                continue
+            s.volumes = [v for v in s.volumes if _name(v) != item.name]
+        s.volumes.append(item.render(ctx))
+        s.injected_volumes[item.name] = policy.name
+        record.volumes.append(item.name)
+
+    if policy.env or policy.mounts:
+        s.init = [_inject_into(c, policy, record, ctx, init=True, s=s) for c in s.init]
+        s.containers = [_inject_into(c, policy, record, ctx, init=False, s=s) for c in s.containers]
+
+    for target, pairs, added in ((s.labels, policy.labels, record.labels),
+                                 (s.annotations, policy.annotations, record.annotations)):
+        for key, template in pairs:
+            value = render_value(template, ctx)
+            if key in target:
+                if target[key] != value:
+                    record.conflicts.append({"kind": "label" if target is s.labels else "annotation",
+                                             "name": key, "resolution": "Keep"})
+                continue
+            target[key] = value
+            added.append(key)
+
+
+def _inject_into(container: dict[str, Any], policy: CompiledInjection, record: PolicyRecord,
+                 ctx: TemplateContext, *, init: bool, s: _Sections) -> dict[str, Any]:
+    name = _name(container)
+    if name in s.injected_names:
+        return container  # our own containers declare their own env and mounts
+    env_items = [i for i in policy.env if i.targets(name, init=init)]
+    mount_items = [i for i in policy.mounts if i.targets(name, init=init)]
+    if not env_items and not mount_items:
+        return container
+    env = [e for e in as_list(container.get("env")) if isinstance(e, dict)] if env_items else []
+    mounts = [m for m in as_list(container.get("volumeMounts")) if isinstance(m, dict)] if mount_items else []
+    added_env: list[str] = []
+    added_mounts: list[str] = []
+    for item in env_items:
+        if any(e.get("name") == item.name for e in env):
+            if not _conflict(item, "env", record, policy=policy.name,
+                             theirs=f"env var {item.name!r}", container=name):
+                continue
+            env = [e for e in env if e.get("name") != item.name]
+        env.append(item.render(ctx))
+        added_env.append(item.name)
+    for item in mount_items:
+        if any(m.get("mountPath") == item.name for m in mounts):
+            if not _conflict(item, "mount", record, policy=policy.name,
+                             theirs=f"a mount at {item.name!r}", container=name):
+                continue
+            mounts = [m for m in mounts if m.get("mountPath") != item.name]
+        mounts.append(item.render(ctx))
+        added_mounts.append(item.name)
+    if not added_env and not added_mounts:
+        return container
+    updated = dict(container)
+    if added_env:
+        updated["env"] = env
+        record.env.setdefault(name, []).extend(added_env)
+    if added_mounts:
+        updated["volumeMounts"] = mounts
+        record.mounts.setdefault(name, []).extend(added_mounts)
+    return updated
+
+
+def _carry_replacements(record: PolicyRecord, previous: PolicyRecord | None) -> None:
+    """A Replace removed the user's item on an earlier pass, so this pass cannot see the
+    clash again; keep its record so the ledger, and the pod, stay the same."""
+    if previous is None:
+        return
+    for entry in previous.conflicts:
+        if entry.get("resolution") == OnConflict.REPLACE.value and entry not in record.conflicts:
+            record.conflicts.append(entry)
+
+
+def _summary(record: PolicyRecord) -> str:
+    parts = []
+    if record.containers:
+        parts.append(f"containers {', '.join(record.containers)}")
+    if record.volumes:
+        parts.append(f"volumes {', '.join(record.volumes)}")
+    env = sorted({n for names in record.env.values() for n in names})
+    if env:
+        parts.append(f"env {', '.join(env)} to {len(record.env)} container(s)")
+    mounts = sorted({p for paths in record.mounts.values() for p in paths})
+    if mounts:
+        parts.append(f"mounts {', '.join(mounts)}")
+    if record.labels or record.annotations:
+        parts.append(f"{len(record.labels)} label(s), {len(record.annotations)} annotation(s)")
+    return "; ".join(parts)
+
+
+def _patch(pod: dict[str, Any], metadata: dict[str, Any], spec: dict[str, Any], s: _Sections,
+           new_init: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    ops: list[dict[str, Any]] = []
+    if not isinstance(pod.get("metadata"), dict):
+        meta_value = {k: v for k, v in (("labels", s.labels), ("annotations", s.annotations)) if v}
+        if meta_value:
+            ops.append({"op": "add", "path": "/metadata", "value": meta_value})
+    else:
+        ops += jp.map_ops("/metadata/labels", metadata.get("labels") if isinstance(metadata.get("labels"), dict)
+                          else None, s.labels)
+        ops += jp.map_ops("/metadata/annotations", metadata.get("annotations")
+                          if isinstance(metadata.get("annotations"), dict) else None, s.annotations)
+    if not isinstance(pod.get("spec"), dict):
+        return ops  # nothing to inject into; the API server rejects a pod without spec anyway
+    init_old = spec.get("initContainers") if isinstance(spec.get("initContainers"), list) else None
+    ops += jp.container_list_ops("/spec/initContainers", init_old, new_init)
+    containers_old = spec.get("containers") if isinstance(spec.get("containers"), list) else None
+    ops += jp.container_list_ops("/spec/containers", containers_old, s.containers)
+    volumes_old = spec.get("volumes") if isinstance(spec.get("volumes"), list) else None
+    ops += jp.list_ops("/spec/volumes", volumes_old, s.volumes)
+    return ops

@@ -1,0 +1,94 @@
+"""The injection ledger: annotation `runtime.platform.io/status`, JSON describing what
+each applied policy added. It makes injection idempotent: on reinvocation the
+engine strips what the ledger says it added and renders again, so a second pass
+adds nothing when nothing changed. Its content is deterministic (no timestamps)
+for the same reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from webhook.policy.common import ANNOTATION_PREFIX
+
+LEDGER_ANNOTATION = f"{ANNOTATION_PREFIX}/status"
+LEDGER_VERSION = 1
+
+
+@dataclass
+class PolicyRecord:
+    name: str
+    revision: str
+    containers: list[str] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)
+    env: dict[str, list[str]] = field(default_factory=dict)       # container -> env names
+    mounts: dict[str, list[str]] = field(default_factory=dict)    # container -> mount paths
+    labels: list[str] = field(default_factory=list)
+    annotations: list[str] = field(default_factory=list)
+    conflicts: list[dict[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "revision": self.revision}
+        for key in ("containers", "volumes", "env", "mounts", "labels", "annotations", "conflicts"):
+            value = getattr(self, key)
+            if value:
+                out[key] = value
+        return out
+
+
+@dataclass
+class Ledger:
+    policies: list[PolicyRecord] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def record(self, name: str) -> PolicyRecord | None:
+        return next((p for p in self.policies if p.name == name), None)
+
+    def dumps(self) -> str:
+        doc: dict[str, Any] = {"version": LEDGER_VERSION, "policies": [p.to_json() for p in self.policies]}
+        if self.skipped:
+            doc["skipped"] = self.skipped
+        return orjson.dumps(doc).decode()
+
+
+class LedgerError(ValueError):
+    pass
+
+
+def _str_list(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise LedgerError("expected a list of strings")
+    return value
+
+
+def _str_list_map(value: Any) -> dict[str, list[str]]:
+    if not isinstance(value, dict):
+        raise LedgerError("expected a mapping")
+    return {str(k): _str_list(v) for k, v in value.items()}
+
+
+def parse_ledger(text: str) -> Ledger:
+    """Parse the annotation; raises LedgerError when it is not a ledger we wrote."""
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise LedgerError(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("version") != LEDGER_VERSION:
+        raise LedgerError(f"expected an object with version {LEDGER_VERSION}")
+    records = []
+    for raw in doc.get("policies") or []:
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+            raise LedgerError("policy entry without a name")
+        conflicts = raw.get("conflicts", [])
+        if not isinstance(conflicts, list) or not all(isinstance(c, dict) for c in conflicts):
+            raise LedgerError("conflicts must be a list of objects")
+        records.append(PolicyRecord(
+            name=raw["name"], revision=str(raw.get("revision", "")),
+            containers=_str_list(raw.get("containers", [])), volumes=_str_list(raw.get("volumes", [])),
+            env=_str_list_map(raw.get("env", {})), mounts=_str_list_map(raw.get("mounts", {})),
+            labels=_str_list(raw.get("labels", [])), annotations=_str_list(raw.get("annotations", [])),
+            conflicts=[{str(k): str(v) for k, v in c.items()} for c in conflicts]))
+    return Ledger(policies=records)

@@ -1,0 +1,44 @@
+"""Whether a policy's `match` selects a pod; every miss comes with a reason (for explain)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from fnmatch import fnmatchcase
+
+from webhook.engine.pod import PodFacts
+from webhook.policy.common import LabelSelector, Match
+
+
+def selector_matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
+    """Kubernetes label selector semantics; an empty selector matches everything."""
+    for key, value in selector.match_labels.items():
+        if labels.get(key) != value:
+            return False
+    for req in selector.match_expressions:
+        present = req.key in labels
+        if req.operator == "In" and not (present and labels[req.key] in req.values):
+            return False
+        if req.operator == "NotIn" and present and labels[req.key] in req.values:
+            return False
+        if req.operator == "Exists" and not present:
+            return False
+        if req.operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def mismatch(match: Match, facts: PodFacts) -> str | None:
+    """None when the pod is selected, otherwise why not."""
+    namespaces = match.namespaces
+    if namespaces.include and not any(fnmatchcase(facts.namespace, p) for p in namespaces.include):
+        return f"namespace {facts.namespace!r} is not in include {namespaces.include}"
+    excluded_by = next((p for p in namespaces.exclude if fnmatchcase(facts.namespace, p)), None)
+    if excluded_by is not None:
+        return f"namespace {facts.namespace!r} is excluded by {excluded_by!r}"
+    if match.pod_selector is not None and not selector_matches(match.pod_selector, facts.labels):
+        return "podSelector does not match the pod's labels"
+    if match.workloads and facts.workload_kind not in match.workloads:
+        return f"workload kind {facts.workload_kind.value} is not in {[w.value for w in match.workloads]}"
+    if match.os and facts.os not in match.os:
+        return f"pod OS {facts.os} is not in {match.os}"
+    return None

@@ -1,0 +1,67 @@
+"""RFC 6902 operations built from what changed in the few places injection touches.
+
+Never a diff of whole objects: each helper compares one list or map that the
+engine rewrote, and element identity short-circuits the comparison of everything
+it left alone. Operations only add or remove inside parents known to exist, which
+is what evanphx/json-patch (used by the API server) requires.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Op = dict[str, Any]
+
+
+def escape(token: str) -> str:
+    """JSON pointer escaping (RFC 6901): `~` first, then `/`."""
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def list_ops(path: str, old: list[Any] | None, new: list[Any]) -> list[Op]:
+    if old is None:
+        return [{"op": "add", "path": path, "value": new}] if new else []
+    if new == old:
+        return []
+    n_old = len(old)
+    if len(new) > n_old and new[:n_old] == old:
+        return [{"op": "add", "path": f"{path}/-", "value": v} for v in new[n_old:]]
+    if len(new) > n_old and (n_old == 0 or new[-n_old:] == old):
+        return [{"op": "add", "path": f"{path}/{i}", "value": v} for i, v in enumerate(new[: len(new) - n_old])]
+    return [{"op": "replace", "path": path, "value": new}]
+
+
+def map_ops(path: str, old: dict[str, Any] | None, new: dict[str, Any]) -> list[Op]:
+    if old is None:
+        return [{"op": "add", "path": path, "value": new}] if new else []
+    ops: list[Op] = []
+    for key, value in new.items():
+        if key not in old:
+            ops.append({"op": "add", "path": f"{path}/{escape(key)}", "value": value})
+        elif old[key] != value:
+            ops.append({"op": "replace", "path": f"{path}/{escape(key)}", "value": value})
+    ops.extend({"op": "remove", "path": f"{path}/{escape(key)}"} for key in old if key not in new)
+    return ops
+
+
+def container_list_ops(path: str, old: list[Any] | None, new: list[dict[str, Any]]) -> list[Op]:
+    """Per-field operations when the containers are the same ones in the same order
+    (injection added env or mounts), a list operation otherwise."""
+    if old is None or len(old) != len(new) or any(
+            not isinstance(o, dict) or o.get("name") != n.get("name") for o, n in zip(old, new)):
+        return list_ops(path, old, new)
+    ops: list[Op] = []
+    for index, (before, after) in enumerate(zip(old, new)):
+        if before is after:
+            continue
+        base = f"{path}/{index}"
+        for key, value in after.items():
+            if key not in before:
+                ops.append({"op": "add", "path": f"{base}/{escape(key)}", "value": value})
+            elif before[key] != value:
+                if isinstance(value, list) and isinstance(before[key], list):
+                    ops.extend(list_ops(f"{base}/{escape(key)}", before[key], value))
+                else:
+                    ops.append({"op": "replace", "path": f"{base}/{escape(key)}", "value": value})
+        ops.extend({"op": "remove", "path": f"{base}/{escape(key)}"} for key in before if key not in after)
+    return ops

@@ -1,0 +1,107 @@
+"""Facts about a pod that policies match on and templates read.
+
+Pods arrive as untrusted JSON: every accessor tolerates missing or wrongly typed
+fields, treating them as absent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from webhook.policy.common import ANNOTATION_PREFIX, Workload
+
+WORKLOAD_LABEL = f"{ANNOTATION_PREFIX}/workload"
+# Kinds of training operators (Kubeflow, Ray) whose pods count as Training.
+TRAINING_OWNER_KINDS = frozenset({"PyTorchJob", "TFJob", "MPIJob", "XGBoostJob", "PaddleJob",
+                                  "JAXJob", "TrainJob", "RayJob", "RayCluster"})
+# The CronJob controller names each Job `<cronjob>-<scheduled time in minutes since
+# the epoch>` (8 digits today); a Job's pods carry only the Job as owner, so this
+# name shape is how a CronJob's pods are told apart from a plain Job's.
+_CRONJOB_JOB_NAME = re.compile(r"^(?P<cronjob>.+)-\d{8,10}$")
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def str_map(value: Any) -> dict[str, str]:
+    return {k: v for k, v in as_dict(value).items() if isinstance(k, str) and isinstance(v, str)}
+
+
+@dataclass(frozen=True)
+class PodFacts:
+    namespace: str
+    name: str
+    generate_name: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    service_account: str
+    workload_kind: Workload
+    workload_name: str
+    os: str                     # "linux" unless spec.os.name says otherwise
+
+
+def controller_owner(metadata: Mapping[str, Any]) -> dict[str, Any] | None:
+    owners = [o for o in as_list(metadata.get("ownerReferences")) if isinstance(o, dict)]
+    return next((o for o in owners if o.get("controller") is True), owners[0] if owners else None)
+
+
+def workload_of(metadata: Mapping[str, Any], labels: Mapping[str, str]) -> tuple[Workload, str]:
+    """(kind, name) of the workload that owns the pod."""
+    owner = controller_owner(metadata)
+    kind = str(owner.get("kind", "")) if owner else ""
+    name = str(owner.get("name", "")) if owner else ""
+    if not owner:
+        detected = Workload.POD
+        own_name = metadata.get("name") or str(metadata.get("generateName") or "").rstrip("-")
+        name = own_name if isinstance(own_name, str) else ""
+    elif kind == "ReplicaSet":
+        detected = Workload.SERVICE
+        template_hash = labels.get("pod-template-hash")
+        if template_hash and name.endswith(f"-{template_hash}"):
+            name = name[: -len(template_hash) - 1]  # the Deployment's name
+    elif kind == "Job":
+        cron = _CRONJOB_JOB_NAME.match(name)
+        detected, name = (Workload.CRON_JOB, cron.group("cronjob")) if cron else (Workload.JOB, name)
+    elif kind == "StatefulSet":
+        detected = Workload.STATEFUL_SET
+    elif kind == "DaemonSet":
+        detected = Workload.DAEMON_SET
+    elif kind in TRAINING_OWNER_KINDS:
+        detected = Workload.TRAINING
+    else:
+        detected = Workload.OTHER
+    override = labels.get(WORKLOAD_LABEL)
+    if override in Workload._value2member_map_:
+        detected = Workload(override)
+    return detected, name
+
+
+def pod_facts(pod: Mapping[str, Any], *, namespace: str) -> PodFacts:
+    metadata = as_dict(pod.get("metadata"))
+    spec = as_dict(pod.get("spec"))
+    labels = str_map(metadata.get("labels"))
+    kind, workload_name = workload_of(metadata, labels)
+    os_name = as_dict(spec.get("os")).get("name")
+    service_account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+    name = metadata.get("name")
+    generate_name = metadata.get("generateName")
+    return PodFacts(
+        # The object's namespace may be absent on CREATE; the request's is authoritative.
+        namespace=namespace or str(metadata.get("namespace") or ""),
+        name=name if isinstance(name, str) else "",
+        generate_name=generate_name if isinstance(generate_name, str) else "",
+        labels=labels,
+        annotations=str_map(metadata.get("annotations")),
+        service_account=service_account if isinstance(service_account, str) else "default",
+        workload_kind=kind,
+        workload_name=workload_name,
+        os=os_name if os_name in ("linux", "windows") else "linux",
+    )

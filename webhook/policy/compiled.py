@@ -1,0 +1,106 @@
+"""An InjectionPolicy prepared once at load for the request path.
+
+Pydantic models are the schema; on every admission the engine needs plain
+Kubernetes dicts, and re-dumping models per request would be the slowest part of
+the hot path. Items that hold templates are marked, so only they are rendered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from webhook.policy.common import Match, Mode
+from webhook.policy.injection import InjectionPolicy, OnConflict, Target
+from webhook.policy.template import TemplateContext, compile_template, has_template
+
+
+@dataclass(frozen=True)
+class Item:
+    """One injected object (container, env var, volume, mount) as the pod will hold it."""
+
+    name: str
+    value: dict[str, Any]
+    templated: bool
+    on_conflict: OnConflict
+    containers: frozenset[str] | None = None     # env / mounts: target names, None = all
+    include_init_containers: bool = False
+
+    def render(self, ctx: TemplateContext) -> dict[str, Any]:
+        return render_value(self.value, ctx) if self.templated else self.value
+
+    def targets(self, container_name: str, *, init: bool) -> bool:
+        if init and not self.include_init_containers:
+            return False
+        return self.containers is None or container_name in self.containers
+
+
+@dataclass(frozen=True)
+class CompiledInjection:
+    name: str
+    revision: str
+    priority: int
+    mode: Mode
+    opt_in: bool
+    match: Match
+    init_containers: tuple[Item, ...]        # init containers then native sidecars, in order
+    classic_sidecars: tuple[Item, ...]
+    env: tuple[Item, ...]
+    volumes: tuple[Item, ...]
+    mounts: tuple[Item, ...]
+    labels: tuple[tuple[str, str], ...]
+    annotations: tuple[tuple[str, str], ...]
+
+
+def render_value(value: Any, ctx: TemplateContext) -> Any:
+    if isinstance(value, str):
+        return compile_template(value)(ctx) if has_template(value) else value
+    if isinstance(value, dict):
+        return {k: render_value(v, ctx) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_value(v, ctx) for v in value]
+    return value
+
+
+def _templated(value: Any) -> bool:
+    if isinstance(value, str):
+        return has_template(value)
+    if isinstance(value, dict):
+        return any(_templated(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_templated(v) for v in value)
+    return False
+
+
+def _item(name: str, value: dict[str, Any], on_conflict: OnConflict, target: Target | None = None) -> Item:
+    return Item(name=name, value=value, templated=_templated(value), on_conflict=on_conflict,
+                containers=frozenset(target.containers) if target and target.containers is not None else None,
+                include_init_containers=bool(target and target.include_init_containers))
+
+
+def compile_injection(policy: InjectionPolicy) -> CompiledInjection:
+    inject = policy.spec.inject
+    init_items = [_item(c.name, c.to_container(), c.on_conflict) for c in inject.init_containers]
+    for sidecar in inject.sidecars:
+        if sidecar.native:
+            # Native sidecar (GA in 1.33): an init container that keeps running, starts
+            # before the app, and does not keep a Job from completing.
+            init_items.append(_item(sidecar.name, {**sidecar.to_container(), "restartPolicy": "Always"},
+                                    sidecar.on_conflict))
+    return CompiledInjection(
+        name=policy.metadata.name,
+        revision=hashlib.sha256(policy.model_dump_json(by_alias=True).encode()).hexdigest()[:12],
+        priority=policy.spec.priority,
+        mode=policy.spec.mode,
+        opt_in=policy.spec.opt_in,
+        match=policy.spec.match,
+        init_containers=tuple(init_items),
+        classic_sidecars=tuple(_item(s.name, s.to_container(), s.on_conflict)
+                               for s in inject.sidecars if not s.native),
+        env=tuple(_item(e.name, e.to_env(), e.on_conflict, e) for e in inject.env),
+        volumes=tuple(_item(v.name, v.to_volume(), v.on_conflict) for v in inject.volumes),
+        mounts=tuple(_item(m.mount_path, m.to_mount(), m.on_conflict, m) for m in inject.volume_mounts),
+        labels=tuple(inject.labels.items()),
+        annotations=tuple(inject.annotations.items()),
+    )
