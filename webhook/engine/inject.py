@@ -169,7 +169,10 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet) -> Injec
                                denial="injection would make the pod invalid: " + "; ".join(sorted(problems)))
 
     ops = _patch(pod, metadata, spec, sections, new_init)
-    new_metadata = {**metadata, "labels": sections.labels, "annotations": sections.annotations}
+    new_metadata = dict(metadata)
+    for key, value in (("labels", sections.labels), ("annotations", sections.annotations)):
+        if value or isinstance(metadata.get(key), dict):
+            new_metadata[key] = value
     return InjectionResult(patch=ops, pod={**pod, "metadata": new_metadata, "spec": new_spec},
                            warnings=warnings, outcomes=outcomes)
 

@@ -45,23 +45,28 @@ def map_ops(path: str, old: dict[str, Any] | None, new: dict[str, Any]) -> list[
 
 
 def container_list_ops(path: str, old: list[Any] | None, new: list[dict[str, Any]]) -> list[Op]:
-    """Per-field operations when the containers are the same ones in the same order
-    (injection added env or mounts), a list operation otherwise."""
-    if old is None or len(old) != len(new) or any(
+    """Per-field operations for the containers that kept their place (injection added env
+    or mounts), `add .../-` for containers appended after them, a list operation otherwise."""
+    if old is None or len(new) < len(old) or any(
             not isinstance(o, dict) or o.get("name") != n.get("name") for o, n in zip(old, new)):
         return list_ops(path, old, new)
     ops: list[Op] = []
     for index, (before, after) in enumerate(zip(old, new)):
-        if before is after:
-            continue
-        base = f"{path}/{index}"
-        for key, value in after.items():
-            if key not in before:
-                ops.append({"op": "add", "path": f"{base}/{escape(key)}", "value": value})
-            elif before[key] != value:
-                if isinstance(value, list) and isinstance(before[key], list):
-                    ops.extend(list_ops(f"{base}/{escape(key)}", before[key], value))
-                else:
-                    ops.append({"op": "replace", "path": f"{base}/{escape(key)}", "value": value})
-        ops.extend({"op": "remove", "path": f"{base}/{escape(key)}"} for key in before if key not in after)
+        if before is not after:
+            ops.extend(_field_ops(f"{path}/{index}", before, after))
+    ops.extend({"op": "add", "path": f"{path}/-", "value": v} for v in new[len(old):])
+    return ops
+
+
+def _field_ops(base: str, before: dict[str, Any], after: dict[str, Any]) -> list[Op]:
+    ops: list[Op] = []
+    for key, value in after.items():
+        if key not in before:
+            ops.append({"op": "add", "path": f"{base}/{escape(key)}", "value": value})
+        elif before[key] != value:
+            if isinstance(value, list) and isinstance(before[key], list):
+                ops.extend(list_ops(f"{base}/{escape(key)}", before[key], value))
+            else:
+                ops.append({"op": "replace", "path": f"{base}/{escape(key)}", "value": value})
+    ops.extend({"op": "remove", "path": f"{base}/{escape(key)}"} for key in before if key not in after)
     return ops

@@ -1,0 +1,247 @@
+"""Engine tests with purpose-written policies: conflicts, ordering, templates, modes, matching."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.engine_helpers import env_names, names, policies_from_yaml, run
+from webhook.engine.ledger import LEDGER_ANNOTATION
+from webhook.engine.patch import escape
+from webhook.policy.errors import PolicyLoadError
+
+HEAD = """
+apiVersion: runtime.platform.io/v1
+kind: InjectionPolicy
+metadata: {name: %s}
+spec:
+"""
+
+
+def policy(name: str, body: str) -> str:
+    indented = "\n".join("  " + line for line in body.strip("\n").splitlines())
+    return HEAD % name + indented + "\n"
+
+
+def pod(*containers: dict, **metadata) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", **metadata},
+            "spec": {"containers": list(containers) or [{"name": "app", "image": "a"}]}}
+
+
+ENV_X = """
+inject:
+  env:
+    - {name: X, value: policy, onConflict: %s}
+"""
+
+
+@pytest.mark.parametrize(("resolution", "expected"), [("Keep", "user"), ("Replace", "policy")])
+def test_env_conflict_keep_or_replace(resolution: str, expected: str) -> None:
+    policies = policies_from_yaml(policy("env", ENV_X % resolution))
+    result = run(pod({"name": "app", "image": "a", "env": [{"name": "X", "value": "user"}]}),
+                 policies=policies)
+    env = result.pod["spec"]["containers"][0]["env"]
+    assert env == [{"name": "X", "value": expected}]
+    conflicts = json.loads(result.pod["metadata"]["annotations"][LEDGER_ANNOTATION])["policies"][0]["conflicts"]
+    assert conflicts == [{"kind": "env", "name": "X", "resolution": resolution, "container": "app"}]
+
+
+def test_env_conflict_skip_skips_the_whole_policy_and_records_it() -> None:
+    policies = policies_from_yaml(policy("env", ENV_X % "Skip" + "  labels: {injected: 'yes'}\n"))
+    result = run(pod({"name": "app", "image": "a", "env": [{"name": "X", "value": "user"}]}),
+                 policies=policies)
+    assert "labels" not in result.pod["metadata"]
+    recorded = json.loads(result.pod["metadata"]["annotations"][LEDGER_ANNOTATION])
+    assert recorded["policies"] == [] and recorded["skipped"][0]["policy"] == "env"
+
+
+def test_env_conflict_deny_names_both_sides() -> None:
+    policies = policies_from_yaml(policy("env", ENV_X % "Deny"))
+    result = run(pod({"name": "app", "image": "a", "env": [{"name": "X", "value": "user"}]}),
+                 policies=policies)
+    assert result.denial and "policy env" in result.denial and "'X'" in result.denial
+    assert "container 'app'" in result.denial
+
+
+def test_container_conflict_replace_puts_the_policy_container_first() -> None:
+    policies = policies_from_yaml(policy("proxy", """
+inject:
+  sidecars:
+    - {name: proxy, image: proxy:2, onConflict: Replace}
+"""))
+    given = pod({"name": "app", "image": "a"}, {"name": "proxy", "image": "user-proxy:1"})
+    out = run(given, policies=policies).pod
+    assert names(out["spec"]["containers"]) == ["app"]
+    assert out["spec"]["initContainers"] == [{"name": "proxy", "image": "proxy:2", "restartPolicy": "Always"}]
+
+
+def test_classic_sidecar_is_appended_to_containers() -> None:
+    policies = policies_from_yaml(policy("legacy", """
+inject:
+  sidecars:
+    - {name: legacy-agent, image: agent:1, native: false}
+  env:
+    - {name: E, value: v}
+"""))
+    result = run(pod(), policies=policies)
+    assert names(result.pod["spec"]["containers"]) == ["app", "legacy-agent"]
+    assert "restartPolicy" not in result.pod["spec"]["containers"][1]
+    assert "env" not in result.pod["spec"]["containers"][1]  # injected containers get no policy env
+    assert {"op": "add", "path": "/spec/containers/-",
+            "value": {"name": "legacy-agent", "image": "agent:1"}} in result.patch
+
+
+def test_env_to_selected_containers_and_init_containers() -> None:
+    policies = policies_from_yaml(policy("sel", """
+inject:
+  env:
+    - {name: ONLY_B, value: "1", containers: [b]}
+    - {name: ALL_INIT, value: "1", includeInitContainers: true}
+"""))
+    given = pod({"name": "a", "image": "a"}, {"name": "b", "image": "b"})
+    given["spec"]["initContainers"] = [{"name": "setup", "image": "s"}]
+    out = run(given, policies=policies).pod
+    a, b = out["spec"]["containers"]
+    assert env_names(a) == ["ALL_INIT"] and env_names(b) == ["ONLY_B", "ALL_INIT"]
+    assert env_names(out["spec"]["initContainers"][0]) == ["ALL_INIT"]
+
+
+def test_ordering_with_before_and_after_across_policies() -> None:
+    policies = policies_from_yaml(
+        policy("first", "priority: 1\ninject:\n  sidecars: [{name: proxy, image: p, after: [certs]}]\n"),
+        policy("second", "priority: 2\ninject:\n  initContainers: [{name: certs, image: c}]\n"),
+        policy("third", "priority: 3\ninject:\n  initContainers: [{name: early, image: e, before: [certs]}]\n"),
+    )
+    out = run(pod(), policies=policies).pod
+    assert names(out["spec"]["initContainers"]) == ["early", "certs", "proxy"]
+
+
+def test_ordering_cycle_is_a_load_error() -> None:
+    with pytest.raises(PolicyLoadError, match="cycle among: a, b"):
+        policies_from_yaml(
+            policy("one", "inject:\n  initContainers: [{name: a, image: x, after: [b]}]\n"),
+            policy("two", "inject:\n  initContainers: [{name: b, image: x, after: [a]}]\n"))
+
+
+def test_ordering_reference_to_unknown_container_is_a_load_error() -> None:
+    with pytest.raises(PolicyLoadError, match="names 'ghost'"):
+        policies_from_yaml(policy("one", "inject:\n  initContainers: [{name: a, image: x, before: [ghost]}]\n"))
+
+
+def test_templates_with_fallbacks_and_defaults() -> None:
+    policies = policies_from_yaml(policy("tpl", """
+inject:
+  env:
+    - {name: TEAM, value: "{{ labels['team'] | annotations['owner'] | 'unowned' }}"}
+    - {name: WHERE, value: "{{ namespace }}/{{ serviceAccountName }}/{{ workload.kind }}"}
+  annotations:
+    example.com/owner: "{{ workload.name }}"
+"""))
+    out = run(pod(annotations={"owner": "payments"}), namespace="shop", policies=policies).pod
+    env = {e["name"]: e["value"] for e in out["spec"]["containers"][0]["env"]}
+    assert env == {"TEAM": "payments", "WHERE": "shop/default/Pod"}
+    assert out["metadata"]["annotations"]["example.com/owner"] == "p"
+    out = run(pod(), policies=policies).pod
+    assert out["spec"]["containers"][0]["env"][0]["value"] == "unowned"
+
+
+@pytest.mark.parametrize("bad", ["{{ spec.nodeName }}", "{{ labels[app] }}", "{{ }}", "{{ namespace",
+                                 "{{ __import__('os') }}"])
+def test_unknown_template_references_fail_at_load(bad: str) -> None:
+    with pytest.raises(PolicyLoadError) as info:
+        policies_from_yaml(policy("tpl", f"inject:\n  env: [{{name: X, value: \"{bad}\"}}]\n"))
+    assert "p0.yaml" in str(info.value) and "tpl/spec.inject" in str(info.value)
+
+
+def test_shadow_mode_warns_and_changes_nothing() -> None:
+    policies = policies_from_yaml(policy("new-agent", """
+mode: Shadow
+inject:
+  sidecars: [{name: agent, image: agent:1}]
+  env: [{name: AGENT, value: "on"}]
+"""))
+    result = run(pod(), policies=policies)
+    assert result.patch == []
+    assert result.shadowed == ("new-agent",) and result.applied == ()
+    assert result.warnings == ["shadow policy new-agent would add containers agent; env AGENT to 1 container(s)"]
+
+
+def test_shadow_mode_reports_a_would_be_denial() -> None:
+    policies = policies_from_yaml(policy("new-agent", "mode: Shadow\ninject:\n  sidecars: [{name: app, image: x}]\n"))
+    result = run(pod(), policies=policies)
+    assert result.denial is None and result.patch == []
+    assert "would deny" in result.warnings[0]
+
+
+OPT_IN = policy("debugger", "optIn: true\ninject:\n  env: [{name: DEBUG, value: '1'}]\n")
+
+
+def test_opt_in_policy_applies_only_when_asked() -> None:
+    policies = policies_from_yaml(OPT_IN)
+    assert run(pod(), policies=policies).patch == []
+    out = run(pod(annotations={"runtime.platform.io/inject-debugger": "true"}), policies=policies).pod
+    assert env_names(out["spec"]["containers"][0]) == ["DEBUG"]
+
+
+SELECTOR = policy("sel", """
+match:
+  namespaces: {include: ["team-*"], exclude: ["team-secret"]}
+  podSelector:
+    matchLabels: {tier: web}
+    matchExpressions:
+      - {key: env, operator: In, values: [prod, staging]}
+      - {key: legacy, operator: DoesNotExist}
+      - {key: track, operator: NotIn, values: [canary]}
+      - {key: app, operator: Exists}
+inject:
+  labels: {selected: "yes"}
+""")
+
+
+@pytest.mark.parametrize(("namespace", "labels", "selected"), [
+    ("team-a", {"tier": "web", "env": "prod", "app": "x"}, True),
+    ("team-a", {"tier": "web", "env": "prod", "app": "x", "track": "stable"}, True),
+    ("team-a", {"tier": "web", "env": "prod", "app": "x", "track": "canary"}, False),
+    ("team-a", {"tier": "web", "env": "dev", "app": "x"}, False),
+    ("team-a", {"tier": "web", "env": "prod"}, False),
+    ("team-a", {"tier": "web", "env": "prod", "app": "x", "legacy": ""}, False),
+    ("team-a", {"tier": "api", "env": "prod", "app": "x"}, False),
+    ("team-secret", {"tier": "web", "env": "prod", "app": "x"}, False),
+    ("default", {"tier": "web", "env": "prod", "app": "x"}, False),
+])
+def test_selector_and_namespace_semantics(namespace: str, labels: dict, selected: bool) -> None:
+    out = run(pod(labels=labels), namespace=namespace, policies=policies_from_yaml(SELECTOR)).pod
+    assert (out["metadata"]["labels"].get("selected") == "yes") is selected
+
+
+def test_mount_without_a_volume_is_denied_clearly() -> None:
+    policies = policies_from_yaml(policy("m", "inject:\n  volumeMounts: [{name: missing, mountPath: /m}]\n"))
+    result = run(pod(), policies=policies)
+    assert result.denial and "invalid" in result.denial and "'missing'" in result.denial
+
+
+@pytest.mark.parametrize(("text", "escaped"), [("a/b", "a~1b"), ("a~b", "a~0b"), ("~/", "~0~1"),
+                                               ("~1", "~01")])
+def test_pointer_escaping(text: str, escaped: str) -> None:
+    assert escape(text) == escaped
+
+
+@pytest.mark.parametrize(("document", "message"), [
+    ("inject:\n  envv: []\n", "p0.yaml:7: bad/spec.inject.envv: unknown field"),
+    ("inject:\n  env: [{name: X}]\n", "exactly one of value and valueFrom"),
+    ("inject:\n  volumes: [{name: v, source: {}}]\n", "exactly one source"),
+    ("inject:\n  sidecars: [{name: Bad_Name, image: x}]\n", "spec.inject.sidecars[0].name"),
+    ("inject:\n  initContainers: [{name: a, image: x}, {name: a, image: y}]\n", "duplicate container"),
+    ("match: {podSelector: {matchExpressions: [{key: a, operator: In}]}}\ninject: {}\n", "needs at least one value"),
+    ("inject:\n  annotations: {runtime.platform.io/status: x}\n", "reserved"),
+])
+def test_policy_errors_name_file_line_policy_and_field(document: str, message: str) -> None:
+    with pytest.raises(PolicyLoadError) as info:
+        policies_from_yaml(policy("bad", document))
+    assert message in str(info.value)
+
+
+def test_invalid_yaml_names_file_and_line() -> None:
+    with pytest.raises(PolicyLoadError, match=r"p0.yaml:3: invalid YAML"):
+        policies_from_yaml("apiVersion: x\nkind: y\n  bad: indent\n")

@@ -1,0 +1,236 @@
+"""Table-driven tests of the shipped runtime policies through the engine (no HTTP)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.engine_helpers import SHIPPED, env_names, mount_paths, names, run
+from webhook.engine.ledger import LEDGER_ANNOTATION
+
+IDENTITY_ENV = ["POD_NAME", "POD_NAMESPACE", "POD_IP", "NODE_NAME", "POD_SERVICE_ACCOUNT",
+                "SERVICE_NAME", "IDENTITY_CERT_DIR"]
+APP_MOUNTS_ALL = ["/var/run/identity", "/var/log/app"]
+SERVICE_INIT = ["identity-init", "traffic-proxy", "log-shipper"]
+BATCH_INIT = ["identity-init", "log-shipper"]
+
+
+def app(name: str = "app", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "image": f"registry.example.com/{name}:1.0", **extra}
+
+
+def pod(*containers: dict[str, Any], owner: tuple[str, str] | None = None, labels: dict | None = None,
+        annotations: dict | None = None, name: str | None = "p", **spec: Any) -> dict[str, Any]:
+    metadata: dict[str, Any] = {}
+    if name:
+        metadata["name"] = name
+    else:
+        metadata["generateName"] = "gen-"
+    if labels is not None:
+        metadata["labels"] = labels
+    if annotations is not None:
+        metadata["annotations"] = annotations
+    if owner:
+        metadata["ownerReferences"] = [{"apiVersion": "v1", "kind": owner[0], "name": owner[1],
+                                        "uid": "u", "controller": True}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+            "spec": {"containers": list(containers or [app()]), **spec}}
+
+
+def ledger(result_pod: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(result_pod["metadata"]["annotations"][LEDGER_ANNOTATION])
+
+
+def service_env(container: dict[str, Any]) -> str:
+    return next(e["value"] for e in container["env"] if e["name"] == "SERVICE_NAME")
+
+
+# (case, pod, expected init containers, expected app env, expected app mounts, SERVICE_NAME)
+CASES = [
+    ("bare pod", pod(labels={"app": "web"}), SERVICE_INIT, IDENTITY_ENV, APP_MOUNTS_ALL, "web"),
+    ("deployment pod: generateName, no name, no namespace",
+     pod(name=None, owner=("ReplicaSet", "checkout-5d8f7c9b6"),
+         labels={"pod-template-hash": "5d8f7c9b6"}), SERVICE_INIT, IDENTITY_ENV, APP_MOUNTS_ALL, "checkout"),
+    ("job pod", pod(name=None, owner=("Job", "db-migrate"), restartPolicy="Never"),
+     BATCH_INIT, IDENTITY_ENV, APP_MOUNTS_ALL, "db-migrate"),
+    ("cronjob pod", pod(name=None, owner=("Job", "nightly-report-29410560"), restartPolicy="OnFailure"),
+     BATCH_INIT, IDENTITY_ENV, APP_MOUNTS_ALL, "nightly-report"),
+    ("statefulset pod", pod(name="db-0", owner=("StatefulSet", "db")), SERVICE_INIT, IDENTITY_ENV,
+     APP_MOUNTS_ALL, "db"),
+    ("daemonset pod", pod(name=None, owner=("DaemonSet", "node-agent")), ["identity-init"], IDENTITY_ENV,
+     ["/var/run/identity"], "node-agent"),
+    ("training pod", pod(name=None, owner=("PyTorchJob", "resnet")), BATCH_INIT, IDENTITY_ENV,
+     APP_MOUNTS_ALL, "resnet"),
+    ("hostNetwork pod", pod(hostNetwork=True, labels={"app": "edge"}), SERVICE_INIT, IDENTITY_ENV,
+     APP_MOUNTS_ALL, "edge"),
+    ("workload label overrides the owner", pod(name=None, owner=("ReplicaSet", "x-1"),
+                                               labels={"runtime.platform.io/workload": "Job"}),
+     BATCH_INIT, IDENTITY_ENV, APP_MOUNTS_ALL, "x-1"),
+]
+
+
+@pytest.mark.parametrize(("case", "given", "init", "env", "mounts", "service"), CASES, ids=[c[0] for c in CASES])
+def test_shipped_profiles(case: str, given: dict, init: list[str], env: list[str], mounts: list[str],
+                          service: str) -> None:
+    result = run(given)
+    out = result.pod
+    assert names(out["spec"]["initContainers"]) == init
+    container = out["spec"]["containers"][0]
+    assert env_names(container) == env
+    assert mount_paths(container) == mounts
+    assert service_env(container) == service
+    assert names(out["spec"]["containers"]) == ["app"]
+    volumes = [v["name"] for v in out["spec"]["volumes"]]
+    assert volumes == (["identity-certs", "app-logs"] if "/var/log/app" in mounts else ["identity-certs"])
+    for sidecar in out["spec"]["initContainers"]:
+        # native sidecars keep running; the init container runs to completion
+        assert sidecar.get("restartPolicy") == (None if sidecar["name"] == "identity-init" else "Always")
+    recorded = ledger(out)
+    assert [p["name"] for p in recorded["policies"]] == [
+        {"identity-init": "identity", "traffic-proxy": "traffic-proxy", "log-shipper": "log-shipper"}[n]
+        for n in init]
+
+
+def test_bare_pod_exact_result() -> None:
+    given = pod(labels={"app": "web"})
+    out = run(given).pod
+    identity_init, proxy, shipper = out["spec"]["initContainers"]
+    assert identity_init["args"] == ["fetch", "--cert-dir=/var/run/identity", "--service=web"]
+    assert identity_init["volumeMounts"] == [{"name": "identity-certs", "mountPath": "/var/run/identity"}]
+    assert proxy["volumeMounts"] == [{"name": "identity-certs", "mountPath": "/var/run/identity",
+                                      "readOnly": True}]
+    assert shipper["args"] == ["--path=/var/log/app", "--namespace=default", "--workload=Pod/p"]
+    assert out["spec"]["containers"][0] == {
+        "name": "app", "image": "registry.example.com/app:1.0",
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "POD_SERVICE_ACCOUNT", "valueFrom": {"fieldRef": {"fieldPath": "spec.serviceAccountName"}}},
+            {"name": "SERVICE_NAME", "value": "web"},
+            {"name": "IDENTITY_CERT_DIR", "value": "/var/run/identity"},
+        ],
+        "volumeMounts": [
+            {"name": "identity-certs", "mountPath": "/var/run/identity", "readOnly": True},
+            {"name": "app-logs", "mountPath": "/var/log/app"},
+        ],
+    }
+    assert out["spec"]["volumes"] == [
+        {"name": "identity-certs", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+        {"name": "app-logs", "emptyDir": {"sizeLimit": "1Gi"}},
+    ]
+    assert out["metadata"]["labels"] == {"app": "web"}
+    recorded = ledger(out)
+    assert recorded["policies"][0] == {
+        "name": "identity", "revision": recorded["policies"][0]["revision"],
+        "containers": ["identity-init"], "volumes": ["identity-certs"],
+        "env": {"app": IDENTITY_ENV}, "mounts": {"app": ["/var/run/identity"]}}
+    assert recorded["policies"][1]["conflicts"] == [
+        {"kind": "volume", "name": "identity-certs", "resolution": "Keep", "with": "policy identity"}]
+
+
+def test_own_init_containers_run_after_injected_ones() -> None:
+    given = pod(initContainers=[app("migrate"), app("warm-cache")])
+    result = run(given)
+    assert names(result.pod["spec"]["initContainers"]) == [*SERVICE_INIT, "migrate", "warm-cache"]
+    # user init containers get no env or mounts unless a policy asks for them
+    assert "env" not in result.pod["spec"]["initContainers"][3]
+    assert [op["path"] for op in result.patch if "initContainers" in op["path"]] == [
+        "/spec/initContainers/0", "/spec/initContainers/1", "/spec/initContainers/2"]
+
+
+def test_already_injected_pod_gets_no_patch() -> None:
+    first = run(pod(labels={"app": "web"})).pod
+    assert run(first).patch == []
+
+
+def test_container_added_by_another_webhook_after_injection_gets_env_and_mounts() -> None:
+    first = run(pod(labels={"app": "web"})).pod
+    first["spec"]["containers"].append(app("mesh-helper"))
+    first["spec"]["initContainers"].insert(0, app("other-init"))
+    result = run(first)
+    out = result.pod
+    assert names(out["spec"]["initContainers"]) == [*SERVICE_INIT, "other-init"]
+    helper = out["spec"]["containers"][1]
+    assert env_names(helper) == IDENTITY_ENV and mount_paths(helper) == APP_MOUNTS_ALL
+    assert env_names(out["spec"]["containers"][0]) == IDENTITY_ENV  # not duplicated
+    assert any(op["path"].startswith("/spec/containers/1/") for op in result.patch)
+    assert not any(op["path"].startswith("/spec/containers/0/") for op in result.patch)
+
+
+def test_user_container_named_like_an_injected_one_is_denied_naming_both() -> None:
+    result = run(pod(app(), app("traffic-proxy")))
+    assert result.denial is not None
+    assert "traffic-proxy" in result.denial and "spec.containers" in result.denial
+    assert "policy traffic-proxy" in result.denial
+
+
+def test_user_env_var_wins_over_the_policy_and_is_recorded() -> None:
+    given = pod(app(env=[{"name": "SERVICE_NAME", "value": "mine"}]), labels={"app": "web"})
+    out = run(given).pod
+    container = out["spec"]["containers"][0]
+    assert service_env(container) == "mine"
+    assert env_names(container).count("SERVICE_NAME") == 1
+    assert env_names(container)[0] == "SERVICE_NAME"
+    assert {"kind": "env", "name": "SERVICE_NAME", "resolution": "Keep", "container": "app"} in \
+        ledger(out)["policies"][0]["conflicts"]
+
+
+def test_pod_without_labels_or_annotations_or_volumes() -> None:
+    given = {"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "x-"},
+             "spec": {"containers": [app()]}}
+    result = run(given)
+    ops = {op["path"]: op["op"] for op in result.patch}
+    assert ops["/metadata/annotations"] == "add"
+    assert ops["/spec/initContainers"] == "add" and ops["/spec/volumes"] == "add"
+    assert service_env(result.pod["spec"]["containers"][0]) == "x"  # falls back to generateName
+
+
+def test_annotation_keys_with_slash_and_tilde_are_escaped() -> None:
+    given = pod(annotations={"example.com/a~b": "1", "plain": "2"})
+    result = run(given)
+    ledger_op = next(op for op in result.patch if "status" in op["path"])
+    assert ledger_op["path"] == "/metadata/annotations/runtime.platform.io~1status"
+    assert result.pod["metadata"]["annotations"]["example.com/a~b"] == "1"
+
+
+def test_windows_pod_gets_nothing() -> None:
+    result = run(pod(os={"name": "windows"}))
+    assert result.patch == []
+    assert all(not o.applied and "OS windows" in o.reason for o in result.outcomes)
+
+
+def test_pod_with_thirty_containers() -> None:
+    given = pod(*[app(f"c{i}") for i in range(30)])
+    out = run(given).pod
+    assert names(out["spec"]["containers"]) == [f"c{i}" for i in range(30)]
+    assert all(env_names(c) == IDENTITY_ENV for c in out["spec"]["containers"])
+
+
+def test_opt_out_of_everything() -> None:
+    result = run(pod(annotations={"runtime.platform.io/inject": "false"}))
+    assert result.patch == [] and not result.applied
+
+
+def test_opt_out_of_one_policy() -> None:
+    out = run(pod(annotations={"runtime.platform.io/inject-traffic-proxy": "false"})).pod
+    assert names(out["spec"]["initContainers"]) == BATCH_INIT
+
+
+@pytest.mark.parametrize("namespace", ["kube-system", "webhook-system", "kube-node-lease"])
+def test_excluded_namespaces(namespace: str) -> None:
+    assert run(pod(), namespace=namespace).patch == []
+
+
+def test_unreadable_ledger_is_ignored_with_a_warning() -> None:
+    result = run(pod(annotations={LEDGER_ANNOTATION: "{not json"}))
+    assert any("unreadable" in w for w in result.warnings)
+    assert names(result.pod["spec"]["initContainers"]) == SERVICE_INIT
+
+
+def test_shipped_policy_revisions_are_stable() -> None:
+    assert [p.name for p in SHIPPED.injectors] == ["identity", "traffic-proxy", "log-shipper"]
+    assert SHIPPED.init_order == {"identity-init": 0, "traffic-proxy": 1, "log-shipper": 2}

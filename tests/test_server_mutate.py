@@ -1,0 +1,55 @@
+"""Injection through the running server, as the API server would call it."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import ServerProcess
+from tests.test_inject_shipped import IDENTITY_ENV, SERVICE_INIT, app, pod
+from tests.engine_helpers import env_names, names
+
+DEPLOYMENT_POD = pod(name=None, owner=("ReplicaSet", "web-6b7f9"), labels={"app": "web", "pod-template-hash": "6b7f9"})
+
+
+@pytest.mark.parametrize("api_version", ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"])
+def test_deployment_pod_is_injected_and_reinvocation_adds_nothing(server: ServerProcess, api_version: str) -> None:
+    first = server.client.admit(DEPLOYMENT_POD, namespace="shop", api_version=api_version)
+    assert first.allowed and first.response["patchType"] == "JSONPatch"
+    patched = first.patched(DEPLOYMENT_POD)
+    assert names(patched["spec"]["initContainers"]) == SERVICE_INIT
+    assert env_names(patched["spec"]["containers"][0]) == IDENTITY_ENV
+    second = server.client.admit(patched, namespace="shop", api_version=api_version)
+    assert second.allowed and second.patch is None
+    assert "patchType" not in second.response
+
+
+def test_conflicting_user_container_is_denied_with_a_message(server: ServerProcess) -> None:
+    result = server.client.admit(pod(app(), app("traffic-proxy")))
+    assert not result.allowed
+    assert result.response["status"]["code"] == 403
+    assert "traffic-proxy" in result.response["status"]["message"]
+
+
+@pytest.mark.parametrize(("operation", "sub_resource"), [("UPDATE", None), ("DELETE", None),
+                                                          ("CREATE", "binding"), ("CONNECT", "exec")])
+def test_only_pod_create_is_mutated(server: ServerProcess, operation: str, sub_resource: str | None) -> None:
+    result = server.client.admit(DEPLOYMENT_POD, operation=operation, sub_resource=sub_resource,
+                                 old_object=DEPLOYMENT_POD if operation == "UPDATE" else None)
+    assert result.allowed and result.patch is None
+
+
+def test_dry_run_gets_the_same_patch(server: ServerProcess) -> None:
+    normal = server.client.admit(DEPLOYMENT_POD)
+    dry = server.client.admit(DEPLOYMENT_POD, dry_run=True)
+    assert dry.patch == normal.patch
+
+
+def test_excluded_namespace_is_left_alone(server: ServerProcess) -> None:
+    assert server.client.admit(DEPLOYMENT_POD, namespace="kube-system").patch is None
+
+
+def test_injection_metrics_by_policy(server: ServerProcess) -> None:
+    server.client.admit(DEPLOYMENT_POD)
+    text = server.client.request("GET", "/metrics").body.decode()
+    assert 'webhook_injections_total{policy="identity"}' in text
+    assert 'webhook_requests_total{endpoint="mutate",operation="CREATE",outcome="patched"}' in text
