@@ -183,3 +183,14 @@ def test_engine_exception_answers_500_by_the_failure_rule(pki: Path, failure_pol
         assert "Traceback" not in result.response["status"]["message"]
         assert "patch" not in result.response
         assert client.admit(POD, endpoint="/validate").allowed  # the next request succeeds
+
+
+def test_options_come_from_environment_variables_and_bad_policies_refuse_start(tmp_path: Path, pki: Path) -> None:
+    (tmp_path / "broken.yaml").write_text(
+        "apiVersion: runtime.platform.io/v1\nkind: InjectionPolicy\nmetadata: {name: x}\n"
+        "spec:\n  inject:\n    sidecarz: []\n")
+    env = {**os.environ, "WEBHOOK_POLICIES": str(tmp_path), "WEBHOOK_CERT_DIR": str(pki), "WEBHOOK_PORT": "0"}
+    result = subprocess.run([sys.executable, "-m", "webhook", "serve"], capture_output=True, text=True,
+                            cwd=ROOT, env=env, timeout=30)
+    assert result.returncode == 1
+    assert f"{tmp_path / 'broken.yaml'}:6: x/spec.inject.sidecarz: unknown field" in result.stderr
