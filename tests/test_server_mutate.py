@@ -53,3 +53,16 @@ def test_injection_metrics_by_policy(server: ServerProcess) -> None:
     text = server.client.request("GET", "/metrics").body.decode()
     assert 'webhook_injections_total{policy="identity"}' in text
     assert 'webhook_requests_total{endpoint="mutate",operation="CREATE",outcome="patched"}' in text
+
+
+from tests.engine_helpers import run  # noqa: E402
+from tests.test_inject_shipped import CASES  # noqa: E402
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_server_answers_the_engine_cases_exactly(server: ServerProcess, case: tuple) -> None:
+    given = case[1]
+    expected = run(given)
+    result = server.client.admit(given)
+    assert result.allowed
+    assert result.patched(given) == expected.pod
