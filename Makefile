@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test certs schema clean
+.PHONY: run test certs schema manifests clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(VENV)/.installed
 
 schema: $(VENV)/.installed
 	$(BIN)/webhook policies schema > docs/policy.schema.json
+
+# kustomize reads only files under its folder: keep a copy of the shipped policies there.
+manifests:
+	rm -f manifests/base/policies/*.yaml
+	cp policies/*.yaml manifests/base/policies/
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,110 @@
+"""The deployment manifests: valid against the Kubernetes schemas, self-excluding, restricted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from webhook.rules.pod_security import check_pod_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFESTS = ROOT / "manifests"
+# Schemas of the oldest Kubernetes version we support (native sidecars are GA in 1.33).
+KUBERNETES_VERSION = "1.33.0"
+CRD_GROUPS = ("cert-manager.io/",)  # custom resources: no schema in the Kubernetes OpenAPI
+
+
+def _documents() -> list[tuple[str, dict[str, Any]]]:
+    docs = []
+    for path in sorted(MANIFESTS.rglob("*.yaml")):
+        if path.name == "kustomization.yaml" or "policies" in path.parts:
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                docs.append((f"{path.relative_to(MANIFESTS)}:{doc['kind']}/{doc['metadata']['name']}", doc))
+    return docs
+
+
+DOCUMENTS = _documents()
+
+
+def _find(kind: str, name: str) -> dict[str, Any]:
+    return next(d for _, d in DOCUMENTS if d["kind"] == kind and d["metadata"]["name"] == name)
+
+
+@pytest.mark.parametrize(("where", "doc"), DOCUMENTS, ids=[w for w, _ in DOCUMENTS])
+def test_manifest_validates_against_the_kubernetes_schema(where: str, doc: dict[str, Any]) -> None:
+    if doc["apiVersion"].startswith(CRD_GROUPS):
+        assert doc["spec"], where
+        return
+    kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_webhooks_own_pod_passes_restricted() -> None:
+    template = _find("Deployment", "webhook")["spec"]["template"]
+    assert check_pod_spec(template["metadata"], template["spec"], level="restricted") == []
+    job = _find("Job", "webhook-install-ca")["spec"]["template"]
+    assert check_pod_spec(job.get("metadata", {}), job["spec"], level="restricted") == []
+
+
+@pytest.mark.parametrize("kind", ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"])
+def test_webhook_configurations_exclude_their_own_and_system_namespaces(kind: str) -> None:
+    for hook in _find(kind, "pod-runtime-webhook")["webhooks"]:
+        expressions = hook["namespaceSelector"]["matchExpressions"]
+        by_name = next(e for e in expressions if e["key"] == "kubernetes.io/metadata.name")
+        assert by_name["operator"] == "NotIn"
+        assert {"kube-system", "kube-node-lease", "webhook-system"} <= set(by_name["values"])
+        opt_out = next(e for e in expressions if e["key"] == "runtime.platform.io/injection")
+        assert opt_out == {"key": "runtime.platform.io/injection", "operator": "NotIn", "values": ["disabled"]}
+        assert hook["sideEffects"] == "None" and hook["admissionReviewVersions"] == ["v1"]
+        assert hook["clientConfig"]["service"]["namespace"] == "webhook-system"
+        assert hook["timeoutSeconds"] <= 10
+
+
+def test_mutating_webhook_reinvocation_and_scope() -> None:
+    hook = _find("MutatingWebhookConfiguration", "pod-runtime-webhook")["webhooks"][0]
+    assert hook["reinvocationPolicy"] == "IfNeeded"
+    assert hook["rules"] == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                              "resources": ["pods"], "scope": "Namespaced"}]
+
+
+def test_validating_webhook_covers_controllers_and_ephemeral_containers() -> None:
+    hook = _find("ValidatingWebhookConfiguration", "pod-runtime-webhook")["webhooks"][0]
+    resources = {r for rule in hook["rules"] for r in rule["resources"]}
+    assert {"pods", "pods/ephemeralcontainers", "deployments", "replicasets", "statefulsets",
+            "daemonsets", "jobs", "cronjobs"} <= resources
+
+
+def test_deployment_is_highly_available() -> None:
+    deployment = _find("Deployment", "webhook")
+    assert deployment["spec"]["replicas"] >= 2
+    assert _find("PodDisruptionBudget", "webhook")["spec"]["minAvailable"] == 1
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["topologySpreadConstraints"]
+    container = spec["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+
+
+def test_the_namespace_opts_itself_out_of_injection() -> None:
+    namespace = _find("Namespace", "webhook-system")
+    assert namespace["metadata"]["labels"]["runtime.platform.io/injection"] == "disabled"
+
+
+def test_service_maps_443_to_the_server_port() -> None:
+    port = _find("Service", "webhook")["spec"]["ports"][0]
+    assert port["port"] == 443 and port["targetPort"] == "https"
+
+
+def test_policy_configmap_copy_matches_the_shipped_policies() -> None:
+    shipped = {p.name: p.read_bytes() for p in (ROOT / "policies").glob("*.yaml")}
+    copied = {p.name: p.read_bytes() for p in (MANIFESTS / "base" / "policies").glob("*.yaml")}
+    assert copied == shipped, "run `make manifests` to refresh manifests/base/policies"
+    kustomization = yaml.safe_load((MANIFESTS / "base" / "kustomization.yaml").read_text())
+    listed = kustomization["configMapGenerator"][0]["files"]
+    assert sorted(Path(f).name for f in listed) == sorted(shipped)
