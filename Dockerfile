@@ -11,7 +11,7 @@ RUN python -m pip wheel --wheel-dir /wheels .
 FROM python:3.11.11-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    python -m pip install --no-index --find-links=/wheels pod-runtime-webhook
+    python -m pip install --no-index --find-links=/wheels pod-runtime-webhook==0.1.0
 COPY policies /etc/webhook/policies
 # A numeric UID lets the kubelet verify runAsNonRoot without an /etc/passwd entry.
 USER 65532:65532
