@@ -63,8 +63,8 @@ CASES = [
      ["/var/run/identity"], "node-agent"),
     ("training pod", pod(name=None, owner=("PyTorchJob", "resnet")), BATCH_INIT, IDENTITY_ENV,
      APP_MOUNTS_ALL, "resnet"),
-    ("hostNetwork pod", pod(hostNetwork=True, labels={"app": "edge"}), SERVICE_INIT, IDENTITY_ENV,
-     APP_MOUNTS_ALL, "edge"),
+    ("hostNetwork pod: no traffic proxy", pod(hostNetwork=True, labels={"app": "edge"}), BATCH_INIT,
+     IDENTITY_ENV, APP_MOUNTS_ALL, "edge"),
     ("workload label overrides the owner", pod(name=None, owner=("ReplicaSet", "x-1"),
                                                labels={"runtime.platform.io/workload": "Job"}),
      BATCH_INIT, IDENTITY_ENV, APP_MOUNTS_ALL, "x-1"),
@@ -201,6 +201,15 @@ def test_windows_pod_gets_nothing() -> None:
     result = run(pod(os={"name": "windows"}))
     assert result.patch == []
     assert all(not o.applied and "OS windows" in o.reason for o in result.outcomes)
+
+
+@pytest.mark.parametrize("spec", [
+    {"nodeSelector": {"kubernetes.io/os": "windows"}},
+    {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "kubernetes.io/os", "operator": "In", "values": ["windows"]}]}]}}}},
+], ids=["nodeSelector", "required affinity"])
+def test_pod_pinned_to_windows_nodes_counts_as_windows(spec: dict) -> None:
+    assert run(pod(**spec)).patch == []
 
 
 def test_pod_with_thirty_containers() -> None:

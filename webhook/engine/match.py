@@ -41,4 +41,6 @@ def mismatch(match: Match, facts: PodFacts) -> str | None:
         return f"workload kind {facts.workload_kind.value} is not in {[w.value for w in match.workloads]}"
     if match.os and facts.os not in match.os:
         return f"pod OS {facts.os} is not in {match.os}"
+    if match.host_network is not None and facts.host_network != match.host_network:
+        return f"pod hostNetwork is {str(facts.host_network).lower()}"
     return None

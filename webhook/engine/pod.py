@@ -14,6 +14,7 @@ from typing import Any
 from webhook.policy.common import ANNOTATION_PREFIX, Workload
 
 WORKLOAD_LABEL = f"{ANNOTATION_PREFIX}/workload"
+OS_LABEL = "kubernetes.io/os"
 # Kinds of training operators (Kubeflow, Ray) whose pods count as Training.
 TRAINING_OWNER_KINDS = frozenset({"PyTorchJob", "TFJob", "MPIJob", "XGBoostJob", "PaddleJob",
                                   "JAXJob", "TrainJob", "RayJob", "RayCluster"})
@@ -45,7 +46,8 @@ class PodFacts:
     service_account: str
     workload_kind: Workload
     workload_name: str
-    os: str                     # "linux" unless spec.os.name says otherwise
+    os: str                     # "linux" unless the pod says or is pinned to "windows"
+    host_network: bool
 
 
 def controller_owner(metadata: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -89,7 +91,7 @@ def pod_facts(pod: Mapping[str, Any], *, namespace: str) -> PodFacts:
     spec = as_dict(pod.get("spec"))
     labels = str_map(metadata.get("labels"))
     kind, workload_name = workload_of(metadata, labels)
-    os_name = as_dict(spec.get("os")).get("name")
+    os_name = pod_os(spec)
     service_account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
     name = metadata.get("name")
     generate_name = metadata.get("generateName")
@@ -103,5 +105,32 @@ def pod_facts(pod: Mapping[str, Any], *, namespace: str) -> PodFacts:
         service_account=service_account if isinstance(service_account, str) else "default",
         workload_kind=kind,
         workload_name=workload_name,
-        os=os_name if os_name in ("linux", "windows") else "linux",
+        os=os_name,
+        host_network=spec.get("hostNetwork") is True,
     )
+
+
+def pod_os(spec: Mapping[str, Any]) -> str:
+    """`spec.os.name` when set; otherwise what the pod's scheduling pins it to. Many
+    Windows pods say so only through `nodeSelector` or a required node affinity on
+    `kubernetes.io/os`, as the Kubernetes Windows guide shows."""
+    declared = as_dict(spec.get("os")).get("name")
+    if declared in ("linux", "windows"):
+        return declared
+    if as_dict(spec.get("nodeSelector")).get(OS_LABEL) == "windows":
+        return "windows"
+    required = as_dict(as_dict(as_dict(spec.get("affinity")).get("nodeAffinity"))
+                       .get("requiredDuringSchedulingIgnoredDuringExecution"))
+    terms = [t for t in as_list(required.get("nodeSelectorTerms")) if isinstance(t, dict)]
+    # Pinned to Windows only if every alternative term requires it.
+    if terms and all(_requires_windows(t) for t in terms):
+        return "windows"
+    return "linux"
+
+
+def _requires_windows(term: Mapping[str, Any]) -> bool:
+    for expr in as_list(term.get("matchExpressions")):
+        if (isinstance(expr, dict) and expr.get("key") == OS_LABEL and expr.get("operator") == "In"
+                and as_list(expr.get("values")) == ["windows"]):
+            return True
+    return False

@@ -87,6 +87,10 @@ class Match(Strict):
     pod_selector: LabelSelector | None = Field(None, alias="podSelector")
     workloads: list[Workload] | None = Field(None, description="empty or absent means every kind")
     os: list[Literal["linux", "windows"]] | None = Field(
-        None, description="pods without spec.os count as linux; absent means any")
+        None, description="pods without spec.os (or a kubernetes.io/os node selector) count as "
+                          "linux; absent means any")
+    host_network: bool | None = Field(
+        None, alias="hostNetwork",
+        description="true: only hostNetwork pods; false: only pods in their own network namespace")
 
 
