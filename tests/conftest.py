@@ -29,7 +29,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", "0",
              "--cert-dir", str(cert_dir), "--policies", str(policies), "--log-format", "json",
-             "--shutdown-delay", "0.5", *args],
+             "--shutdown-delay", "0.5", *(args if "--workers" in args else ["--workers", "1", *args])],
             stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         self.port = self._wait_listening()
         self.client = ApiServerClient(self.port, cert_dir / "ca.crt")

@@ -41,6 +41,9 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--failure-policy", default=_env("failure-policy", "Fail"),
                        choices=["Fail", "Ignore"],
                        help="on an internal error: Fail denies the request, Ignore admits it unchanged")
+    serve.add_argument("--workers", type=int, default=int(_env("workers", "0")), metavar="N",
+                       help="worker processes sharing the port (default: the CPUs available); "
+                            "1 serves from this process without a supervisor")
     serve.add_argument("--shutdown-delay", type=float, default=float(_env("shutdown-delay", "5")),
                        metavar="SECONDS", help="after SIGTERM, fail readiness this long before closing")
 
@@ -78,15 +81,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from webhook import logs
     from webhook.policy.errors import PolicyLoadError
+    from webhook.policy.holder import PolicyHolder
     from webhook.serve import ServeConfig, serve
-    from webhook.tls import CertificateError
+    from webhook.tls import CertificateError, ServingCertificate
+    from webhook.workers import available_cpus, supervise
 
     logs.configure(level=args.log_level, fmt=args.log_format)
     config = ServeConfig(host=args.host, port=args.port, policies=args.policies,
                          cert_dir=args.cert_dir, failure_policy=args.failure_policy,
                          shutdown_delay=args.shutdown_delay)
+    workers = args.workers if args.workers > 0 else available_cpus()
     try:
-        asyncio.run(serve(config))
+        if workers == 1:
+            asyncio.run(serve(config))
+            return 0
+        # Check once here so that bad policies or certificates stop the start with one
+        # clear report instead of a crash loop of workers.
+        PolicyHolder.load(config.policies)
+        ServingCertificate(config.cert_dir)
+        return supervise(config, workers=workers, log_level=args.log_level, log_format=args.log_format)
     except PolicyLoadError as exc:
         print(f"webhook: refusing to start: invalid policies in {args.policies}:\n{exc}", file=sys.stderr)
         return 1
@@ -96,7 +109,6 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"webhook: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
         return 1
-    return 0
 
 
 def _certs_generate(args: argparse.Namespace) -> int:

@@ -1,8 +1,27 @@
-"""Prometheus metrics. Names follow Prometheus conventions (`_total`, `_seconds`)."""
+"""Prometheus metrics. Names follow Prometheus conventions (`_total`, `_seconds`).
+
+With several worker processes, prometheus-client's multiprocess mode is used: the
+supervisor sets PROMETHEUS_MULTIPROC_DIR before the workers import this module,
+each worker writes its values there, and /metrics on any worker sums them. Gauges
+say how to combine workers (`multiprocess_mode`); it is ignored in one process.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 REQUESTS = Counter("webhook_requests_total", "Admission requests answered",
                    ["endpoint", "operation", "outcome"])
@@ -19,8 +38,25 @@ VIOLATIONS = Counter("webhook_violations_total", "Validation rule violations",
                      ["policy", "rule", "action"])
 POLICY_RELOADS = Counter("webhook_policy_reload_total", "Policy reload attempts", ["result"])
 POLICY_LAST_RELOAD_SUCCESS = Gauge("webhook_policy_last_reload_success_timestamp_seconds",
-                                   "When the serving policy set was last loaded")
-POLICY_INFO = Gauge("webhook_policy_set_info", "The serving policy set's revision", ["revision"])
+                                   "When the serving policy set was last loaded",
+                                   multiprocess_mode="livemin")  # the most stale worker
+POLICY_INFO = Gauge("webhook_policy_set_info", "The serving policy set's revision", ["revision"],
+                    multiprocess_mode="livesum")  # workers serving each revision
 CERT_NOT_AFTER = Gauge("webhook_certificate_expiry_timestamp_seconds",
-                       "When the serving certificate expires")
+                       "When the serving certificate expires", multiprocess_mode="livemin")
 CERT_RELOADS = Counter("webhook_certificate_reload_total", "Certificate reload attempts", ["result"])
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics page, summed over every worker when there are several."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def worker_exited(pid: int) -> None:
+    """Drop a dead worker's live gauges (its counters stay: they were real)."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)

@@ -35,6 +35,8 @@ class ServeConfig:
     shutdown_delay: float = 5.0
     # In-flight requests get this long to finish once the listener closes.
     shutdown_timeout: float = 30.0
+    # Set by the supervisor: several workers listen on the same port.
+    reuse_port: bool = False
 
 
 async def _watch_policies(app: web.Application) -> AsyncIterator[None]:
@@ -78,7 +80,8 @@ async def serve(config: ServeConfig) -> None:
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
                            shutdown_timeout=config.shutdown_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, ssl_context=certificate.listening_context)
+    site = web.TCPSite(runner, config.host, config.port, ssl_context=certificate.listening_context,
+                       reuse_port=config.reuse_port or None)
     await site.start()
     port = runner.addresses[0][1]
     log.info("listening on https://%s:%d (policies revision %s, %d policies, certificate "

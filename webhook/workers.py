@@ -1,0 +1,119 @@
+"""Several worker processes on one port (SO_REUSEPORT), kept alive by a supervisor.
+
+One Python process serves one core; the kernel spreads new connections across
+the workers' listening sockets. Each worker loads and watches policies and
+certificates itself, so a reload needs no coordination. The supervisor serves
+nothing: it restarts a worker that dies, forwards SIGTERM, and exits when the
+workers have drained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import multiprocessing
+import os
+import signal
+import socket
+import tempfile
+import time
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+
+from webhook import metrics
+
+log = logging.getLogger(__name__)
+
+# A worker that dies sooner than this after starting is crash-looping; back off.
+_MIN_HEALTHY_SECONDS = 5.0
+_MAX_BACKOFF_SECONDS = 10.0
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: the affinity mask, capped by a cgroup v2 CPU quota
+    (os.cpu_count() reports the node's CPUs, not the container's limit)."""
+    count = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
+
+
+def _worker_main(config: object, log_level: str, log_format: str) -> None:
+    import asyncio
+
+    from webhook import logs
+    from webhook.serve import serve
+
+    logs.configure(level=log_level, fmt=log_format)
+    asyncio.run(serve(config))  # type: ignore[arg-type]
+
+
+def supervise(config: object, *, workers: int, log_level: str, log_format: str) -> int:
+    """Run `workers` copies of the server; returns the exit code for the supervisor."""
+    from webhook.serve import ServeConfig
+    assert isinstance(config, ServeConfig)
+    if not os.environ.get(metrics.MULTIPROC_ENV):
+        os.environ[metrics.MULTIPROC_ENV] = tempfile.mkdtemp(prefix="webhook-metrics-")
+    # Bind (without listening) to learn the port when asked for any free one, and to
+    # hold it: workers bind the same port with SO_REUSEPORT.
+    reserve = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
+    reserve.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    reserve.bind((config.host, config.port))
+    port = reserve.getsockname()[1]
+    config = dataclasses.replace(config, port=port, reuse_port=True)
+    context = multiprocessing.get_context("spawn")
+
+    def start() -> BaseProcess:
+        process = context.Process(target=_worker_main, args=(config, log_level, log_format),
+                                  name="webhook-worker", daemon=False)
+        process.start()
+        return process
+
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in running:
+            if process.is_alive() and process.pid:
+                os.kill(process.pid, signum)
+
+    running: list[BaseProcess] = [start() for _ in range(workers)]
+    started = {p.pid: time.monotonic() for p in running}
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("supervising %d workers on https://%s:%d", workers, config.host, port,
+             extra={"event": "supervisor", "port": port, "workers": workers})
+    failed = False
+    backoff = 0.0
+    while running:
+        ready = wait([p.sentinel for p in running], timeout=0.5)
+        for process in [p for p in running if p.sentinel in ready]:
+            process.join()
+            running.remove(process)
+            metrics.worker_exited(process.pid or 0)
+            if stopping:
+                # A worker still starting up when the signal came dies of it: a clean stop too.
+                if process.exitcode not in (0, -signal.SIGTERM, -signal.SIGINT):
+                    failed = True
+                    log.error("worker %s exited with %s while stopping", process.pid, process.exitcode)
+                continue
+            lived = time.monotonic() - started.pop(process.pid, time.monotonic())
+            backoff = 0.0 if lived >= _MIN_HEALTHY_SECONDS else min(max(backoff * 2, 0.5), _MAX_BACKOFF_SECONDS)
+            log.error("worker %s exited with %s after %.1fs; restarting in %.1fs", process.pid,
+                      process.exitcode, lived, backoff,
+                      extra={"event": "worker_exit", "pid": process.pid, "exitcode": process.exitcode})
+            time.sleep(backoff)
+            if not stopping:
+                replacement = start()
+                started[replacement.pid] = time.monotonic()
+                running.append(replacement)
+    reserve.close()
+    log.info("all workers stopped", extra={"event": "stopped"})
+    return 1 if failed else 0
