@@ -148,5 +148,7 @@ def _policies_check(directory: Path) -> int:
             print(error, file=sys.stderr)
         print(f"{len(exc.errors)} error(s)", file=sys.stderr)
         return 1
+    for warning in policy_set.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{directory}: {policy_set.policy_count} policies OK (revision {policy_set.revision})")
     return 0

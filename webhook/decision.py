@@ -14,6 +14,20 @@ JsonPatch = list[dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
+class Violation:
+    """One breach of a validation rule; the wire carries it as text (message, warning or
+    audit annotation), this structured form is for the decision log and metrics."""
+
+    policy: str
+    rule: str          # the rule's id within the policy (its name, or its kind)
+    action: str        # Enforce | Warn | Audit
+    path: str          # field path in the object, e.g. spec.template.spec.containers[app].image
+    message: str
+    check: str = ""    # sub-check, e.g. the Pod Security check id
+    container: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
     patch: JsonPatch | None = None
@@ -25,12 +39,13 @@ class Decision:
     # What the engine did, for the decision log and metrics; never sent on the wire.
     applied_policies: tuple[str, ...] = ()
     shadow_policies: tuple[str, ...] = ()
+    violations: tuple[Violation, ...] = ()
 
 
 def allowed(*, warnings: tuple[str, ...] = (), audit_annotations: dict[str, str] | None = None,
-            applied_policies: tuple[str, ...] = ()) -> Decision:
+            applied_policies: tuple[str, ...] = (), violations: tuple[Violation, ...] = ()) -> Decision:
     return Decision(allowed=True, warnings=warnings, audit_annotations=audit_annotations or {},
-                    applied_policies=applied_policies)
+                    applied_policies=applied_policies, violations=violations)
 
 
 def patched(patch: JsonPatch, *, warnings: tuple[str, ...] = (),
@@ -43,9 +58,10 @@ def patched(patch: JsonPatch, *, warnings: tuple[str, ...] = (),
 
 def denied(message: str, *, code: int = 403, reason: str = "Forbidden",
            warnings: tuple[str, ...] = (), audit_annotations: dict[str, str] | None = None,
-           applied_policies: tuple[str, ...] = ()) -> Decision:
+           applied_policies: tuple[str, ...] = (), violations: tuple[Violation, ...] = ()) -> Decision:
     return Decision(allowed=False, code=code, message=message, reason=reason, warnings=warnings,
-                    audit_annotations=audit_annotations or {}, applied_policies=applied_policies)
+                    audit_annotations=audit_annotations or {}, applied_policies=applied_policies,
+                    violations=violations)
 
 
 def errored(message: str, *, allow: bool, code: int = 500) -> Decision:

@@ -146,6 +146,9 @@ def _admission_handler(endpoint: str, engine: Engine, *, mutating: bool) -> Call
                 metrics.INJECTIONS.labels(policy=name).inc()
         for name in decision.shadow_policies:
             metrics.SHADOW_INJECTIONS.labels(policy=name).inc()
+        for violation in decision.violations:
+            metrics.VIOLATIONS.labels(policy=violation.policy, rule=violation.rule,
+                                      action=violation.action).inc()
         _log_decision(endpoint, admission, decision, outcome, elapsed, policies.revision)
         return _json(200, payload)
 
@@ -182,6 +185,9 @@ def _log_decision(endpoint: str, request: AdmissionRequest, decision: Decision, 
                     "operation": request.operation, "kind": request.kind.kind,
                     "outcome": outcome, "policies": list(decision.applied_policies),
                     "denyMessage": decision.message, "warnings": len(decision.warnings),
+                    "violations": [f"{v.action} {v.policy}/{v.rule}"
+                                   f"{'[' + v.check + ']' if v.check else ''} {v.path}"
+                                   for v in decision.violations],
                     "policyRevision": revision, "dryRun": request.dry_run,
                     "latencyMs": round(elapsed * 1000, 3)})
 

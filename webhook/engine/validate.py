@@ -1,12 +1,77 @@
-"""Validation: checks the final pod against ValidationPolicy documents."""
+"""Validation: checks the final pod (or a controller's pod template) against the
+ValidationPolicy documents, and answers deny / warn / audit.
+
+What is evaluated, per request:
+
+- CREATE and UPDATE of Pods and of Deployments, ReplicaSets, StatefulSets,
+  DaemonSets, Jobs, CronJobs (and ReplicationControllers), through their pod template.
+- An UPDATE that leaves the evaluated part unchanged (a pod's spec; a template's
+  labels, annotations and spec) is admitted without evaluation: it cannot make the
+  pod less safe, and re-checking would block scaling, finalizers and controllers'
+  metadata edits on objects admitted under older policies (Pod Security admission
+  skips such pod updates too).
+- The `pods/ephemeralcontainers` subresource (kubectl debug) runs podSecurity rules only.
+- Everything else (DELETE, CONNECT, other subresources such as status or binding,
+  other kinds) is admitted untouched.
+"""
 
 from __future__ import annotations
 
+from datetime import date, datetime, timezone
+
 from webhook import decision
-from webhook.decision import Decision
+from webhook.decision import Decision, Violation
+from webhook.engine.match import mismatch
+from webhook.engine.validation.exceptions import ALL_RULES, lifted_rules
+from webhook.engine.validation.report import build_decision
+from webhook.engine.validation.rules import RuleEnv, run_rule
+from webhook.engine.validation.target import POD, target_of
 from webhook.policy.loader import PolicySet
 from webhook.review import AdmissionRequest
 
+VALIDATED_OPERATIONS = frozenset({"CREATE", "UPDATE"})
+EPHEMERAL_CONTAINERS = "ephemeralcontainers"
 
-def validate(request: AdmissionRequest, policies: PolicySet) -> Decision:
-    return decision.allowed()
+
+def validate(request: AdmissionRequest, policies: PolicySet, *, today: date | None = None) -> Decision:
+    """`today` (UTC) decides which exceptions have expired; a parameter so tests can pin it."""
+    if request.operation not in VALIDATED_OPERATIONS or request.object is None:
+        return decision.allowed()
+    pod_security_only = False
+    if request.sub_resource:
+        is_pod = (request.resource.group, request.resource.resource) == ("", "pods") or \
+            (request.kind.group, request.kind.kind) == POD
+        if request.sub_resource != EPHEMERAL_CONTAINERS or not is_pod:
+            return decision.allowed()
+        pod_security_only = True  # kubectl debug: only the Pod Security rules apply
+    target = target_of(request, request.object)
+    if target is None:
+        return decision.allowed()
+    old_target = target_of(request, request.old_object) if request.operation == "UPDATE" else None
+    if old_target is not None and not pod_security_only and \
+            old_target.evaluated_view() == target.evaluated_view():
+        return decision.allowed()
+
+    today = today or datetime.now(timezone.utc).date()
+    env = RuleEnv(request=request, target=target, old_target=old_target, policies=policies)
+    violations: list[Violation] = []
+    applied: list[str] = []
+    for policy in policies.validation:  # sorted by name at load: a stable message order
+        if mismatch(policy.spec.match, target.facts) is not None:
+            continue
+        lifted = lifted_rules(policy, facts=target.facts, request=request, today=today)
+        if lifted == ALL_RULES:
+            continue
+        rules = [r for r in policy.spec.rules if r.id not in lifted
+                 and (not pod_security_only or r.kind == "podSecurity")]
+        if not rules:
+            continue
+        applied.append(policy.metadata.name)
+        action = policy.spec.action.value
+        for rule in rules:
+            for finding in run_rule(rule, env):
+                violations.append(Violation(
+                    policy=policy.metadata.name, rule=rule.id, action=action,
+                    path=target.path(finding.path), message=finding.message,
+                    check=finding.check, container=finding.container))
+    return build_decision(violations, applied=tuple(applied), scope=target.path(""))

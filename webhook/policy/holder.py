@@ -26,6 +26,7 @@ class PolicyHolder:
         self.last_success = time.time()
         metrics.POLICY_LAST_RELOAD_SUCCESS.set(self.last_success)
         metrics.POLICY_INFO.labels(revision=initial.revision).set(1)
+        _log_warnings(initial)
 
     @classmethod
     def load(cls, directory: Path) -> PolicyHolder:
@@ -58,7 +59,14 @@ class PolicyHolder:
         if old.revision != new.revision:
             metrics.POLICY_INFO.remove(old.revision)
         metrics.POLICY_INFO.labels(revision=new.revision).set(1)
+        _log_warnings(new)
         log.info("policies reloaded: revision %s -> %s (%d policies)", old.revision,
                  new.revision, new.policy_count,
                  extra={"event": "policy_reload", "result": "success", "revision": new.revision})
         return True
+
+
+def _log_warnings(policy_set: PolicySet) -> None:
+    for warning in policy_set.warnings:
+        log.warning("policy warning: %s", warning, extra={"event": "policy_warning",
+                                                          "revision": policy_set.revision})

@@ -7,6 +7,7 @@ bad edit can never partially replace the policies already serving.
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime, timezone
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 from webhook.policy.compiled import CompiledInjection, compile_injection
 from webhook.policy.errors import PolicyError, PolicyLoadError
 from webhook.policy.ordering import init_container_order
+from webhook.policy.validation import ValidationPolicy, expired_exceptions
 from webhook.policy.model import API_VERSION, DOCUMENT_KINDS, PolicyDocument
 from webhook.policy.injection import InjectionPolicy
 
@@ -29,13 +31,15 @@ _SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoade
 class PolicySet:
     revision: str
     injection: tuple[InjectionPolicy, ...] = ()
-    validation: tuple[PolicyDocument, ...] = ()
+    validation: tuple[ValidationPolicy, ...] = ()
     # policy name -> file it came from, for messages that point an admin at the file
     sources: Mapping[str, str] = field(default_factory=dict)
     # injected init container / native sidecar name -> its rank in the start order
     init_order: Mapping[str, int] = field(default_factory=dict)
     # the injection policies in priority order, prepared for the request path
     injectors: tuple[CompiledInjection, ...] = ()
+    # problems that do not stop the load (expired exceptions), for logs and `policies check`
+    warnings: tuple[str, ...] = ()
 
     @property
     def policy_count(self) -> int:
@@ -71,7 +75,7 @@ def load_policy_sources(files: Mapping[str, bytes]) -> PolicySet:
     """Build a PolicySet from file name -> content; raises PolicyLoadError listing every error."""
     errors: list[PolicyError] = []
     injection: list[InjectionPolicy] = []
-    validation: list[PolicyDocument] = []
+    validation: list[ValidationPolicy] = []
     sources: dict[str, str] = {}
     for name in sorted(files):
         for policy, line in _read_documents(name, files[name], errors):
@@ -81,7 +85,10 @@ def load_policy_sources(files: Mapping[str, bytes]) -> PolicySet:
                                           policy=policy.metadata.name))
                 continue
             sources[policy.metadata.name] = name
-            (injection if isinstance(policy, InjectionPolicy) else validation).append(policy)
+            if isinstance(policy, InjectionPolicy):
+                injection.append(policy)
+            else:
+                validation.append(policy)
     injection.sort(key=lambda p: (p.spec.priority, p.metadata.name))
     init_order: dict[str, int] = {}
     if not errors:  # ordering is checked across policies once every file parsed
@@ -92,9 +99,12 @@ def load_policy_sources(files: Mapping[str, bytes]) -> PolicySet:
     for name in sorted(files):
         digest.update(Path(name).name.encode() + b"\0" + files[name] + b"\0")
     validation.sort(key=lambda p: p.metadata.name)
+    today = datetime.now(timezone.utc).date()
+    warnings = [f"{sources[p.metadata.name]}: {message}" for p in validation
+                for message in expired_exceptions(p, today)]
     return PolicySet(revision=digest.hexdigest()[:12], injection=tuple(injection),
                      validation=tuple(validation), sources=sources, init_order=init_order,
-                     injectors=tuple(compile_injection(p) for p in injection))
+                     injectors=tuple(compile_injection(p) for p in injection), warnings=tuple(warnings))
 
 
 def _read_documents(name: str, content: bytes,
@@ -120,6 +130,10 @@ def _read_documents(name: str, content: bytes,
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         errors.append(PolicyError(name, mark.line + 1 if mark else None, f"invalid YAML: {problem}"))
+    except ValueError as exc:
+        # PyYAML's constructors raise plain ValueError for values such as the
+        # impossible date 2026-02-30; the line is where the reader stopped.
+        errors.append(PolicyError(name, loader.line + 1, f"invalid value: {exc}"))
     finally:
         loader.dispose()
     return out
@@ -159,7 +173,7 @@ def _name_of(doc: dict[str, Any]) -> str | None:
 def _message(err: Any) -> str:
     if err["type"] == "extra_forbidden":
         return "unknown field"
-    return str(err["msg"])
+    return str(err["msg"]).removeprefix("Value error, ")
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import TypeAdapter
+from pydantic import Field, TypeAdapter
 
 from webhook.policy.common import API_VERSION
 from webhook.policy.injection import InjectionPolicy
+from webhook.policy.validation import ValidationPolicy
 
-PolicyDocument = InjectionPolicy
-DOCUMENT_KINDS: dict[str, type[PolicyDocument]] = {
+# A discriminated union on `kind`: the JSON Schema offers the right shape per kind,
+# and a document is validated against its own kind only.
+PolicyDocument = Annotated[InjectionPolicy | ValidationPolicy, Field(discriminator="kind")]
+DOCUMENT_KINDS: dict[str, type[InjectionPolicy] | type[ValidationPolicy]] = {
     "InjectionPolicy": InjectionPolicy,
+    "ValidationPolicy": ValidationPolicy,
 }
 
-__all__ = ["API_VERSION", "DOCUMENT_KINDS", "InjectionPolicy", "PolicyDocument", "json_schema"]
+__all__ = ["API_VERSION", "DOCUMENT_KINDS", "InjectionPolicy", "PolicyDocument", "ValidationPolicy",
+           "json_schema"]
 
 
 def json_schema() -> dict[str, Any]:

@@ -1,0 +1,175 @@
+"""Run one ValidationPolicy rule against a target: the bridge from the policy schema to
+the policy-agnostic checks in `webhook.rules`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from webhook.engine.ledger import LEDGER_ANNOTATION, LedgerError, parse_ledger
+from webhook.engine.validation.target import Target
+from webhook.policy.injection import InjectionPolicy, OnConflict
+from webhook.policy.loader import PolicySet
+from webhook.policy.template import has_template
+from webhook.policy.validation import RULE_KINDS, Rule
+from webhook.review import AdmissionRequest
+from webhook.rules import cel
+from webhook.rules.containers import ContainerType, container_of
+from webhook.rules.finding import Finding
+from webhook.rules.host_access import (
+    HostPathAllowance,
+    check_host_namespace,
+    check_host_paths,
+    check_host_ports,
+    check_privileged,
+)
+from webhook.rules.images import check_images
+from webhook.rules.labels import RequiredKey, check_required_keys
+from webhook.rules.pod_security import check_pod_spec
+from webhook.rules.reserved_names import ReservedName, check_reserved_names
+from webhook.rules.resources import Requirement, check_resources
+
+
+class RuleEnv:
+    """Per-request inputs shared by every rule; the costly ones are built on first use."""
+
+    def __init__(self, *, request: AdmissionRequest, target: Target, old_target: Target | None,
+                 policies: PolicySet) -> None:
+        self.request, self.target, self.old_target, self.policies = request, target, old_target, policies
+        self._cel: cel.Variables | None = None
+        self._reserved: dict[str, ReservedName] | None = None
+
+    @property
+    def cel_variables(self) -> cel.Variables:
+        if self._cel is None:
+            # Kubernetes ValidatingAdmissionPolicy names: object, oldObject, request.
+            self._cel = cel.Variables({
+                "object": self.target.as_pod(),
+                "oldObject": self.old_target.as_pod() if self.old_target is not None else None,
+                "request": self.request.model_dump(mode="json", by_alias=True,
+                                                   exclude={"object", "old_object"}),
+            })
+        return self._cel
+
+    @property
+    def injected_reserved(self) -> dict[str, ReservedName]:
+        """Names injection policies add with onConflict: Deny. Keep/Replace/Skip resolve a
+        clash themselves, so those names are not reserved."""
+        if self._reserved is None:
+            reserved: dict[str, ReservedName] = {}
+            for policy in self.policies.injection:
+                if not isinstance(policy, InjectionPolicy):
+                    continue
+                inject = policy.spec.inject
+                for container in (*inject.init_containers, *inject.sidecars):
+                    if container.on_conflict is OnConflict.DENY:
+                        image = None if has_template(container.image) else container.image
+                        reserved.setdefault(container.name, ReservedName(policy.metadata.name, image))
+            self._reserved = reserved
+        return self._reserved
+
+    def ledger_containers(self) -> frozenset[str]:
+        annotations = self.target.facts.annotations
+        if LEDGER_ANNOTATION not in annotations:
+            return frozenset()
+        try:
+            ledger = parse_ledger(annotations[LEDGER_ANNOTATION])
+        except LedgerError:
+            return frozenset()  # an unreadable ledger vouches for nothing
+        return frozenset(name for record in ledger.policies for name in record.containers)
+
+
+def _pod_security(rule: Rule, env: RuleEnv) -> list[Finding]:
+    body = rule.pod_security
+    assert body is not None
+    found = check_pod_spec(env.target.metadata, env.target.spec, level=body.level,
+                           exempt=frozenset(body.exempt))
+    return [Finding(v.check, v.path, v.message, container_of(v.path)) for v in found]
+
+
+def _required(field: str) -> Callable[[Rule, RuleEnv], list[Finding]]:
+    def run(rule: Rule, env: RuleEnv) -> list[Finding]:
+        keys = rule.required_labels if field == "labels" else rule.required_annotations
+        required = [RequiredKey(k.key, k.compiled) for k in keys or ()]
+        return check_required_keys(env.target.metadata, field=field, required=required)  # type: ignore[arg-type]
+    return run
+
+
+def _images(rule: Rule, env: RuleEnv) -> list[Finding]:
+    body = rule.images
+    assert body is not None
+    return check_images(env.target.spec, allowed_registries=body.allowed_registries,
+                        forbid_latest=body.forbid_latest, require_digest=body.require_digest)
+
+
+def _resources(rule: Rule, env: RuleEnv) -> list[Finding]:
+    body = rule.resources
+    assert body is not None
+    required: dict[ContainerType, Requirement] = {}
+    for kind, need in (("containers", body.containers), ("initContainers", body.init_containers),
+                       ("sidecars", body.sidecars)):
+        if need is not None:
+            required[kind] = Requirement(tuple(need.requests), tuple(need.limits))  # type: ignore[index]
+    return check_resources(env.target.spec, required=required, maximum=body.parsed_maximum,
+                           max_ratio=body.parsed_ratio)
+
+
+def _host_path(rule: Rule, env: RuleEnv) -> list[Finding]:
+    body = rule.host_path
+    assert body is not None
+    allowed = [HostPathAllowance(a.path_prefix, a.read_only) for a in body.allowed]
+    return check_host_paths(env.target.spec, allowed=allowed)
+
+
+def _host_ports(rule: Rule, env: RuleEnv) -> list[Finding]:
+    body = rule.host_ports
+    assert body is not None
+    return check_host_ports(env.target.spec, allowed=body.ranges)
+
+
+def _cel(rule: Rule, env: RuleEnv) -> list[Finding]:
+    body = rule.cel
+    assert body is not None
+    try:
+        if cel.evaluate(body.expression, env.cel_variables):
+            return []
+        return [Finding("", "", body.message)]
+    except cel.CelError as exc:
+        # An expression that cannot be evaluated on this object is a violation: failing
+        # open would let any object that trips the expression through.
+        return [Finding("evaluationError", "", f"{body.message} (CEL evaluation error: {exc})")]
+
+
+def _reserved_names(rule: Rule, env: RuleEnv) -> list[Finding]:
+    body = rule.reserved_container_names
+    assert body is not None
+    reserved: dict[str, ReservedName] = dict(env.injected_reserved) if body.from_injection_policies else {}
+    for name in body.names:
+        reserved.setdefault(name, ReservedName(""))
+    if not reserved:
+        return []
+    injected = frozenset() if env.target.is_template else env.ledger_containers()
+    return check_reserved_names(env.target.spec, reserved=reserved, injected=injected,
+                                is_template=env.target.is_template)
+
+
+_RUNNERS: Mapping[str, Callable[[Rule, RuleEnv], list[Finding]]] = {
+    "podSecurity": _pod_security,
+    "requiredLabels": _required("labels"),
+    "requiredAnnotations": _required("annotations"),
+    "images": _images,
+    "resources": _resources,
+    "hostNetwork": lambda rule, env: check_host_namespace(env.target.spec, "hostNetwork"),
+    "hostPID": lambda rule, env: check_host_namespace(env.target.spec, "hostPID"),
+    "hostIPC": lambda rule, env: check_host_namespace(env.target.spec, "hostIPC"),
+    "hostPath": _host_path,
+    "hostPorts": _host_ports,
+    "privileged": lambda rule, env: check_privileged(env.target.spec),
+    "cel": _cel,
+    "reservedContainerNames": _reserved_names,
+}
+
+if set(_RUNNERS) != set(RULE_KINDS):  # pragma: no cover - guards edits to the schema
+    raise RuntimeError("every rule kind in the schema needs a runner here")
+
+
+def run_rule(rule: Rule, env: RuleEnv) -> list[Finding]:
+    return _RUNNERS[rule.kind](rule, env)

@@ -1,0 +1,68 @@
+"""Walk a pod spec's containers tolerantly: garbage entries are skipped, never raised on.
+
+Shared by the declarative rules so that every rule names containers and paths the
+same way as the Pod Security checks: `spec.<field>[<name or index>]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+ContainerType = Literal["initContainers", "sidecars", "containers", "ephemeralContainers"]
+# Same visiting order as the Pod Security checks (and upstream): init, regular, ephemeral.
+CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerRef:
+    field: str              # initContainers | containers | ephemeralContainers
+    type: ContainerType     # as `field`, except native sidecars, which are "sidecars"
+    name: str               # "" when the entry has no usable name
+    path: str               # e.g. "spec.containers[app]"
+    raw: Mapping[str, Any]
+
+    @property
+    def label(self) -> str:
+        return f'container "{self.name}"' if self.name else self.path
+
+
+def as_map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def as_seq(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def as_str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def iter_containers(spec: Mapping[str, Any]) -> Iterator[ContainerRef]:
+    """Every container entry that is a mapping; other entries are treated as absent."""
+    for field in CONTAINER_FIELDS:
+        for index, raw in enumerate(as_seq(spec.get(field))):
+            if not isinstance(raw, Mapping):
+                continue
+            name = as_str(raw.get("name"))
+            kind: ContainerType = field  # type: ignore[assignment]
+            # A native sidecar is an init container with restartPolicy Always (GA in 1.33):
+            # it runs for the pod's lifetime, so rules treat it as its own type.
+            if field == "initContainers" and raw.get("restartPolicy") == "Always":
+                kind = "sidecars"
+            yield ContainerRef(field=field, type=kind, name=name,
+                               path=f"spec.{field}[{name or index}]", raw=raw)
+
+
+def container_of(path: str) -> str:
+    """The container name in a path such as `spec.containers[app].image`, or ""."""
+    for field in CONTAINER_FIELDS:
+        prefix = f"spec.{field}["
+        if path.startswith(prefix):
+            end = path.find("]", len(prefix))
+            if end > 0:
+                key = path[len(prefix):end]
+                return "" if key.isdigit() else key
+    return ""

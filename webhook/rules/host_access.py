@@ -1,0 +1,88 @@
+"""Host access rules, each usable on its own: host namespaces, privileged
+containers, host ports and hostPath volumes (with allowed path prefixes)."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from webhook.rules.containers import as_map, as_seq, as_str, iter_containers
+from webhook.rules.finding import Finding
+
+__all__ = ["HostPathAllowance", "check_host_namespace", "check_host_paths", "check_host_ports",
+           "check_privileged"]
+
+HostNamespace = Literal["hostNetwork", "hostPID", "hostIPC"]
+_NAMESPACE_WORDS = {"hostNetwork": "the host's network", "hostPID": "the host's process IDs",
+                    "hostIPC": "the host's IPC namespace"}
+
+
+def check_host_namespace(spec: Mapping[str, Any], field: HostNamespace) -> list[Finding]:
+    if spec.get(field) is True:
+        return [Finding(field, f"spec.{field}", f"pod must not use {_NAMESPACE_WORDS[field]} ({field}: true)")]
+    return []
+
+
+def check_privileged(spec: Mapping[str, Any]) -> list[Finding]:
+    return [Finding("privileged", f"{c.path}.securityContext.privileged",
+                    f"{c.label} must not be privileged", c.name)
+            for c in iter_containers(spec)
+            if as_map(c.raw.get("securityContext")).get("privileged") is True]
+
+
+def check_host_ports(spec: Mapping[str, Any], *, allowed: Sequence[tuple[int, int]] = ()) -> list[Finding]:
+    """Every non-zero hostPort outside the allowed inclusive ranges."""
+    findings: list[Finding] = []
+    for c in iter_containers(spec):
+        for index, port in enumerate(as_seq(c.raw.get("ports"))):
+            host_port = as_map(port).get("hostPort")
+            if not isinstance(host_port, int) or isinstance(host_port, bool) or host_port == 0:
+                continue
+            if any(low <= host_port <= high for low, high in allowed):
+                continue
+            name = as_str(as_map(port).get("name"))
+            findings.append(Finding("hostPort", f"{c.path}.ports[{name or index}].hostPort",
+                                    f"{c.label} must not use host port {host_port}", c.name))
+    return findings
+
+
+@dataclass(frozen=True)
+class HostPathAllowance:
+    path_prefix: str        # whole path components: /var/log allows /var/log/app, not /var/logs
+    read_only: bool = False  # every mount of such a volume must be readOnly
+
+
+def _under(path: str, prefix: str) -> bool:
+    prefix = prefix.rstrip("/") or "/"
+    return prefix == "/" or path == prefix or path.startswith(prefix + "/")
+
+
+def check_host_paths(spec: Mapping[str, Any], *,
+                     allowed: Sequence[HostPathAllowance] = ()) -> list[Finding]:
+    """hostPath volumes outside the allowed prefixes, and writable mounts of read-only ones."""
+    findings: list[Finding] = []
+    for index, volume in enumerate(as_seq(spec.get("volumes"))):
+        volume = as_map(volume)
+        if "hostPath" not in volume or volume.get("hostPath") is None:
+            continue
+        name = as_str(volume.get("name"))
+        raw_path = as_str(as_map(volume.get("hostPath")).get("path"))
+        # Normalise so that /var/log/../../etc cannot pass as /var/log.
+        path = posixpath.normpath(raw_path) if raw_path else ""
+        vpath = f"spec.volumes[{name or index}].hostPath"
+        allowance = next((a for a in allowed if path.startswith("/") and _under(path, a.path_prefix)), None)
+        if allowance is None:
+            findings.append(Finding("hostPath", vpath, f'volume "{name or index}" must not mount host path '
+                                    f'"{raw_path}"' + (" (not under an allowed prefix)" if allowed else "")))
+            continue
+        if allowance.read_only and name:
+            for c in iter_containers(spec):
+                for m_index, mount in enumerate(as_seq(c.raw.get("volumeMounts"))):
+                    mount = as_map(mount)
+                    if mount.get("name") == name and mount.get("readOnly") is not True:
+                        findings.append(Finding(
+                            "hostPathReadOnly", f"{c.path}.volumeMounts[{m_index}].readOnly",
+                            f'{c.label} must mount host path volume "{name}" read-only', c.name))
+    return findings

@@ -1,0 +1,99 @@
+"""Resource rules: required requests/limits per container type, maxima, limit/request ratio."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from webhook.rules.containers import ContainerType, as_map, iter_containers
+from webhook.rules.finding import Finding
+from webhook.rules.quantity import parse_quantity
+
+__all__ = ["Requirement", "check_resources", "resource_path"]
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    requests: tuple[str, ...] = ()
+    limits: tuple[str, ...] = ()
+
+
+def resource_path(base: str, kind: str, name: str) -> str:
+    """`spec.containers[app].resources.limits.cpu`; names with '/' or '.' go in brackets."""
+    return f"{base}.resources.{kind}.{name}" if _PLAIN_KEY.match(name) else f"{base}.resources.{kind}[{name}]"
+
+
+def _fmt(value: Decimal) -> str:
+    return format(value.normalize(), "f") if value == value.to_integral_value() else str(value.normalize())
+
+
+def check_resources(spec: Mapping[str, Any], *, required: Mapping[ContainerType, Requirement],
+                    maximum: Mapping[str, Decimal], max_ratio: Mapping[str, Decimal]) -> list[Finding]:
+    """Findings per container in container order. Ephemeral containers are skipped:
+    the API forbids resources on them."""
+    findings: list[Finding] = []
+    for c in iter_containers(spec):
+        if c.type == "ephemeralContainers":
+            continue
+        resources = as_map(c.raw.get("resources"))
+        parsed: dict[str, dict[str, Decimal]] = {}
+        for kind in ("requests", "limits"):
+            parsed[kind] = {}
+            for name, raw in as_map(resources.get(kind)).items():
+                try:
+                    parsed[kind][str(name)] = parse_quantity(raw)
+                except ValueError:
+                    findings.append(Finding("invalidQuantity", resource_path(c.path, kind, str(name)),
+                                            f"{c.label} {kind[:-1]} {name}={raw!r} is not a valid quantity",
+                                            c.name))
+        requests, limits = parsed["requests"], parsed["limits"]
+        declared_requests = set(requests) | set(str(k) for k in as_map(resources.get("requests")))
+        declared_limits = set(limits) | set(str(k) for k in as_map(resources.get("limits")))
+        need = required.get(c.type, Requirement())
+        for name in need.requests:
+            # The API server defaults a missing request to the limit, so a limit satisfies it.
+            if name not in declared_requests and name not in declared_limits:
+                findings.append(Finding("requests", resource_path(c.path, "requests", name),
+                                        f"{c.label} has no {name} request", c.name))
+        for name in need.limits:
+            if name not in declared_limits:
+                findings.append(Finding("limits", resource_path(c.path, "limits", name),
+                                        f"{c.label} has no {name} limit", c.name))
+        findings.extend(_maxima(c.path, c.label, c.name, requests, limits, maximum))
+        findings.extend(_ratios(c.path, c.label, c.name, requests, limits, max_ratio))
+    return findings
+
+
+def _maxima(path: str, label: str, name: str, requests: Mapping[str, Decimal],
+            limits: Mapping[str, Decimal], maximum: Mapping[str, Decimal]) -> Iterable[Finding]:
+    for resource, cap in maximum.items():
+        for kind, values in (("requests", requests), ("limits", limits)):
+            value = values.get(resource)
+            if value is not None and value > cap:
+                yield Finding("maximum", resource_path(path, kind, resource),
+                              f"{label} {kind[:-1]} {resource}={_fmt(value)} exceeds the maximum "
+                              f"{_fmt(cap)}", name)
+
+
+def _ratios(path: str, label: str, name: str, requests: Mapping[str, Decimal],
+            limits: Mapping[str, Decimal], max_ratio: Mapping[str, Decimal]) -> Iterable[Finding]:
+    for resource, cap in max_ratio.items():
+        limit, request = limits.get(resource), requests.get(resource)
+        if limit is None or request is None:
+            continue  # a missing request defaults to the limit: ratio 1
+        if request <= 0:
+            if limit > 0:
+                yield Finding("limitRequestRatio", resource_path(path, "limits", resource),
+                              f"{label} {resource} request is 0, so its limit/request ratio is "
+                              f"unbounded (maximum {_fmt(cap)})", name)
+            continue
+        ratio = limit / request
+        if ratio > cap:
+            yield Finding("limitRequestRatio", resource_path(path, "limits", resource),
+                          f"{label} {resource} limit/request ratio {float(ratio):.3g} "
+                          f"exceeds {_fmt(cap)}", name)
