@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 from pathlib import Path
 
 from webhook import __version__
@@ -23,7 +24,7 @@ def _env(name: str, default: str) -> str:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="webhook", description="Pod runtime admission webhook")
+    parser = _Parser(prog="webhook", description="Pod runtime admission webhook")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -60,22 +61,84 @@ def _build_parser() -> argparse.ArgumentParser:
     policies = sub.add_parser("policies", help="policy tools").add_subparsers(
         dest="policies_command", required=True, metavar="COMMAND")
     policies.add_parser("schema", help="print the JSON Schema of policy documents")
-    check = policies.add_parser("check", help="validate a policy directory")
+    check = policies.add_parser("check", help="validate a policy directory; lists every error")
     check.add_argument("directory", type=Path)
+
+    def offline(name: str, help_text: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("-f", "--filename", required=True, metavar="FILE",
+                         help="a Pod, pod controller or multi-document YAML/JSON file; - for stdin")
+        cmd.add_argument("--namespace", "-n", default=None,
+                         help="the request's namespace (default: the object's, else 'default')")
+        cmd.add_argument("--policies", type=Path, default=Path(_env("policies", "policies")), metavar="DIR")
+        return cmd
+
+    mutate = offline("mutate", "show what injection does to a manifest (offline)")
+    mutate.add_argument("-o", "--output", default="yaml", choices=["yaml", "json", "patch", "diff"])
+    for name, text in (("validate", "run injection then validation on a manifest (offline)"),
+                       ("explain", "why each policy applied to a manifest or not (offline)")):
+        cmd = offline(name, text)
+        cmd.add_argument("--user", default="offline", help="request username, for exceptions")
+        cmd.add_argument("--group", action="append", default=[], help="request group (repeatable)")
+    test = sub.add_parser("test", help="run policy test cases (PolicyTest files)")
+    test.add_argument("directory", type=Path)
+    test.add_argument("--policies", type=Path, default=Path(_env("policies", "policies")), metavar="DIR")
     return parser
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One clear line and exit 2, for scripts and humans alike.
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # Output piped into `head` and the like: stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
     if args.command == "certs":
         return _certs_generate(args)
-    if args.policies_command == "schema":
-        from webhook.policy.model import json_schema
-        print(json.dumps(json_schema(), indent=2))
-        return 0
-    return _policies_check(args.directory)
+    if args.command == "policies":
+        if args.policies_command == "schema":
+            from webhook.policy.model import json_schema
+            print(json.dumps(json_schema(), indent=2))
+            return 0
+        return _policies_check(args.directory)
+    return _offline(args)
+
+
+def _offline(args: argparse.Namespace) -> int:
+    from webhook import commands
+    from webhook.offline import InputError, read_documents
+    from webhook.policy.errors import PolicyLoadError
+    from webhook.policy.loader import load_policy_dir
+    from webhook.policytest import run_tests
+
+    try:
+        if args.command == "test":
+            return run_tests(args.directory, default_policies=args.policies, out=sys.stdout)
+        documents = read_documents(args.filename)
+        policies = load_policy_dir(args.policies)
+    except InputError as exc:
+        print(f"webhook {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except PolicyLoadError as exc:
+        print(f"webhook {args.command}: invalid policies in {args.policies}:\n{exc}", file=sys.stderr)
+        return 2
+    if args.command == "mutate":
+        return commands.run_mutate(documents, policies=policies, namespace=args.namespace, output=args.output)
+    run = commands.run_validate if args.command == "validate" else commands.run_explain
+    return run(documents, policies=policies, namespace=args.namespace, username=args.user,
+               groups=tuple(args.group))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -148,7 +211,9 @@ def _policies_check(directory: Path) -> int:
             print(error, file=sys.stderr)
         print(f"{len(exc.errors)} error(s)", file=sys.stderr)
         return 1
-    for warning in policy_set.warnings:
+    from webhook.policy.lint import lint
+
+    for warning in lint(policy_set):
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{directory}: {policy_set.policy_count} policies OK (revision {policy_set.revision})")
     return 0

@@ -85,9 +85,10 @@ class LabelSelector(Strict):
 class Match(Strict):
     namespaces: NamespaceMatch = NamespaceMatch()
     pod_selector: LabelSelector | None = Field(None, alias="podSelector")
-    workloads: list[Workload] | None = Field(None, description="empty or absent means every kind")
+    # min_length: an empty list would read as "none" but match every pod.
+    workloads: list[Workload] | None = Field(None, min_length=1, description="absent means every kind")
     os: list[Literal["linux", "windows"]] | None = Field(
-        None, description="pods without spec.os (or a kubernetes.io/os node selector) count as "
+        None, min_length=1, description="pods without spec.os (or a kubernetes.io/os node selector) count as "
                           "linux; absent means any")
     host_network: bool | None = Field(
         None, alias="hostNetwork",

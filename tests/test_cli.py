@@ -1,0 +1,143 @@
+"""The command line: offline mutate / validate / explain, policy tests, checks, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jsonpatch
+import yaml
+
+from tests.conftest import ROOT, copy_policies
+
+POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "labels": {"app": "web"}},
+       "spec": {"containers": [{"name": "app", "image": "registry.example.com/web:1.0"}]}}
+PRIVILEGED = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "root"},
+              "spec": {"selector": {"matchLabels": {"app": "root"}},
+                       "template": {"metadata": {"labels": {"app": "root"}},
+                                    "spec": {"containers": [{"name": "app", "image": "x.io/a:1",
+                                                             "securityContext": {"privileged": True}}]}}}}
+
+
+def webhook(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "webhook", *args], capture_output=True, text=True,
+                          cwd=ROOT, input=stdin, timeout=60)
+
+
+def write(path: Path, *docs: dict) -> Path:
+    path.write_text(yaml.safe_dump_all(docs))
+    return path
+
+
+def test_mutate_outputs_yaml_json_patch_and_diff(tmp_path: Path) -> None:
+    manifest = write(tmp_path / "pod.yaml", POD)
+    as_yaml = yaml.safe_load(webhook("mutate", "-f", str(manifest)).stdout)
+    as_json = json.loads(webhook("mutate", "-f", str(manifest), "-o", "json").stdout)
+    assert as_yaml == as_json
+    assert [c["name"] for c in as_json["spec"]["initContainers"]] == ["identity-init", "traffic-proxy", "log-shipper"]
+    patch = json.loads(webhook("mutate", "-f", str(manifest), "-o", "patch").stdout)
+    assert jsonpatch.apply_patch(POD, patch) == as_json
+    diff = webhook("mutate", "-f", str(manifest), "-o", "diff").stdout
+    assert diff.startswith("--- Pod/web (submitted)") and "+  - name: identity-init" in diff
+
+
+def test_mutate_renders_controllers_and_reads_stdin() -> None:
+    result = webhook("mutate", "-f", "-", "-o", "json", stdin=json.dumps(PRIVILEGED))
+    assert result.returncode == 0, result.stderr
+    template = json.loads(result.stdout)["spec"]["template"]
+    assert "ownerReferences" not in template["metadata"] and "generateName" not in template["metadata"]
+    assert template["metadata"]["labels"] == {"app": "root"}
+    env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
+    assert env["SERVICE_NAME"] == "root"
+
+
+def test_validate_exit_codes_and_messages(tmp_path: Path) -> None:
+    bad = webhook("validate", "-f", str(write(tmp_path / "bad.yaml", PRIVILEGED)))
+    assert bad.returncode == 1
+    assert "DENY  pod-security-baseline/podSecurity[privileged] spec.template.spec.containers[app]" in bad.stdout
+    good = webhook("validate", "-f", str(write(tmp_path / "good.yaml", POD)))
+    assert good.returncode == 0, good.stdout
+    assert "WARN" in good.stdout and "DENY" not in good.stdout
+
+
+def test_validate_names_the_policy_that_injected_a_violating_container(tmp_path: Path) -> None:
+    policies = copy_policies(tmp_path / "policies")
+    (policies / "inject-sloppy.yaml").write_text(textwrap.dedent("""
+        apiVersion: runtime.platform.io/v1
+        kind: InjectionPolicy
+        metadata: {name: sloppy}
+        spec:
+          priority: 50
+          inject:
+            sidecars: [{name: sloppy-agent, image: "agent.io/agent:1"}]
+    """))
+    result = webhook("validate", "-f", str(write(tmp_path / "pod.yaml", POD)), "--policies", str(policies))
+    assert "only because policy sloppy injected container 'sloppy-agent'" in result.stdout
+
+
+def test_explain_says_why_each_policy_applied_or_not(tmp_path: Path) -> None:
+    job_pod = {**POD, "metadata": {"name": "j", "ownerReferences": [
+        {"apiVersion": "batch/v1", "kind": "Job", "name": "nightly", "uid": "u", "controller": True}]}}
+    out = webhook("explain", "-f", str(write(tmp_path / "p.yaml", job_pod))).stdout
+    assert "workload Job/nightly" in out
+    assert "traffic-proxy  not applied: workload kind Job is not in" in out
+    assert "identity       applied:" in out
+    out = webhook("explain", "-f", str(write(tmp_path / "p.yaml", POD)), "-n", "kube-system").stdout
+    assert "namespace 'kube-system' is excluded by 'kube-system'" in out
+
+
+def test_shipped_policy_tests_pass() -> None:
+    result = webhook("test", "policies/tests")
+    assert result.returncode == 0, result.stdout
+    assert ", 0 failed" in result.stdout and result.stdout.count("PASS ") >= 10
+
+
+def test_a_failing_policy_test_reports_and_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "runtime.platform.io/v1", "kind": "PolicyTest", "metadata": {"name": "t"},
+        "spec": {"policies": str(ROOT / "policies"), "cases": [
+            {"name": "wrong expectation", "object": POD,
+             "expect": {"allowed": True, "pod": {"spec": {"initContainers": [{"name": "identity-init"}]}}}},
+            {"name": "right", "object": POD, "expect": {"allowed": True}}]}}))
+    result = webhook("test", str(tmp_path))
+    assert result.returncode == 1
+    assert "FAIL t/wrong expectation" in result.stdout and "expected a list of 1, got 3" in result.stdout
+    assert "PASS t/right" in result.stdout and "1 passed, 1 failed" in result.stdout
+
+
+def test_usage_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = webhook("mutate")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    missing = webhook("validate", "-f", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2 and f"{tmp_path / 'nope.yaml'}: no such file" in missing.stderr
+    (tmp_path / "broken.yaml").write_text("kind: Pod\nmetadata: {name: [x\n")
+    broken = webhook("mutate", "-f", str(tmp_path / "broken.yaml"))
+    assert broken.returncode == 2 and f"{tmp_path / 'broken.yaml'}:3: invalid YAML" in broken.stderr
+
+
+def test_policies_check_lists_errors_with_lines_and_warns(tmp_path: Path) -> None:
+    policies = copy_policies(tmp_path / "policies")
+    assert webhook("policies", "check", str(policies)).returncode == 0
+    (policies / "bad.yaml").write_text("apiVersion: runtime.platform.io/v1\nkind: InjectionPolicy\n"
+                                       "metadata: {name: bad}\nspec:\n  inject: {}\n  match:\n"
+                                       "    namespaces: {include: [a], exclude: [a]}\n    workloadz: []\n")
+    result = webhook("policies", "check", str(policies))
+    assert result.returncode == 1
+    assert f"{policies / 'bad.yaml'}:8: bad/spec.match.workloadz: unknown field" in result.stderr
+    (policies / "bad.yaml").write_text("apiVersion: runtime.platform.io/v1\nkind: InjectionPolicy\n"
+                                       "metadata: {name: bad}\nspec:\n  inject: {}\n  match:\n"
+                                       "    namespaces: {include: [a], exclude: [a]}\n")
+    result = webhook("policies", "check", str(policies))
+    assert result.returncode == 0
+    assert "policy bad can never match: every included namespace pattern ['a'] is also excluded" in result.stderr
+    assert "volume 'identity-certs' is injected by 2 policies" in result.stderr
+
+
+def test_schema_is_committed_and_current() -> None:
+    printed = json.loads(webhook("policies", "schema").stdout)
+    committed = json.loads((ROOT / "docs" / "policy.schema.json").read_text())
+    assert printed == committed, "run `make schema` to refresh docs/policy.schema.json"
+    assert {"InjectionPolicy", "ValidationPolicy"} <= set(json.dumps(printed).split('"'))

@@ -1,0 +1,218 @@
+"""Offline admission for the command line: read manifests, run them through the same
+engine as the server (injection, then validation, as the API server orders them)
+and report. Nothing here talks to a cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+import yaml
+
+from webhook.decision import Decision
+from webhook.engine.inject import InjectionResult, inject
+from webhook.engine.validate import validate
+from webhook.engine.validation.target import CONTROLLERS, request_kind
+from webhook.policy.loader import PolicySet
+from webhook.review import AdmissionRequest
+
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Stand-ins for what a controller adds to the pods it creates, so that workload
+# detection and templates see offline what they will see in the cluster.
+_OFFLINE_HASH = "offline"
+_CRONJOB_SUFFIX = "29000000"  # a scheduled-time suffix, in minutes since the epoch
+
+
+class InputError(Exception):
+    """A manifest that cannot be read: names the file and, when known, the line."""
+
+
+@dataclass(frozen=True)
+class Document:
+    where: str                  # FILE:LINE of the document's start
+    obj: dict[str, Any]
+
+    @property
+    def title(self) -> str:
+        meta = self.obj.get("metadata") if isinstance(self.obj.get("metadata"), dict) else {}
+        name = meta.get("name") or meta.get("generateName") or "(unnamed)"
+        return f"{self.obj.get('kind', '?')}/{name}"
+
+
+def read_documents(path: str) -> list[Document]:
+    """All mappings in a YAML or JSON file (`-` reads standard input)."""
+    label = "<stdin>" if path == "-" else path
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{label}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{label}: cannot read: {exc}") from None
+    docs: list[Document] = []
+    loader = _SafeLoader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            obj = loader.construct_document(node)
+            where = f"{label}:{node.start_mark.line + 1}"
+            if obj is None:
+                continue
+            if not isinstance(obj, dict):
+                raise InputError(f"{where}: expected a Kubernetes object (a mapping)")
+            if obj.get("kind") == "List" and isinstance(obj.get("items"), list):
+                docs.extend(Document(where, item) for item in obj["items"] if isinstance(item, dict))
+            else:
+                docs.append(Document(where, obj))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise InputError(f"{label}{line}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    except ValueError as exc:
+        raise InputError(f"{label}:{loader.line + 1}: invalid value: {exc}") from None
+    finally:
+        loader.dispose()
+    if not docs:
+        raise InputError(f"{label}: no Kubernetes objects found")
+    return docs
+
+
+def make_request(obj: dict[str, Any], *, namespace: str, operation: str = "CREATE",
+                 username: str = "offline", groups: tuple[str, ...] = ()) -> AdmissionRequest:
+    group, kind = request_kind(AdmissionRequest(uid="x"), obj)
+    resource = kind.lower() + "s" if kind else ""
+    return AdmissionRequest.model_validate({
+        "uid": str(uuid.uuid4()), "operation": operation, "namespace": namespace,
+        "kind": {"group": group, "version": "v1", "kind": kind},
+        "resource": {"group": group, "version": "v1", "resource": resource},
+        "userInfo": {"username": username, "groups": list(groups)},
+        "object": obj,
+    })
+
+
+def _template_location(obj: dict[str, Any]) -> tuple[str, ...] | None:
+    group, kind = request_kind(AdmissionRequest(uid="x"), obj)
+    controller = CONTROLLERS.get((group, kind))
+    return controller[0] if controller else None
+
+
+def _owner_for(obj: dict[str, Any], name: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The ownerReference (and extra labels) a controller's pods carry."""
+    kind = obj.get("kind")
+    labels: dict[str, str] = {}
+    if kind == "Deployment":
+        labels["pod-template-hash"] = _OFFLINE_HASH
+        kind, name = "ReplicaSet", f"{name}-{_OFFLINE_HASH}"
+    elif kind == "CronJob":
+        kind, name = "Job", f"{name}-{_CRONJOB_SUFFIX}"
+    return {"apiVersion": "v1", "kind": kind, "name": name, "uid": "offline", "controller": True}, labels
+
+
+def pod_of(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The Pod a document is or whose template it holds; None for other kinds."""
+    if obj.get("kind") == "Pod":
+        return obj
+    where = _template_location(obj)
+    if where is None:
+        return None
+    template: Any = obj
+    for key in where:
+        template = template.get(key) if isinstance(template, dict) else None
+    template = template if isinstance(template, dict) else {}
+    name = str((obj.get("metadata") or {}).get("name") or "workload")
+    owner, extra_labels = _owner_for(obj, name)
+    metadata = copy.deepcopy(template.get("metadata") or {})
+    metadata["generateName"] = f"{owner['name']}-"
+    metadata["ownerReferences"] = [owner]
+    if extra_labels:
+        metadata["labels"] = {**(metadata.get("labels") or {}), **extra_labels}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+            "spec": copy.deepcopy(template.get("spec") or {})}
+
+
+def with_injected_template(obj: dict[str, Any], pod: dict[str, Any]) -> dict[str, Any]:
+    """The controller with its template replaced by the injected pod (minus what the
+    controller itself would add to its pods)."""
+    where = _template_location(obj)
+    assert where is not None
+    result = copy.deepcopy(obj)
+    metadata = dict(pod.get("metadata") or {})
+    for key in ("generateName", "ownerReferences"):
+        metadata.pop(key, None)
+    labels = dict(metadata.get("labels") or {})
+    if labels.get("pod-template-hash") == _OFFLINE_HASH:
+        del labels["pod-template-hash"]
+    if labels:
+        metadata["labels"] = labels
+    else:
+        metadata.pop("labels", None)
+    parent = result
+    for key in where[:-1]:
+        parent = parent.setdefault(key, {})
+    parent[where[-1]] = {"metadata": metadata, "spec": pod.get("spec") or {}}
+    return result
+
+
+@dataclass
+class Admission:
+    """What the API server would do with one object: mutate (pods), then validate."""
+
+    document: Document
+    namespace: str
+    injection: InjectionResult | None = None
+    mutated: dict[str, Any] | None = None            # the object after injection
+    checks: list[str] = field(default_factory=list)  # engine self-check failures
+    validations: list[tuple[str, Decision]] = field(default_factory=list)
+
+    @property
+    def denied(self) -> bool:
+        return bool(self.injection and self.injection.denial) or any(not d.allowed for _, d in self.validations)
+
+
+def admit(document: Document, *, policies: PolicySet, namespace: str | None = None,
+          username: str = "offline", groups: tuple[str, ...] = ()) -> Admission:
+    obj = document.obj
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    ns = namespace or (meta.get("namespace") if isinstance(meta.get("namespace"), str) else "") or "default"
+    result = Admission(document=document, namespace=ns)
+    pod = pod_of(obj)
+    if pod is None:
+        result.mutated = obj
+    else:
+        injection = inject(pod, namespace=ns, policies=policies)
+        result.injection = injection
+        if injection.denial:
+            return result
+        result.checks = _self_check(pod, injection, namespace=ns, policies=policies)
+        result.mutated = injection.pod if obj is pod else with_injected_template(obj, injection.pod)
+    # Only pods are mutated in the cluster: a controller is validated as submitted,
+    # and the pods it will create are validated after injection.
+    request = make_request(result.mutated if obj is pod else obj, namespace=ns, username=username,
+                           groups=groups)
+    result.validations.append((str(obj.get("kind", "object")), validate(request, policies)))
+    if pod is not None and obj is not pod and result.injection is not None:
+        pod_request = make_request(result.injection.pod, namespace=ns, username=username, groups=groups)
+        result.validations.append(("Pod from its template", validate(pod_request, policies)))
+    return result
+
+
+def _self_check(pod: dict[str, Any], injection: InjectionResult, *, namespace: str,
+                policies: PolicySet) -> list[str]:
+    """The patch applies strictly and a second pass adds nothing."""
+    problems = []
+    try:
+        applied = jsonpatch.apply_patch(pod, injection.patch, in_place=False)
+        if applied != injection.pod:
+            problems.append("the patch does not produce the injected pod")
+    except jsonpatch.JsonPatchException as exc:
+        problems.append(f"the patch does not apply: {exc}")
+        return problems
+    again = inject(applied, namespace=namespace, policies=policies)
+    if again.patch:
+        problems.append(f"not a fixed point: a second pass adds {len(again.patch)} operation(s)")
+    return problems

@@ -1,0 +1,64 @@
+"""Warnings about a policy set that loads but is probably not what its authors meant."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from fnmatch import fnmatchcase
+
+from webhook.policy.common import Match
+from webhook.policy.loader import PolicySet
+
+
+def lint(policy_set: PolicySet) -> list[str]:
+    warnings = list(policy_set.warnings)
+    for kind, owners in (("container", _injected(policy_set, "containers")),
+                         ("volume", _injected(policy_set, "volumes"))):
+        for name, policies in sorted(owners.items()):
+            if len(policies) > 1:
+                warnings.append(f"{kind} {name!r} is injected by {len(policies)} policies "
+                                f"({', '.join(policies)}); the first by priority wins")
+    matches = [(p.metadata.name, p.spec.match) for p in policy_set.injection]
+    matches += [(p.metadata.name, p.spec.match) for p in policy_set.validation]
+    for name, match in matches:
+        for reason in never_matches(match):
+            source = policy_set.sources.get(name, "?")
+            warnings.append(f"{source}: policy {name} can never match: {reason}")
+    return warnings
+
+
+def _injected(policy_set: PolicySet, what: str) -> dict[str, list[str]]:
+    owners: dict[str, list[str]] = defaultdict(list)
+    for policy in policy_set.injectors:
+        items = (*policy.init_containers, *policy.classic_sidecars) if what == "containers" else policy.volumes
+        for item in items:
+            owners[item.name].append(policy.name)
+    return owners
+
+
+def never_matches(match: Match) -> list[str]:
+    """Contradictions in a matcher that no pod can satisfy."""
+    reasons = []
+    include, exclude = match.namespaces.include, match.namespaces.exclude
+    if include and all(any(fnmatchcase(i, e) for e in exclude) for i in include):
+        reasons.append(f"every included namespace pattern {include} is also excluded")
+    selector = match.pod_selector
+    if selector is not None:
+        required: dict[str, set[str] | None] = {k: {v} for k, v in selector.match_labels.items()}
+        for req in selector.match_expressions:
+            allowed = required.get(req.key, "absent")
+            if req.operator == "DoesNotExist" and req.key in required:
+                reasons.append(f"label {req.key!r} is both required and required absent")
+            elif req.operator == "In":
+                values = set(req.values)
+                if isinstance(allowed, set):
+                    values &= allowed
+                if not values:
+                    reasons.append(f"label {req.key!r} can take no value that every requirement allows")
+                required[req.key] = values
+            elif req.operator == "Exists":
+                required.setdefault(req.key, None)
+        absent = {r.key for r in selector.match_expressions if r.operator == "DoesNotExist"}
+        for req in selector.match_expressions:
+            if req.operator in ("Exists", "In") and req.key in absent:
+                reasons.append(f"label {req.key!r} must both exist and not exist")
+    return sorted(set(reasons))
