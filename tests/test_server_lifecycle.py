@@ -147,7 +147,8 @@ class _InProcessServer:
         async def main() -> None:
             cert = ServingCertificate(self.certs)
             state = ServerState(policies=PolicyHolder.load(SHIPPED_POLICIES), certificate=cert,
-                                failure_policy=self.engines.pop("failure_policy", "Fail"))
+                                failure_policy=self.engines.pop("failure_policy", "Fail"),
+                                max_inflight=self.engines.pop("max_inflight", 256))
             self.runner = web.AppRunner(create_app(state, **self.engines), handle_signals=False)
             await self.runner.setup()
             site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=cert.listening_context)
@@ -194,3 +195,25 @@ def test_options_come_from_environment_variables_and_bad_policies_refuse_start(t
                             cwd=ROOT, env=env, timeout=30)
     assert result.returncode == 1
     assert f"{tmp_path / 'broken.yaml'}:6: x/spec.inject.sidecarz: unknown field" in result.stderr
+
+
+def test_overload_is_shed_at_once_with_429(pki: Path) -> None:
+    body = json.dumps(make_review(POD)).encode()
+    with _InProcessServer(pki, max_inflight=2) as client:
+        parked = []
+        for _ in range(2):  # two requests stall mid-body and hold their slots
+            sock = socket.create_connection(("127.0.0.1", client.port), timeout=10)
+            tls = client.context.wrap_socket(sock, server_hostname=client.server_name)
+            tls.sendall(b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10])
+            parked.append(tls)
+        time.sleep(0.3)
+        started = time.monotonic()
+        shed = client.request("POST", "/validate", body, headers={"Content-Type": "application/json"})
+        assert shed.status == 429 and shed.headers["retry-after"] == "1"
+        assert time.monotonic() - started < 1.0
+        for tls in parked:  # the parked requests still complete
+            tls.sendall(body[10:])
+            assert tls.recv(100).startswith(b"HTTP/1.1 200")
+            tls.close()
+        assert client.admit(POD, endpoint="/validate").allowed

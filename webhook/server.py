@@ -32,6 +32,12 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 # The API server's own deadline is the `timeout` query parameter (default 10s, max 30s).
 DEFAULT_DEADLINE_SECONDS = 10.0
 MAX_DEADLINE_SECONDS = 30.0
+# How much earlier than the deadline we answer (capped at a tenth of it).
+DEADLINE_MARGIN_SECONDS = 0.5
+# Requests a worker holds at once before it sheds new ones with 429. Answers take
+# about a millisecond, so hundreds in flight means clients are stalling or the
+# worker cannot keep up; either way, queueing more only converts them to timeouts.
+DEFAULT_MAX_INFLIGHT = 256
 _TIMEOUT_PARAM = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
 
 Engine = Callable[[AdmissionRequest, PolicySet], Decision]
@@ -45,6 +51,8 @@ class ServerState:
     # is denied (status 500), with "Ignore" it is admitted unchanged (status 500).
     failure_policy: str = "Fail"
     draining: bool = False
+    max_inflight: int = DEFAULT_MAX_INFLIGHT
+    inflight: int = 0
 
 
 STATE = web.AppKey("state", ServerState)
@@ -105,54 +113,84 @@ def _deadline(request: web.Request) -> float:
 
 def _admission_handler(endpoint: str, engine: Engine, *, mutating: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
-        started = time.perf_counter()
         state = request.app[STATE]
-        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-            return _bad(endpoint, 413, f"body of {request.content_length} bytes exceeds the "
-                        f"{MAX_BODY_BYTES} byte limit")
-        if request.content_type not in ("application/json", "application/octet-stream") and request.body_exists:
-            return _bad(endpoint, 415, f"content type {request.content_type!r} is not supported; "
-                        "send application/json")
+        if state.inflight >= state.max_inflight:
+            # Shed at once: a queue the API server cannot wait for only turns overload into
+            # timeouts. A non-200 answer lets the webhook's failurePolicy decide.
+            metrics.SHED.labels(endpoint=endpoint).inc()
+            response = _error(429, f"overloaded: {state.inflight} requests in flight; retry")
+            response.headers["Retry-After"] = "1"
+            return response
+        state.inflight += 1
         try:
-            async with asyncio.timeout(_deadline(request)):
-                body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _bad(endpoint, 413, f"body exceeds the {MAX_BODY_BYTES} byte limit")
-        except TimeoutError:
-            return _bad(endpoint, 408, "timed out reading the request body")
-        try:
-            review = parse_review(body)
-        except BadReview as exc:
-            return _bad(endpoint, 400, str(exc))
-        admission = review.request
-        policies = state.policies.current  # one read: the whole request sees one set
+            return await _admit(request, state, endpoint, engine, mutating=mutating)
+        finally:
+            state.inflight -= 1
+
+    return handle
+
+
+async def _admit(request: web.Request, state: ServerState, endpoint: str, engine: Engine, *,
+                 mutating: bool) -> web.Response:
+    started = time.perf_counter()
+    budget = _deadline(request)
+    # Answer a little before the API server gives up, so that a late answer is still
+    # a decision (by the failure rule) rather than a timeout.
+    answer_by = started + budget - min(DEADLINE_MARGIN_SECONDS, budget / 10)
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        return _bad(endpoint, 413, f"body of {request.content_length} bytes exceeds the "
+                    f"{MAX_BODY_BYTES} byte limit")
+    if request.content_type not in ("application/json", "application/octet-stream") and request.body_exists:
+        return _bad(endpoint, 415, f"content type {request.content_type!r} is not supported; "
+                    "send application/json")
+    try:
+        async with asyncio.timeout(answer_by - time.perf_counter()):
+            body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _bad(endpoint, 413, f"body exceeds the {MAX_BODY_BYTES} byte limit")
+    except TimeoutError:
+        return _bad(endpoint, 408, "timed out reading the request body")
+    try:
+        review = parse_review(body)
+    except BadReview as exc:
+        return _bad(endpoint, 400, str(exc))
+    admission = review.request
+    policies = state.policies.current  # one read: the whole request sees one set
+    if time.perf_counter() > answer_by:
+        decision = _failure(state, endpoint, "the request's deadline passed before a decision")
+    else:
         try:
             decision = engine(admission, policies)
         except Exception:
             log.exception("decision logic failed", extra={"uid": admission.uid, "endpoint": endpoint})
-            decision = decisions.errored(
-                f"internal error in the {endpoint} webhook; failure policy {state.failure_policy} "
-                f"{'admits' if state.failure_policy == 'Ignore' else 'denies'} the request",
-                allow=state.failure_policy == "Ignore")
-        payload = build_response(api_version=review.api_version, uid=admission.uid,
-                                 decision=decision, mutating=mutating)
-        elapsed = time.perf_counter() - started
-        outcome = _outcome(decision)
-        metrics.REQUESTS.labels(endpoint=endpoint, operation=admission.operation or "unknown",
-                                outcome=outcome).inc()
-        metrics.LATENCY.labels(endpoint=endpoint).observe(elapsed)
-        if decision.patch:
-            for name in decision.applied_policies:
-                metrics.INJECTIONS.labels(policy=name).inc()
-        for name in decision.shadow_policies:
-            metrics.SHADOW_INJECTIONS.labels(policy=name).inc()
-        for violation in decision.violations:
-            metrics.VIOLATIONS.labels(policy=violation.policy, rule=violation.rule,
-                                      action=violation.action).inc()
-        _log_decision(endpoint, admission, decision, outcome, elapsed, policies.revision)
-        return _json(200, payload)
+            decision = _failure(state, endpoint, "internal error")
+    payload = build_response(api_version=review.api_version, uid=admission.uid,
+                             decision=decision, mutating=mutating)
+    _record(endpoint, admission, decision, time.perf_counter() - started, policies.revision)
+    return _json(200, payload)
 
-    return handle
+
+def _failure(state: ServerState, endpoint: str, what: str) -> Decision:
+    allow = state.failure_policy == "Ignore"
+    return decisions.errored(f"{what} in the {endpoint} webhook; failure policy {state.failure_policy} "
+                             f"{'admits' if allow else 'denies'} the request", allow=allow)
+
+
+def _record(endpoint: str, admission: AdmissionRequest, decision: Decision, elapsed: float,
+            revision: str) -> None:
+    outcome = _outcome(decision)
+    metrics.REQUESTS.labels(endpoint=endpoint, operation=admission.operation or "unknown",
+                            outcome=outcome).inc()
+    metrics.LATENCY.labels(endpoint=endpoint).observe(elapsed)
+    if decision.patch:
+        for name in decision.applied_policies:
+            metrics.INJECTIONS.labels(policy=name).inc()
+    for name in decision.shadow_policies:
+        metrics.SHADOW_INJECTIONS.labels(policy=name).inc()
+    for violation in decision.violations:
+        metrics.VIOLATIONS.labels(policy=violation.policy, rule=violation.rule,
+                                  action=violation.action).inc()
+    _log_decision(endpoint, admission, decision, outcome, elapsed, revision)
 
 
 def _bad(endpoint: str, status: int, message: str) -> web.Response:
