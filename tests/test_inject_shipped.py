@@ -243,3 +243,14 @@ def test_unreadable_ledger_is_ignored_with_a_warning() -> None:
 def test_shipped_policy_revisions_are_stable() -> None:
     assert [p.name for p in SHIPPED.injectors] == ["identity", "traffic-proxy", "log-shipper"]
     assert SHIPPED.init_order == {"identity-init": 0, "traffic-proxy": 1, "log-shipper": 2}
+
+
+def test_pod_repeating_a_container_name_is_left_to_the_api_server() -> None:
+    result = run(pod(app(), app()))
+    assert result.patch == [] and result.denial is None
+    assert "repeats a container name" in result.warnings[0]
+
+
+def test_wrongly_typed_names_do_not_crash_the_engine() -> None:
+    result = run(pod(app(volumeMounts=[{"name": ["x"], "mountPath": ["/y"]}]), volumes=[{"name": []}]))
+    assert result.denial is None

@@ -103,6 +103,16 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet) -> Injec
             PolicyOutcome(p.name, False, f"pod opted out ({INJECT_ANNOTATION}: \"false\")")
             for p in policies.injectors])
 
+    all_names = [_name(c) for key in ("initContainers", "containers", "ephemeralContainers")
+                 for c in _containers(spec.get(key))]
+    if len(set(all_names)) != len(all_names):
+        # The API server rejects such a pod whatever we do, and the ledger, keyed by
+        # container name, could not describe our additions to it.
+        return InjectionResult(patch=[], pod=pod, warnings=[
+            "not injecting: the pod repeats a container name (the API server will reject it)"],
+            outcomes=[PolicyOutcome(p.name, False, "pod repeats a container name")
+                      for p in policies.injectors])
+
     previous = Ledger()
     if LEDGER_ANNOTATION in facts.annotations:
         try:
@@ -207,7 +217,8 @@ def _strip(sections: _Sections, ledger: Ledger) -> _Sections:
         c = dict(c)
         for key, drop, ident in (("env", env.get(name), "name"), ("volumeMounts", mounts.get(name), "mountPath")):
             if drop and isinstance(c.get(key), list):
-                kept = [e for e in c[key] if not (isinstance(e, dict) and e.get(ident) in drop)]
+                kept = [e for e in c[key] if not (isinstance(e, dict) and isinstance(e.get(ident), str)
+                                                  and e[ident] in drop)]
                 if kept:
                     c[key] = kept
                 else:

@@ -13,6 +13,11 @@ def _named(items: Any) -> list[dict[str, Any]]:
     return [i for i in as_list(items) if isinstance(i, dict)]
 
 
+def _text(value: Any) -> str | None:
+    """A name or path as a hashable key; JSON of the wrong type counts as absent."""
+    return value if isinstance(value, str) else None
+
+
 def pod_problems(spec: Any) -> set[str]:
     """Every breach of the rules below, as short messages (a set, to compare before/after)."""
     if not isinstance(spec, dict):
@@ -21,18 +26,18 @@ def pod_problems(spec: Any) -> set[str]:
     init, containers = _named(spec.get("initContainers")), _named(spec.get("containers"))
     ephemeral = _named(spec.get("ephemeralContainers"))
     # Names must be unique across all three lists.
-    names = Counter(c.get("name") for c in (*init, *containers, *ephemeral))
+    names = Counter(_text(c.get("name")) for c in (*init, *containers, *ephemeral))
     problems.update(f"container name {n!r} is used {k} times" for n, k in names.items() if k > 1)
-    volumes = Counter(v.get("name") for v in _named(spec.get("volumes")))
+    volumes = Counter(_text(v.get("name")) for v in _named(spec.get("volumes")))
     problems.update(f"volume name {n!r} is used {k} times" for n, k in volumes.items() if k > 1)
     for where, group in (("spec.initContainers", init), ("spec.containers", containers)):
         for container in group:
             cname = container.get("name")
             mounts = _named(container.get("volumeMounts"))
             for mount in mounts:
-                if mount.get("name") not in volumes:
+                if _text(mount.get("name")) not in volumes:
                     problems.add(f"{where}[{cname}] mounts volume {mount.get('name')!r}, which the pod does not define")
-            paths = Counter(m.get("mountPath") for m in mounts)
+            paths = Counter(_text(m.get("mountPath")) for m in mounts)
             problems.update(f"{where}[{cname}] mounts {p!r} {k} times" for p, k in paths.items() if k > 1)
             for env in _named(container.get("env")):
                 env_name = env.get("name")
