@@ -83,6 +83,31 @@ def _build_parser() -> argparse.ArgumentParser:
     test = sub.add_parser("test", help="run policy test cases (PolicyTest files)")
     test.add_argument("directory", type=Path)
     test.add_argument("--policies", type=Path, default=Path(_env("policies", "policies")), metavar="DIR")
+
+    install_ca = sub.add_parser("install-ca", help="create or reuse the CA, store the serving pair in a "
+                                "Secret and patch the caBundle into the webhook configurations (cluster)")
+    install_ca.add_argument("--namespace", "-n", required=True, help="where the Service and Secrets live")
+    install_ca.add_argument("--service", default="webhook")
+    install_ca.add_argument("--secret", default="webhook-tls", help="Secret for the serving pair")
+    install_ca.add_argument("--ca-secret", default="webhook-ca", help="Secret holding ca.crt and ca.key")
+    install_ca.add_argument("--webhook-configuration", default="pod-runtime-webhook", metavar="NAME",
+                            help="name of both the Mutating- and the ValidatingWebhookConfiguration")
+    install_ca.add_argument("--days", type=int, default=365, help="validity of a new serving certificate")
+    install_ca.add_argument("--renew-before-days", type=int, default=30, metavar="DAYS",
+                            help="renew a serving certificate that expires within DAYS")
+    install_ca.add_argument("--kubeconfig", type=Path, default=None, metavar="PATH",
+                            help="default: in-cluster when KUBERNETES_SERVICE_HOST is set, else $KUBECONFIG "
+                                 "or ~/.kube/config")
+    report = sub.add_parser("report", help="running pods with stale injections or that validation "
+                            "would now deny (cluster)")
+    scope = report.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", default=None, help="one namespace")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="every namespace (the default)")
+    report.add_argument("--policies", type=Path, default=Path(_env("policies", "policies")), metavar="DIR")
+    report.add_argument("-o", "--output", default="table", choices=["table", "json"])
+    report.add_argument("--kubeconfig", type=Path, default=None, metavar="PATH",
+                        help="default: in-cluster when KUBERNETES_SERVICE_HOST is set, else $KUBECONFIG "
+                             "or ~/.kube/config")
     return parser
 
 
@@ -113,7 +138,77 @@ def _main(argv: Sequence[str] | None) -> int:
             print(json.dumps(json_schema(), indent=2))
             return 0
         return _policies_check(args.directory)
+    if args.command == "install-ca":
+        return _install_ca(args)
+    if args.command == "report":
+        return _report(args)
     return _offline(args)
+
+
+def _install_ca(args: argparse.Namespace) -> int:
+    from webhook.cluster import ClusterError, check_install_args, install_ca, load_api_client
+
+    try:
+        check_install_args(days=args.days, renew_before_days=args.renew_before_days)
+    except ValueError as exc:
+        print(f"webhook install-ca: {exc}", file=sys.stderr)
+        return 2
+    try:
+        api_client = load_api_client(args.kubeconfig)
+        with api_client:
+            result = install_ca(api_client, namespace=args.namespace, service=args.service,
+                                secret=args.secret, ca_secret=args.ca_secret,
+                                webhook_configuration=args.webhook_configuration, days=args.days,
+                                renew_before_days=args.renew_before_days)
+    except ClusterError as exc:
+        print(f"webhook install-ca: {exc}", file=sys.stderr)
+        return 1
+    ns = result.namespace
+    print(f"CA: {result.ca} (Secret {ns}/{result.ca_secret})")
+    why = f" ({result.reason})" if result.reason and result.certificate == "renewed" else ""
+    print(f"serving certificate: {result.certificate}{why}, valid until "
+          f"{result.not_after:%Y-%m-%d %H:%M} UTC, for {', '.join(result.dns_names)}")
+    print(f"Secret {ns}/{result.secret}: {result.secret_action}")
+    for conf in result.configurations:
+        detail = (f"caBundle set on {conf.patched} of {conf.total} webhook(s)" if conf.patched
+                  else f"caBundle already current on {conf.total} webhook(s)")
+        print(f"{conf.kind} {conf.name}: {conf.action} ({detail})")
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from webhook.cluster import ClusterError, load_api_client, report
+    from webhook.policy.errors import PolicyLoadError
+    from webhook.policy.loader import load_policy_dir
+
+    try:
+        policies = load_policy_dir(args.policies)
+    except PolicyLoadError as exc:
+        print(f"webhook report: invalid policies in {args.policies}:\n{exc}", file=sys.stderr)
+        return 1
+    try:
+        api_client = load_api_client(args.kubeconfig)
+        with api_client:
+            result = report(api_client, policies, namespace=args.namespace)
+    except ClusterError as exc:
+        print(f"webhook report: {exc}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        print(json.dumps([f.to_json() for f in result.findings], indent=2))
+        return 0
+    rows = [("NAMESPACE", "POD", "STATUS", "DETAIL")]
+    rows += [(f.namespace, f.pod, f.status, f.detail) for f in result.findings]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    if len(rows) > 1:
+        for row in rows:
+            print("   ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "   " + row[3])
+    scope = f"namespace {args.namespace}" if args.namespace else "all namespaces"
+    pods = {(f.namespace, f.pod) for f in result.findings}
+    print(f"{result.pods} running pod(s) in {scope}; {len(pods)} with findings "
+          f"(policy revision {result.policy_revision})", file=sys.stderr)
+    return 0
 
 
 def _offline(args: argparse.Namespace) -> int:

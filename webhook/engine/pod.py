@@ -58,8 +58,10 @@ def controller_owner(metadata: Mapping[str, Any]) -> dict[str, Any] | None:
 def workload_of(metadata: Mapping[str, Any], labels: Mapping[str, str]) -> tuple[Workload, str]:
     """(kind, name) of the workload that owns the pod."""
     owner = controller_owner(metadata)
-    kind = str(owner.get("kind", "")) if owner else ""
-    name = str(owner.get("name", "")) if owner else ""
+    kind = owner.get("kind") if owner else ""
+    name = owner.get("name") if owner else ""
+    kind = kind if isinstance(kind, str) else ""
+    name = name if isinstance(name, str) else ""
     if not owner:
         detected = Workload.POD
         own_name = metadata.get("name") or str(metadata.get("generateName") or "").rstrip("-")

@@ -1,0 +1,422 @@
+"""An in-process fake of the few Kubernetes API endpoints the cluster commands use.
+
+Not a Kubernetes API server: plain HTTP on 127.0.0.1 (ephemeral port), an aiohttp
+app on its own event loop in a background thread, and an in-memory store. It
+answers the way kube-apiserver does for the requests `webhook install-ca` and
+`webhook report` make:
+
+- Secrets: GET, POST (create), PUT (update, with resourceVersion conflicts and
+  immutable `type`), PATCH (JSON patch and merge patch); `stringData` is folded
+  into `data` as the real server does.
+- Mutating/ValidatingWebhookConfigurations: GET, PATCH.
+- Pods: GET list in a namespace and across all namespaces, with `limit` and
+  `continue` paging. List items carry no kind/apiVersion, as on a real server.
+- Errors are `Status` objects (404 NotFound, 409 AlreadyExists/Conflict, 403
+  Forbidden, 415, 422 Invalid).
+
+With `rbac` set, every request is authorized against those rules first (Role rules
+scoped to their namespace, ClusterRole rules everywhere; `resourceNames` never
+match create or list, as in Kubernetes RBAC), and anything else is a 403. Every
+request is recorded in `requests` as (verb, resource, namespace, name).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import itertools
+import json
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+import yaml
+from aiohttp import web
+
+ADMISSION = "admissionregistration.k8s.io"
+WEBHOOK_CONFIG_KINDS = {"mutatingwebhookconfigurations": "MutatingWebhookConfiguration",
+                        "validatingwebhookconfigurations": "ValidatingWebhookConfiguration"}
+JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One RBAC PolicyRule; `namespace` None for a ClusterRole's rule (bound cluster-wide)."""
+
+    api_groups: frozenset[str]
+    resources: frozenset[str]
+    verbs: frozenset[str]
+    resource_names: frozenset[str] = frozenset()
+    namespace: str | None = None
+
+    def allows(self, verb: str, group: str, resource: str, namespace: str | None, name: str) -> bool:
+        if self.namespace is not None and self.namespace != namespace:
+            return False
+        return ((group in self.api_groups or "*" in self.api_groups)
+                and (resource in self.resources or "*" in self.resources)
+                and (verb in self.verbs or "*" in self.verbs)
+                and (not self.resource_names or (bool(name) and name in self.resource_names)))
+
+
+def rules_from_manifests(documents: list[dict[str, Any]], service_account: str,
+                         sa_namespace: str) -> list[Rule]:
+    """The rules granted to a ServiceAccount by the Roles/ClusterRoles bound to it in `documents`."""
+    roles = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d
+             for d in documents if d and d.get("kind") in ("Role", "ClusterRole")}
+    rules: list[Rule] = []
+    for binding in documents:
+        if not binding or binding.get("kind") not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        if not any(s.get("kind") == "ServiceAccount" and s.get("name") == service_account
+                   and s.get("namespace") == sa_namespace for s in binding.get("subjects") or []):
+            continue
+        ref = binding["roleRef"]
+        binding_ns = binding["metadata"].get("namespace") if binding["kind"] == "RoleBinding" else None
+        role_ns = binding_ns if ref["kind"] == "Role" else None
+        role = roles.get((ref["kind"], role_ns, ref["name"]))
+        if role is None:
+            continue
+        for raw in role.get("rules") or []:
+            rules.append(Rule(api_groups=frozenset(raw.get("apiGroups") or []),
+                              resources=frozenset(raw.get("resources") or []),
+                              verbs=frozenset(raw.get("verbs") or []),
+                              resource_names=frozenset(raw.get("resourceNames") or []),
+                              namespace=binding_ns))
+    return rules
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, reason: str, message: str, *, name: str = "", kind: str = "",
+                 group: str = "") -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message = code, reason, message
+        self.details = {"name": name, "group": group, "kind": kind} if name or kind else None
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                               "message": self.message, "reason": self.reason, "code": self.code}
+        if self.details:
+            out["details"] = {k: v for k, v in self.details.items() if v}
+        return out
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+@dataclass
+class FakeApiServer:
+    rbac: list[Rule] | None = None
+    objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    requests: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._versions = itertools.count(1000)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> FakeApiServer:
+        ready = threading.Event()
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            try:
+                self._loop.run_until_complete(self._serve())
+            except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
+                errors.append(exc)
+                ready.set()
+                return
+            ready.set()
+            self._loop.run_forever()
+            self._loop.run_until_complete(self._runner.cleanup() if self._runner else asyncio.sleep(0))
+            self._loop.close()
+
+        self._thread = threading.Thread(target=run, name="fake-apiserver", daemon=True)
+        self._thread.start()
+        if not ready.wait(10) or errors:
+            raise RuntimeError(f"fake API server did not start: {errors}")
+        return self
+
+    async def _serve(self) -> None:
+        app = web.Application(middlewares=[self._errors])
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    def stop(self) -> None:
+        if self._loop and self._thread:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    def __enter__(self) -> FakeApiServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_kubeconfig(self, path: Path, *, namespace: str = "default") -> Path:
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "fake", "user": {"token": "fake-token"}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake",
+                                                      "namespace": namespace}}],
+        }))
+        return path
+
+    # -- store access for tests ----------------------------------------------------------
+
+    def put(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Store an object as is (a test fixture), completing its server-set metadata."""
+        resource = {"Secret": "secrets", "Pod": "pods", **{v: k for k, v in WEBHOOK_CONFIG_KINDS.items()}}[obj["kind"]]
+        obj = copy.deepcopy(obj)
+        if resource == "secrets":
+            _fold_string_data(obj)
+        namespace = obj["metadata"].get("namespace", "") if resource in ("secrets", "pods") else ""
+        with self._lock:
+            self._stamp(obj, new=True)
+            self.objects[(resource, namespace, obj["metadata"]["name"])] = obj
+        return copy.deepcopy(obj)
+
+    def get(self, resource: str, name: str, namespace: str = "") -> dict[str, Any] | None:
+        with self._lock:
+            obj = self.objects.get((resource, namespace, name))
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def writes(self) -> list[tuple[str, str, str, str]]:
+        return [r for r in self.requests if r[0] not in ("get", "list")]
+
+    def _stamp(self, obj: dict[str, Any], *, new: bool) -> None:
+        meta = obj.setdefault("metadata", {})
+        if new:
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta.setdefault("creationTimestamp",
+                            datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        meta["resourceVersion"] = str(next(self._versions))
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return web.json_response(exc.status(), status=exc.code)
+
+    async def _dispatch(self, request: web.Request) -> web.Response:
+        parts = [p for p in request.path.split("/") if p]
+        body = await request.read()
+        # /api/v1/namespaces/{ns}/{resource}[/{name}], /api/v1/{resource}, /apis/{group}/v1/{resource}[/{name}]
+        if parts[:2] == ["api", "v1"] and len(parts) in (5, 6) and parts[2] == "namespaces":
+            group, namespace, resource, name = "", parts[3], parts[4], parts[5] if len(parts) == 6 else ""
+        elif parts[:2] == ["api", "v1"] and len(parts) == 3:
+            group, namespace, resource, name = "", None, parts[2], ""
+        elif len(parts) in (4, 5) and parts[0] == "apis" and parts[2] == "v1":
+            group, namespace, resource, name = parts[1], None, parts[3], parts[4] if len(parts) == 5 else ""
+        else:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        verb = {"GET": "get" if name else "list", "POST": "create", "PUT": "update",
+                "PATCH": "patch", "DELETE": "delete"}.get(request.method, request.method.lower())
+        with self._lock:
+            self.requests.append((verb, resource, namespace or "", name))
+        self._authorize(verb, group, resource, namespace, name)
+        key = (group, resource)
+        with self._lock:
+            if key == ("", "secrets") and namespace is not None:
+                result = self._secrets(request, verb, namespace, name, body)
+            elif key == ("", "pods") and verb == "list":
+                result = self._list_pods(request, namespace)
+            elif group == ADMISSION and resource in WEBHOOK_CONFIG_KINDS and verb in ("get", "patch"):
+                result = self._webhook_config(request, verb, resource, name, body)
+            else:
+                raise ApiError(405 if name or verb == "list" else 404, "MethodNotAllowed" if name else "NotFound",
+                               f"{verb} {resource} is not supported by the fake API server")
+        status, obj = result
+        return web.json_response(obj, status=status)
+
+    def _authorize(self, verb: str, group: str, resource: str, namespace: str | None, name: str) -> None:
+        if self.rbac is None:
+            return
+        if any(rule.allows(verb, group, resource, namespace, name) for rule in self.rbac):
+            return
+        where = f" in the namespace \"{namespace}\"" if namespace else " at the cluster scope"
+        raise ApiError(403, "Forbidden",
+                       f"{resource}{'.' + group if group else ''} \"{name}\" is forbidden: User "
+                       f"\"system:serviceaccount:fake\" cannot {verb} resource \"{resource}\" in API group "
+                       f"\"{group}\"{where}", name=name, kind=resource, group=group)
+
+    def _not_found(self, resource: str, name: str, group: str = "") -> ApiError:
+        return ApiError(404, "NotFound", f"{resource}{'.' + group if group else ''} \"{name}\" not found",
+                        name=name, kind=resource, group=group)
+
+    def _secrets(self, request: web.Request, verb: str, namespace: str, name: str,
+                 body: bytes) -> tuple[int, dict[str, Any]]:
+        store_key = ("secrets", namespace, name)
+        if verb == "get":
+            if store_key not in self.objects:
+                raise self._not_found("secrets", name)
+            return 200, copy.deepcopy(self.objects[store_key])
+        if verb == "create":
+            obj = _json_body(body)
+            obj_name = (obj.get("metadata") or {}).get("name", "")
+            if not obj_name:
+                raise ApiError(422, "Invalid", "Secret \"\" is invalid: metadata.name: Required value")
+            if ("secrets", namespace, obj_name) in self.objects:
+                raise ApiError(409, "AlreadyExists", f"secrets \"{obj_name}\" already exists",
+                               name=obj_name, kind="secrets")
+            obj = self._prepare_secret(obj, namespace)
+            obj["metadata"].pop("resourceVersion", None)
+            self._stamp(obj, new=True)
+            self.objects[("secrets", namespace, obj_name)] = obj
+            return 201, copy.deepcopy(obj)
+        if verb in ("update", "patch"):
+            current = self.objects.get(store_key)
+            if current is None:
+                raise self._not_found("secrets", name)
+            if verb == "update":
+                new = _json_body(body)
+                sent_version = (new.get("metadata") or {}).get("resourceVersion")
+                if sent_version and sent_version != current["metadata"]["resourceVersion"]:
+                    raise ApiError(409, "Conflict", f"Operation cannot be fulfilled on secrets \"{name}\": "
+                                   "the object has been modified; please apply your changes to the "
+                                   "latest version and try again", name=name, kind="secrets")
+            else:
+                new = _apply_patch(current, body, request.content_type)
+            if (new.get("metadata") or {}).get("name") != name:
+                raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
+            new = self._prepare_secret(new, namespace)
+            if new.get("type", "Opaque") != current.get("type", "Opaque"):
+                raise ApiError(422, "Invalid", f"Secret \"{name}\" is invalid: type: Invalid value: "
+                               f"\"{new.get('type')}\": field is immutable", name=name, kind="Secret")
+            for server_field in ("uid", "creationTimestamp"):
+                new["metadata"][server_field] = current["metadata"][server_field]
+            self._stamp(new, new=False)
+            self.objects[store_key] = new
+            return 200, copy.deepcopy(new)
+        raise ApiError(405, "MethodNotAllowed", f"{verb} secrets is not supported by the fake API server")
+
+    @staticmethod
+    def _prepare_secret(obj: dict[str, Any], namespace: str) -> dict[str, Any]:
+        obj = copy.deepcopy(obj)
+        obj["kind"], obj["apiVersion"] = "Secret", "v1"
+        obj.setdefault("type", "Opaque")
+        meta = obj.setdefault("metadata", {})
+        if meta.get("namespace", namespace) != namespace:
+            raise ApiError(400, "BadRequest", "the namespace of the provided object does not match "
+                           "the namespace sent on the request")
+        meta["namespace"] = namespace
+        _fold_string_data(obj)
+        for key, value in (obj.get("data") or {}).items():
+            try:
+                base64.b64decode(value, validate=True)
+            except (ValueError, TypeError):
+                raise ApiError(400, "BadRequest", f"illegal base64 data in data[{key!r}]") from None
+        if obj["type"] == "kubernetes.io/tls" and not {"tls.crt", "tls.key"} <= set(obj.get("data") or {}):
+            raise ApiError(422, "Invalid", f"Secret \"{meta.get('name')}\" is invalid: data[tls.crt]: "
+                           "Required value", name=meta.get("name", ""), kind="Secret")
+        return obj
+
+    def _webhook_config(self, request: web.Request, verb: str, resource: str, name: str,
+                        body: bytes) -> tuple[int, dict[str, Any]]:
+        store_key = (resource, "", name)
+        current = self.objects.get(store_key)
+        if current is None:
+            raise self._not_found(resource, name, ADMISSION)
+        if verb == "get":
+            return 200, copy.deepcopy(current)
+        new = _apply_patch(current, body, request.content_type)
+        if (new.get("metadata") or {}).get("name") != name:
+            raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
+        for webhook in new.get("webhooks") or []:
+            bundle = (webhook.get("clientConfig") or {}).get("caBundle")
+            if bundle is not None:
+                try:
+                    base64.b64decode(bundle, validate=True)
+                except (ValueError, TypeError):
+                    raise ApiError(400, "BadRequest", "caBundle: illegal base64 data") from None
+        self._stamp(new, new=False)
+        self.objects[store_key] = new
+        return 200, copy.deepcopy(new)
+
+    def _list_pods(self, request: web.Request, namespace: str | None) -> tuple[int, dict[str, Any]]:
+        pods = [copy.deepcopy(obj) for (resource, ns, _), obj in sorted(self.objects.items())
+                if resource == "pods" and (namespace is None or ns == namespace)]
+        for pod in pods:  # list items carry no kind/apiVersion on a real server either
+            pod.pop("kind", None)
+            pod.pop("apiVersion", None)
+        start = int(request.query.get("continue") or 0)
+        limit = int(request.query.get("limit") or 0)
+        end = start + limit if limit else len(pods)
+        meta: dict[str, Any] = {"resourceVersion": str(next(self._versions))}
+        if end < len(pods):
+            meta["continue"] = str(end)
+        return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": meta, "items": pods[start:end]}
+
+
+def _json_body(body: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(body)
+    except ValueError as exc:
+        raise ApiError(400, "BadRequest", f"invalid JSON body: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ApiError(400, "BadRequest", "the body must be a JSON object")
+    return obj
+
+
+def _apply_patch(current: dict[str, Any], body: bytes, content_type: str) -> dict[str, Any]:
+    try:
+        patch = json.loads(body)
+    except ValueError as exc:
+        raise ApiError(400, "BadRequest", f"invalid JSON patch body: {exc}") from None
+    if content_type == JSON_PATCH:
+        if not isinstance(patch, list):
+            raise ApiError(400, "BadRequest", "json: cannot unmarshal object into Go value of type jsonpatch.Patch")
+        try:
+            return jsonpatch.apply_patch(current, patch)
+        except jsonpatch.JsonPatchTestFailed as exc:
+            raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our "
+                           f"request: testing value failed: {exc}") from None
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+            raise ApiError(422, "Invalid", f"the server rejected our request: {exc}") from None
+    if content_type == MERGE_PATCH:
+        return merge_patch(current, patch)
+    raise ApiError(415, "UnsupportedMediaType",
+                   f"the body of the request was in an unknown format - accepted media types include: "
+                   f"{JSON_PATCH}, {MERGE_PATCH} (the fake API server does not implement {content_type})")
+
+
+def _fold_string_data(obj: dict[str, Any]) -> None:
+    string_data = obj.pop("stringData", None)
+    if string_data:
+        data = obj.setdefault("data", {})
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(value.encode()).decode()

@@ -1,0 +1,523 @@
+"""Cluster-side commands on the `kubernetes` client: `install-ca` and `report`.
+
+Both talk to the API server with raw JSON: responses are read with
+`_preload_content=False` and parsed here, and writes are JSON patches (plain lists,
+which the client passes through untouched), so no object makes a round trip
+through the client's generated models and fields they do not know survive.
+
+`install_ca` needs only: Secret get/create/patch (the two Secrets it names) and
+get/patch on the two webhook configurations, the verbs the self-managed overlay's
+RBAC grants. `report` needs pod list. Printing is the command line's business;
+these functions return results.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+
+from webhook.certs import CA_CERT, CA_KEY, TLS_CERT, TLS_KEY, generate, service_dns_names
+from webhook.policy.loader import PolicySet
+
+TLS_SECRET_TYPE = "kubernetes.io/tls"
+REQUEST_TIMEOUT = 30.0
+_PAGE = 500
+MUTATING, VALIDATING = "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"
+
+
+class ClusterError(RuntimeError):
+    """A failure to report as one line: no configuration, an API error, an unusable object."""
+
+
+class ApiCallError(ClusterError):
+    def __init__(self, message: str, status: int | None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# -- connecting ---------------------------------------------------------------------------
+
+def load_api_client(kubeconfig: Path | None = None) -> Any:
+    """An ApiClient for `kubeconfig` if given; else in-cluster when KUBERNETES_SERVICE_HOST is
+    set (a pod's service account), else the default kubeconfig ($KUBECONFIG, ~/.kube/config)."""
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    configuration = client.Configuration()
+    try:
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=configuration)
+        else:
+            config.load_kube_config(config_file=str(kubeconfig) if kubeconfig else None,
+                                    client_configuration=configuration, persist_config=False)
+    except (ConfigException, OSError, ValueError, TypeError, KeyError) as exc:
+        where = "in-cluster" if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") \
+            else f"kubeconfig {kubeconfig}" if kubeconfig else "kubeconfig"
+        raise ClusterError(f"no usable cluster configuration ({where}): {_one_line(str(exc))}") from None
+    return client.ApiClient(configuration)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+class _Kube:
+    """The few calls used, as raw JSON in and out, with errors turned into ApiCallError."""
+
+    def __init__(self, api_client: Any, *, timeout: float = REQUEST_TIMEOUT) -> None:
+        from kubernetes import client
+
+        self.core = client.CoreV1Api(api_client)
+        self.admission = client.AdmissionregistrationV1Api(api_client)
+        self.host = api_client.configuration.host
+        self.timeout = timeout
+
+    def _call(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError, MaxRetryError
+
+        try:
+            response = method(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
+            body = response.data
+        except ApiException as exc:
+            raise ApiCallError(f"{what}: {_api_error_text(exc)}", exc.status) from None
+        except MaxRetryError as exc:
+            raise ApiCallError(f"{what}: cannot reach the API server at {self.host}: "
+                               f"{_connection_reason(exc.reason)}", None) from None
+        except (HTTPError, OSError) as exc:
+            raise ApiCallError(f"{what}: cannot reach the API server at {self.host}: "
+                               f"{_connection_reason(exc)}", None) from None
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            raise ApiCallError(f"{what}: the API server answered with something other than JSON", None) from None
+        if not isinstance(obj, dict):
+            raise ApiCallError(f"{what}: unexpected answer from the API server", None)
+        return obj
+
+    # Secrets
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._call(f"get Secret {namespace}/{name}", self.core.read_namespaced_secret, name, namespace)
+        except ApiCallError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        return self._call(f"create Secret {namespace}/{name}", self.core.create_namespaced_secret,
+                          namespace, body)
+
+    def patch_secret(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._call(f"patch Secret {namespace}/{name}", self.core.patch_namespaced_secret,
+                          name, namespace, ops)
+
+    # Webhook configurations (JSON patch: a list body is sent as application/json-patch+json)
+    def get_webhook_configuration(self, kind: str, name: str) -> dict[str, Any]:
+        read = (self.admission.read_mutating_webhook_configuration if kind == MUTATING
+                else self.admission.read_validating_webhook_configuration)
+        return self._call(f"get {kind} {name}", read, name)
+
+    def patch_webhook_configuration(self, kind: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        patch = (self.admission.patch_mutating_webhook_configuration if kind == MUTATING
+                 else self.admission.patch_validating_webhook_configuration)
+        return self._call(f"patch {kind} {name}", patch, name, ops)
+
+    # Pods
+    def list_pods(self, namespace: str | None) -> Iterator[dict[str, Any]]:
+        token: str | None = None
+        while True:
+            paging: dict[str, Any] = {"limit": _PAGE}
+            if token:
+                paging["_continue"] = token
+            if namespace:
+                page = self._call(f"list pods in namespace {namespace}", self.core.list_namespaced_pod,
+                                  namespace, **paging)
+            else:
+                page = self._call("list pods in all namespaces", self.core.list_pod_for_all_namespaces, **paging)
+            for item in page.get("items") or []:
+                if isinstance(item, dict):
+                    yield item
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return
+
+
+def _api_error_text(exc: Any) -> str:
+    """`403 Forbidden: <the Status message>` from an ApiException."""
+    message = ""
+    try:
+        status = json.loads(exc.body) if exc.body else {}
+        if isinstance(status, dict):
+            message = str(status.get("message") or "")
+    except (ValueError, TypeError):
+        message = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else str(exc.body or "")
+    text = f"{exc.status} {exc.reason}" if exc.status else str(exc.reason or "request failed")
+    return _one_line(f"{text}: {message}" if message else text)
+
+
+def _connection_reason(reason: Any) -> str:
+    text = _one_line(str(reason))
+    # urllib3 prefixes the connection: "HTTPConnection(host=..., port=...): Failed to ..." (or its repr)
+    return re.sub(r"^(<[^>]*>|\w+\([^)]*\)):\s*", "", text) or type(reason).__name__
+
+
+# -- install-ca ---------------------------------------------------------------------------
+
+@dataclass
+class ConfigurationPatch:
+    kind: str
+    name: str
+    patched: int        # webhooks whose caBundle was set
+    total: int
+
+    @property
+    def action(self) -> str:
+        return "patched" if self.patched else "unchanged"
+
+
+@dataclass
+class InstallResult:
+    namespace: str
+    ca_secret: str
+    secret: str
+    ca: str                 # created | reused
+    certificate: str        # created | reused | renewed
+    secret_action: str      # created | updated | unchanged
+    reason: str             # why a certificate was issued ("" when reused)
+    not_after: datetime
+    dns_names: tuple[str, ...]
+    ca_bundle: str
+    configurations: list[ConfigurationPatch] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return (self.ca == "created" or self.certificate != "reused" or self.secret_action != "unchanged"
+                or any(c.patched for c in self.configurations))
+
+
+@dataclass(frozen=True)
+class _CA:
+    cert: x509.Certificate
+    cert_pem: bytes
+    key_pem: bytes
+
+
+def check_install_args(*, days: int, renew_before_days: int) -> None:
+    """ValueError for settings that cannot work (before anything talks to the cluster)."""
+    if days < 1:
+        raise ValueError("--days must be at least 1")
+    if renew_before_days < 0:
+        raise ValueError("--renew-before-days must not be negative")
+    if days <= renew_before_days:
+        raise ValueError(f"--days ({days}) must be more than --renew-before-days ({renew_before_days}), "
+                         "or every run would renew the certificate")
+
+
+def install_ca(api_client: Any, *, namespace: str, service: str = "webhook", secret: str = "webhook-tls",
+               ca_secret: str = "webhook-ca", webhook_configuration: str = "pod-runtime-webhook",
+               days: int = 365, renew_before_days: int = 30, now: datetime | None = None) -> InstallResult:
+    """Create or reuse the CA, issue the serving certificate when needed, store both, and
+    put the caBundle into every webhook of both configurations. Safe to run again."""
+    check_install_args(days=days, renew_before_days=renew_before_days)
+    now = now or datetime.now(timezone.utc)
+    kube = _Kube(api_client)
+    dns_names = service_dns_names(service, namespace)
+    warnings: list[str] = []
+
+    ca_obj = kube.get_secret(namespace, ca_secret)
+    ca = _read_ca(ca_obj, f"{namespace}/{ca_secret}") if ca_obj is not None else None
+    tls_obj = kube.get_secret(namespace, secret)
+    if tls_obj is not None and tls_obj.get("type") != TLS_SECRET_TYPE:
+        raise ClusterError(f"Secret {namespace}/{secret} has type {tls_obj.get('type')!r}, not "
+                           f"{TLS_SECRET_TYPE!r} (a Secret's type cannot change): delete it and run again")
+
+    if ca is None:
+        reason = "new CA"
+    elif tls_obj is None:
+        reason = ""
+    else:
+        reason = _why_reissue(tls_obj, ca, dns_names, now=now, renew_before=timedelta(days=renew_before_days))
+
+    if ca is None or tls_obj is None or reason:
+        certificate = "created" if tls_obj is None else "renewed"
+        ca, tls_pem, key_pem, ca_created = _issue(ca, service=service, namespace=namespace, days=days, now=now)
+        if ca_created:
+            # The CA first: if storing the serving pair fails, the next run reuses this CA.
+            kube.create_secret(namespace, _secret_body(ca_secret, "Opaque", {CA_CERT: ca.cert_pem,
+                                                                             CA_KEY: ca.key_pem}))
+        data = {TLS_CERT: tls_pem, TLS_KEY: key_pem, CA_CERT: ca.cert_pem}
+        if tls_obj is None:
+            kube.create_secret(namespace, _secret_body(secret, TLS_SECRET_TYPE, data))
+            secret_action = "created"
+        else:
+            kube.patch_secret(namespace, secret, _data_patch(tls_obj, data))
+            secret_action = "updated"
+        served = x509.load_pem_x509_certificate(tls_pem)
+    else:
+        certificate = "reused"
+        data = _secret_data(tls_obj)
+        if data.get(CA_CERT) != ca.cert_pem:
+            kube.patch_secret(namespace, secret, _data_patch(tls_obj, {CA_CERT: ca.cert_pem}))
+            secret_action = "updated"
+        else:
+            secret_action = "unchanged"
+        served = x509.load_pem_x509_certificate(data[TLS_CERT])
+
+    ca_left = ca.cert.not_valid_after_utc - now
+    if ca_left <= timedelta(days=renew_before_days):
+        warnings.append(f"the CA in Secret {namespace}/{ca_secret} expires on "
+                        f"{ca.cert.not_valid_after_utc:%Y-%m-%d}; serving certificates cannot outlive it "
+                        "(rotating it changes the caBundle: see docs/operations.md)")
+
+    ca_bundle = base64.b64encode(ca.cert_pem).decode("ascii")
+    configurations = [_patch_ca_bundle(kube, kind, webhook_configuration, ca_bundle)
+                      for kind in (MUTATING, VALIDATING)]
+    return InstallResult(namespace=namespace, ca_secret=ca_secret, secret=secret,
+                         ca="created" if ca_obj is None else "reused", certificate=certificate,
+                         secret_action=secret_action, reason=reason, not_after=served.not_valid_after_utc,
+                         dns_names=dns_names, ca_bundle=ca_bundle, configurations=configurations,
+                         warnings=warnings)
+
+
+def _secret_data(obj: dict[str, Any]) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for key, value in (obj.get("data") or {}).items():
+        if isinstance(value, str):
+            try:
+                out[key] = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                continue
+    return out
+
+
+def _secret_body(name: str, secret_type: str, data: dict[str, bytes]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "type": secret_type,
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "webhook-install-ca"}},
+            "data": {k: base64.b64encode(v).decode("ascii") for k, v in data.items()}}
+
+
+def _data_patch(current: dict[str, Any], data: dict[str, bytes]) -> list[dict[str, Any]]:
+    """A JSON patch setting `data` keys, failing (422) if the Secret changed since it was read."""
+    merged = dict(current.get("data") or {})
+    merged.update({k: base64.b64encode(v).decode("ascii") for k, v in data.items()})
+    ops: list[dict[str, Any]] = []
+    version = (current.get("metadata") or {}).get("resourceVersion")
+    if version:
+        ops.append({"op": "test", "path": "/metadata/resourceVersion", "value": version})
+    ops.append({"op": "add", "path": "/data", "value": merged})
+    return ops
+
+
+def _read_ca(obj: dict[str, Any], where: str) -> _CA:
+    data = _secret_data(obj)
+    missing = [k for k in (CA_CERT, CA_KEY) if k not in data]
+    if missing:
+        raise ClusterError(f"Secret {where} exists but lacks {' and '.join(missing)}: fix or delete it "
+                           "(deleting it creates a new CA)")
+    try:
+        cert = x509.load_pem_x509_certificate(data[CA_CERT])
+        key = serialization.load_pem_private_key(data[CA_KEY], password=None)
+    except (ValueError, TypeError) as exc:
+        raise ClusterError(f"Secret {where}: unreadable CA: {_one_line(str(exc))}") from None
+    if _spki(cert.public_key()) != _spki(key.public_key()):
+        raise ClusterError(f"Secret {where}: ca.key does not match ca.crt")
+    return _CA(cert=cert, cert_pem=data[CA_CERT], key_pem=data[CA_KEY])
+
+
+def _spki(public_key: Any) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _why_reissue(obj: dict[str, Any], ca: _CA, dns_names: tuple[str, ...], *, now: datetime,
+                 renew_before: timedelta) -> str:
+    """Why the serving pair in the Secret must be replaced; "" when it can stay."""
+    data = _secret_data(obj)
+    if TLS_CERT not in data or TLS_KEY not in data:
+        return "tls.crt or tls.key missing"
+    try:
+        cert = x509.load_pem_x509_certificate(data[TLS_CERT])
+        key = serialization.load_pem_private_key(data[TLS_KEY], password=None)
+    except (ValueError, TypeError):
+        return "unreadable tls.crt or tls.key"
+    if _spki(cert.public_key()) != _spki(key.public_key()):
+        return "tls.key does not match tls.crt"
+    try:
+        cert.verify_directly_issued_by(ca.cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return "not issued by the current CA"
+    try:
+        sans = set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+                   .value.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        sans = set()
+    uncovered = [n for n in dns_names if n not in sans]
+    if uncovered:
+        return f"does not cover {', '.join(uncovered)}"
+    if cert.not_valid_before_utc > now + timedelta(minutes=5):
+        return f"not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M}"
+    if cert.not_valid_after_utc - now <= renew_before:
+        return f"expires {cert.not_valid_after_utc:%Y-%m-%d} (within {renew_before.days} days)"
+    return ""
+
+
+def _issue(ca: _CA | None, *, service: str, namespace: str, days: int,
+           now: datetime) -> tuple[_CA, bytes, bytes, bool]:
+    """(CA, tls.crt, tls.key, whether the CA is new), issued in a private temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="webhook-install-ca-") as tmp:
+        out = Path(tmp)
+        if ca is not None:
+            (out / CA_CERT).write_bytes(ca.cert_pem)
+            fd = os.open(out / CA_KEY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(ca.key_pem)
+        generated = generate(out, service=service, namespace=namespace, days=days, now=now)
+        tls_pem, key_pem = (out / TLS_CERT).read_bytes(), (out / TLS_KEY).read_bytes()
+        if ca is None:
+            ca_pem = (out / CA_CERT).read_bytes()
+            ca = _CA(cert=x509.load_pem_x509_certificate(ca_pem), cert_pem=ca_pem,
+                     key_pem=(out / CA_KEY).read_bytes())
+    return ca, tls_pem, key_pem, not generated.ca_reused
+
+
+def _patch_ca_bundle(kube: _Kube, kind: str, name: str, ca_bundle: str) -> ConfigurationPatch:
+    obj = kube.get_webhook_configuration(kind, name)
+    webhooks = obj.get("webhooks") or []
+    ops: list[dict[str, Any]] = []
+    for index, webhook in enumerate(webhooks):
+        client_config = webhook.get("clientConfig")
+        if isinstance(client_config, dict) and client_config.get("caBundle") == ca_bundle:
+            continue
+        # `test` the name so a concurrent edit that reorders webhooks fails instead of
+        # putting the bundle on the wrong one.
+        ops.append({"op": "test", "path": f"/webhooks/{index}/name", "value": webhook.get("name")})
+        if isinstance(client_config, dict):
+            ops.append({"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": ca_bundle})
+        else:
+            ops.append({"op": "add", "path": f"/webhooks/{index}/clientConfig", "value": {"caBundle": ca_bundle}})
+    patched = sum(1 for op in ops if op["op"] == "test")
+    if ops:
+        kube.patch_webhook_configuration(kind, name, ops)
+    return ConfigurationPatch(kind=kind, name=name, patched=patched, total=len(webhooks))
+
+
+# -- report -------------------------------------------------------------------------------
+
+STALE, WOULD_DENY = "stale", "would-deny"
+
+
+@dataclass
+class Finding:
+    namespace: str
+    pod: str
+    status: str                 # stale | would-deny
+    detail: str
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        key = "policies" if self.status == STALE else "violations"
+        return {"namespace": self.namespace, "pod": self.pod, "status": self.status,
+                "detail": self.detail, key: self.items}
+
+
+@dataclass
+class Report:
+    pods: int                   # running pods examined
+    findings: list[Finding]
+    policy_revision: str
+
+
+def report(api_client: Any, policies: PolicySet, *, namespace: str | None = None) -> Report:
+    """Running pods (all namespaces when `namespace` is None) that are stale or would be denied."""
+    kube = _Kube(api_client)
+    findings: list[Finding] = []
+    count = 0
+    for item in kube.list_pods(namespace):
+        if (item.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        count += 1
+        findings.extend(pod_findings(item, policies))
+    findings.sort(key=lambda f: (f.namespace, f.pod, f.status != STALE))
+    return Report(pods=count, findings=findings, policy_revision=policies.revision)
+
+
+def pod_findings(item: dict[str, Any], policies: PolicySet) -> list[Finding]:
+    """What is wrong with one pod as the API server lists it: a stale ledger, would-deny."""
+    from webhook.engine.inject import inject
+    from webhook.engine.ledger import LEDGER_ANNOTATION, LedgerError, parse_ledger
+    from webhook.engine.validate import validate
+    from webhook.offline import make_request
+
+    # List items carry no kind/apiVersion; the engine tells pods from controllers by them.
+    pod = {**item, "apiVersion": "v1", "kind": "Pod"}
+    metadata = pod.get("metadata") or {}
+    namespace, name = str(metadata.get("namespace") or "default"), str(metadata.get("name") or "")
+    out: list[Finding] = []
+
+    stale: list[dict[str, Any]] = []
+    current = {p.name: p.revision for p in policies.injectors}
+    raw_ledger = (metadata.get("annotations") or {}).get(LEDGER_ANNOTATION)
+    recorded: set[str] = set()
+    if raw_ledger is not None:
+        try:
+            ledger = parse_ledger(raw_ledger)
+        except LedgerError as exc:
+            stale.append({"policy": "", "reason": "unreadable-ledger",
+                          "detail": f"unreadable {LEDGER_ANNOTATION} annotation: {exc}"})
+            ledger = None
+        for record in ledger.policies if ledger else []:
+            recorded.add(record.name)
+            if record.name not in current:
+                stale.append({"policy": record.name, "reason": "removed", "podRevision": record.revision,
+                              "detail": f"{record.name} is no longer in the policy set"})
+            elif record.revision != current[record.name]:
+                stale.append({"policy": record.name, "reason": "revision", "podRevision": record.revision,
+                              "currentRevision": current[record.name],
+                              "detail": f"{record.name} revision {record.revision or '?'} "
+                                        f"(current {current[record.name]})"})
+    result = inject(pod, namespace=namespace, policies=policies)
+    for outcome in result.outcomes:
+        if outcome.applied and not outcome.shadow and outcome.policy not in recorded:
+            stale.append({"policy": outcome.policy, "reason": "missing",
+                          "currentRevision": current.get(outcome.policy, ""),
+                          "detail": f"{outcome.policy} would apply but is not injected"})
+    if stale:
+        out.append(Finding(namespace, name, STALE, "; ".join(s["detail"] for s in stale),
+                           [{k: v for k, v in s.items() if k != "detail"} for s in stale]))
+
+    denials: list[dict[str, Any]] = []
+    if result.denial:
+        # Injection itself would refuse this pod now (a conflict with a policy), so the
+        # check for missing policies above could not see past the refusing one.
+        refusing = next((o.policy for o in result.outcomes if not o.applied and o.reason.startswith("denied:")), "")
+        denials.append({"policy": refusing, "rule": "injection", "check": "", "path": "",
+                        "message": result.denial,
+                        "detail": f"injection{f' ({refusing})' if refusing else ''}: {result.denial}"})
+    decision = validate(make_request(pod, namespace=namespace), policies)
+    if not decision.allowed:
+        enforced = [v for v in decision.violations if v.action == "Enforce"]
+        denials += [{"policy": v.policy, "rule": v.rule, "check": v.check, "path": v.path, "message": v.message,
+                     "detail": f"{v.policy}/{v.rule}{f'[{v.check}]' if v.check else ''} {v.path}: {v.message}"}
+                    for v in enforced]
+        if not enforced:
+            denials.append({"policy": "", "rule": "", "check": "", "path": "",
+                            "message": decision.message or "denied", "detail": decision.message or "denied"})
+    if denials:
+        out.append(Finding(namespace, name, WOULD_DENY, _one_line("; ".join(d["detail"] for d in denials)),
+                           [{k: v for k, v in d.items() if k != "detail"} for d in denials]))
+    return out
