@@ -322,26 +322,11 @@ def _inject_into(container: dict[str, Any], policy: CompiledInjection, record: P
     mount_items = [i for i in policy.mounts if i.targets(name, init=init)]
     if not env_items and not mount_items:
         return container
-    env = [e for e in as_list(container.get("env")) if isinstance(e, dict)] if env_items else []
-    mounts = [m for m in as_list(container.get("volumeMounts")) if isinstance(m, dict)] if mount_items else []
-    added_env: list[str] = []
-    added_mounts: list[str] = []
-    for item in env_items:
-        if any(e.get("name") == item.name for e in env):
-            if not _conflict(item, "env", record, policy=policy.name,
-                             theirs=f"env var {item.name!r}", container=name):
-                continue
-            env = [e for e in env if e.get("name") != item.name]
-        env.append(item.render(ctx))
-        added_env.append(item.name)
-    for item in mount_items:
-        if any(m.get("mountPath") == item.name for m in mounts):
-            if not _conflict(item, "mount", record, policy=policy.name,
-                             theirs=f"a mount at {item.name!r}", container=name):
-                continue
-            mounts = [m for m in mounts if m.get("mountPath") != item.name]
-        mounts.append(item.render(ctx))
-        added_mounts.append(item.name)
+    env, added_env = _merge(container.get("env"), env_items, key="name", kind="env",
+                            theirs="env var {!r}", record=record, policy=policy, ctx=ctx, container=name)
+    mounts, added_mounts = _merge(container.get("volumeMounts"), mount_items, key="mountPath", kind="mount",
+                                  theirs="a mount at {!r}", record=record, policy=policy, ctx=ctx,
+                                  container=name)
     if not added_env and not added_mounts:
         return container
     updated = dict(container)
@@ -352,6 +337,24 @@ def _inject_into(container: dict[str, Any], policy: CompiledInjection, record: P
         updated["volumeMounts"] = mounts
         record.mounts.setdefault(name, []).extend(added_mounts)
     return updated
+
+
+def _merge(current: Any, items: list[Item], *, key: str, kind: str, theirs: str, record: PolicyRecord,
+           policy: CompiledInjection, ctx: TemplateContext, container: str) -> tuple[list[Any], list[str]]:
+    """Append `items` to a container's env or mounts (identified by `key`), resolving clashes."""
+    if not items:
+        return [], []
+    merged = [e for e in as_list(current) if isinstance(e, dict)]
+    added: list[str] = []
+    for item in items:
+        if any(e.get(key) == item.name for e in merged):
+            if not _conflict(item, kind, record, policy=policy.name, theirs=theirs.format(item.name),
+                             container=container):
+                continue
+            merged = [e for e in merged if e.get(key) != item.name]
+        merged.append(item.render(ctx))
+        added.append(item.name)
+    return merged, added
 
 
 def _carry_replacements(record: PolicyRecord, previous: PolicyRecord | None) -> None:
