@@ -173,7 +173,9 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet) -> Injec
         new_spec["initContainers"] = new_init
     if sections.volumes or "volumes" in spec:
         new_spec["volumes"] = sections.volumes
-    problems = pod_problems(new_spec) - pod_problems(spec)
+    problems = pod_problems(new_spec)
+    if problems:  # only problems injection introduced count; the pod's own are the API server's
+        problems -= pod_problems(spec)
     if problems:
         return InjectionResult(patch=[], pod=pod, warnings=warnings, outcomes=outcomes,
                                denial="injection would make the pod invalid: " + "; ".join(sorted(problems)))
@@ -345,14 +347,16 @@ def _merge(current: Any, items: list[Item], *, key: str, kind: str, theirs: str,
     if not items:
         return [], []
     merged = [e for e in as_list(current) if isinstance(e, dict)]
+    present = {e.get(key) for e in merged if isinstance(e.get(key), str)}  # one pass, not one per item
     added: list[str] = []
     for item in items:
-        if any(e.get(key) == item.name for e in merged):
+        if item.name in present:
             if not _conflict(item, kind, record, policy=policy.name, theirs=theirs.format(item.name),
                              container=container):
                 continue
             merged = [e for e in merged if e.get(key) != item.name]
         merged.append(item.render(ctx))
+        present.add(item.name)
         added.append(item.name)
     return merged, added
 

@@ -304,8 +304,9 @@ class Rule(Strict):
             raise ValueError(f"a rule needs exactly one of {', '.join(RULE_KINDS)}; found {found}")
         return self
 
-    @property
+    @cached_property
     def kind(self) -> str:
+        # Looked up on every admission: computed once (pydantic keeps it out of the fields).
         return next(k for k, attr in RULE_KINDS.items() if getattr(self, attr) is not None)
 
     @property

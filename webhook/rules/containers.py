@@ -29,7 +29,7 @@ class ContainerRef:
 
 
 def as_map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    return value if isinstance(value, dict) else {}
 
 
 def as_seq(value: Any) -> list[Any]:
@@ -44,7 +44,7 @@ def iter_containers(spec: Mapping[str, Any]) -> Iterator[ContainerRef]:
     """Every container entry that is a mapping; other entries are treated as absent."""
     for field in CONTAINER_FIELDS:
         for index, raw in enumerate(as_seq(spec.get(field))):
-            if not isinstance(raw, Mapping):
+            if not isinstance(raw, dict):
                 continue
             name = as_str(raw.get("name"))
             kind: ContainerType = field  # type: ignore[assignment]
