@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test certs schema manifests clean
+.PHONY: run test certs schema manifests bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ run: certs
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
+
+# Benchmark against a no-op baseline in the same run (docs/performance.md). Uses wrk
+# when installed (apt-get install wrk), a Python load generator otherwise.
+bench: $(VENV)/.installed
+	$(BIN)/python bench/run.py
 
 schema: $(VENV)/.installed
 	$(BIN)/webhook policies schema > docs/policy.schema.json
