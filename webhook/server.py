@@ -179,18 +179,17 @@ def _failure(state: ServerState, endpoint: str, what: str) -> Decision:
 def _record(endpoint: str, admission: AdmissionRequest, decision: Decision, elapsed: float,
             revision: str) -> None:
     outcome = _outcome(decision)
-    metrics.REQUESTS.labels(endpoint=endpoint, operation=admission.operation or "unknown",
-                            outcome=outcome).inc()
-    metrics.LATENCY.labels(endpoint=endpoint).observe(elapsed)
+    metrics.child(metrics.REQUESTS, endpoint, admission.operation or "unknown", outcome).inc()
+    metrics.child(metrics.LATENCY, endpoint).observe(elapsed)
     if decision.patch:
         for name in decision.applied_policies:
-            metrics.INJECTIONS.labels(policy=name).inc()
+            metrics.child(metrics.INJECTIONS, name).inc()
     for name in decision.shadow_policies:
-        metrics.SHADOW_INJECTIONS.labels(policy=name).inc()
+        metrics.child(metrics.SHADOW_INJECTIONS, name).inc()
     for violation in decision.violations:
-        metrics.VIOLATIONS.labels(policy=violation.policy, rule=violation.rule,
-                                  action=violation.action).inc()
-    _log_decision(endpoint, admission, decision, outcome, elapsed, revision)
+        metrics.child(metrics.VIOLATIONS, violation.policy, violation.rule, violation.action).inc()
+    if log.isEnabledFor(logging.INFO):  # building the line costs more than the engine's small cases
+        _log_decision(endpoint, admission, decision, outcome, elapsed, revision)
 
 
 def _bad(endpoint: str, status: int, message: str) -> web.Response:

@@ -18,10 +18,10 @@ from webhook.engine.match import mismatch
 from webhook.engine.pod import PodFacts, as_dict, as_list, pod_facts
 from webhook.engine.pod_rules import pod_problems
 from webhook.policy.common import ANNOTATION_PREFIX, Mode
-from webhook.policy.compiled import CompiledInjection, Item, render_value
+from webhook.policy.compiled import CompiledInjection, Item
 from webhook.policy.injection import OnConflict
 from webhook.policy.loader import PolicySet
-from webhook.policy.template import TemplateContext
+from webhook.policy.template import TemplateContext, compile_template, has_template
 
 INJECT_ANNOTATION = f"{ANNOTATION_PREFIX}/inject"
 
@@ -35,8 +35,16 @@ def policy_annotation(policy: str) -> str:
 class PolicyOutcome:
     policy: str
     applied: bool
-    reason: str = ""             # why it did not apply, or what it changed
+    why: str = ""                # why it did not apply (or what it would have done)
     shadow: bool = False
+    record: PolicyRecord | None = None  # what it added, when applied
+
+    @property
+    def reason(self) -> str:
+        """Why it did not apply, or what it changed (summarised only when asked: `explain`)."""
+        if self.record is not None and not self.why:
+            return _summary(self.record) or "nothing to add"
+        return self.why
 
 
 @dataclass
@@ -160,7 +168,7 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet) -> Injec
         _carry_replacements(record, previous.record(policy.name))
         sections = trial
         ledger.policies.append(record)
-        outcomes.append(PolicyOutcome(policy.name, True, _summary(record) or "nothing to add"))
+        outcomes.append(PolicyOutcome(policy.name, True, record=record))
 
     new_init = [c for _, c in sorted(sections.injected_init, key=lambda rc: rc[0])] + sections.init
     if ledger.policies or ledger.skipped:
@@ -305,7 +313,7 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
     for target, pairs, added in ((s.labels, policy.labels, record.labels),
                                  (s.annotations, policy.annotations, record.annotations)):
         for key, template in pairs:
-            value = render_value(template, ctx)
+            value = compile_template(template)(ctx) if has_template(template) else template
             if key in target:
                 if target[key] != value:
                     record.conflicts.append({"kind": "label" if target is s.labels else "annotation",

@@ -8,6 +8,7 @@ the hot path. Items that hold templates are marked, so only they are rendered.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,13 +23,13 @@ class Item:
 
     name: str
     value: dict[str, Any]
-    templated: bool
+    renderer: Callable[[TemplateContext], Any] | None   # None: no templates, use value as is
     on_conflict: OnConflict
     containers: frozenset[str] | None = None     # env / mounts: target names, None = all
     include_init_containers: bool = False
 
     def render(self, ctx: TemplateContext) -> dict[str, Any]:
-        return render_value(self.value, ctx) if self.templated else self.value
+        return self.renderer(ctx) if self.renderer is not None else self.value
 
     def targets(self, container_name: str, *, init: bool) -> bool:
         if init and not self.include_init_containers:
@@ -53,28 +54,38 @@ class CompiledInjection:
     annotations: tuple[tuple[str, str], ...]
 
 
-def render_value(value: Any, ctx: TemplateContext) -> Any:
+def renderer_for(value: Any) -> Callable[[TemplateContext], Any] | None:
+    """A function rebuilding `value` with its templates filled in, copying only the
+    parts that hold templates; None when there are none."""
     if isinstance(value, str):
-        return compile_template(value)(ctx) if has_template(value) else value
+        return compile_template(value) if has_template(value) else None
     if isinstance(value, dict):
-        return {k: render_value(v, ctx) for k, v in value.items()}
-    if isinstance(value, list):
-        return [render_value(v, ctx) for v in value]
-    return value
+        keyed = {k: r for k, v in value.items() if (r := renderer_for(v)) is not None}
+        if not keyed:
+            return None
 
-
-def _templated(value: Any) -> bool:
-    if isinstance(value, str):
-        return has_template(value)
-    if isinstance(value, dict):
-        return any(_templated(v) for v in value.values())
+        def render_dict(ctx: TemplateContext) -> dict[str, Any]:
+            out = dict(value)
+            for key, render in keyed.items():
+                out[key] = render(ctx)
+            return out
+        return render_dict
     if isinstance(value, list):
-        return any(_templated(v) for v in value)
-    return False
+        indexed = {i: r for i, v in enumerate(value) if (r := renderer_for(v)) is not None}
+        if not indexed:
+            return None
+
+        def render_list(ctx: TemplateContext) -> list[Any]:
+            out = list(value)
+            for index, render in indexed.items():
+                out[index] = render(ctx)
+            return out
+        return render_list
+    return None
 
 
 def _item(name: str, value: dict[str, Any], on_conflict: OnConflict, target: Target | None = None) -> Item:
-    return Item(name=name, value=value, templated=_templated(value), on_conflict=on_conflict,
+    return Item(name=name, value=value, renderer=renderer_for(value), on_conflict=on_conflict,
                 containers=frozenset(target.containers) if target and target.containers is not None else None,
                 include_init_containers=bool(target and target.include_init_containers))
 

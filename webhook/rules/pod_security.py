@@ -37,6 +37,8 @@ empty container.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -697,6 +699,29 @@ def effective_checks(level: str, exempt: Iterable[str] = frozenset()) -> tuple[s
     return tuple(c for c in candidates if c not in skip)
 
 
+class PodSecurityEvaluator:
+    """One pod's checks, each run at most once: a baseline and a restricted policy on
+    the same request share the checks they have in common."""
+
+    def __init__(self, metadata: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
+        self._pod = _make_pod(metadata, spec)
+        self._results: dict[str, list[PssViolation]] = {}
+
+    def check(self, *, level: str, exempt: frozenset[str] = frozenset()) -> list[PssViolation]:
+        violations: list[PssViolation] = []
+        for check_id in _effective_checks_cached(level, frozenset(exempt)):
+            found = self._results.get(check_id)
+            if found is None:
+                found = self._results[check_id] = list(_CHECKS[check_id](self._pod))
+            violations.extend(found)
+        return violations
+
+
+@lru_cache(maxsize=256)
+def _effective_checks_cached(level: str, exempt: frozenset[str]) -> tuple[str, ...]:
+    return effective_checks(level, exempt)
+
+
 def check_pod_spec(
     metadata: Mapping[str, Any],
     spec: Mapping[str, Any],
@@ -712,9 +737,6 @@ def check_pod_spec(
     offending field, ordered by check (`effective_checks` order), then pod-level
     before container-level fields, then initContainers, containers, ephemeralContainers.
     """
-    checks = effective_checks(level, exempt)
-    pod = _make_pod(metadata, spec)
-    violations: list[PssViolation] = []
-    for check_id in checks:
-        violations.extend(_CHECKS[check_id](pod))
-    return violations
+    if isinstance(exempt, str):
+        effective_checks(level, exempt)  # raises the clear error for a bare string
+    return PodSecurityEvaluator(metadata, spec).check(level=level, exempt=frozenset(exempt))

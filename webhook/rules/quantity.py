@@ -31,6 +31,7 @@ import decimal
 import math
 import re
 from decimal import Decimal
+from functools import lru_cache
 from typing import Final
 
 __all__ = ["parse_quantity"]
@@ -168,6 +169,19 @@ def _parse_string(text: str) -> Decimal:
 
 
 def parse_quantity(s: str | int | float) -> Decimal:
+    """See `_parse_quantity`; text is cached, since the same few quantities ("100m",
+    "128Mi") recur on every pod. Only exact str is cached: True == 1 for a cache."""
+    if type(s) is str:
+        return _parse_text(s)
+    return _parse_quantity(s)
+
+
+@lru_cache(maxsize=4096)
+def _parse_text(s: str) -> Decimal:
+    return _parse_quantity(s)
+
+
+def _parse_quantity(s: str | int | float) -> Decimal:
     """Parse a Kubernetes quantity into its exact value in base units.
 
     "100m" -> Decimal("0.1"), "1Gi" -> Decimal(1073741824), "1e3" -> Decimal(1000).

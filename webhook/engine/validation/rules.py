@@ -23,7 +23,7 @@ from webhook.rules.host_access import (
 )
 from webhook.rules.images import check_images
 from webhook.rules.labels import RequiredKey, check_required_keys
-from webhook.rules.pod_security import check_pod_spec
+from webhook.rules.pod_security import PodSecurityEvaluator
 from webhook.rules.reserved_names import ReservedName, check_reserved_names
 from webhook.rules.resources import Requirement, check_resources
 
@@ -36,6 +36,13 @@ class RuleEnv:
         self.request, self.target, self.old_target, self.policies = request, target, old_target, policies
         self._cel: cel.Variables | None = None
         self._reserved: dict[str, ReservedName] | None = None
+        self._pod_security: PodSecurityEvaluator | None = None
+
+    @property
+    def pod_security(self) -> PodSecurityEvaluator:
+        if self._pod_security is None:
+            self._pod_security = PodSecurityEvaluator(self.target.metadata, self.target.spec)
+        return self._pod_security
 
     @property
     def cel_variables(self) -> cel.Variables:
@@ -80,8 +87,7 @@ class RuleEnv:
 def _pod_security(rule: Rule, env: RuleEnv) -> list[Finding]:
     body = rule.pod_security
     assert body is not None
-    found = check_pod_spec(env.target.metadata, env.target.spec, level=body.level,
-                           exempt=frozenset(body.exempt))
+    found = env.pod_security.check(level=body.level, exempt=frozenset(body.exempt))
     return [Finding(v.check, v.path, v.message, container_of(v.path)) for v in found]
 
 
