@@ -104,3 +104,21 @@ def test_ip_san_is_an_ip_not_a_dns_name(tmp_path: Path) -> None:
     _run_generate(tmp_path / "c")
     dns, ips = _sans(tmp_path / "c" / "tls.crt")
     assert "127.0.0.1" not in dns and ipaddress.ip_address(ips[0]).is_loopback
+
+
+def test_expiry_read_without_cryptography_matches_cryptography(tmp_path: Path) -> None:
+    import glob
+    import warnings
+    from datetime import datetime, timezone
+
+    from webhook.certs import generate
+    from webhook.tls import certificate_not_after
+
+    generate(tmp_path, service="s", namespace="n", days=3, now=datetime(2049, 12, 31, tzinfo=timezone.utc))
+    paths = [tmp_path / "tls.crt", tmp_path / "ca.crt", *map(Path, sorted(glob.glob("/etc/ssl/certs/*.pem"))[:50])]
+    for path in paths:  # 2050+ is GeneralizedTime, earlier UTCTime; system CAs vary widely
+        pem = path.read_bytes()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = x509.load_pem_x509_certificate(pem).not_valid_after_utc
+        assert certificate_not_after(pem) == expected, path

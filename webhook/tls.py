@@ -15,8 +15,6 @@ import ssl
 from datetime import datetime, timezone
 from pathlib import Path
 
-from cryptography import x509
-
 from webhook.filewatch import fingerprint
 
 log = logging.getLogger(__name__)
@@ -86,7 +84,46 @@ def _load(cert_dir: Path) -> tuple[ssl.SSLContext, datetime]:
     context = _new_context()
     try:
         context.load_cert_chain(cert_path, key_path)
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        not_after = certificate_not_after(cert_path.read_bytes())
     except (ssl.SSLError, OSError, ValueError) as exc:
         raise CertificateError(f"{cert_path} and {key_path} are not a valid pair: {exc}") from None
-    return context, cert.not_valid_after_utc.astimezone(timezone.utc)
+    return context, not_after
+
+
+def certificate_not_after(pem: bytes) -> datetime:
+    """The first certificate's notAfter, read from its DER structure.
+
+    A dozen lines of DER walking instead of importing `cryptography` in the server,
+    which would cost each worker about 14 MiB for this one field."""
+    der = ssl.PEM_cert_to_DER_cert(pem.decode("ascii", "replace"))
+    tbs = _der_children(_der_children(der)[0][1])[0][1]  # Certificate -> tbsCertificate
+    fields = _der_children(tbs)
+    if fields and fields[0][0] == 0xA0:  # explicit [0] version is optional
+        fields = fields[1:]
+    validity = _der_children(fields[3][1])  # serialNumber, signature, issuer, validity
+    tag, value = validity[1]  # notBefore, notAfter
+    text = value.decode("ascii")
+    if tag == 0x17:  # UTCTime: YYMMDDHHMMSSZ, years 1950-2049
+        year = int(text[:2])
+        text = f"{1900 + year if year >= 50 else 2000 + year}{text[2:]}"
+    elif tag != 0x18:  # GeneralizedTime: YYYYMMDDHHMMSSZ
+        raise ValueError("certificate validity is not a time")
+    return datetime.strptime(text, "%Y%m%d%H%M%SZ").replace(tzinfo=timezone.utc)
+
+
+def _der_children(data: bytes) -> list[tuple[int, bytes]]:
+    """(tag, contents) of each DER element in `data`, or of the one constructed element it holds."""
+    out = []
+    pos = 0
+    while pos < len(data):
+        tag, length = data[pos], data[pos + 1]
+        pos += 2
+        if length & 0x80:  # long form: the next (length & 0x7f) bytes hold the length
+            count = length & 0x7F
+            length = int.from_bytes(data[pos:pos + count], "big")
+            pos += count
+        if pos + length > len(data):
+            raise ValueError("truncated DER")
+        out.append((tag, data[pos:pos + length]))
+        pos += length
+    return out
