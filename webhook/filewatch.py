@@ -32,12 +32,16 @@ def fingerprint(paths: Iterable[Path]) -> str:
 
 async def watch(compute: Callable[[], str], on_change: Callable[[], Awaitable[None]], *,
                 interval: float, name: str) -> None:
-    """Call `on_change` whenever `compute()` returns something new; runs until cancelled."""
-    last = await asyncio.to_thread(compute)
+    """Call `on_change` whenever `compute()` returns something new; runs until cancelled.
+
+    `compute` runs on the event loop: hashing a few small files from a tmpfs volume
+    takes well under a millisecond, less than handing it to a thread would cost (and
+    idle threads each keep a malloc arena of their own)."""
+    last = compute()
     while True:
         await asyncio.sleep(interval)
         try:
-            current = await asyncio.to_thread(compute)
+            current = compute()
         except Exception:  # a watcher must outlive a transient I/O error
             log.exception("watching %s failed; retrying", name)
             continue
