@@ -144,8 +144,11 @@ async def _admit(request: web.Request, state: ServerState, endpoint: str, engine
         return _bad(endpoint, 415, f"content type {request.content_type!r} is not supported; "
                     "send application/json")
     try:
-        async with asyncio.timeout(answer_by - time.perf_counter()):
+        if request.content.is_eof():  # the whole body already arrived: no deadline to guard
             body = await request.read()
+        else:
+            async with asyncio.timeout(answer_by - time.perf_counter()):
+                body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return _bad(endpoint, 413, f"body exceeds the {MAX_BODY_BYTES} byte limit")
     except TimeoutError:
