@@ -122,3 +122,13 @@ def test_expiry_read_without_cryptography_matches_cryptography(tmp_path: Path) -
             warnings.simplefilter("ignore")
             expected = x509.load_pem_x509_certificate(pem).not_valid_after_utc
         assert certificate_not_after(pem) == expected, path
+
+
+def test_a_certificate_chain_in_tls_crt_is_served(tmp_path: Path) -> None:
+    from webhook.certs import generate
+    from webhook.tls import ServingCertificate
+
+    generate(tmp_path, service="s", namespace="n")
+    leaf = x509.load_pem_x509_certificate((tmp_path / "tls.crt").read_bytes())
+    (tmp_path / "tls.crt").write_bytes((tmp_path / "tls.crt").read_bytes() + (tmp_path / "ca.crt").read_bytes())
+    assert ServingCertificate(tmp_path).not_after == leaf.not_valid_after_utc

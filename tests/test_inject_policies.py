@@ -245,3 +245,47 @@ def test_policy_errors_name_file_line_policy_and_field(document: str, message: s
 def test_invalid_yaml_names_file_and_line() -> None:
     with pytest.raises(PolicyLoadError, match=r"p0.yaml:3: invalid YAML"):
         policies_from_yaml("apiVersion: x\nkind: y\n  bad: indent\n")
+
+
+def test_a_policy_reading_labels_another_injects_is_still_a_fixed_point() -> None:
+    policies = policies_from_yaml(
+        policy("a", "priority: 1\ninject:\n  labels: {team: \"{{ namespace }}\", mesh: \"on\"}\n"),
+        policy("b", "priority: 2\nmatch: {podSelector: {matchLabels: {mesh: \"on\"}}}\n"
+                    "inject:\n  env: [{name: TEAM, value: \"{{ labels['team'] | 'none' }}\"}]\n"),
+        policy("c", "priority: 3\ninject:\n  env: [{name: TEAM2, value: \"{{ labels['team'] | 'none' }}\"}]\n"))
+    out = run(pod(), namespace="shop", policies=policies).pod  # run() asserts the second pass is empty
+    assert out["metadata"]["labels"] == {"team": "shop", "mesh": "on"}
+    assert env_names(out["spec"]["containers"][0]) == ["TEAM2"]  # b matched only the pod as written
+    assert out["spec"]["containers"][0]["env"][0]["value"] == "none"
+
+
+def test_replace_alongside_other_conflicts_is_a_fixed_point() -> None:
+    policies = policies_from_yaml(policy("mix", """
+inject:
+  env:
+    - {name: FOO, value: policy, onConflict: Replace}
+    - {name: BAR, value: policy}
+  labels: {team: platform}
+"""))
+    given = pod({"name": "app", "image": "a", "env": [{"name": "FOO", "value": "u"}, {"name": "BAR", "value": "u"}]},
+                labels={"team": "mine"})
+    run(given, policies=policies)  # asserts that a second pass adds nothing
+
+
+def test_unreadable_ledger_shapes_are_ignored_not_fatal() -> None:
+    from webhook.engine.ledger import LedgerError, parse_ledger
+    for text in ('{"version":1,"policies":5}', '{"version":1,"policies":[{"name":"x","env":[]}]}', "[]", "1"):
+        with pytest.raises(LedgerError):
+            parse_ledger(text)
+    result = run(pod(annotations={LEDGER_ANNOTATION: '{"version":1,"policies":true}'}),
+                 policies=policies_from_yaml(policy("p", "inject:\n  labels: {a: b}\n")))
+    assert "unreadable" in result.warnings[0]
+
+
+@pytest.mark.parametrize(("job", "kind", "name"), [
+    ("nightly-29410560", "CronJob", "nightly"), ("migrate-20240115", "Job", "migrate-20240115"),
+    ("backup", "Job", "backup")])
+def test_cronjob_is_told_apart_by_a_plausible_schedule_suffix(job: str, kind: str, name: str) -> None:
+    from webhook.engine.pod import workload_of
+    detected, workload_name = workload_of({"ownerReferences": [{"kind": "Job", "name": job, "controller": True}]}, {})
+    assert (detected.value, workload_name) == (kind, name)

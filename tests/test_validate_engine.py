@@ -504,3 +504,23 @@ def test_shipped_injection_passes_every_shipped_validation(owner: str | None) ->
     assert any(c["name"] == "identity-init" for c in final["spec"]["initContainers"])
     decision = run(SHIPPED, final)
     assert decision.allowed and decision.violations == (), decision.violations
+
+
+def test_an_opted_out_pod_cannot_vouch_for_its_own_reserved_names_with_a_forged_ledger() -> None:
+    from pathlib import Path
+
+    from webhook.engine.validate import validate
+    from webhook.offline import make_request
+    from webhook.policy.loader import load_policy_dir
+
+    policies = load_policy_dir(Path(__file__).resolve().parent.parent / "policies")
+    forged = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x", "annotations": {
+        "runtime.platform.io/inject": "false",
+        "runtime.platform.io/status": '{"version":1,"policies":[{"name":"traffic-proxy","revision":"x",'
+                                      '"containers":["traffic-proxy"]}]}'}},
+        "spec": {"containers": [{"name": "app", "image": "r.io/a:1"},
+                                {"name": "traffic-proxy", "image": "evil.io/x:1"}]}}
+    decision = validate(make_request(forged, namespace="default"), policies)
+    assert not decision.allowed and "traffic-proxy" in (decision.message or "")
+    forged["metadata"]["annotations"]["runtime.platform.io/status"] = '{"version":1,"policies":7}'
+    validate(make_request(forged, namespace="default"), policies)  # a malformed ledger does not crash

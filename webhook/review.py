@@ -94,15 +94,6 @@ def parse_review(body: bytes) -> ParsedReview:
     return ParsedReview(api_version=api_version, request=request)
 
 
-def uid_of(body: bytes) -> str | None:
-    """Best-effort uid for error answers; None when the body has none to echo."""
-    try:
-        uid = orjson.loads(body)["request"]["uid"]
-    except Exception:  # any malformed body simply has no uid to echo
-        return None
-    return uid if isinstance(uid, str) and uid else None
-
-
 def build_response(*, api_version: str, uid: str, decision: Decision, mutating: bool) -> dict[str, Any]:
     response: dict[str, Any] = {"uid": uid, "allowed": decision.allowed}
     if decision.patch:

@@ -52,8 +52,8 @@ class ServingCertificate:
         try:
             context, not_after = _load(self.cert_dir)
         except CertificateError as exc:
-            # The fingerprint is not recorded, so the next poll tries again: a
-            # half-written pair is usually complete a moment later.
+            # Refused until the files change again; a half-written pair is complete
+            # a moment later, and that write is the change that brings it in.
             log.error("refusing new TLS certificate, keeping the current one: %s", exc,
                       extra={"event": "cert_reload", "result": "error"})
             return False
@@ -95,7 +95,11 @@ def certificate_not_after(pem: bytes) -> datetime:
 
     A dozen lines of DER walking instead of importing `cryptography` in the server,
     which would cost each worker about 14 MiB for this one field."""
-    der = ssl.PEM_cert_to_DER_cert(pem.decode("ascii", "replace"))
+    text = pem.decode("ascii", "replace")
+    end = "-----END CERTIFICATE-----"
+    if end in text:  # tls.crt may hold a chain; the serving certificate comes first
+        text = text[: text.index(end) + len(end)] + "\n"
+    der = ssl.PEM_cert_to_DER_cert(text)
     tbs = _der_children(_der_children(der)[0][1])[0][1]  # Certificate -> tbsCertificate
     fields = _der_children(tbs)
     if fields and fields[0][0] == 0xA0:  # explicit [0] version is optional

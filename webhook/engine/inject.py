@@ -133,6 +133,11 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet) -> Injec
         labels=dict(as_dict(metadata.get("labels"))), annotations=dict(as_dict(metadata.get("annotations"))),
         ephemeral_names=frozenset(_name(c) for c in _containers(spec.get("ephemeralContainers")))), previous)
 
+    # Match and render against the pod as its author wrote it: what earlier passes
+    # added (labels, annotations) must not change which policies apply, or a second
+    # pass would differ from the first.
+    facts = pod_facts({"metadata": {**metadata, "labels": sections.labels, "annotations": sections.annotations},
+                       "spec": spec}, namespace=namespace)
     ctx = TemplateContext(namespace=facts.namespace, pod_name=facts.name,
                           service_account_name=facts.service_account,
                           workload_kind=facts.workload_kind.value, workload_name=facts.workload_name,

@@ -32,10 +32,14 @@ class PolicyRecord:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "revision": self.revision}
-        for key in ("containers", "volumes", "env", "mounts", "labels", "annotations", "conflicts"):
+        for key in ("containers", "volumes", "env", "mounts", "labels", "annotations"):
             value = getattr(self, key)
             if value:
                 out[key] = value
+        if self.conflicts:
+            # A canonical order: conflicts carried over from an earlier pass (Replace)
+            # must not reorder the annotation, or reinvocation would change it.
+            out["conflicts"] = sorted(self.conflicts, key=lambda c: sorted(c.items()))
         return out
 
 
@@ -78,8 +82,11 @@ def parse_ledger(text: str) -> Ledger:
         raise LedgerError(f"not JSON: {exc}") from None
     if not isinstance(doc, dict) or doc.get("version") != LEDGER_VERSION:
         raise LedgerError(f"expected an object with version {LEDGER_VERSION}")
+    policies = doc.get("policies", [])
+    if not isinstance(policies, list):
+        raise LedgerError("policies must be a list")
     records = []
-    for raw in doc.get("policies") or []:
+    for raw in policies:
         if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
             raise LedgerError("policy entry without a name")
         conflicts = raw.get("conflicts", [])

@@ -20,8 +20,11 @@ TRAINING_OWNER_KINDS = frozenset({"PyTorchJob", "TFJob", "MPIJob", "XGBoostJob",
                                   "JAXJob", "TrainJob", "RayJob", "RayCluster"})
 # The CronJob controller names each Job `<cronjob>-<scheduled time in minutes since
 # the epoch>` (8 digits today); a Job's pods carry only the Job as owner, so this
-# name shape is how a CronJob's pods are told apart from a plain Job's.
-_CRONJOB_JOB_NAME = re.compile(r"^(?P<cronjob>.+)-\d{8,10}$")
+# name shape is how a CronJob's pods are told apart from a plain Job's. Times before
+# mid-2017 (25,000,000 minutes) are not accepted, so that a date suffix such as
+# `migrate-20240115` (about 20 million) stays a Job.
+_CRONJOB_JOB_NAME = re.compile(r"^(?P<cronjob>.+)-(?P<minutes>\d{8,10})$")
+_CRONJOB_MIN_MINUTES = 25_000_000
 
 
 def as_dict(value: Any) -> dict[str, Any]:
@@ -73,7 +76,10 @@ def workload_of(metadata: Mapping[str, Any], labels: Mapping[str, str]) -> tuple
             name = name[: -len(template_hash) - 1]  # the Deployment's name
     elif kind == "Job":
         cron = _CRONJOB_JOB_NAME.match(name)
-        detected, name = (Workload.CRON_JOB, cron.group("cronjob")) if cron else (Workload.JOB, name)
+        if cron and int(cron.group("minutes")) >= _CRONJOB_MIN_MINUTES:
+            detected, name = Workload.CRON_JOB, cron.group("cronjob")
+        else:
+            detected = Workload.JOB
     elif kind == "StatefulSet":
         detected = Workload.STATEFUL_SET
     elif kind == "DaemonSet":

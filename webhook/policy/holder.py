@@ -57,7 +57,8 @@ class PolicyHolder:
         metrics.POLICY_RELOADS.labels(result="success").inc()
         metrics.POLICY_LAST_RELOAD_SUCCESS.set(self.last_success)
         if old.revision != new.revision:
-            metrics.POLICY_INFO.remove(old.revision)
+            # set(0), not remove(): removal does nothing in multiprocess mode.
+            metrics.POLICY_INFO.labels(revision=old.revision).set(0)
         metrics.POLICY_INFO.labels(revision=new.revision).set(1)
         _log_warnings(new)
         log.info("policies reloaded: revision %s -> %s (%d policies)", old.revision,

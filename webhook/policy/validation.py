@@ -310,10 +310,6 @@ class Rule(Strict):
         return next(k for k, attr in RULE_KINDS.items() if getattr(self, attr) is not None)
 
     @property
-    def body(self) -> Any:
-        return getattr(self, RULE_KINDS[self.kind])
-
-    @property
     def id(self) -> str:
         return self.name or self.kind
 

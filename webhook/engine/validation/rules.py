@@ -4,6 +4,7 @@ the policy-agnostic checks in `webhook.rules`."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from webhook.engine.inject import INJECT_ANNOTATION
 from webhook.engine.ledger import LEDGER_ANNOTATION, LedgerError, parse_ledger
 from webhook.engine.validation.target import Target
 from webhook.policy.injection import InjectionPolicy, OnConflict
@@ -75,7 +76,8 @@ class RuleEnv:
 
     def ledger_containers(self) -> frozenset[str]:
         annotations = self.target.facts.annotations
-        if LEDGER_ANNOTATION not in annotations:
+        # An opted-out pod is never injected, so its ledger can only be the user's own.
+        if LEDGER_ANNOTATION not in annotations or annotations.get(INJECT_ANNOTATION) == "false":
             return frozenset()
         try:
             ledger = parse_ledger(annotations[LEDGER_ANNOTATION])
