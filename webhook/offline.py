@@ -19,10 +19,9 @@ from webhook.decision import Decision
 from webhook.engine.inject import InjectionResult, inject
 from webhook.engine.validate import validate
 from webhook.engine.validation.target import CONTROLLERS, request_kind
-from webhook.policy.loader import PolicySet
+from webhook.policy.loader import PolicySet, SafeLoader
 from webhook.review import AdmissionRequest
 
-_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Stand-ins for what a controller adds to the pods it creates, so that workload
 # detection and templates see offline what they will see in the cluster.
 _OFFLINE_HASH = "offline"
@@ -55,7 +54,7 @@ def read_documents(path: str) -> list[Document]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{label}: cannot read: {exc}") from None
     docs: list[Document] = []
-    loader = _SafeLoader(text)
+    loader = SafeLoader(text)
     try:
         while loader.check_node():
             node = loader.get_node()
