@@ -14,6 +14,7 @@ import logging
 import math
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import tempfile
@@ -58,8 +59,9 @@ def supervise(config: object, *, workers: int, log_level: str, log_format: str) 
     """Run `workers` copies of the server; returns the exit code for the supervisor."""
     from webhook.serve import ServeConfig
     assert isinstance(config, ServeConfig)
+    created_metrics_dir = None
     if not os.environ.get(metrics.MULTIPROC_ENV):
-        os.environ[metrics.MULTIPROC_ENV] = tempfile.mkdtemp(prefix="webhook-metrics-")
+        created_metrics_dir = os.environ[metrics.MULTIPROC_ENV] = tempfile.mkdtemp(prefix="webhook-metrics-")
     # Bind (without listening) to learn the port when asked for any free one, and to
     # hold it: workers bind the same port with SO_REUSEPORT.
     reserve = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
@@ -115,5 +117,7 @@ def supervise(config: object, *, workers: int, log_level: str, log_format: str) 
                 started[replacement.pid] = time.monotonic()
                 running.append(replacement)
     reserve.close()
+    if created_metrics_dir is not None:
+        shutil.rmtree(created_metrics_dir, ignore_errors=True)
     log.info("all workers stopped", extra={"event": "stopped"})
     return 1 if failed else 0
