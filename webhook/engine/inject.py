@@ -15,7 +15,8 @@ from typing import Any
 from webhook.engine import patch as jp
 from webhook.engine.ledger import LEDGER_ANNOTATION, Ledger, LedgerError, PolicyRecord, parse_ledger
 from webhook.engine.match import mismatch
-from webhook.engine.pod import PodFacts, as_dict, as_list, pod_facts
+from webhook.engine.pod import PodFacts, pod_facts
+from webhook.jsonvalue import as_dict, dicts_in, str_map
 from webhook.engine.pod_rules import pod_problems
 from webhook.policy.common import ANNOTATION_PREFIX, Mode
 from webhook.policy.compiled import CompiledInjection, Item
@@ -92,10 +93,6 @@ class _Sections:
                          dict(self.injected_names), dict(self.injected_volumes))
 
 
-def _containers(value: Any) -> list[dict[str, Any]]:
-    return [c for c in as_list(value) if isinstance(c, dict)]
-
-
 def _name(obj: dict[str, Any]) -> str:
     name = obj.get("name")
     return name if isinstance(name, str) else ""
@@ -104,15 +101,15 @@ def _name(obj: dict[str, Any]) -> str:
 def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet) -> InjectionResult:
     metadata = as_dict(pod.get("metadata"))
     spec = as_dict(pod.get("spec"))
-    facts = pod_facts(pod, namespace=namespace)
+    annotations = str_map(metadata.get("annotations"))
     warnings: list[str] = []
-    if facts.annotations.get(INJECT_ANNOTATION) == "false":
+    if annotations.get(INJECT_ANNOTATION) == "false":
         return InjectionResult(patch=[], pod=pod, outcomes=[
             PolicyOutcome(p.name, False, f"pod opted out ({INJECT_ANNOTATION}: \"false\")")
             for p in policies.injectors])
 
     all_names = [_name(c) for key in ("initContainers", "containers", "ephemeralContainers")
-                 for c in _containers(spec.get(key))]
+                 for c in dicts_in(spec.get(key))]
     if len(set(all_names)) != len(all_names):
         # The API server rejects such a pod whatever we do, and the ledger, keyed by
         # container name, could not describe our additions to it.
@@ -122,16 +119,16 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet) -> Injec
                       for p in policies.injectors])
 
     previous = Ledger()
-    if LEDGER_ANNOTATION in facts.annotations:
+    if LEDGER_ANNOTATION in annotations:
         try:
-            previous = parse_ledger(facts.annotations[LEDGER_ANNOTATION])
+            previous = parse_ledger(annotations[LEDGER_ANNOTATION])
         except LedgerError as exc:
             warnings.append(f"ignoring unreadable {LEDGER_ANNOTATION} annotation ({exc}); injecting afresh")
     sections = _strip(_Sections(
-        init=_containers(spec.get("initContainers")), containers=_containers(spec.get("containers")),
-        volumes=[v for v in as_list(spec.get("volumes")) if isinstance(v, dict)],
+        init=dicts_in(spec.get("initContainers")), containers=dicts_in(spec.get("containers")),
+        volumes=dicts_in(spec.get("volumes")),
         labels=dict(as_dict(metadata.get("labels"))), annotations=dict(as_dict(metadata.get("annotations"))),
-        ephemeral_names=frozenset(_name(c) for c in _containers(spec.get("ephemeralContainers")))), previous)
+        ephemeral_names=frozenset(_name(c) for c in dicts_in(spec.get("ephemeralContainers")))), previous)
 
     # Match and render against the pod as its author wrote it: what earlier passes
     # added (labels, annotations) must not change which policies apply, or a second
@@ -359,7 +356,7 @@ def _merge(current: Any, items: list[Item], *, key: str, kind: str, theirs: str,
     """Append `items` to a container's env or mounts (identified by `key`), resolving clashes."""
     if not items:
         return [], []
-    merged = [e for e in as_list(current) if isinstance(e, dict)]
+    merged = dicts_in(current)
     present = {e.get(key) for e in merged if isinstance(e.get(key), str)}  # one pass, not one per item
     added: list[str] = []
     for item in items:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.jsonvalue import as_dict, as_list, str_map
 from webhook.policy.common import ANNOTATION_PREFIX, Workload
 
 WORKLOAD_LABEL = f"{ANNOTATION_PREFIX}/workload"
@@ -25,18 +26,6 @@ TRAINING_OWNER_KINDS = frozenset({"PyTorchJob", "TFJob", "MPIJob", "XGBoostJob",
 # `migrate-20240115` (about 20 million) stays a Job.
 _CRONJOB_JOB_NAME = re.compile(r"^(?P<cronjob>.+)-(?P<minutes>\d{8,10})$")
 _CRONJOB_MIN_MINUTES = 25_000_000
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def str_map(value: Any) -> dict[str, str]:
-    return {k: v for k, v in as_dict(value).items() if isinstance(k, str) and isinstance(v, str)}
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from webhook.engine.pod import as_list
-
-
-def _named(items: Any) -> list[dict[str, Any]]:
-    return [i for i in as_list(items) if isinstance(i, dict)]
+from webhook.jsonvalue import dicts_in
 
 
 def _text(value: Any) -> str | None:
@@ -32,18 +28,18 @@ def pod_problems(spec: Any) -> set[str]:
     if not isinstance(spec, dict):
         return set()
     problems: set[str] = set()
-    init, containers = _named(spec.get("initContainers")), _named(spec.get("containers"))
-    ephemeral = _named(spec.get("ephemeralContainers"))
+    init, containers = dicts_in(spec.get("initContainers")), dicts_in(spec.get("containers"))
+    ephemeral = dicts_in(spec.get("ephemeralContainers"))
     # Names must be unique across all three lists.
     names = [_text(c.get("name")) for c in (*init, *containers, *ephemeral)]
     problems.update(f"container name {n!r} is used {k} times" for n, k in _repeated(names).items())
-    volume_list = [_text(v.get("name")) for v in _named(spec.get("volumes"))]
+    volume_list = [_text(v.get("name")) for v in dicts_in(spec.get("volumes"))]
     problems.update(f"volume name {n!r} is used {k} times" for n, k in _repeated(volume_list).items())
     volumes = set(volume_list)
     for where, group in (("spec.initContainers", init), ("spec.containers", containers)):
         for container in group:
             cname = container.get("name")
-            mounts = _named(container.get("volumeMounts"))
+            mounts = dicts_in(container.get("volumeMounts"))
             for mount in mounts:
                 if _text(mount.get("name")) not in volumes:
                     problems.add(f"{where}[{cname}] mounts volume {mount.get('name')!r}, which the pod does not define")

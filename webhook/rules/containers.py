@@ -10,6 +10,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from webhook.jsonvalue import as_list, as_str
+
 ContainerType = Literal["initContainers", "sidecars", "containers", "ephemeralContainers"]
 # Same visiting order as the Pod Security checks (and upstream): init, regular, ephemeral.
 CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
@@ -28,22 +30,10 @@ class ContainerRef:
         return f'container "{self.name}"' if self.name else self.path
 
 
-def as_map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def as_seq(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def as_str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
 def iter_containers(spec: Mapping[str, Any]) -> Iterator[ContainerRef]:
     """Every container entry that is a mapping; other entries are treated as absent."""
     for field in CONTAINER_FIELDS:
-        for index, raw in enumerate(as_seq(spec.get(field))):
+        for index, raw in enumerate(as_list(spec.get(field))):
             if not isinstance(raw, dict):
                 continue
             name = as_str(raw.get("name"))

@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from webhook.rules.containers import as_map, as_seq, as_str, iter_containers
+from webhook.jsonvalue import as_dict, as_list, as_str
+from webhook.rules.containers import iter_containers
 from webhook.rules.finding import Finding
 
 __all__ = ["HostPathAllowance", "check_host_namespace", "check_host_paths", "check_host_ports",
@@ -29,20 +30,20 @@ def check_privileged(spec: Mapping[str, Any]) -> list[Finding]:
     return [Finding("privileged", f"{c.path}.securityContext.privileged",
                     f"{c.label} must not be privileged", c.name)
             for c in iter_containers(spec)
-            if as_map(c.raw.get("securityContext")).get("privileged") is True]
+            if as_dict(c.raw.get("securityContext")).get("privileged") is True]
 
 
 def check_host_ports(spec: Mapping[str, Any], *, allowed: Sequence[tuple[int, int]] = ()) -> list[Finding]:
     """Every non-zero hostPort outside the allowed inclusive ranges."""
     findings: list[Finding] = []
     for c in iter_containers(spec):
-        for index, port in enumerate(as_seq(c.raw.get("ports"))):
-            host_port = as_map(port).get("hostPort")
+        for index, port in enumerate(as_list(c.raw.get("ports"))):
+            host_port = as_dict(port).get("hostPort")
             if not isinstance(host_port, int) or isinstance(host_port, bool) or host_port == 0:
                 continue
             if any(low <= host_port <= high for low, high in allowed):
                 continue
-            name = as_str(as_map(port).get("name"))
+            name = as_str(as_dict(port).get("name"))
             findings.append(Finding("hostPort", f"{c.path}.ports[{name or index}].hostPort",
                                     f"{c.label} must not use host port {host_port}", c.name))
     return findings
@@ -63,12 +64,12 @@ def check_host_paths(spec: Mapping[str, Any], *,
                      allowed: Sequence[HostPathAllowance] = ()) -> list[Finding]:
     """hostPath volumes outside the allowed prefixes, and writable mounts of read-only ones."""
     findings: list[Finding] = []
-    for index, volume in enumerate(as_seq(spec.get("volumes"))):
-        volume = as_map(volume)
+    for index, volume in enumerate(as_list(spec.get("volumes"))):
+        volume = as_dict(volume)
         if "hostPath" not in volume or volume.get("hostPath") is None:
             continue
         name = as_str(volume.get("name"))
-        raw_path = as_str(as_map(volume.get("hostPath")).get("path"))
+        raw_path = as_str(as_dict(volume.get("hostPath")).get("path"))
         # Normalise so that /var/log/../../etc cannot pass as /var/log.
         path = posixpath.normpath(raw_path) if raw_path else ""
         vpath = f"spec.volumes[{name or index}].hostPath"
@@ -79,8 +80,8 @@ def check_host_paths(spec: Mapping[str, Any], *,
             continue
         if allowance.read_only and name:
             for c in iter_containers(spec):
-                for m_index, mount in enumerate(as_seq(c.raw.get("volumeMounts"))):
-                    mount = as_map(mount)
+                for m_index, mount in enumerate(as_list(c.raw.get("volumeMounts"))):
+                    mount = as_dict(mount)
                     if mount.get("name") == name and mount.get("readOnly") is not True:
                         findings.append(Finding(
                             "hostPathReadOnly", f"{c.path}.volumeMounts[{m_index}].readOnly",

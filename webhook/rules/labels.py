@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from webhook.rules.containers import as_map
+from webhook.jsonvalue import as_dict
 from webhook.rules.finding import Finding
 
 __all__ = ["RequiredKey", "check_required_keys"]
@@ -24,7 +24,7 @@ class RequiredKey:
 
 def check_required_keys(metadata: Mapping[str, Any], *, field: Literal["labels", "annotations"],
                         required: Sequence[RequiredKey]) -> list[Finding]:
-    present = as_map(metadata.get(field))
+    present = as_dict(metadata.get(field))
     noun = field[:-1]
     findings: list[Finding] = []
     for want in required:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from webhook.rules.containers import ContainerType, as_map, iter_containers
+from webhook.jsonvalue import as_dict
+from webhook.rules.containers import ContainerType, iter_containers
 from webhook.rules.finding import Finding
 from webhook.rules.quantity import parse_quantity
 
@@ -40,11 +41,11 @@ def check_resources(spec: Mapping[str, Any], *, required: Mapping[ContainerType,
     for c in iter_containers(spec):
         if c.type == "ephemeralContainers":
             continue
-        resources = as_map(c.raw.get("resources"))
+        resources = as_dict(c.raw.get("resources"))
         parsed: dict[str, dict[str, Decimal]] = {}
         for kind in ("requests", "limits"):
             parsed[kind] = {}
-            for name, raw in as_map(resources.get(kind)).items():
+            for name, raw in as_dict(resources.get(kind)).items():
                 try:
                     parsed[kind][str(name)] = parse_quantity(raw)
                 except ValueError:
@@ -52,8 +53,8 @@ def check_resources(spec: Mapping[str, Any], *, required: Mapping[ContainerType,
                                             f"{c.label} {kind[:-1]} {name}={raw!r} is not a valid quantity",
                                             c.name))
         requests, limits = parsed["requests"], parsed["limits"]
-        declared_requests = set(requests) | set(str(k) for k in as_map(resources.get("requests")))
-        declared_limits = set(limits) | set(str(k) for k in as_map(resources.get("limits")))
+        declared_requests = set(requests) | set(str(k) for k in as_dict(resources.get("requests")))
+        declared_limits = set(limits) | set(str(k) for k in as_dict(resources.get("limits")))
         need = required.get(c.type, Requirement())
         for name in need.requests:
             # The API server defaults a missing request to the limit, so a limit satisfies it.

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.engine.pod import WORKLOAD_LABEL, PodFacts, as_dict, as_list, pod_facts
+from webhook.engine.pod import WORKLOAD_LABEL, PodFacts, pod_facts
+from webhook.jsonvalue import as_dict, as_list
 from webhook.policy.common import Workload
 from webhook.review import AdmissionRequest
 
