@@ -27,6 +27,15 @@ PolicyName = Annotated[str, Field(pattern=DNS_LABEL, max_length=48)]
 ContainerName = Annotated[str, Field(pattern=DNS_LABEL, max_length=63)]
 LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
                         r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+# The length cap both policy kinds have applied to label and annotation keys.
+_MAX_LABEL_KEY = 316
+
+
+def check_label_key(key: str) -> str:
+    """A Kubernetes label or annotation key, or ValueError naming it."""
+    if len(key) > _MAX_LABEL_KEY or not LABEL_KEY.match(key):
+        raise ValueError(f"invalid label/annotation key {key!r}")
+    return key
 
 
 class Strict(BaseModel):

@@ -9,12 +9,12 @@ from pydantic import Field, field_validator, model_validator
 
 from webhook.policy.common import (
     ANNOTATION_PREFIX,
-    LABEL_KEY,
     ContainerName,
     Match,
     Metadata,
     Mode,
     Strict,
+    check_label_key,
 )
 from webhook.policy.template import TemplateError, compile_template, has_template
 
@@ -128,8 +128,7 @@ class Inject(Strict):
     @classmethod
     def _valid_keys(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
-            if not LABEL_KEY.match(key) or len(key) > 316:
-                raise ValueError(f"invalid label/annotation key {key!r}")
+            check_label_key(key)
             if key.startswith(f"{ANNOTATION_PREFIX}/status"):
                 raise ValueError(f"{key!r} is reserved for the injection ledger")
         return value

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from webhook.policy.common import DNS_LABEL, LABEL_KEY, LabelSelector, Match, Metadata, Strict
+from webhook.policy.common import DNS_LABEL, LabelSelector, Match, Metadata, Strict, check_label_key
 from webhook.rules.cel import CelError, compile_expression
 from webhook.rules.image_ref import parse_image, registry_matches
 from webhook.rules.pod_security import effective_checks
@@ -65,9 +65,7 @@ class RequiredKey(Strict):
     @field_validator("key")
     @classmethod
     def _valid_key(cls, value: str) -> str:
-        if not LABEL_KEY.match(value) or len(value) > 316:
-            raise ValueError(f"invalid label/annotation key {value!r}")
-        return value
+        return check_label_key(value)
 
     @field_validator("pattern")
     @classmethod
