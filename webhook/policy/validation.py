@@ -30,10 +30,14 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from webhook.policy.common import DNS_LABEL, LabelSelector, Match, Metadata, Strict, check_label_key
+from webhook.rules import labels
 from webhook.rules.cel import CelError, compile_expression
+from webhook.rules.containers import ContainerType
+from webhook.rules.host_access import HostPathAllowance
 from webhook.rules.image_ref import parse_image, registry_matches
 from webhook.rules.pod_security import effective_checks
 from webhook.rules.quantity import parse_quantity
+from webhook.rules.resources import Requirement
 
 __all__ = ["Action", "Rule", "RULE_KINDS", "ValidationException", "ValidationPolicy",
            "ValidationSpec", "expired_exceptions"]
@@ -56,6 +60,10 @@ class PodSecurityRule(Strict):
     def _known_checks(self) -> PodSecurityRule:
         effective_checks(self.level, self.exempt)  # raises ValueError naming unknown check ids
         return self
+
+    @cached_property
+    def exempt_checks(self) -> frozenset[str]:
+        return frozenset(self.exempt)
 
 
 class RequiredKey(Strict):
@@ -164,6 +172,14 @@ class ResourcesRule(Strict):
     def parsed_ratio(self) -> dict[str, Decimal]:
         return {k: parse_quantity(v) for k, v in self.max_limit_request_ratio.items()}
 
+    @cached_property
+    def requirements(self) -> dict[ContainerType, Requirement]:
+        """What each container type must declare, as the resources check takes it."""
+        return {kind: Requirement(tuple(need.requests), tuple(need.limits))
+                for kind, need in (("containers", self.containers), ("initContainers", self.init_containers),
+                                   ("sidecars", self.sidecars))
+                if need is not None}
+
 
 class HostFlagRule(Strict):
     """No options: the rule's presence forbids the host feature."""
@@ -177,6 +193,10 @@ class HostPathAllowed(Strict):
 
 class HostPathRule(Strict):
     allowed: list[HostPathAllowed] = Field(default_factory=list, description="empty forbids every hostPath")
+
+    @cached_property
+    def allowances(self) -> tuple[HostPathAllowance, ...]:
+        return tuple(HostPathAllowance(a.path_prefix, a.read_only) for a in self.allowed)
 
 
 _PORT_RANGE = re.compile(r"^(\d{1,5})-(\d{1,5})$")
@@ -310,6 +330,12 @@ class Rule(Strict):
     @property
     def id(self) -> str:
         return self.name or self.kind
+
+    @cached_property
+    def required_keys(self) -> tuple[labels.RequiredKey, ...]:
+        """requiredLabels or requiredAnnotations, as the check takes them."""
+        keys = self.required_labels or self.required_annotations or ()
+        return tuple(labels.RequiredKey(k.key, k.compiled) for k in keys)
 
 
 # --- exceptions ----------------------------------------------------------------

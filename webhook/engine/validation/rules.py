@@ -7,26 +7,23 @@ from collections.abc import Callable, Mapping
 from webhook.engine.inject import INJECT_ANNOTATION
 from webhook.engine.ledger import LEDGER_ANNOTATION, LedgerError, parse_ledger
 from webhook.engine.validation.target import Target
-from webhook.policy.injection import InjectionPolicy, OnConflict
 from webhook.policy.loader import PolicySet
-from webhook.policy.template import has_template
 from webhook.policy.validation import RULE_KINDS, Rule
 from webhook.review import AdmissionRequest
 from webhook.rules import cel
-from webhook.rules.containers import ContainerType, container_of
+from webhook.rules.containers import container_of
 from webhook.rules.finding import Finding
 from webhook.rules.host_access import (
-    HostPathAllowance,
     check_host_namespace,
     check_host_paths,
     check_host_ports,
     check_privileged,
 )
 from webhook.rules.images import check_images
-from webhook.rules.labels import RequiredKey, check_required_keys
+from webhook.rules.labels import check_required_keys
 from webhook.rules.pod_security import PodSecurityEvaluator
 from webhook.rules.reserved_names import ReservedName, check_reserved_names
-from webhook.rules.resources import Requirement, check_resources
+from webhook.rules.resources import check_resources
 
 
 class RuleEnv:
@@ -36,7 +33,6 @@ class RuleEnv:
                  policies: PolicySet) -> None:
         self.request, self.target, self.old_target, self.policies = request, target, old_target, policies
         self._cel: cel.Variables | None = None
-        self._reserved: dict[str, ReservedName] | None = None
         self._pod_security: PodSecurityEvaluator | None = None
 
     @property
@@ -57,22 +53,6 @@ class RuleEnv:
             })
         return self._cel
 
-    @property
-    def injected_reserved(self) -> dict[str, ReservedName]:
-        """Names injection policies add with onConflict: Deny. Keep/Replace/Skip resolve a
-        clash themselves, so those names are not reserved."""
-        if self._reserved is None:
-            reserved: dict[str, ReservedName] = {}
-            for policy in self.policies.injection:
-                if not isinstance(policy, InjectionPolicy):
-                    continue
-                inject = policy.spec.inject
-                for container in (*inject.init_containers, *inject.sidecars):
-                    if container.on_conflict is OnConflict.DENY:
-                        image = None if has_template(container.image) else container.image
-                        reserved.setdefault(container.name, ReservedName(policy.metadata.name, image))
-            self._reserved = reserved
-        return self._reserved
 
     def ledger_containers(self) -> frozenset[str]:
         annotations = self.target.facts.annotations
@@ -89,15 +69,14 @@ class RuleEnv:
 def _pod_security(rule: Rule, env: RuleEnv) -> list[Finding]:
     body = rule.pod_security
     assert body is not None
-    found = env.pod_security.check(level=body.level, exempt=frozenset(body.exempt))
+    found = env.pod_security.check(level=body.level, exempt=body.exempt_checks)
     return [Finding(v.check, v.path, v.message, container_of(v.path)) for v in found]
 
 
 def _required(field: str) -> Callable[[Rule, RuleEnv], list[Finding]]:
     def run(rule: Rule, env: RuleEnv) -> list[Finding]:
-        keys = rule.required_labels if field == "labels" else rule.required_annotations
-        required = [RequiredKey(k.key, k.compiled) for k in keys or ()]
-        return check_required_keys(env.target.metadata, field=field, required=required)  # type: ignore[arg-type]
+        return check_required_keys(env.target.metadata, field=field,  # type: ignore[arg-type]
+                                   required=rule.required_keys)
     return run
 
 
@@ -111,20 +90,14 @@ def _images(rule: Rule, env: RuleEnv) -> list[Finding]:
 def _resources(rule: Rule, env: RuleEnv) -> list[Finding]:
     body = rule.resources
     assert body is not None
-    required: dict[ContainerType, Requirement] = {}
-    for kind, need in (("containers", body.containers), ("initContainers", body.init_containers),
-                       ("sidecars", body.sidecars)):
-        if need is not None:
-            required[kind] = Requirement(tuple(need.requests), tuple(need.limits))  # type: ignore[index]
-    return check_resources(env.target.spec, required=required, maximum=body.parsed_maximum,
+    return check_resources(env.target.spec, required=body.requirements, maximum=body.parsed_maximum,
                            max_ratio=body.parsed_ratio)
 
 
 def _host_path(rule: Rule, env: RuleEnv) -> list[Finding]:
     body = rule.host_path
     assert body is not None
-    allowed = [HostPathAllowance(a.path_prefix, a.read_only) for a in body.allowed]
-    return check_host_paths(env.target.spec, allowed=allowed)
+    return check_host_paths(env.target.spec, allowed=body.allowances)
 
 
 def _host_ports(rule: Rule, env: RuleEnv) -> list[Finding]:
@@ -149,7 +122,7 @@ def _cel(rule: Rule, env: RuleEnv) -> list[Finding]:
 def _reserved_names(rule: Rule, env: RuleEnv) -> list[Finding]:
     body = rule.reserved_container_names
     assert body is not None
-    reserved: dict[str, ReservedName] = dict(env.injected_reserved) if body.from_injection_policies else {}
+    reserved: dict[str, ReservedName] = dict(env.policies.reserved_containers) if body.from_injection_policies else {}
     for name in body.names:
         reserved.setdefault(name, ReservedName(""))
     if not reserved:
