@@ -18,7 +18,7 @@ import yaml
 from webhook.decision import Decision
 from webhook.engine.inject import InjectionResult, inject
 from webhook.engine.validate import validate
-from webhook.engine.validation.target import CONTROLLERS, request_kind
+from webhook.engine.validation.target import CONTROLLERS, object_kind
 from webhook.policy.loader import PolicySet, SafeLoader
 from webhook.review import AdmissionRequest
 
@@ -83,7 +83,7 @@ def read_documents(path: str) -> list[Document]:
 
 def make_request(obj: dict[str, Any], *, namespace: str, operation: str = "CREATE",
                  username: str = "offline", groups: tuple[str, ...] = ()) -> AdmissionRequest:
-    group, kind = request_kind(AdmissionRequest(uid="x"), obj)
+    group, kind = object_kind(obj)
     resource = kind.lower() + "s" if kind else ""
     return AdmissionRequest.model_validate({
         "uid": str(uuid.uuid4()), "operation": operation, "namespace": namespace,
@@ -95,7 +95,7 @@ def make_request(obj: dict[str, Any], *, namespace: str, operation: str = "CREAT
 
 
 def _template_location(obj: dict[str, Any]) -> tuple[str, ...] | None:
-    group, kind = request_kind(AdmissionRequest(uid="x"), obj)
+    group, kind = object_kind(obj)
     controller = CONTROLLERS.get((group, kind))
     return controller[0] if controller else None
 

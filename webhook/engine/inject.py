@@ -22,7 +22,7 @@ from webhook.policy.common import ANNOTATION_PREFIX, Mode
 from webhook.policy.compiled import CompiledInjection, Item
 from webhook.policy.injection import OnConflict
 from webhook.policy.loader import PolicySet
-from webhook.policy.template import TemplateContext, compile_template, has_template
+from webhook.policy.template import TemplateContext
 
 INJECT_ANNOTATION = f"{ANNOTATION_PREFIX}/inject"
 
@@ -314,8 +314,8 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
 
     for target, pairs, added in ((s.labels, policy.labels, record.labels),
                                  (s.annotations, policy.annotations, record.annotations)):
-        for key, template in pairs:
-            value = compile_template(template)(ctx) if has_template(template) else template
+        for item in pairs:
+            key, value = item.key, item.render(ctx)
             if key in target:
                 if target[key] != value:
                     record.conflicts.append({"kind": "label" if target is s.labels else "annotation",

@@ -38,6 +38,18 @@ class Item:
 
 
 @dataclass(frozen=True)
+class MetadataItem:
+    """A label or annotation a policy sets; its value may be a template."""
+
+    key: str
+    value: str
+    renderer: Callable[[TemplateContext], Any] | None
+
+    def render(self, ctx: TemplateContext) -> str:
+        return self.renderer(ctx) if self.renderer is not None else self.value
+
+
+@dataclass(frozen=True)
 class CompiledInjection:
     name: str
     revision: str
@@ -50,8 +62,8 @@ class CompiledInjection:
     env: tuple[Item, ...]
     volumes: tuple[Item, ...]
     mounts: tuple[Item, ...]
-    labels: tuple[tuple[str, str], ...]
-    annotations: tuple[tuple[str, str], ...]
+    labels: tuple[MetadataItem, ...]
+    annotations: tuple[MetadataItem, ...]
 
 
 def renderer_for(value: Any) -> Callable[[TemplateContext], Any] | None:
@@ -112,6 +124,6 @@ def compile_injection(policy: InjectionPolicy) -> CompiledInjection:
         env=tuple(_item(e.name, e.to_env(), e.on_conflict, e) for e in inject.env),
         volumes=tuple(_item(v.name, v.to_volume(), v.on_conflict) for v in inject.volumes),
         mounts=tuple(_item(m.mount_path, m.to_mount(), m.on_conflict, m) for m in inject.volume_mounts),
-        labels=tuple(inject.labels.items()),
-        annotations=tuple(inject.annotations.items()),
+        labels=tuple(MetadataItem(k, v, renderer_for(v)) for k, v in inject.labels.items()),
+        annotations=tuple(MetadataItem(k, v, renderer_for(v)) for k, v in inject.annotations.items()),
     )

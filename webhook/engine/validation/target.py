@@ -68,6 +68,11 @@ def request_kind(request: AdmissionRequest, obj: Mapping[str, Any]) -> tuple[str
     """(group, kind) from the request; from the object's apiVersion/kind when the request has none."""
     if request.kind.kind:
         return request.kind.group, request.kind.kind
+    return object_kind(obj)
+
+
+def object_kind(obj: Mapping[str, Any]) -> tuple[str, str]:
+    """(group, kind) from an object's own apiVersion and kind."""
     raw_version = obj.get("apiVersion")
     api_version = raw_version if isinstance(raw_version, str) else ""
     group = api_version.rpartition("/")[0]
