@@ -13,7 +13,7 @@ from typing import Any, TextIO
 import yaml
 
 from webhook.decision import Violation
-from webhook.engine.ledger import LEDGER_ANNOTATION, Ledger, LedgerError, parse_ledger
+from webhook.engine.ledger import Ledger, ledger_of
 from webhook.engine.match import mismatch
 from webhook.engine.pod import pod_facts
 from webhook.engine.validation.exceptions import ALL_RULES, lifted_rules
@@ -70,16 +70,12 @@ def run_mutate(documents: Sequence[Document], *, policies: PolicySet, namespace:
 def _ledger(admission: Admission) -> Ledger:
     if admission.injection is None:
         return Ledger()
-    annotations = (admission.injection.pod.get("metadata") or {}).get("annotations") or {}
-    try:
-        return parse_ledger(annotations.get(LEDGER_ANNOTATION, ""))
-    except LedgerError:
-        return Ledger()
+    return ledger_of((admission.injection.pod.get("metadata") or {}).get("annotations") or {})
 
 
 def injected_containers(admission: Admission) -> dict[str, str]:
     """Container name -> the policy that injected it, from the ledger."""
-    return {c: record.name for record in _ledger(admission).policies for c in record.containers}
+    return _ledger(admission).container_owners()
 
 
 def _violation_line(v: Violation, injected: dict[str, str]) -> str:

@@ -7,6 +7,7 @@ for the same reason.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,10 @@ class Ledger:
 
     def record(self, name: str) -> PolicyRecord | None:
         return next((p for p in self.policies if p.name == name), None)
+
+    def container_owners(self) -> dict[str, str]:
+        """Injected container name -> the policy that injected it."""
+        return {c: record.name for record in self.policies for c in record.containers}
 
     def dumps(self) -> str:
         doc: dict[str, Any] = {"version": LEDGER_VERSION, "policies": [p.to_json() for p in self.policies]}
@@ -99,3 +104,15 @@ def parse_ledger(text: str) -> Ledger:
             labels=_str_list(raw.get("labels", [])), annotations=_str_list(raw.get("annotations", [])),
             conflicts=[{str(k): str(v) for k, v in c.items()} for c in conflicts]))
     return Ledger(policies=records)
+
+
+def ledger_of(annotations: Mapping[str, Any]) -> Ledger:
+    """The ledger a pod's annotations carry; empty when absent or unreadable (an
+    unreadable ledger vouches for nothing)."""
+    text = annotations.get(LEDGER_ANNOTATION)
+    if not isinstance(text, str):
+        return Ledger()
+    try:
+        return parse_ledger(text)
+    except LedgerError:
+        return Ledger()

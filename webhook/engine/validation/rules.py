@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from webhook.engine.inject import INJECT_ANNOTATION
-from webhook.engine.ledger import LEDGER_ANNOTATION, LedgerError, parse_ledger
+from webhook.engine.ledger import ledger_of
 from webhook.engine.validation.target import Target
 from webhook.policy.loader import PolicySet
 from webhook.policy.validation import RULE_KINDS, Rule
@@ -57,13 +57,9 @@ class RuleEnv:
     def ledger_containers(self) -> frozenset[str]:
         annotations = self.target.facts.annotations
         # An opted-out pod is never injected, so its ledger can only be the user's own.
-        if LEDGER_ANNOTATION not in annotations or annotations.get(INJECT_ANNOTATION) == "false":
+        if annotations.get(INJECT_ANNOTATION) == "false":
             return frozenset()
-        try:
-            ledger = parse_ledger(annotations[LEDGER_ANNOTATION])
-        except LedgerError:
-            return frozenset()  # an unreadable ledger vouches for nothing
-        return frozenset(name for record in ledger.policies for name in record.containers)
+        return frozenset(ledger_of(annotations).container_owners())
 
 
 def _pod_security(rule: Rule, env: RuleEnv) -> list[Finding]:
