@@ -83,6 +83,12 @@ def _without_uid() -> bytes:
     return json.dumps(review).encode()
 
 
+def _request_with(**fields: object) -> bytes:
+    review = make_review(POD)
+    review["request"].update(fields)
+    return json.dumps(review).encode()
+
+
 BAD_BODIES = {
     "empty": b"",
     "not json": b"hello",
@@ -94,6 +100,14 @@ BAD_BODIES = {
     "missing request": json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}).encode(),
     "request not an object": _review_bytes(request=[1]),
     "missing uid": _without_uid(),
+    "uid not a string": _request_with(uid=7),
+    "object not an object": _request_with(object=[POD]),
+    "oldObject a string": _request_with(oldObject="{}"),
+    "kind a string": _request_with(kind="Pod"),
+    "resource kind not a string": _request_with(resource={"group": "", "version": "v1", "resource": 1}),
+    "namespace a number": _request_with(namespace=3),
+    "groups not an array": _request_with(userInfo={"username": "u", "groups": "system:masters"}),
+    "dryRun a string": _request_with(dryRun="true"),
     "wrong apiVersion": _review_bytes(apiVersion="admission.k8s.io/v2"),
     "wrong kind": _review_bytes(kind="Pod"),
     "binary garbage": bytes(range(256)) * 16,

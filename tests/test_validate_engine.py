@@ -4,6 +4,7 @@ exceptions, controllers, operations and subresources, garbage input, the shipped
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from datetime import date
 from pathlib import Path
@@ -276,7 +277,7 @@ def test_other_kinds_are_not_validated() -> None:
 
 def test_pod_kind_from_the_object_when_the_request_has_none() -> None:
     policies = policy_set(policy("p", [{"privileged": {}}]))
-    req = request(_privileged_pod()).model_copy(update={"kind": request(None).kind.model_copy(update={"kind": ""})})
+    req = dataclasses.replace(request(_privileged_pod()), kind=dataclasses.replace(request(None).kind, kind=""))
     assert not validate(req, policies).allowed
 
 

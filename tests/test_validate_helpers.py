@@ -98,7 +98,7 @@ def request(obj: dict[str, Any] | None, *, kind: str = "Pod", operation: str = "
             namespace: str = "default", sub_resource: str = "", old: dict[str, Any] | None = None,
             user: str = "alice", groups: Sequence[str] = ("system:authenticated",)) -> AdmissionRequest:
     group, resource = KINDS[kind]
-    return AdmissionRequest.model_validate({
+    return AdmissionRequest.from_dict({
         "uid": "0b4b1a5e-0000-4000-8000-000000000001",
         "kind": {"group": group, "version": "v1", "kind": kind},
         "resource": {"group": group, "version": "v1", "resource": resource},

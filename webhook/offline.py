@@ -85,7 +85,7 @@ def make_request(obj: dict[str, Any], *, namespace: str, operation: str = "CREAT
                  username: str = "offline", groups: tuple[str, ...] = ()) -> AdmissionRequest:
     group, kind = object_kind(obj)
     resource = kind.lower() + "s" if kind else ""
-    return AdmissionRequest.model_validate({
+    return AdmissionRequest.from_dict({
         "uid": str(uuid.uuid4()), "operation": operation, "namespace": namespace,
         "kind": {"group": group, "version": "v1", "kind": kind},
         "resource": {"group": group, "version": "v1", "resource": resource},

@@ -7,10 +7,10 @@ sees an `AdmissionRequest` and returns a `Decision`.
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from webhook.decision import Decision
 
@@ -24,45 +24,131 @@ class BadReview(ValueError):
     """The body is not an AdmissionReview we can answer; the caller returns a 4xx."""
 
 
-class _Wire(BaseModel):
-    # Unknown fields are ignored: newer API servers add fields, and rejecting them
-    # would break admission on every cluster upgrade.
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+def _text(raw: dict[str, Any], key: str, where: str) -> str:
+    value = raw.get(key, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadReview(f"invalid request: {where}{key}: expected a string, got a JSON {_json_type(value)}")
+    return value
 
 
-class GroupVersionKind(_Wire):
+def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadReview(f"invalid request: request.{key}: expected an object, got a JSON {_json_type(value)}")
+    return value
+
+
+def _object(raw: dict[str, Any], key: str) -> dict[str, Any] | None:
+    value = raw.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise BadReview(f"invalid request: request.{key}: expected an object or null, "
+                        f"got a JSON {_json_type(value)}")
+    return value
+
+
+# Plain frozen dataclasses, read by hand: this runs on every request, and a model
+# validator cost more than the whole answer for a small pod. Unknown fields are
+# ignored: newer API servers add fields, and rejecting them would break admission on
+# every cluster upgrade.
+@dataclass(frozen=True, slots=True)
+class GroupVersionKind:
     group: str = ""
     version: str = ""
     kind: str = ""
 
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], where: str) -> GroupVersionKind:
+        return cls(_text(raw, "group", where), _text(raw, "version", where), _text(raw, "kind", where))
 
-class GroupVersionResource(_Wire):
+
+@dataclass(frozen=True, slots=True)
+class GroupVersionResource:
     group: str = ""
     version: str = ""
     resource: str = ""
 
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], where: str) -> GroupVersionResource:
+        return cls(_text(raw, "group", where), _text(raw, "version", where), _text(raw, "resource", where))
 
-class UserInfo(_Wire):
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
     username: str = ""
     uid: str = ""
     groups: tuple[str, ...] = ()
 
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> UserInfo:
+        groups = raw.get("groups")
+        if groups is None:
+            groups = []
+        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+            raise BadReview("invalid request: request.userInfo.groups: expected an array of strings")
+        return cls(_text(raw, "username", "request.userInfo."), _text(raw, "uid", "request.userInfo."),
+                   tuple(groups))
 
-class AdmissionRequest(_Wire):
-    uid: str = Field(min_length=1)
+
+@dataclass(frozen=True, slots=True)
+class AdmissionRequest:
+    uid: str
     kind: GroupVersionKind = GroupVersionKind()
     resource: GroupVersionResource = GroupVersionResource()
-    sub_resource: str = Field("", alias="subResource")
+    sub_resource: str = ""
     name: str = ""
     namespace: str = ""
     operation: str = ""
-    user_info: UserInfo = Field(UserInfo(), alias="userInfo")
+    user_info: UserInfo = UserInfo()
     object: dict[str, Any] | None = None
-    old_object: dict[str, Any] | None = Field(None, alias="oldObject")
-    dry_run: bool = Field(False, alias="dryRun")
+    old_object: dict[str, Any] | None = None
+    dry_run: bool = False
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> AdmissionRequest:
+        """Read the `request` of an AdmissionReview (JSON names), raising BadReview on a wrong shape."""
+        uid = raw.get("uid")
+        if not isinstance(uid, str) or not uid:
+            raise BadReview("invalid request: request.uid: expected a non-empty string")
+        dry_run = raw.get("dryRun", False)
+        if dry_run is None:
+            dry_run = False
+        if not isinstance(dry_run, bool):
+            raise BadReview(f"invalid request: request.dryRun: expected a boolean, got a JSON {_json_type(dry_run)}")
+        return cls(
+            uid=uid,
+            kind=GroupVersionKind.from_dict(_section(raw, "kind"), "request.kind."),
+            resource=GroupVersionResource.from_dict(_section(raw, "resource"), "request.resource."),
+            sub_resource=_text(raw, "subResource", "request."),
+            name=_text(raw, "name", "request."),
+            namespace=_text(raw, "namespace", "request."),
+            operation=_text(raw, "operation", "request."),
+            user_info=UserInfo.from_dict(_section(raw, "userInfo")),
+            object=_object(raw, "object"),
+            old_object=_object(raw, "oldObject"),
+            dry_run=dry_run,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The request as the API server sent it (JSON names), without object and oldObject."""
+        return {
+            "uid": self.uid,
+            "kind": {"group": self.kind.group, "version": self.kind.version, "kind": self.kind.kind},
+            "resource": {"group": self.resource.group, "version": self.resource.version,
+                         "resource": self.resource.resource},
+            "subResource": self.sub_resource, "name": self.name, "namespace": self.namespace,
+            "operation": self.operation,
+            "userInfo": {"username": self.user_info.username, "uid": self.user_info.uid,
+                         "groups": list(self.user_info.groups)},
+            "dryRun": self.dry_run,
+        }
 
 
-class ParsedReview(_Wire):
+@dataclass(frozen=True, slots=True)
+class ParsedReview:
     api_version: str
     request: AdmissionRequest
 
@@ -87,11 +173,7 @@ def parse_review(body: bytes) -> ParsedReview:
     raw_request = doc.get("request")
     if not isinstance(raw_request, dict):
         raise BadReview("missing 'request' object in AdmissionReview")
-    try:
-        request = AdmissionRequest.model_validate(raw_request)
-    except ValidationError as exc:
-        raise BadReview("invalid request: " + _summarise(exc)) from None
-    return ParsedReview(api_version=api_version, request=request)
+    return ParsedReview(api_version=api_version, request=AdmissionRequest.from_dict(raw_request))
 
 
 def build_response(*, api_version: str, uid: str, decision: Decision, mutating: bool) -> dict[str, Any]:
@@ -128,11 +210,3 @@ def _json_type(value: Any) -> str:
     if value is None:
         return "null"
     return "number"
-
-
-def _summarise(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "request"
-        parts.append(f"request.{loc}: {err['msg']}")
-    return "; ".join(parts)

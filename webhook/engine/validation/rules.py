@@ -48,8 +48,7 @@ class RuleEnv:
             self._cel = cel.Variables({
                 "object": self.target.as_pod(),
                 "oldObject": self.old_target.as_pod() if self.old_target is not None else None,
-                "request": self.request.model_dump(mode="json", by_alias=True,
-                                                   exclude={"object", "old_object"}),
+                "request": self.request.to_json(),
             })
         return self._cel
 
