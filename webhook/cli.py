@@ -45,6 +45,9 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=int(_env("workers", "0")), metavar="N",
                        help="worker processes sharing the port (default: the CPUs available); "
                             "1 serves from this process without a supervisor")
+    serve.add_argument("--decision-memo", type=int, default=int(_env("decision-memo", "512")), metavar="N",
+                       help="remember the decisions for up to N distinct pods per worker, so that the "
+                            "replicas of one rollout are decided once; 0 turns it off")
     serve.add_argument("--shutdown-delay", type=float, default=float(_env("shutdown-delay", "5")),
                        metavar="SECONDS", help="after SIGTERM, fail readiness this long before closing")
 
@@ -247,7 +250,7 @@ def _serve(args: argparse.Namespace) -> int:
     logs.configure(level=args.log_level, fmt=args.log_format)
     config = ServeConfig(host=args.host, port=args.port, policies=args.policies,
                          cert_dir=args.cert_dir, failure_policy=args.failure_policy,
-                         shutdown_delay=args.shutdown_delay)
+                         shutdown_delay=args.shutdown_delay, decision_memo=args.decision_memo)
     workers = args.workers if args.workers > 0 else available_cpus()
     try:
         if workers == 1:

@@ -38,6 +38,9 @@ SHADOW_INJECTIONS = Counter("webhook_shadow_injections_total",
                             "Injections computed but not applied (mode: Shadow)", ["policy"])
 VIOLATIONS = Counter("webhook_violations_total", "Validation rule violations",
                      ["policy", "rule", "action"])
+DECISION_MEMO = Counter("webhook_decision_memo_total",
+                        "Decisions by memo use: hit (an identical pod was decided before), "
+                        "miss (decided and remembered), skip (not memoisable)", ["endpoint", "result"])
 POLICY_RELOADS = Counter("webhook_policy_reload_total", "Policy reload attempts", ["result"])
 POLICY_LAST_RELOAD_SUCCESS = Gauge("webhook_policy_last_reload_success_timestamp_seconds",
                                    "When the serving policy set was last loaded",

@@ -12,6 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from webhook import metrics
+from webhook.engine.memo import DEFAULT_MAX_ENTRIES, DecisionMemo
 from webhook.filewatch import watch
 from webhook.policy.holder import PolicyHolder
 from webhook.server import STATE, ServerState, create_app
@@ -35,6 +36,8 @@ class ServeConfig:
     shutdown_delay: float = 5.0
     # In-flight requests get this long to finish once the listener closes.
     shutdown_timeout: float = 30.0
+    # Decisions remembered per worker (engine/memo.py); 0 turns the memo off.
+    decision_memo: int = DEFAULT_MAX_ENTRIES
     # Set by the supervisor: several workers listen on the same port.
     reuse_port: bool = False
 
@@ -72,7 +75,8 @@ async def serve(config: ServeConfig) -> None:
     certificate = ServingCertificate(config.cert_dir)
     metrics.CERT_NOT_AFTER.set(certificate.not_after.timestamp())
     state = ServerState(policies=holder, certificate=certificate,
-                        failure_policy=config.failure_policy)
+                        failure_policy=config.failure_policy,
+                        memo=DecisionMemo(max_entries=config.decision_memo))
     app = create_app(state)
     app.cleanup_ctx.append(_watch_policies)
     app.cleanup_ctx.append(_watch_certificate)

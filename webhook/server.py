@@ -7,7 +7,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -17,6 +17,7 @@ from webhook import decision as decisions
 from webhook import metrics
 from webhook.decision import Decision
 from webhook.engine import mutate, validate
+from webhook.engine.memo import DecisionMemo
 from webhook.policy.holder import PolicyHolder
 from webhook.policy.loader import PolicySet
 from webhook.review import AdmissionRequest, BadReview, build_response, parse_review
@@ -53,6 +54,8 @@ class ServerState:
     draining: bool = False
     max_inflight: int = DEFAULT_MAX_INFLIGHT
     inflight: int = 0
+    # Identical pods (one rollout's replicas) are decided once; see engine/memo.py.
+    memo: DecisionMemo = field(default_factory=DecisionMemo)
 
 
 STATE = web.AppKey("state", ServerState)
@@ -163,7 +166,8 @@ async def _admit(request: web.Request, state: ServerState, endpoint: str, engine
         decision = _failure(state, endpoint, "the request's deadline passed before a decision")
     else:
         try:
-            decision = engine(admission, policies)
+            decision, memo_result = state.memo.decide(endpoint, engine, admission, policies)
+            metrics.child(metrics.DECISION_MEMO, endpoint, memo_result).inc()
         except Exception:
             log.exception("decision logic failed", extra={"uid": admission.uid, "endpoint": endpoint})
             decision = _failure(state, endpoint, "internal error")

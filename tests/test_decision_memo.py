@@ -1,0 +1,203 @@
+"""The decision memo (webhook/engine/memo.py): a remembered decision must be exactly the
+one the engine would give now, for the corpus, for a rollout's replicas whose
+server-set metadata differs, for different users, namespaces, dates and policy sets."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import SHIPPED_POLICIES, ServerProcess
+from tests.test_validate_helpers import container, policy, policy_set, pod
+from webhook.engine import memo as memo_module
+from webhook.engine import mutate, validate
+from webhook.engine.memo import DecisionMemo
+from webhook.offline import make_request
+from webhook.policy.loader import PolicySet, load_policy_dir
+from webhook.review import AdmissionRequest
+
+CORPUS = sorted((Path(__file__).parent / "data" / "corpus").glob("*.yaml"))
+SHIPPED = load_policy_dir(SHIPPED_POLICIES)
+ENGINES = {"mutate": mutate, "validate": validate}
+# the module: `webhook.engine.validate` as an attribute is the function it exports
+validate_module = importlib.import_module("webhook.engine.validate")
+
+
+def _as_replica(obj: dict[str, Any], n: int) -> dict[str, Any]:
+    """The same pod as the API server shows it to validating webhooks: named, with uid,
+    creation time and managed fields of its own."""
+    obj = copy.deepcopy(obj)
+    meta = obj.setdefault("metadata", {})
+    meta.update(name=f"web-7d4b9c-{n:05d}", uid=f"00000000-0000-4000-8000-{n:012d}",
+                creationTimestamp=f"2026-11-26T00:00:{n % 60:02d}Z", resourceVersion=str(1000 + n),
+                managedFields=[{"manager": "kube-controller-manager", "time": f"2026-11-26T00:00:{n % 60:02d}Z"}])
+    return obj
+
+
+def _fresh_and_memoised(memo: DecisionMemo, endpoint: str, request: AdmissionRequest,
+                        policies: PolicySet) -> tuple[Any, Any, str]:
+    decision, result = memo.decide(endpoint, ENGINES[endpoint], request, policies)
+    return ENGINES[endpoint](request, policies), decision, result
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])
+def test_memoised_decisions_equal_fresh_ones_for_the_corpus(path: Path) -> None:
+    obj = yaml.safe_load(path.read_text())
+    memo = DecisionMemo()
+    for endpoint in ENGINES:
+        request = make_request(obj, namespace="shop")
+        fresh, first, result = _fresh_and_memoised(memo, endpoint, request, SHIPPED)
+        assert first == fresh
+        fresh, second, again = _fresh_and_memoised(memo, endpoint, make_request(obj, namespace="shop"), SHIPPED)
+        assert second == fresh
+        if result == "miss":
+            assert again == "hit"
+        else:
+            assert (result, again) == ("skip", "skip")
+
+
+@pytest.mark.parametrize("path", [p for p in CORPUS if p.stem.startswith("pod-")], ids=lambda p: p.stem)
+def test_replicas_of_a_rollout_share_one_validation(path: Path) -> None:
+    pod_obj = yaml.safe_load(path.read_text())
+    memo = DecisionMemo()
+    results = []
+    for n in range(3):
+        request = make_request(_as_replica(pod_obj, n), namespace="shop")
+        fresh, decision, result = _fresh_and_memoised(memo, "validate", request, SHIPPED)
+        assert decision == fresh
+        results.append(result)
+    assert results == ["miss", "hit", "hit"]
+
+
+def test_what_a_decision_depends_on_is_in_the_key() -> None:
+    exempt_alice = {"reason": "break-glass", "usernames": ["alice"]}
+    policies = policy_set(policy("no-latest", [{"images": {"forbidLatest": True}}],
+                                 match={"namespaces": {"include": ["shop"]}}, exceptions=[exempt_alice]))
+    latest = pod(container(image="registry.example.com/app:latest"))
+    memo = DecisionMemo()
+    cases = [
+        make_request(latest, namespace="shop", username="bob"),
+        make_request(latest, namespace="shop", username="alice"),       # exception applies
+        make_request(latest, namespace="other", username="bob"),        # policy does not match
+        make_request(latest, namespace="shop", username="bob", operation="DELETE"),
+        make_request(pod(container(image="registry.example.com/app:1.0")), namespace="shop", username="bob"),
+    ]
+    expected = [False, True, True, True, True]
+    for _ in range(2):  # second round: every answer from the memo
+        for request, allowed in zip(cases, expected):
+            fresh, decision, _ = _fresh_and_memoised(memo, "validate", request, policies)
+            assert decision == fresh
+            assert decision.allowed is allowed
+
+
+def test_an_exception_that_expires_stops_applying_to_remembered_pods(monkeypatch: pytest.MonkeyPatch) -> None:
+    today = datetime.now(timezone.utc).date()
+    policies = policy_set(policy("no-latest", [{"images": {"forbidLatest": True}}],
+                                 exceptions=[{"reason": "migration", "namespaces": ["shop"],
+                                             "expires": today.isoformat()}]))
+    request = make_request(pod(container(image="registry.example.com/app:latest")), namespace="shop")
+    memo = DecisionMemo()
+    assert memo.decide("validate", validate, request, policies)[0].allowed is True
+    assert memo.decide("validate", validate, request, policies)[1] == "hit"
+
+    class Tomorrow(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> datetime:
+            return datetime.combine(today + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
+
+    monkeypatch.setattr(memo_module, "datetime", Tomorrow)
+    monkeypatch.setattr(validate_module, "datetime", Tomorrow)
+    decision, result = memo.decide("validate", validate, request, policies)
+    assert (decision.allowed, result) == (False, "miss")
+
+
+def test_a_new_policy_set_empties_the_memo() -> None:
+    request = make_request(pod(container(image="registry.example.com/app:latest")), namespace="shop")
+    strict = policy_set(policy("no-latest", [{"images": {"forbidLatest": True}}]))
+    lenient = policy_set(policy("registries", [{"images": {"allowedRegistries": ["registry.example.com"]}}]))
+    memo = DecisionMemo()
+    assert memo.decide("validate", validate, request, strict)[0].allowed is False
+    assert memo.decide("validate", validate, request, strict)[1] == "hit"
+    decision, result = memo.decide("validate", validate, request, lenient)
+    assert (decision.allowed, result) == (True, "miss")
+    assert len(memo) == 1
+
+
+def test_cel_rules_turn_the_validation_memo_off() -> None:
+    policies = policy_set(policy("names", [{"cel": {"expression": "object.metadata.name != 'forbidden'",
+                                                    "message": "no"}}]))
+    memo = DecisionMemo()
+    for name, allowed in (("fine", True), ("forbidden", False)):
+        # same pod apart from the server-set name, which a CEL rule may read
+        request = make_request(_as_replica(pod(), 1) | {"metadata": {"name": name}}, namespace="shop")
+        decision, result = memo.decide("validate", validate, request, policies)
+        assert (decision.allowed, result) == (allowed, "skip")
+
+
+def test_the_memo_is_bounded_and_forgets_the_least_recent() -> None:
+    memo = DecisionMemo(max_entries=2)
+    requests = [make_request(pod(container(name=f"c{i}")), namespace="shop") for i in range(3)]
+    for request in requests:
+        assert memo.decide("mutate", mutate, request, SHIPPED)[1] == "miss"
+    assert len(memo) == 2
+    assert memo.decide("mutate", mutate, requests[2], SHIPPED)[1] == "hit"
+    assert memo.decide("mutate", mutate, requests[0], SHIPPED)[1] == "miss"  # evicted first
+
+
+def test_large_objects_and_a_zero_size_are_not_memoised() -> None:
+    big = pod(container(env=[{"name": f"V{i}", "value": "x" * 100} for i in range(1000)]))
+    assert DecisionMemo().decide("mutate", mutate, make_request(big, namespace="shop"), SHIPPED)[1] == "skip"
+    off = DecisionMemo(max_entries=0)
+    for _ in range(2):
+        assert off.decide("mutate", mutate, make_request(pod(), namespace="shop"), SHIPPED)[1] == "skip"
+    assert len(off) == 0
+
+
+def test_objects_that_differ_only_in_server_set_metadata_are_injected_separately() -> None:
+    # At mutation the name is the user's own (no generateName) and templates may use it.
+    memo = DecisionMemo()
+    a = make_request(pod(name="a"), namespace="shop")
+    b = dataclasses.replace(a, object=pod(name="b"))
+    assert memo.decide("mutate", mutate, a, SHIPPED)[1] == "miss"
+    assert memo.decide("mutate", mutate, b, SHIPPED)[1] == "miss"
+
+
+def _memo_counts(server: ServerProcess) -> dict[tuple[str, str], float]:
+    counts = {}
+    for line in server.client.request("GET", "/metrics").body.decode().splitlines():
+        if line.startswith("webhook_decision_memo_total{"):
+            labels, value = line[len("webhook_decision_memo_total{"):].split("} ")
+            parsed = dict(part.split("=") for part in labels.split(","))
+            counts[(parsed["endpoint"].strip('"'), parsed["result"].strip('"'))] = float(value)
+    return counts
+
+
+def test_the_server_answers_repeats_from_the_memo_and_counts_them(server: ServerProcess) -> None:
+    replica = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"generateName": "memo-test-7d4b9c-", "labels": {"app": "memo-test"}},
+               "spec": {"containers": [{"name": "app", "image": "registry.example.com/memo-test:1.0"}]}}
+    before = _memo_counts(server)
+    answers = [server.client.admit(replica, namespace="memo-test") for _ in range(3)]
+    after = _memo_counts(server)
+    assert all(a.allowed for a in answers)
+    assert answers[0].response["patch"] == answers[1].response["patch"] == answers[2].response["patch"]
+    assert len({a.response["uid"] for a in answers}) == 3  # each answer echoes its own uid
+    assert after[("mutate", "hit")] - before.get(("mutate", "hit"), 0) == 2
+    assert after[("mutate", "miss")] - before.get(("mutate", "miss"), 0) == 1
+
+
+def test_the_namespace_is_in_the_injection_key() -> None:
+    # the log shipper renders the namespace into its arguments
+    memo = DecisionMemo()
+    for namespace in ("shop", "billing", "shop"):
+        request = make_request(pod(), namespace=namespace)
+        fresh, decision, _ = _fresh_and_memoised(memo, "mutate", request, SHIPPED)
+        assert decision == fresh
+        assert any(f"--namespace={namespace}" in str(op.get("value")) for op in decision.patch or [])
