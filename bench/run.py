@@ -477,8 +477,24 @@ def webhook_command() -> list[str]:
 
 
 def has_workers_flag() -> bool:
+    return "--workers" in _serve_help()
+
+
+def has_memo_flag() -> bool:
+    return "--decision-memo" in _serve_help()
+
+
+def _serve_help() -> str:
     done = subprocess.run([*webhook_command(), "serve", "--help"], capture_output=True, text=True, cwd=ROOT)
-    return "--workers" in done.stdout
+    return done.stdout
+
+
+# The decision memo answers a repeated pod from memory (a rollout's replicas). Every
+# webhook figure is also measured with it off, so that every request is evaluated.
+MEMO_OFF = ["--decision-memo", "0"]
+# series name -> how tables call it; and the suffix of its verdicts
+VARIANTS = {"webhook": "webhook", "webhook-off": "webhook, memo off"}
+SUFFIX = {"webhook": "", "webhook-off": " (memo off)"}
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -542,6 +558,7 @@ def main() -> int:
         parser.error("wrk not found (apt-get install wrk)")
     load = LoadGenerator(kind, args.wrk_threads, processes=2)
     workers_flag = has_workers_flag()
+    memo_flag = has_memo_flag()
     main_workers = args.workers or 1
     if args.workers and not workers_flag and args.workers != 1:
         parser.error("this webhook's `serve` has no --workers flag")
@@ -609,8 +626,14 @@ def main() -> int:
         baseline = start("baseline", _baseline_argv(p, certs), p)
         p = free_port()
         webhook = start("webhook", _webhook_argv(p, certs, ROOT / "policies", worker_args), p)
+        variants = {"webhook": webhook}
+        if memo_flag:
+            p = free_port()
+            variants["webhook-off"] = start("webhook-memo-off", _webhook_argv(
+                p, certs, ROOT / "policies", worker_args + MEMO_OFF), p)
         all_bodies = [b for _, b in mix]
-        checks = {s.name: preflight(s, all_bodies, ("/mutate", "/validate")) for s in (baseline, webhook)}
+        checks = {s.name: preflight(s, all_bodies, ("/mutate", "/validate"))
+                  for s in (baseline, *variants.values())}
         log(f"preflight: every body answered on both paths by both servers; webhook: "
             f"{checks['webhook']['patched']} patched, {checks['webhook']['denied']} denied "
             f"of {checks['webhook']['answers']}")
@@ -618,38 +641,42 @@ def main() -> int:
 
         log(f"main comparison: corpus mix, {args.repeats} x {args.duration:g}s per figure")
         main_series = measure(load, [
-            Target("baseline /mutate", baseline, "/mutate?timeout=10s", mix_file),
-            Target("webhook /mutate", webhook, "/mutate?timeout=10s", mix_file),
-            Target("baseline /validate", baseline, "/validate?timeout=10s", mix_file),
-            Target("webhook /validate", webhook, "/validate?timeout=10s", mix_file),
+            target
+            for path in ("/mutate", "/validate")
+            for target in (Target(f"baseline {path}", baseline, f"{path}?timeout=10s", mix_file),
+                           *[Target(f"{v} {path}", server, f"{path}?timeout=10s", mix_file)
+                             for v, server in variants.items()])
         ], repeats=args.repeats, duration=args.duration, warmup=args.warmup)
-        mem_main = {"webhook": memory(webhook.pid), "baseline": memory(baseline.pid)}
+        mem_main = {name: memory(server.pid) for name, server in (("baseline", baseline), *variants.items())}
 
         log(f"pod size: 1, 10, 50 containers, {args.repeats} x {args.scale_duration:g}s per figure")
         container_targets = []
         for n in (1, 10, 50):
-            container_targets += [
-                Target(f"baseline {n}c", baseline, "/mutate?timeout=10s", pod_files[n]),
-                Target(f"webhook /mutate {n}c", webhook, "/mutate?timeout=10s", pod_files[n]),
-                Target(f"webhook /validate {n}c", webhook, "/validate?timeout=10s", pod_files[n]),
-            ]
+            container_targets.append(Target(f"baseline {n}c", baseline, "/mutate?timeout=10s", pod_files[n]))
+            for v, server in variants.items():
+                container_targets += [
+                    Target(f"{v} /mutate {n}c", server, "/mutate?timeout=10s", pod_files[n]),
+                    Target(f"{v} /validate {n}c", server, "/validate?timeout=10s", pod_files[n]),
+                ]
         container_series = measure(load, container_targets, repeats=args.repeats,
                                    duration=args.scale_duration, warmup=args.warmup)
 
         log(f"policy count: 1, 10, 100 InjectionPolicies, 1-container pod, {args.repeats} x "
             f"{args.scale_duration:g}s per figure")
-        policy_servers = {}
+        policy_servers: dict[tuple[str, int], Server] = {}
         for n in (1, 10, 100):
             d = corpus.scaling_policy_dir(n, tmp / f"policies-{n}")
-            p = free_port()
-            policy_servers[n] = start(f"webhook-{n}-policies", _webhook_argv(p, certs, d, worker_args), p)
-            preflight(policy_servers[n], [pods[1]], ("/mutate",))
+            for v in variants:
+                p = free_port()
+                extra = worker_args + (MEMO_OFF if v == "webhook-off" else [])
+                policy_servers[v, n] = start(f"{v}-{n}-policies", _webhook_argv(p, certs, d, extra), p)
+                preflight(policy_servers[v, n], [pods[1]], ("/mutate",))
         policy_series = measure(load, [
             Target("baseline 1c ", baseline, "/mutate?timeout=10s", pod_files[1]),
-            *[Target(f"webhook /mutate {n} policies", s, "/mutate?timeout=10s", pod_files[1])
-              for n, s in policy_servers.items()],
+            *[Target(f"{v} /mutate {n} policies", s, "/mutate?timeout=10s", pod_files[1])
+              for (v, n), s in policy_servers.items()],
         ], repeats=args.repeats, duration=args.scale_duration, warmup=args.warmup)
-        policy_mem = {n: memory(s.pid) for n, s in policy_servers.items()}
+        policy_mem = {n: memory(s.pid) for (v, n), s in policy_servers.items() if v == "webhook"}
         for s in policy_servers.values():
             s.stop()
             servers.remove(s)
@@ -752,31 +779,35 @@ def report(results: dict[str, Any], main_series: dict[str, Series], mem: dict[st
     # --- throughput and latency
     print(f"== Throughput and latency: corpus mix, concurrency {CONCURRENCY}, {reps} of "
           f"{args.duration:g}s, webhook with {main_workers} worker(s) and the shipped policies ==")
+    variants = [v for v in VARIANTS if f"{v} /mutate" in main_series]
     t = Table("endpoint", "server", "req/s", "p50 ms", "p99 ms", "errors", "server CPU %", "loadgen CPU %")
     for path in ("/mutate", "/validate"):
-        for who in ("baseline", "webhook"):
+        for who in ("baseline", *variants):
             s = main_series[f"{who} {path}"]
-            t.add(path, who, f0(s.rps), f2(s.p50_ms), f2(s.p99_ms), s.errors, f0(s.server_cpu), f0(s.loadgen_cpu))
+            t.add(path, VARIANTS.get(who, who), f0(s.rps), f2(s.p50_ms), f2(s.p99_ms), s.errors, f0(s.server_cpu),
+                  f0(s.loadgen_cpu))
     print(t.render())
     print()
     t = Table("ratio webhook / baseline", "value", "target", "result")
     ratios: dict[str, float] = {}
-    for path in ("/mutate", "/validate"):
-        w, b = main_series[f"webhook {path}"], main_series[f"baseline {path}"]
-        ratios[f"throughput {path}"] = w.rps / b.rps
-        ratios[f"p50 {path}"] = w.p50_ms / b.p50_ms
-        ratios[f"p99 {path}"] = w.p99_ms / b.p99_ms
-        for name, limit, at_least in ((f"throughput {path}", TARGET_THROUGHPUT, True),
-                                      (f"p50 {path}", None, False),
-                                      (f"p99 {path}", TARGET_P99, False)):
-            value = ratios[name]
-            if limit is None:
-                t.add(name, f"{value:.2f}x", "-", "info")
-            else:
-                res = verdict(value, limit, at_least=at_least)
-                target = f"{'>=' if at_least else '<='} {limit}x"
-                t.add(name, f"{value:.2f}x", target, res)
-                verdicts.append((f"{name} ratio", f"{value:.2f}x", target, res))
+    for v in variants:
+        for path in ("/mutate", "/validate"):
+            w, b = main_series[f"{v} {path}"], main_series[f"baseline {path}"]
+            suffix = SUFFIX[v]
+            ratios[f"throughput {path}{suffix}"] = w.rps / b.rps
+            ratios[f"p50 {path}{suffix}"] = w.p50_ms / b.p50_ms
+            ratios[f"p99 {path}{suffix}"] = w.p99_ms / b.p99_ms
+            for name, limit, at_least in ((f"throughput {path}{suffix}", TARGET_THROUGHPUT, True),
+                                          (f"p50 {path}{suffix}", None, False),
+                                          (f"p99 {path}{suffix}", TARGET_P99, False)):
+                value = ratios[name]
+                if limit is None:
+                    t.add(name, f"{value:.2f}x", "-", "info")
+                else:
+                    res = verdict(value, limit, at_least=at_least)
+                    target = f"{'>=' if at_least else '<='} {limit}x"
+                    t.add(name, f"{value:.2f}x", target, res)
+                    verdicts.append((f"{name} ratio", f"{value:.2f}x", target, res))
     print(t.render())
     print()
     results["main"] = {k: v.as_dict() for k, v in main_series.items()}
@@ -803,22 +834,22 @@ def report(results: dict[str, Any], main_series: dict[str, Series], mem: dict[st
     # --- pod size
     print(f"== Pod size: one synthetic pod repeated, concurrency {CONCURRENCY}, {reps} of "
           f"{args.scale_duration:g}s ==")
-    t = Table("containers", "baseline req/s", "/mutate req/s", "ratio", "/mutate p99 ms",
+    t = Table("containers", "webhook", "baseline req/s", "/mutate req/s", "ratio", "/mutate p99 ms",
               "/validate req/s", "ratio", "/validate p99 ms", "target", "result")
-    for n in (1, 10, 50):
-        b = container_series[f"baseline {n}c"]
-        m, v = container_series[f"webhook /mutate {n}c"], container_series[f"webhook /validate {n}c"]
-        rm, rv = m.rps / b.rps, v.rps / b.rps
-        target, res = "-", "info"
-        if n == 50:
-            target = f">= {TARGET_50_CONTAINERS}x"
-            res = "/".join(verdict(r, TARGET_50_CONTAINERS, at_least=True) for r in (rm, rv))
-            verdicts.append(("50-container pod /mutate", f"{rm:.2f}x", target,
-                             verdict(rm, TARGET_50_CONTAINERS, at_least=True)))
-            verdicts.append(("50-container pod /validate", f"{rv:.2f}x", target,
-                             verdict(rv, TARGET_50_CONTAINERS, at_least=True)))
-        t.add(n, f0(b.rps), f0(m.rps), f"{rm:.2f}x", f2(m.p99_ms), f0(v.rps), f"{rv:.2f}x", f2(v.p99_ms),
-              target, res)
+    for variant in variants:
+        for n in (1, 10, 50):
+            b = container_series[f"baseline {n}c"]
+            m, v = container_series[f"{variant} /mutate {n}c"], container_series[f"{variant} /validate {n}c"]
+            rm, rv = m.rps / b.rps, v.rps / b.rps
+            target, res = "-", "info"
+            if n == 50:
+                target = f">= {TARGET_50_CONTAINERS}x"
+                res = "/".join(verdict(r, TARGET_50_CONTAINERS, at_least=True) for r in (rm, rv))
+                for what, r in (("/mutate", rm), ("/validate", rv)):
+                    verdicts.append((f"50-container pod {what}{SUFFIX[variant]}", f"{r:.2f}x", target,
+                                     verdict(r, TARGET_50_CONTAINERS, at_least=True)))
+            t.add(n, VARIANTS[variant], f0(b.rps), f0(m.rps), f"{rm:.2f}x", f2(m.p99_ms), f0(v.rps), f"{rv:.2f}x",
+                  f2(v.p99_ms), target, res)
     print(t.render())
     print()
     results["containers"] = {k: v.as_dict() for k, v in container_series.items()}
@@ -826,18 +857,20 @@ def report(results: dict[str, Any], main_series: dict[str, Series], mem: dict[st
     # --- policy count
     print(f"== Policy count: InjectionPolicies (shipped ones first, then one-label policies that all "
           f"match), 1-container pod, /mutate, {reps} of {args.scale_duration:g}s ==")
-    t = Table("policies", "req/s", "ratio to baseline", "p50 ms", "p99 ms", "peak RSS MiB", "target", "result")
+    t = Table("policies", "webhook", "req/s", "ratio to baseline", "p50 ms", "p99 ms", "peak RSS MiB", "target",
+              "result")
     b = policy_series["baseline 1c "]
-    t.add("baseline", f0(b.rps), "1.00x", f2(b.p50_ms), f2(b.p99_ms), "", "-", "info")
-    for n in (1, 10, 100):
-        s = policy_series[f"webhook /mutate {n} policies"]
-        r = s.rps / b.rps
-        target, res = "-", "info"
-        if n == 100:
-            target, res = f">= {TARGET_100_POLICIES}x", verdict(r, TARGET_100_POLICIES, at_least=True)
-            verdicts.append(("100 policies /mutate", f"{r:.2f}x", target, res))
-        t.add(n, f0(s.rps), f"{r:.2f}x", f2(s.p50_ms), f2(s.p99_ms), f"{policy_mem[n].peak_mib:.1f}",
-              target, res)
+    t.add("baseline", "", f0(b.rps), "1.00x", f2(b.p50_ms), f2(b.p99_ms), "", "-", "info")
+    for variant in variants:
+        for n in (1, 10, 100):
+            s = policy_series[f"{variant} /mutate {n} policies"]
+            r = s.rps / b.rps
+            target, res = "-", "info"
+            if n == 100:
+                target, res = f">= {TARGET_100_POLICIES}x", verdict(r, TARGET_100_POLICIES, at_least=True)
+                verdicts.append((f"100 policies /mutate{SUFFIX[variant]}", f"{r:.2f}x", target, res))
+            t.add(n, VARIANTS[variant], f0(s.rps), f"{r:.2f}x", f2(s.p50_ms), f2(s.p99_ms),
+                  f"{policy_mem[n].peak_mib:.1f}" if variant == "webhook" else "", target, res)
     print(t.render())
     print()
     results["policies"] = {k: v.as_dict() for k, v in policy_series.items()}

@@ -41,9 +41,14 @@ def _as_replica(obj: dict[str, Any], n: int) -> dict[str, Any]:
     return obj
 
 
+def _decide(memo: DecisionMemo, endpoint: str, engine: Any, request: AdmissionRequest,
+            policies: PolicySet) -> tuple[Any, str]:
+    return memo.decide(endpoint, request, policies, lambda: engine(request, policies))
+
+
 def _fresh_and_memoised(memo: DecisionMemo, endpoint: str, request: AdmissionRequest,
                         policies: PolicySet) -> tuple[Any, Any, str]:
-    decision, result = memo.decide(endpoint, ENGINES[endpoint], request, policies)
+    decision, result = _decide(memo, endpoint, ENGINES[endpoint], request, policies)
     return ENGINES[endpoint](request, policies), decision, result
 
 
@@ -104,8 +109,8 @@ def test_an_exception_that_expires_stops_applying_to_remembered_pods(monkeypatch
                                              "expires": today.isoformat()}]))
     request = make_request(pod(container(image="registry.example.com/app:latest")), namespace="shop")
     memo = DecisionMemo()
-    assert memo.decide("validate", validate, request, policies)[0].allowed is True
-    assert memo.decide("validate", validate, request, policies)[1] == "hit"
+    assert _decide(memo, "validate", validate, request, policies)[0].allowed is True
+    assert _decide(memo, "validate", validate, request, policies)[1] == "hit"
 
     class Tomorrow(datetime):
         @classmethod
@@ -114,7 +119,7 @@ def test_an_exception_that_expires_stops_applying_to_remembered_pods(monkeypatch
 
     monkeypatch.setattr(memo_module, "datetime", Tomorrow)
     monkeypatch.setattr(validate_module, "datetime", Tomorrow)
-    decision, result = memo.decide("validate", validate, request, policies)
+    decision, result = _decide(memo, "validate", validate, request, policies)
     assert (decision.allowed, result) == (False, "miss")
 
 
@@ -123,9 +128,9 @@ def test_a_new_policy_set_empties_the_memo() -> None:
     strict = policy_set(policy("no-latest", [{"images": {"forbidLatest": True}}]))
     lenient = policy_set(policy("registries", [{"images": {"allowedRegistries": ["registry.example.com"]}}]))
     memo = DecisionMemo()
-    assert memo.decide("validate", validate, request, strict)[0].allowed is False
-    assert memo.decide("validate", validate, request, strict)[1] == "hit"
-    decision, result = memo.decide("validate", validate, request, lenient)
+    assert _decide(memo, "validate", validate, request, strict)[0].allowed is False
+    assert _decide(memo, "validate", validate, request, strict)[1] == "hit"
+    decision, result = _decide(memo, "validate", validate, request, lenient)
     assert (decision.allowed, result) == (True, "miss")
     assert len(memo) == 1
 
@@ -137,7 +142,7 @@ def test_cel_rules_turn_the_validation_memo_off() -> None:
     for name, allowed in (("fine", True), ("forbidden", False)):
         # same pod apart from the server-set name, which a CEL rule may read
         request = make_request(_as_replica(pod(), 1) | {"metadata": {"name": name}}, namespace="shop")
-        decision, result = memo.decide("validate", validate, request, policies)
+        decision, result = _decide(memo, "validate", validate, request, policies)
         assert (decision.allowed, result) == (allowed, "skip")
 
 
@@ -145,18 +150,18 @@ def test_the_memo_is_bounded_and_forgets_the_least_recent() -> None:
     memo = DecisionMemo(max_entries=2)
     requests = [make_request(pod(container(name=f"c{i}")), namespace="shop") for i in range(3)]
     for request in requests:
-        assert memo.decide("mutate", mutate, request, SHIPPED)[1] == "miss"
+        assert _decide(memo, "mutate", mutate, request, SHIPPED)[1] == "miss"
     assert len(memo) == 2
-    assert memo.decide("mutate", mutate, requests[2], SHIPPED)[1] == "hit"
-    assert memo.decide("mutate", mutate, requests[0], SHIPPED)[1] == "miss"  # evicted first
+    assert _decide(memo, "mutate", mutate, requests[2], SHIPPED)[1] == "hit"
+    assert _decide(memo, "mutate", mutate, requests[0], SHIPPED)[1] == "miss"  # evicted first
 
 
 def test_large_objects_and_a_zero_size_are_not_memoised() -> None:
     big = pod(container(env=[{"name": f"V{i}", "value": "x" * 100} for i in range(1000)]))
-    assert DecisionMemo().decide("mutate", mutate, make_request(big, namespace="shop"), SHIPPED)[1] == "skip"
+    assert _decide(DecisionMemo(), "mutate", mutate, make_request(big, namespace="shop"), SHIPPED)[1] == "skip"
     off = DecisionMemo(max_entries=0)
     for _ in range(2):
-        assert off.decide("mutate", mutate, make_request(pod(), namespace="shop"), SHIPPED)[1] == "skip"
+        assert _decide(off, "mutate", mutate, make_request(pod(), namespace="shop"), SHIPPED)[1] == "skip"
     assert len(off) == 0
 
 
@@ -165,17 +170,16 @@ def test_objects_that_differ_only_in_server_set_metadata_are_injected_separately
     memo = DecisionMemo()
     a = make_request(pod(name="a"), namespace="shop")
     b = dataclasses.replace(a, object=pod(name="b"))
-    assert memo.decide("mutate", mutate, a, SHIPPED)[1] == "miss"
-    assert memo.decide("mutate", mutate, b, SHIPPED)[1] == "miss"
+    assert _decide(memo, "mutate", mutate, a, SHIPPED)[1] == "miss"
+    assert _decide(memo, "mutate", mutate, b, SHIPPED)[1] == "miss"
 
 
-def _memo_counts(server: ServerProcess) -> dict[tuple[str, str], float]:
+def _counts(server: ServerProcess, metric: str) -> dict[tuple[str, ...], float]:
     counts = {}
     for line in server.client.request("GET", "/metrics").body.decode().splitlines():
-        if line.startswith("webhook_decision_memo_total{"):
-            labels, value = line[len("webhook_decision_memo_total{"):].split("} ")
-            parsed = dict(part.split("=") for part in labels.split(","))
-            counts[(parsed["endpoint"].strip('"'), parsed["result"].strip('"'))] = float(value)
+        if line.startswith(metric + "{"):
+            labels, value = line[len(metric) + 1:].split("} ")
+            counts[tuple(part.split("=")[1].strip('"') for part in labels.split(","))] = float(value)
     return counts
 
 
@@ -183,14 +187,18 @@ def test_the_server_answers_repeats_from_the_memo_and_counts_them(server: Server
     replica = {"apiVersion": "v1", "kind": "Pod",
                "metadata": {"generateName": "memo-test-7d4b9c-", "labels": {"app": "memo-test"}},
                "spec": {"containers": [{"name": "app", "image": "registry.example.com/memo-test:1.0"}]}}
-    before = _memo_counts(server)
+    before, injections_before = _counts(server, "webhook_decision_memo_total"), \
+        _counts(server, "webhook_injections_total")
     answers = [server.client.admit(replica, namespace="memo-test") for _ in range(3)]
-    after = _memo_counts(server)
+    after, injections = _counts(server, "webhook_decision_memo_total"), _counts(server, "webhook_injections_total")
     assert all(a.allowed for a in answers)
     assert answers[0].response["patch"] == answers[1].response["patch"] == answers[2].response["patch"]
     assert len({a.response["uid"] for a in answers}) == 3  # each answer echoes its own uid
     assert after[("mutate", "hit")] - before.get(("mutate", "hit"), 0) == 2
     assert after[("mutate", "miss")] - before.get(("mutate", "miss"), 0) == 1
+    # every answer counts for the policies it applied, remembered or not
+    added = {k: v - injections_before.get(k, 0) for k, v in injections.items()}
+    assert set(added.values()) <= {0, 3} and 3 in added.values(), added
 
 
 def test_the_namespace_is_in_the_injection_key() -> None:

@@ -61,6 +61,9 @@ def test_two_workers_share_the_port_and_metrics_add_up(start_server) -> None:
     before = _requests_total(server)
     for _ in range(40):  # new connection each time: the kernel spreads them over both workers
         assert server.client.admit(pod()).allowed
+    # each worker folds its counts into the shared files within a second
+    _wait_for(lambda: _requests_total(server) - before >= 40)
+    time.sleep(1.5)  # and no more than that arrives: each request counted once
     assert _requests_total(server) - before == 40
 
 

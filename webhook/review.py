@@ -177,7 +177,13 @@ def parse_review(body: bytes) -> ParsedReview:
 
 
 def build_response(*, api_version: str, uid: str, decision: Decision, mutating: bool) -> dict[str, Any]:
-    response: dict[str, Any] = {"uid": uid, "allowed": decision.allowed}
+    return envelope(api_version=api_version, uid=uid, fields=response_fields(decision, mutating=mutating))
+
+
+def response_fields(decision: Decision, *, mutating: bool) -> dict[str, Any]:
+    """The AdmissionResponse without its uid: the same for every request the decision answers,
+    so a remembered decision is serialised (and its patch encoded) once."""
+    response: dict[str, Any] = {"allowed": decision.allowed}
     if decision.patch:
         if not mutating:
             # The API server rejects a validating webhook's response that carries a patch.
@@ -197,7 +203,12 @@ def build_response(*, api_version: str, uid: str, decision: Decision, mutating: 
         response["warnings"] = list(decision.warnings)
     if decision.audit_annotations:
         response["auditAnnotations"] = dict(decision.audit_annotations)
-    return {"apiVersion": api_version, "kind": "AdmissionReview", "response": response}
+    return response
+
+
+def envelope(*, api_version: str, uid: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """The AdmissionReview answering request `uid`, in the version it came in."""
+    return {"apiVersion": api_version, "kind": "AdmissionReview", "response": {"uid": uid, **fields}}
 
 
 def _json_type(value: Any) -> str:

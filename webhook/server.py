@@ -6,7 +6,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ from webhook.engine import mutate, validate
 from webhook.engine.memo import DecisionMemo
 from webhook.policy.holder import PolicyHolder
 from webhook.policy.loader import PolicySet
-from webhook.review import AdmissionRequest, BadReview, build_response, parse_review
+from webhook.review import AdmissionRequest, BadReview, envelope, parse_review, response_fields
 from webhook.tls import ServingCertificate
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,9 @@ DEADLINE_MARGIN_SECONDS = 0.5
 # about a millisecond, so hundreds in flight means clients are stalling or the
 # worker cannot keep up; either way, queueing more only converts them to timeouts.
 DEFAULT_MAX_INFLIGHT = 256
+# Per-request counts are added to the Prometheus counters this often (and before every
+# scrape of this worker), not one locked counter update per policy per request.
+METRICS_FOLD_SECONDS = 1.0
 _TIMEOUT_PARAM = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
 
 Engine = Callable[[AdmissionRequest, PolicySet], Decision]
@@ -55,7 +58,22 @@ class ServerState:
     max_inflight: int = DEFAULT_MAX_INFLIGHT
     inflight: int = 0
     # Identical pods (one rollout's replicas) are decided once; see engine/memo.py.
-    memo: DecisionMemo = field(default_factory=DecisionMemo)
+    memo: DecisionMemo[Answer] = field(default_factory=DecisionMemo)
+    tally: metrics.Tally = field(default_factory=lambda: metrics.Tally(_fold_counts))
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Answer:
+    """A decision and its response ready for the wire but for the uid; a remembered one
+    answers many requests, so it is serialised (and its patch encoded) once."""
+
+    decision: Decision
+    fields: dict[str, Any]
+    outcome: str
+
+
+def _answer(decision: Decision, *, mutating: bool) -> Answer:
+    return Answer(decision, response_fields(decision, mutating=mutating), _outcome(decision))
 
 
 STATE = web.AppKey("state", ServerState)
@@ -66,6 +84,7 @@ def create_app(state: ServerState, *, mutate_engine: Engine = mutate,
     """The engines are parameters so that tests can put a failing one behind the real server."""
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
     app[STATE] = state
+    app.cleanup_ctx.append(_fold_metrics)
     app.router.add_post("/mutate", _admission_handler("mutate", mutate_engine, mutating=True))
     app.router.add_post("/validate", _admission_handler("validate", validate_engine, mutating=False))
     app.router.add_get("/healthz", _healthz)
@@ -162,18 +181,19 @@ async def _admit(request: web.Request, state: ServerState, endpoint: str, engine
         return _bad(endpoint, 400, str(exc))
     admission = review.request
     policies = state.policies.current  # one read: the whole request sees one set
+    memo_result = ""
     if time.perf_counter() > answer_by:
-        decision = _failure(state, endpoint, "the request's deadline passed before a decision")
+        answer = _answer(_failure(state, endpoint, "the request's deadline passed before a decision"),
+                         mutating=mutating)
     else:
         try:
-            decision, memo_result = state.memo.decide(endpoint, engine, admission, policies)
-            metrics.child(metrics.DECISION_MEMO, endpoint, memo_result).inc()
+            answer, memo_result = state.memo.decide(
+                endpoint, admission, policies, lambda: _answer(engine(admission, policies), mutating=mutating))
         except Exception:
             log.exception("decision logic failed", extra={"uid": admission.uid, "endpoint": endpoint})
-            decision = _failure(state, endpoint, "internal error")
-    payload = build_response(api_version=review.api_version, uid=admission.uid,
-                             decision=decision, mutating=mutating)
-    _record(endpoint, admission, decision, time.perf_counter() - started, policies.revision)
+            answer = _answer(_failure(state, endpoint, "internal error"), mutating=mutating)
+    payload = envelope(api_version=review.api_version, uid=admission.uid, fields=answer.fields)
+    _record(state, endpoint, admission, answer, memo_result, time.perf_counter() - started, policies.revision)
     return _json(200, payload)
 
 
@@ -183,20 +203,42 @@ def _failure(state: ServerState, endpoint: str, what: str) -> Decision:
                              f"{'admits' if allow else 'denies'} the request", allow=allow)
 
 
-def _record(endpoint: str, admission: AdmissionRequest, decision: Decision, elapsed: float,
-            revision: str) -> None:
-    outcome = _outcome(decision)
-    metrics.child(metrics.REQUESTS, endpoint, admission.operation or "unknown", outcome).inc()
+def _record(state: ServerState, endpoint: str, admission: AdmissionRequest, answer: Answer, memo_result: str,
+            elapsed: float, revision: str) -> None:
     metrics.child(metrics.LATENCY, endpoint).observe(elapsed)
+    state.tally.add((endpoint, admission.operation or "unknown", memo_result, answer))
+    if log.isEnabledFor(logging.INFO):  # building the line costs more than the engine's small cases
+        _log_decision(endpoint, admission, answer.decision, answer.outcome, elapsed, revision)
+
+
+def _fold_counts(key: tuple[str, str, str, Answer], count: int) -> None:
+    """Add `count` requests answered alike to every counter they touch."""
+    endpoint, operation, memo_result, answer = key
+    decision = answer.decision
+    metrics.child(metrics.REQUESTS, endpoint, operation, answer.outcome).inc(count)
+    if memo_result:
+        metrics.child(metrics.DECISION_MEMO, endpoint, memo_result).inc(count)
     if decision.patch:
         for name in decision.applied_policies:
-            metrics.child(metrics.INJECTIONS, name).inc()
+            metrics.child(metrics.INJECTIONS, name).inc(count)
     for name in decision.shadow_policies:
-        metrics.child(metrics.SHADOW_INJECTIONS, name).inc()
+        metrics.child(metrics.SHADOW_INJECTIONS, name).inc(count)
     for violation in decision.violations:
-        metrics.child(metrics.VIOLATIONS, violation.policy, violation.rule, violation.action).inc()
-    if log.isEnabledFor(logging.INFO):  # building the line costs more than the engine's small cases
-        _log_decision(endpoint, admission, decision, outcome, elapsed, revision)
+        metrics.child(metrics.VIOLATIONS, violation.policy, violation.rule, violation.action).inc(count)
+
+
+async def _fold_metrics(app: web.Application) -> AsyncIterator[None]:
+    tally = app[STATE].tally
+
+    async def every_interval() -> None:
+        while True:
+            await asyncio.sleep(METRICS_FOLD_SECONDS)
+            tally.fold()
+
+    task = asyncio.create_task(every_interval())
+    yield
+    task.cancel()
+    tally.fold()  # at shutdown, after the last request
 
 
 def _bad(endpoint: str, status: int, message: str) -> web.Response:
@@ -260,6 +302,7 @@ async def _readyz(request: web.Request) -> web.Response:
     return _json(200 if ready else 503, body)
 
 
-async def _metrics(_request: web.Request) -> web.Response:
+async def _metrics(request: web.Request) -> web.Response:
+    request.app[STATE].tally.fold()  # this worker's figures are exact; others' at most a fold interval old
     body, content_type = metrics.exposition()
     return web.Response(body=body, headers={"Content-Type": content_type})

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Generic, TypeVar
 from datetime import datetime, timezone
 from hashlib import blake2b
 
 import orjson
 
-from webhook.decision import Decision
 from webhook.engine.mutate import is_pod_create
 from webhook.policy.loader import PolicySet
 from webhook.review import AdmissionRequest
@@ -39,7 +39,7 @@ DEFAULT_MAX_OBJECT_BYTES = 64 * 1024
 SERVER_SET_METADATA = frozenset({"name", "uid", "creationTimestamp", "resourceVersion", "generation",
                                  "managedFields", "selfLink"})
 
-Engine = Callable[[AdmissionRequest, PolicySet], Decision]
+T = TypeVar("T")
 
 
 class _TooLarge(Exception):
@@ -92,39 +92,43 @@ def _has_cel(policies: PolicySet) -> bool:
     return any(rule.kind == "cel" for policy in policies.validation for rule in policy.spec.rules)
 
 
-class DecisionMemo:
-    """A bounded LRU of decisions for the serving policy set (one per worker process)."""
+class DecisionMemo(Generic[T]):
+    """A bounded LRU of decisions for the serving policy set (one per worker process).
+
+    What it keeps per decision is the caller's: the server keeps the decision with its
+    response already serialised."""
 
     def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES,
                  max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES) -> None:
         self.max_entries = max_entries
         self.max_object_bytes = max_object_bytes
-        self._entries: OrderedDict[bytes, Decision] = OrderedDict()
+        self._entries: OrderedDict[bytes, T] = OrderedDict()
         self._policies: PolicySet | None = None
         self._memoise_validate = False
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def decide(self, endpoint: str, engine: Engine, request: AdmissionRequest,
-               policies: PolicySet) -> tuple[Decision, str]:
-        """The engine's decision, and "hit", "miss" or "skip" (not memoisable)."""
+    def decide(self, endpoint: str, request: AdmissionRequest, policies: PolicySet,
+               compute: Callable[[], T]) -> tuple[T, str]:
+        """`compute()`'s result, remembered for requests with the same deciding inputs, and
+        "hit", "miss" or "skip" (not memoisable). An exception from `compute` is not remembered."""
         if policies is not self._policies:
             self._entries.clear()
             self._policies = policies
             self._memoise_validate = not _has_cel(policies)
         key = self._key(endpoint, request)
         if key is None:
-            return engine(request, policies), "skip"
+            return compute(), "skip"
         found = self._entries.get(key)
         if found is not None:
             self._entries.move_to_end(key)
             return found, "hit"
-        decision = engine(request, policies)
-        self._entries[key] = decision
+        value = compute()
+        self._entries[key] = value
         if len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
-        return decision, "miss"
+        return value, "miss"
 
     def _key(self, endpoint: str, request: AdmissionRequest) -> bytes | None:
         if self.max_entries <= 0 or (endpoint == "validate" and not self._memoise_validate):
