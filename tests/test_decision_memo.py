@@ -5,7 +5,6 @@ server-set metadata differs, for different users, namespaces, dates and policy s
 from __future__ import annotations
 
 import copy
-import dataclasses
 import importlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -169,7 +168,7 @@ def test_objects_that_differ_only_in_server_set_metadata_are_injected_separately
     # At mutation the name is the user's own (no generateName) and templates may use it.
     memo = DecisionMemo()
     a = make_request(pod(name="a"), namespace="shop")
-    b = dataclasses.replace(a, object=pod(name="b"))
+    b = a._replace(object=pod(name="b"))
     assert _decide(memo, "mutate", mutate, a, SHIPPED)[1] == "miss"
     assert _decide(memo, "mutate", mutate, b, SHIPPED)[1] == "miss"
 

@@ -4,7 +4,6 @@ exceptions, controllers, operations and subresources, garbage input, the shipped
 from __future__ import annotations
 
 import copy
-import dataclasses
 import re
 from datetime import date
 from pathlib import Path
@@ -277,7 +276,7 @@ def test_other_kinds_are_not_validated() -> None:
 
 def test_pod_kind_from_the_object_when_the_request_has_none() -> None:
     policies = policy_set(policy("p", [{"privileged": {}}]))
-    req = dataclasses.replace(request(_privileged_pod()), kind=dataclasses.replace(request(None).kind, kind=""))
+    req = request(_privileged_pod())._replace(kind=request(None).kind._replace(kind=""))
     assert not validate(req, policies).allowed
 
 

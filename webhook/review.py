@@ -7,8 +7,7 @@ sees an `AdmissionRequest` and returns a `Decision`.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -24,77 +23,66 @@ class BadReview(ValueError):
     """The body is not an AdmissionReview we can answer; the caller returns a 4xx."""
 
 
-def _text(raw: dict[str, Any], key: str, where: str) -> str:
-    value = raw.get(key, "")
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise BadReview(f"invalid request: {where}{key}: expected a string, got a JSON {_json_type(value)}")
-    return value
+def _texts(raw: dict[str, Any], keys: tuple[str, ...], where: str) -> list[str]:
+    """The string fields `keys` of `raw` ("" when absent or null), in one pass per section."""
+    out = []
+    for key in keys:
+        value = raw.get(key)
+        if value.__class__ is str:
+            out.append(value)
+        elif value is None:
+            out.append("")
+        else:
+            raise BadReview(f"invalid request: {where}{key}: expected a string, got a JSON {_json_type(value)}")
+    return out
 
 
 def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:
     value = raw.get(key)
+    if value.__class__ is dict:
+        return value
     if value is None:
         return {}
-    if not isinstance(value, dict):
-        raise BadReview(f"invalid request: request.{key}: expected an object, got a JSON {_json_type(value)}")
-    return value
+    raise BadReview(f"invalid request: request.{key}: expected an object, got a JSON {_json_type(value)}")
 
 
 def _object(raw: dict[str, Any], key: str) -> dict[str, Any] | None:
     value = raw.get(key)
-    if value is not None and not isinstance(value, dict):
+    if value is not None and value.__class__ is not dict:
         raise BadReview(f"invalid request: request.{key}: expected an object or null, "
                         f"got a JSON {_json_type(value)}")
     return value
 
 
-# Plain frozen dataclasses, read by hand: this runs on every request, and a model
-# validator cost more than the whole answer for a small pod. Unknown fields are
-# ignored: newer API servers add fields, and rejecting them would break admission on
-# every cluster upgrade.
-@dataclass(frozen=True, slots=True)
-class GroupVersionKind:
+_GVK = ("group", "version", "kind")
+_GVR = ("group", "version", "resource")
+_USER = ("username", "uid")
+_REQUEST = ("subResource", "name", "namespace", "operation")
+
+
+# Named tuples, read by hand: this runs on every request, where a model validator cost
+# more than the whole answer for a small pod, and even a frozen dataclass's __init__
+# shows in profiles. Unknown fields are ignored: newer API servers add fields, and
+# rejecting them would break admission on every cluster upgrade.
+class GroupVersionKind(NamedTuple):
     group: str = ""
     version: str = ""
     kind: str = ""
 
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any], where: str) -> GroupVersionKind:
-        return cls(_text(raw, "group", where), _text(raw, "version", where), _text(raw, "kind", where))
 
-
-@dataclass(frozen=True, slots=True)
-class GroupVersionResource:
+class GroupVersionResource(NamedTuple):
     group: str = ""
     version: str = ""
     resource: str = ""
 
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any], where: str) -> GroupVersionResource:
-        return cls(_text(raw, "group", where), _text(raw, "version", where), _text(raw, "resource", where))
 
-
-@dataclass(frozen=True, slots=True)
-class UserInfo:
+class UserInfo(NamedTuple):
     username: str = ""
     uid: str = ""
     groups: tuple[str, ...] = ()
 
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> UserInfo:
-        groups = raw.get("groups")
-        if groups is None:
-            groups = []
-        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
-            raise BadReview("invalid request: request.userInfo.groups: expected an array of strings")
-        return cls(_text(raw, "username", "request.userInfo."), _text(raw, "uid", "request.userInfo."),
-                   tuple(groups))
 
-
-@dataclass(frozen=True, slots=True)
-class AdmissionRequest:
+class AdmissionRequest(NamedTuple):
     uid: str
     kind: GroupVersionKind = GroupVersionKind()
     resource: GroupVersionResource = GroupVersionResource()
@@ -111,26 +99,25 @@ class AdmissionRequest:
     def from_dict(cls, raw: dict[str, Any]) -> AdmissionRequest:
         """Read the `request` of an AdmissionReview (JSON names), raising BadReview on a wrong shape."""
         uid = raw.get("uid")
-        if not isinstance(uid, str) or not uid:
+        if uid.__class__ is not str or not uid:
             raise BadReview("invalid request: request.uid: expected a non-empty string")
-        dry_run = raw.get("dryRun", False)
+        dry_run = raw.get("dryRun")
         if dry_run is None:
             dry_run = False
-        if not isinstance(dry_run, bool):
+        elif dry_run.__class__ is not bool:
             raise BadReview(f"invalid request: request.dryRun: expected a boolean, got a JSON {_json_type(dry_run)}")
-        return cls(
-            uid=uid,
-            kind=GroupVersionKind.from_dict(_section(raw, "kind"), "request.kind."),
-            resource=GroupVersionResource.from_dict(_section(raw, "resource"), "request.resource."),
-            sub_resource=_text(raw, "subResource", "request."),
-            name=_text(raw, "name", "request."),
-            namespace=_text(raw, "namespace", "request."),
-            operation=_text(raw, "operation", "request."),
-            user_info=UserInfo.from_dict(_section(raw, "userInfo")),
-            object=_object(raw, "object"),
-            old_object=_object(raw, "oldObject"),
-            dry_run=dry_run,
-        )
+        user = _section(raw, "userInfo")
+        groups = user.get("groups")
+        if groups is None:
+            groups = ()
+        elif groups.__class__ is not list or not all(g.__class__ is str for g in groups):
+            raise BadReview("invalid request: request.userInfo.groups: expected an array of strings")
+        sub_resource, name, namespace, operation = _texts(raw, _REQUEST, "request.")
+        return cls(uid, GroupVersionKind(*_texts(_section(raw, "kind"), _GVK, "request.kind.")),
+                   GroupVersionResource(*_texts(_section(raw, "resource"), _GVR, "request.resource.")),
+                   sub_resource, name, namespace, operation,
+                   UserInfo(*_texts(user, _USER, "request.userInfo."), tuple(groups)),
+                   _object(raw, "object"), _object(raw, "oldObject"), dry_run)
 
     def to_json(self) -> dict[str, Any]:
         """The request as the API server sent it (JSON names), without object and oldObject."""
@@ -147,8 +134,7 @@ class AdmissionRequest:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedReview:
+class ParsedReview(NamedTuple):
     api_version: str
     request: AdmissionRequest
 

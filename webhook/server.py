@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,8 +126,11 @@ async def _json_errors(request: web.Request,
         return _error(500, "internal error; see the server log")
 
 
-def _deadline(request: web.Request) -> float:
-    raw = request.query.get("timeout", "")
+@functools.lru_cache(maxsize=64)
+def _deadline(query_string: str) -> float:
+    """Seconds from the `timeout` query parameter. The API server sends the same query on
+    every call of one webhook, so the parse is remembered by the raw query string."""
+    raw = next((v for k, v in urllib.parse.parse_qsl(query_string) if k == "timeout"), "")
     match = _TIMEOUT_PARAM.match(raw)
     if not match:
         return DEFAULT_DEADLINE_SECONDS
@@ -145,24 +150,25 @@ def _admission_handler(endpoint: str, engine: Engine, *, mutating: bool) -> Call
             return response
         state.inflight += 1
         try:
-            return await _admit(request, state, endpoint, engine, mutating=mutating)
+            return await _admit(request, state, endpoint, engine, mutating)
         finally:
             state.inflight -= 1
 
     return handle
 
 
-async def _admit(request: web.Request, state: ServerState, endpoint: str, engine: Engine, *,
+async def _admit(request: web.Request, state: ServerState, endpoint: str, engine: Engine,
                  mutating: bool) -> web.Response:
     started = time.perf_counter()
-    budget = _deadline(request)
+    budget = _deadline(request.query_string)
     # Answer a little before the API server gives up, so that a late answer is still
     # a decision (by the failure rule) rather than a timeout.
     answer_by = started + budget - min(DEADLINE_MARGIN_SECONDS, budget / 10)
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        return _bad(endpoint, 413, f"body of {request.content_length} bytes exceeds the "
-                    f"{MAX_BODY_BYTES} byte limit")
-    if request.content_type not in ("application/json", "application/octet-stream") and request.body_exists:
+    length = request.content_length
+    if length is not None and length > MAX_BODY_BYTES:
+        return _bad(endpoint, 413, f"body of {length} bytes exceeds the {MAX_BODY_BYTES} byte limit")
+    if request.headers.get("Content-Type") != "application/json" and \
+            request.content_type not in ("application/json", "application/octet-stream") and request.body_exists:
         return _bad(endpoint, 415, f"content type {request.content_type!r} is not supported; "
                     "send application/json")
     try:
@@ -205,16 +211,19 @@ def _failure(state: ServerState, endpoint: str, what: str) -> Decision:
 
 def _record(state: ServerState, endpoint: str, admission: AdmissionRequest, answer: Answer, memo_result: str,
             elapsed: float, revision: str) -> None:
-    metrics.child(metrics.LATENCY, endpoint).observe(elapsed)
-    state.tally.add((endpoint, admission.operation or "unknown", memo_result, answer))
+    state.tally.add((endpoint, admission.operation or "unknown", memo_result, answer), elapsed)
     if log.isEnabledFor(logging.INFO):  # building the line costs more than the engine's small cases
         _log_decision(endpoint, admission, answer.decision, answer.outcome, elapsed, revision)
 
 
-def _fold_counts(key: tuple[str, str, str, Answer], count: int) -> None:
-    """Add `count` requests answered alike to every counter they touch."""
+def _fold_counts(key: tuple[str, str, str, Answer], latencies: list[float]) -> None:
+    """Add requests answered alike (one latency each) to every metric they touch."""
     endpoint, operation, memo_result, answer = key
     decision = answer.decision
+    count = len(latencies)
+    histogram = metrics.child(metrics.LATENCY, endpoint)
+    for seconds in latencies:
+        histogram.observe(seconds)
     metrics.child(metrics.REQUESTS, endpoint, operation, answer.outcome).inc(count)
     if memo_result:
         metrics.child(metrics.DECISION_MEMO, endpoint, memo_result).inc(count)

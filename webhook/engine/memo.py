@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from hashlib import blake2b
 
 import orjson
@@ -62,6 +62,10 @@ def _without_server_set_metadata(obj: dict[str, object] | None) -> object:
     return {**obj, "metadata": {k: v for k, v in metadata.items() if k not in SERVER_SET_METADATA}}
 
 
+def utc_today() -> date:
+    return datetime.now(timezone.utc).date()
+
+
 def mutate_key(request: AdmissionRequest, limit: int) -> list[bytes] | None:
     """What `mutate` reads: the namespace and the pod (only pod CREATE is injected)."""
     if not is_pod_create(request):
@@ -76,7 +80,7 @@ def validate_key(request: AdmissionRequest, limit: int) -> list[bytes] | None:
     if request.object is None:
         return None
     user = request.user_info
-    return [b"validate", datetime.now(timezone.utc).date().isoformat().encode(),
+    return [b"validate", utc_today().isoformat().encode(),
             "\0".join((request.operation, request.sub_resource, request.kind.group, request.kind.kind,
                        request.resource.group, request.resource.resource, request.namespace,
                        user.username, *user.groups)).encode(),
@@ -142,9 +146,6 @@ class DecisionMemo(Generic[T]):
             return None  # too large to be worth it, or not plain JSON (e.g. a 65-bit integer)
         if parts is None:
             return None
-        digest = blake2b(digest_size=16)
-        for part in parts:
-            # Length-prefixed, so that no two different inputs concatenate alike.
-            digest.update(len(part).to_bytes(8, "little"))
-            digest.update(part)
-        return digest.digest()
+        # Length-prefixed, so that no two different inputs concatenate alike.
+        return blake2b(b"".join(len(part).to_bytes(8, "little") + part for part in parts),
+                       digest_size=16).digest()
