@@ -108,7 +108,7 @@ def main() -> int:
     parser.add_argument("--path", default="/mutate")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=15)
-    parser.add_argument("--body", nargs="+", choices=("1c", "50c", "200k"), default=["1c", "200k"],
+    parser.add_argument("--body", nargs="+", choices=("1c", "50c", "200k", "mix"), default=["1c", "200k"],
                         help="pods to profile with: 1 container, 50 containers, ~200 KiB (default 1c 200k)")
     parser.add_argument("--policy-count", type=int, default=0,
                         help="use N InjectionPolicies as in bench/run.py's scaling runs (default: the "
@@ -131,9 +131,10 @@ def main() -> int:
         subprocess.run([*webhook_command(), "certs", "generate", "--out", str(certs), "--service", "webhook",
                         "--namespace", "webhook-system"], check=True, capture_output=True, cwd=ROOT)
         available = {
-            "1c": ("1-container pod", lambda: corpus.body(corpus.synthetic_pod(1))),
-            "50c": ("50-container pod", lambda: corpus.body(corpus.synthetic_pod(50))),
-            "200k": ("200 KiB pod", lambda: corpus.body(corpus.large_pod())),
+            "1c": ("1-container pod", lambda: [corpus.body(corpus.synthetic_pod(1))]),
+            "50c": ("50-container pod", lambda: [corpus.body(corpus.synthetic_pod(50))]),
+            "200k": ("200 KiB pod", lambda: [corpus.body(corpus.large_pod())]),
+            "mix": ("corpus mix", lambda: [b for _, b in corpus.mixed_bodies()]),
         }
         bodies = {available[b][0]: available[b][1]() for b in args.body}
         workers = ["--workers", "1"] if has_workers_flag() else []
@@ -142,7 +143,7 @@ def main() -> int:
             policies = corpus.scaling_policy_dir(args.policy_count, tmp / "policies")
         for label, body in bodies.items():
             slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
-            bodies_file = corpus.write_bodies(tmp / f"{slug}.txt", [body])
+            bodies_file = corpus.write_bodies(tmp / f"{slug}.txt", body)
             port = free_port()
             server = Server(f"webhook-{slug}", _webhook_argv(port, certs, policies, workers), port,
                             certs / "ca.crt", tmp)
@@ -160,7 +161,8 @@ def main() -> int:
                 wrk_out, _ = load.communicate(timeout=args.seconds + 60)
                 rps = re.search(r"Requests/sec:\s+([\d.]+)", wrk_out)
                 which = f"{args.policy_count} InjectionPolicies" if args.policy_count else "shipped policies"
-                print(f"== {args.path}, {label} ({len(body):,} B), {which}, concurrency {CONCURRENCY}, "
+                size = f"{len(body[0]):,} B" if len(body) == 1 else f"{len(body)} bodies"
+                print(f"== {args.path}, {label} ({size}), {which}, concurrency {CONCURRENCY}, "
                       f"{rps.group(1) if rps else '?'} req/s while sampled (py-spy slows it a little) ==")
                 print(summarise(read_raw(raw), args.top))
                 print()

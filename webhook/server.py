@@ -139,6 +139,8 @@ def _deadline(query_string: str) -> float:
 
 
 def _admission_handler(endpoint: str, engine: Engine, *, mutating: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
+    # One coroutine per request, awaiting only the body; the rest is plain calls (every
+    # coroutine frame in the chain is paid again each time the request resumes).
     async def handle(request: web.Request) -> web.Response:
         state = request.app[STATE]
         if state.inflight >= state.max_inflight:
@@ -148,22 +150,34 @@ def _admission_handler(endpoint: str, engine: Engine, *, mutating: bool) -> Call
             response = _error(429, f"overloaded: {state.inflight} requests in flight; retry")
             response.headers["Retry-After"] = "1"
             return response
+        started = time.perf_counter()
+        budget = _deadline(request.query_string)
+        # Answer a little before the API server gives up, so that a late answer is still
+        # a decision (by the failure rule) rather than a timeout.
+        answer_by = started + budget - min(DEADLINE_MARGIN_SECONDS, budget / 10)
+        refusal = _refuse_before_reading(request, endpoint)
+        if refusal is not None:
+            return refusal
+        # Counted while waiting for the body; deciding does not yield to other requests.
         state.inflight += 1
         try:
-            return await _admit(request, state, endpoint, engine, mutating)
+            if request.content.is_eof():  # the whole body already arrived: no deadline to guard
+                body = await request.read()
+            else:
+                async with asyncio.timeout(answer_by - time.perf_counter()):
+                    body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _bad(endpoint, 413, f"body exceeds the {MAX_BODY_BYTES} byte limit")
+        except TimeoutError:
+            return _bad(endpoint, 408, "timed out reading the request body")
         finally:
             state.inflight -= 1
+        return _admit(body, state, endpoint, engine, mutating, started, answer_by)
 
     return handle
 
 
-async def _admit(request: web.Request, state: ServerState, endpoint: str, engine: Engine,
-                 mutating: bool) -> web.Response:
-    started = time.perf_counter()
-    budget = _deadline(request.query_string)
-    # Answer a little before the API server gives up, so that a late answer is still
-    # a decision (by the failure rule) rather than a timeout.
-    answer_by = started + budget - min(DEADLINE_MARGIN_SECONDS, budget / 10)
+def _refuse_before_reading(request: web.Request, endpoint: str) -> web.Response | None:
     length = request.content_length
     if length is not None and length > MAX_BODY_BYTES:
         return _bad(endpoint, 413, f"body of {length} bytes exceeds the {MAX_BODY_BYTES} byte limit")
@@ -171,16 +185,11 @@ async def _admit(request: web.Request, state: ServerState, endpoint: str, engine
             request.content_type not in ("application/json", "application/octet-stream") and request.body_exists:
         return _bad(endpoint, 415, f"content type {request.content_type!r} is not supported; "
                     "send application/json")
-    try:
-        if request.content.is_eof():  # the whole body already arrived: no deadline to guard
-            body = await request.read()
-        else:
-            async with asyncio.timeout(answer_by - time.perf_counter()):
-                body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return _bad(endpoint, 413, f"body exceeds the {MAX_BODY_BYTES} byte limit")
-    except TimeoutError:
-        return _bad(endpoint, 408, "timed out reading the request body")
+    return None
+
+
+def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutating: bool, started: float,
+           answer_by: float) -> web.Response:
     try:
         review = parse_review(body)
     except BadReview as exc:
@@ -194,7 +203,8 @@ async def _admit(request: web.Request, state: ServerState, endpoint: str, engine
     else:
         try:
             answer, memo_result = state.memo.decide(
-                endpoint, admission, policies, lambda: _answer(engine(admission, policies), mutating=mutating))
+                endpoint, admission, policies, lambda: _answer(engine(admission, policies), mutating=mutating),
+                body_size=len(body))
         except Exception:
             log.exception("decision logic failed", extra={"uid": admission.uid, "endpoint": endpoint})
             answer = _answer(_failure(state, endpoint, "internal error"), mutating=mutating)

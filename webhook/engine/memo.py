@@ -114,14 +114,15 @@ class DecisionMemo(Generic[T]):
         return len(self._entries)
 
     def decide(self, endpoint: str, request: AdmissionRequest, policies: PolicySet,
-               compute: Callable[[], T]) -> tuple[T, str]:
+               compute: Callable[[], T], *, body_size: int = 0) -> tuple[T, str]:
         """`compute()`'s result, remembered for requests with the same deciding inputs, and
-        "hit", "miss" or "skip" (not memoisable). An exception from `compute` is not remembered."""
+        "hit", "miss" or "skip" (not memoisable). An exception from `compute` is not remembered.
+        `body_size`, the request body's length when known, skips objects too large at once."""
         if policies is not self._policies:
             self._entries.clear()
             self._policies = policies
             self._memoise_validate = not _has_cel(policies)
-        key = self._key(endpoint, request)
+        key = None if body_size > self.max_object_bytes else self._key(endpoint, request)
         if key is None:
             return compute(), "skip"
         found = self._entries.get(key)
