@@ -155,6 +155,17 @@ def test_the_memo_is_bounded_and_forgets_the_least_recent() -> None:
     assert _decide(memo, "mutate", mutate, requests[0], SHIPPED)[1] == "miss"  # evicted first
 
 
+def test_the_memo_is_bounded_by_the_bytes_its_keys_hold() -> None:
+    memo = DecisionMemo(max_key_bytes=5000)
+    requests = [make_request(pod(container(name=f"c{i}", args=["x" * 1000])), namespace="shop")
+                for i in range(6)]
+    for request in requests:
+        assert _decide(memo, "mutate", mutate, request, SHIPPED)[1] == "miss"
+    assert 1 <= len(memo) < 5  # each key holds more than 1000 bytes
+    assert _decide(memo, "mutate", mutate, requests[-1], SHIPPED)[1] == "hit"
+    assert _decide(memo, "mutate", mutate, requests[0], SHIPPED)[1] == "miss"
+
+
 def test_large_objects_and_a_zero_size_are_not_memoised() -> None:
     big = pod(container(env=[{"name": f"V{i}", "value": "x" * 100} for i in range(1000)]))
     assert _decide(DecisionMemo(), "mutate", mutate, make_request(big, namespace="shop"), SHIPPED)[1] == "skip"

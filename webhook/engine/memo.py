@@ -15,17 +15,18 @@ date (exceptions expire by date). Anything outside that stays uncached:
 - objects whose JSON exceeds `max_object_bytes` are not memoised: hashing them would
   cost about what the decision does, and keeping few large entries keeps memory flat.
 
-Keys are BLAKE2b-128 digests of the deciding inputs, so an entry costs its decision
-and 16 bytes, however large the pod.
+A key is the deciding inputs serialised as one JSON array, compared whole: two
+different inputs never share an entry (a digest would be cheaper to keep but costs
+several times more to compute than the dict's own hash). The memo is bounded both by
+entries and by the bytes its keys hold.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 from datetime import date, datetime, timezone
-from hashlib import blake2b
 
 import orjson
 
@@ -35,6 +36,7 @@ from webhook.review import AdmissionRequest
 
 DEFAULT_MAX_ENTRIES = 512
 DEFAULT_MAX_OBJECT_BYTES = 64 * 1024
+DEFAULT_MAX_KEY_BYTES = 4 * 1024 * 1024
 # Set by the API server after mutating admission, and different for every pod of a rollout.
 SERVER_SET_METADATA = frozenset({"name", "uid", "creationTimestamp", "resourceVersion", "generation",
                                  "managedFields", "selfLink"})
@@ -42,22 +44,11 @@ SERVER_SET_METADATA = frozenset({"name", "uid", "creationTimestamp", "resourceVe
 T = TypeVar("T")
 
 
-class _TooLarge(Exception):
-    pass
-
-
-def _json(value: object, limit: int) -> bytes:
-    data = orjson.dumps(value)
-    if len(data) > limit:
-        raise _TooLarge
-    return data
-
-
-def _without_server_set_metadata(obj: dict[str, object] | None) -> object:
-    if not isinstance(obj, dict):
+def _without_server_set_metadata(obj: dict[str, Any] | None) -> object:
+    if obj.__class__ is not dict:
         return obj
     metadata = obj.get("metadata")
-    if not isinstance(metadata, dict) or SERVER_SET_METADATA.isdisjoint(metadata):
+    if metadata.__class__ is not dict or SERVER_SET_METADATA.isdisjoint(metadata):
         return obj
     return {**obj, "metadata": {k: v for k, v in metadata.items() if k not in SERVER_SET_METADATA}}
 
@@ -66,29 +57,26 @@ def utc_today() -> date:
     return datetime.now(timezone.utc).date()
 
 
-def mutate_key(request: AdmissionRequest, limit: int) -> list[bytes] | None:
+def mutate_key(request: AdmissionRequest) -> list[Any] | None:
     """What `mutate` reads: the namespace and the pod (only pod CREATE is injected)."""
     if not is_pod_create(request):
         return None  # answered without evaluation anyway
-    return [b"mutate", request.namespace.encode(), _json(request.object, limit)]
+    return ["mutate", request.namespace, request.object]
 
 
-def validate_key(request: AdmissionRequest, limit: int) -> list[bytes] | None:
+def validate_key(request: AdmissionRequest) -> list[Any] | None:
     """What `validate` reads, except for CEL rules: the request's kind, operation, namespace
     and user (exceptions name users and groups), the object and oldObject without their
     server-set metadata, and today's date."""
     if request.object is None:
         return None
-    user = request.user_info
-    return [b"validate", utc_today().isoformat().encode(),
-            "\0".join((request.operation, request.sub_resource, request.kind.group, request.kind.kind,
-                       request.resource.group, request.resource.resource, request.namespace,
-                       user.username, *user.groups)).encode(),
-            _json(_without_server_set_metadata(request.object), limit),
-            _json(_without_server_set_metadata(request.old_object), limit)]
+    kind, resource, user = request.kind, request.resource, request.user_info
+    return ["validate", utc_today(), request.operation, request.sub_resource, kind.group, kind.kind,
+            resource.group, resource.resource, request.namespace, user.username, user.groups,
+            _without_server_set_metadata(request.object), _without_server_set_metadata(request.old_object)]
 
 
-KEYS: dict[str, Callable[[AdmissionRequest, int], list[bytes] | None]] = {
+KEYS: dict[str, Callable[[AdmissionRequest], list[Any] | None]] = {
     "mutate": mutate_key, "validate": validate_key}
 
 
@@ -103,10 +91,13 @@ class DecisionMemo(Generic[T]):
     response already serialised."""
 
     def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES,
-                 max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES) -> None:
+                 max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
+                 max_key_bytes: int = DEFAULT_MAX_KEY_BYTES) -> None:
         self.max_entries = max_entries
         self.max_object_bytes = max_object_bytes
+        self.max_key_bytes = max_key_bytes
         self._entries: OrderedDict[bytes, T] = OrderedDict()
+        self._key_bytes = 0
         self._policies: PolicySet | None = None
         self._memoise_validate = False
 
@@ -120,6 +111,7 @@ class DecisionMemo(Generic[T]):
         `body_size`, the request body's length when known, skips objects too large at once."""
         if policies is not self._policies:
             self._entries.clear()
+            self._key_bytes = 0
             self._policies = policies
             self._memoise_validate = not _has_cel(policies)
         key = None if body_size > self.max_object_bytes else self._key(endpoint, request)
@@ -131,8 +123,10 @@ class DecisionMemo(Generic[T]):
             return found, "hit"
         value = compute()
         self._entries[key] = value
-        if len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self._key_bytes += len(key)
+        while len(self._entries) > self.max_entries or self._key_bytes > self.max_key_bytes:
+            oldest, _ = self._entries.popitem(last=False)
+            self._key_bytes -= len(oldest)
         return value, "miss"
 
     def _key(self, endpoint: str, request: AdmissionRequest) -> bytes | None:
@@ -141,12 +135,14 @@ class DecisionMemo(Generic[T]):
         key_of = KEYS.get(endpoint)
         if key_of is None:
             return None
-        try:
-            parts = key_of(request, self.max_object_bytes)
-        except (_TooLarge, TypeError, orjson.JSONEncodeError):
-            return None  # too large to be worth it, or not plain JSON (e.g. a 65-bit integer)
-        if parts is None:
+        inputs = key_of(request)
+        if inputs is None:
             return None
-        # Length-prefixed, so that no two different inputs concatenate alike.
-        return blake2b(b"".join(len(part).to_bytes(8, "little") + part for part in parts),
-                       digest_size=16).digest()
+        try:
+            # One JSON array: self-delimiting, so no two different inputs serialise alike.
+            data = orjson.dumps(inputs)
+        except (TypeError, orjson.JSONEncodeError):
+            return None  # not plain JSON (e.g. a 65-bit integer): decide it every time
+        if len(data) > self.max_object_bytes:
+            return None  # hashing and keeping it would cost about what deciding does
+        return data
