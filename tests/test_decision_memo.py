@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import importlib
+import json
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -13,14 +15,18 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.apiserver import make_review
 from tests.conftest import SHIPPED_POLICIES, ServerProcess
 from tests.test_validate_helpers import container, policy, policy_set, pod
 from webhook.engine import memo as memo_module
 from webhook.engine import mutate, validate
 from webhook.engine.memo import DecisionMemo
 from webhook.offline import make_request
+from webhook import server as server_module
+from webhook.policy.holder import PolicyHolder
 from webhook.policy.loader import PolicySet, load_policy_dir
 from webhook.review import AdmissionRequest
+from webhook.server import ServerState
 
 CORPUS = sorted((Path(__file__).parent / "data" / "corpus").glob("*.yaml"))
 SHIPPED = load_policy_dir(SHIPPED_POLICIES)
@@ -219,3 +225,21 @@ def test_the_namespace_is_in_the_injection_key() -> None:
         fresh, decision, _ = _fresh_and_memoised(memo, "mutate", request, SHIPPED)
         assert decision == fresh
         assert any(f"--namespace={namespace}" in str(op.get("value")) for op in decision.patch or [])
+
+
+def test_the_metrics_tally_keeps_counts_not_answers() -> None:
+    # Unremembered answers are new objects each time (a patch each): the tally, which holds
+    # its keys until it folds them into the metrics, must keep plain values, not answers.
+    state = ServerState(policies=PolicyHolder.load(SHIPPED_POLICIES), certificate=None,
+                        memo=DecisionMemo(max_entries=0))
+    body = json.dumps(make_review(pod(), namespace="shop")).encode()
+    for _ in range(5):
+        response = server_module._admit(body, state, "mutate", mutate, True, time.perf_counter(), float("inf"))
+        assert response.status == 200
+    pending = state.tally._pending
+    assert len(pending) == 1 and len(next(iter(pending.values()))) == 5  # five requests, one key
+
+    def plain(value: Any) -> bool:
+        return isinstance(value, (str, int, float)) or (isinstance(value, tuple) and all(map(plain, value)))
+
+    assert all(plain(key) for key in pending)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -12,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from webhook import metrics
+from webhook import heap, metrics
 from webhook.engine.memo import DEFAULT_MAX_ENTRIES, DecisionMemo
 from webhook.filewatch import watch
 from webhook.policy.holder import PolicyHolder
@@ -43,23 +42,12 @@ class ServeConfig:
     reuse_port: bool = False
 
 
-def settle_heap(*, refreeze: bool = False) -> None:
-    """Hide what lives for the whole run (modules, the serving policy set) from the garbage
-    collector. Otherwise each full collection walks it all again, and those pauses are
-    what the slowest answers wait for (p99 halved on the benchmark's corpus mix). After a
-    reload the old set is unfrozen first, so that it can be collected."""
-    if refreeze:
-        gc.unfreeze()
-    gc.collect()
-    gc.freeze()
-
-
 async def _watch_policies(app: web.Application) -> AsyncIterator[None]:
     holder = app[STATE].policies
 
     def reload_and_settle() -> None:
         if holder.reload():
-            settle_heap(refreeze=True)
+            heap.settle(refreeze=True)
 
     async def reload() -> None:
         await asyncio.to_thread(reload_and_settle)
@@ -94,7 +82,9 @@ async def serve(config: ServeConfig) -> None:
                         failure_policy=config.failure_policy,
                         memo=DecisionMemo(max_entries=config.decision_memo))
     app = create_app(state)
-    settle_heap()
+    if not heap.tune_allocator():
+        log.info("not glibc: allocator left as it is")
+    heap.settle()
     app.cleanup_ctx.append(_watch_policies)
     app.cleanup_ctx.append(_watch_certificate)
 

@@ -72,10 +72,16 @@ class Answer:
     decision: Decision
     fields: dict[str, Any]
     outcome: str
+    # What the answer adds to the metrics, as plain values: the metrics tally keeps this
+    # (not the answer, which may hold a large patch) until it folds.
+    counted: tuple[str, tuple[str, ...], tuple[str, ...], tuple[tuple[str, str, str], ...]]
 
 
 def _answer(decision: Decision, *, mutating: bool) -> Answer:
-    return Answer(decision, response_fields(decision, mutating=mutating), _outcome(decision))
+    outcome = _outcome(decision)
+    counted = (outcome, decision.applied_policies if decision.patch else (), decision.shadow_policies,
+               tuple((v.policy, v.rule, v.action) for v in decision.violations))
+    return Answer(decision, response_fields(decision, mutating=mutating), outcome, counted)
 
 
 STATE = web.AppKey("state", ServerState)
@@ -221,29 +227,27 @@ def _failure(state: ServerState, endpoint: str, what: str) -> Decision:
 
 def _record(state: ServerState, endpoint: str, admission: AdmissionRequest, answer: Answer, memo_result: str,
             elapsed: float, revision: str) -> None:
-    state.tally.add((endpoint, admission.operation or "unknown", memo_result, answer), elapsed)
+    state.tally.add((endpoint, admission.operation or "unknown", memo_result, answer.counted), elapsed)
     if log.isEnabledFor(logging.INFO):  # building the line costs more than the engine's small cases
         _log_decision(endpoint, admission, answer.decision, answer.outcome, elapsed, revision)
 
 
-def _fold_counts(key: tuple[str, str, str, Answer], latencies: list[float]) -> None:
+def _fold_counts(key: tuple[str, str, str, Any], latencies: list[float]) -> None:
     """Add requests answered alike (one latency each) to every metric they touch."""
-    endpoint, operation, memo_result, answer = key
-    decision = answer.decision
+    endpoint, operation, memo_result, (outcome, injected, shadowed, violations) = key
     count = len(latencies)
     histogram = metrics.child(metrics.LATENCY, endpoint)
     for seconds in latencies:
         histogram.observe(seconds)
-    metrics.child(metrics.REQUESTS, endpoint, operation, answer.outcome).inc(count)
+    metrics.child(metrics.REQUESTS, endpoint, operation, outcome).inc(count)
     if memo_result:
         metrics.child(metrics.DECISION_MEMO, endpoint, memo_result).inc(count)
-    if decision.patch:
-        for name in decision.applied_policies:
-            metrics.child(metrics.INJECTIONS, name).inc(count)
-    for name in decision.shadow_policies:
+    for name in injected:
+        metrics.child(metrics.INJECTIONS, name).inc(count)
+    for name in shadowed:
         metrics.child(metrics.SHADOW_INJECTIONS, name).inc(count)
-    for violation in decision.violations:
-        metrics.child(metrics.VIOLATIONS, violation.policy, violation.rule, violation.action).inc(count)
+    for labels in violations:
+        metrics.child(metrics.VIOLATIONS, *labels).inc(count)
 
 
 async def _fold_metrics(app: web.Application) -> AsyncIterator[None]:
