@@ -8,7 +8,7 @@ import copy
 import importlib
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +243,14 @@ def test_the_metrics_tally_keeps_counts_not_answers() -> None:
         return isinstance(value, (str, int, float)) or (isinstance(value, tuple) and all(map(plain, value)))
 
     assert all(plain(key) for key in pending)
+
+
+def test_a_decision_made_across_midnight_is_not_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The key carries the day it was made on; the engine reads the clock again. If the day
+    # turned in between, the decision belongs to neither key safely.
+    days = iter([date(2026, 6, 1), date(2026, 6, 2)])
+    monkeypatch.setattr(memo_module, "utc_today", lambda: next(days))
+    memo = DecisionMemo()
+    request = make_request(pod(), namespace="shop")
+    assert _decide(memo, "validate", validate, request, SHIPPED)[1] == "skip"
+    assert len(memo) == 0

@@ -6,7 +6,6 @@ Both are about the long run: a webhook lives for weeks and sees pods of every si
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import logging
 
@@ -26,12 +25,10 @@ def tune_allocator() -> bool:
     large request later ones are served from the heap, which grows and rarely shrinks:
     about 8 MiB of peak RSS over the benchmark's corpus mix. Fixing the threshold (and the
     trim threshold with it) stops that. Returns False, changing nothing, off glibc."""
-    name = ctypes.util.find_library("c")
     try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
+        # The C library this process already runs on (find_library would spawn ldconfig).
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
-        mallopt = None
-    if mallopt is None:
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and \
         bool(mallopt(_M_TRIM_THRESHOLD, MMAP_THRESHOLD_BYTES))

@@ -57,26 +57,26 @@ def utc_today() -> date:
     return datetime.now(timezone.utc).date()
 
 
-def mutate_key(request: AdmissionRequest) -> list[Any] | None:
+def mutate_key(request: AdmissionRequest, _today: date) -> list[Any] | None:
     """What `mutate` reads: the namespace and the pod (only pod CREATE is injected)."""
     if not is_pod_create(request):
         return None  # answered without evaluation anyway
     return ["mutate", request.namespace, request.object]
 
 
-def validate_key(request: AdmissionRequest) -> list[Any] | None:
+def validate_key(request: AdmissionRequest, today: date) -> list[Any] | None:
     """What `validate` reads, except for CEL rules: the request's kind, operation, namespace
     and user (exceptions name users and groups), the object and oldObject without their
     server-set metadata, and today's date."""
     if request.object is None:
         return None
     kind, resource, user = request.kind, request.resource, request.user_info
-    return ["validate", utc_today(), request.operation, request.sub_resource, kind.group, kind.kind,
+    return ["validate", today, request.operation, request.sub_resource, kind.group, kind.kind,
             resource.group, resource.resource, request.namespace, user.username, user.groups,
             _without_server_set_metadata(request.object), _without_server_set_metadata(request.old_object)]
 
 
-KEYS: dict[str, Callable[[AdmissionRequest], list[Any] | None]] = {
+KEYS: dict[str, Callable[[AdmissionRequest, date], list[Any] | None]] = {
     "mutate": mutate_key, "validate": validate_key}
 
 
@@ -114,7 +114,8 @@ class DecisionMemo(Generic[T]):
             self._key_bytes = 0
             self._policies = policies
             self._memoise_validate = not _has_cel(policies)
-        key = None if body_size > self.max_object_bytes else self._key(endpoint, request)
+        today = utc_today()
+        key = None if body_size > self.max_object_bytes else self._key(endpoint, request, today)
         if key is None:
             return compute(), "skip"
         found = self._entries.get(key)
@@ -122,6 +123,8 @@ class DecisionMemo(Generic[T]):
             self._entries.move_to_end(key)
             return found, "hit"
         value = compute()
+        if utc_today() != today:
+            return value, "skip"  # decided on another day than its key says (midnight UTC)
         self._entries[key] = value
         self._key_bytes += len(key)
         while len(self._entries) > self.max_entries or self._key_bytes > self.max_key_bytes:
@@ -129,13 +132,13 @@ class DecisionMemo(Generic[T]):
             self._key_bytes -= len(oldest)
         return value, "miss"
 
-    def _key(self, endpoint: str, request: AdmissionRequest) -> bytes | None:
+    def _key(self, endpoint: str, request: AdmissionRequest, today: date) -> bytes | None:
         if self.max_entries <= 0 or (endpoint == "validate" and not self._memoise_validate):
             return None
         key_of = KEYS.get(endpoint)
         if key_of is None:
             return None
-        inputs = key_of(request)
+        inputs = key_of(request, today)
         if inputs is None:
             return None
         try:
