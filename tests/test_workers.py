@@ -10,14 +10,6 @@ import time
 from tests.test_inject_shipped import pod
 
 
-def _worker_pids(server) -> set[int]:
-    out = set()
-    for entry in server.log_lines():
-        if entry.get("event") == "listening" and entry.get("process"):
-            out.add(int(entry["process"]))
-    return out
-
-
 def _children(pid: int) -> set[int]:
     children = set()
     for task in os.listdir(f"/proc/{pid}/task"):
