@@ -117,6 +117,8 @@ def main() -> int:
                         help="also sample C frames (orjson, pydantic-core, OpenSSL); pauses the server "
                              "for each sample, so it slows more")
     parser.add_argument("--out", type=Path, default=None, help="keep the raw stacks here")
+    parser.add_argument("--memo-off", action="store_true",
+                        help="serve with --decision-memo 0: every request evaluated")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy", path=str(BIN)) or shutil.which("py-spy")
     wrk = shutil.which("wrk")
@@ -138,6 +140,8 @@ def main() -> int:
         }
         bodies = {available[b][0]: available[b][1]() for b in args.body}
         workers = ["--workers", "1"] if has_workers_flag() else []
+        if args.memo_off:
+            workers += ["--decision-memo", "0"]
         policies = ROOT / "policies"
         if args.policy_count:
             policies = corpus.scaling_policy_dir(args.policy_count, tmp / "policies")
