@@ -26,7 +26,7 @@ from webhook import server as server_module
 from webhook.policy.holder import PolicyHolder
 from webhook.policy.loader import PolicySet, load_policy_dir
 from webhook.review import AdmissionRequest
-from webhook.server import ServerState
+from webhook.server import ServerState, answer_memo
 
 CORPUS = sorted((Path(__file__).parent / "data" / "corpus").glob("*.yaml"))
 SHIPPED = load_policy_dir(SHIPPED_POLICIES)
@@ -162,7 +162,7 @@ def test_the_memo_is_bounded_and_forgets_the_least_recent() -> None:
 
 
 def test_the_memo_is_bounded_by_the_bytes_its_keys_hold() -> None:
-    memo = DecisionMemo(max_key_bytes=5000)
+    memo = DecisionMemo(max_bytes=5000)
     requests = [make_request(pod(container(name=f"c{i}", args=["x" * 1000])), namespace="shop")
                 for i in range(6)]
     for request in requests:
@@ -170,6 +170,21 @@ def test_the_memo_is_bounded_by_the_bytes_its_keys_hold() -> None:
     assert 1 <= len(memo) < 5  # each key holds more than 1000 bytes
     assert _decide(memo, "mutate", mutate, requests[-1], SHIPPED)[1] == "hit"
     assert _decide(memo, "mutate", mutate, requests[0], SHIPPED)[1] == "miss"
+
+
+def test_the_memo_counts_the_size_of_what_it_keeps() -> None:
+    # The server weighs an answer by its serialised response: a few large answers must
+    # not fill memory while the entry count stays low.
+    requests = [make_request(pod(container(name=f"c{i}")), namespace="shop") for i in range(4)]
+    kept = {}
+    for name, memo in (("keys only", DecisionMemo()), ("answers weighed", answer_memo())):
+        memo.max_bytes = 12_000
+        for request in requests:
+            answer, result = memo.decide("mutate", request, SHIPPED,
+                                         lambda: server_module._answer(mutate(request, SHIPPED), mutating=True))
+            assert result == "miss" and len(answer.fields["patch"]) > 3000
+        kept[name] = len(memo)
+    assert kept["keys only"] == 4 and 1 <= kept["answers weighed"] < 4, kept
 
 
 def test_large_objects_and_a_zero_size_are_not_memoised() -> None:

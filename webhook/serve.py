@@ -12,10 +12,10 @@ from pathlib import Path
 from aiohttp import web
 
 from webhook import heap, metrics
-from webhook.engine.memo import DEFAULT_MAX_ENTRIES, DecisionMemo
+from webhook.engine.memo import DEFAULT_MAX_ENTRIES
 from webhook.filewatch import watch
 from webhook.policy.holder import PolicyHolder
-from webhook.server import STATE, ServerState, create_app
+from webhook.server import STATE, ServerState, answer_memo, create_app
 from webhook.tls import ServingCertificate
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ async def serve(config: ServeConfig) -> None:
     metrics.CERT_NOT_AFTER.set(certificate.not_after.timestamp())
     state = ServerState(policies=holder, certificate=certificate,
                         failure_policy=config.failure_policy,
-                        memo=DecisionMemo(max_entries=config.decision_memo))
+                        memo=answer_memo(config.decision_memo))
     app = create_app(state)
     if not heap.tune_allocator():
         log.info("not glibc: allocator left as it is")

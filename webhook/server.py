@@ -19,7 +19,7 @@ from webhook import decision as decisions
 from webhook import metrics
 from webhook.decision import Decision
 from webhook.engine import mutate, validate
-from webhook.engine.memo import DecisionMemo
+from webhook.engine.memo import DEFAULT_MAX_ENTRIES, DecisionMemo
 from webhook.policy.holder import PolicyHolder
 from webhook.policy.loader import PolicySet
 from webhook.review import AdmissionRequest, BadReview, envelope, parse_review, response_fields
@@ -60,7 +60,7 @@ class ServerState:
     max_inflight: int = DEFAULT_MAX_INFLIGHT
     inflight: int = 0
     # Identical pods (one rollout's replicas) are decided once; see engine/memo.py.
-    memo: DecisionMemo[Answer] = field(default_factory=DecisionMemo)
+    memo: DecisionMemo[Answer] = field(default_factory=lambda: answer_memo())
     tally: metrics.Tally = field(default_factory=lambda: metrics.Tally(_fold_counts))
 
 
@@ -75,6 +75,11 @@ class Answer:
     # What the answer adds to the metrics, as plain values: the metrics tally keeps this
     # (not the answer, which may hold a large patch) until it folds.
     counted: tuple[str, tuple[str, ...], tuple[str, ...], tuple[tuple[str, str, str], ...]]
+
+
+def answer_memo(max_entries: int = DEFAULT_MAX_ENTRIES) -> DecisionMemo[Answer]:
+    """A memo of answers, bounded by what their serialised responses hold as well."""
+    return DecisionMemo(max_entries=max_entries, weight=lambda answer: len(orjson.dumps(answer.fields)))
 
 
 def _answer(decision: Decision, *, mutating: bool) -> Answer:

@@ -18,7 +18,8 @@ date (exceptions expire by date). Anything outside that stays uncached:
 A key is the deciding inputs serialised as one JSON array, compared whole: two
 different inputs never share an entry (a digest would be cheaper to keep but costs
 several times more to compute than the dict's own hash). The memo is bounded both by
-entries and by the bytes its keys hold.
+entries and by the bytes its keys and values hold (a value's size is the caller's
+`weight`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from webhook.review import AdmissionRequest
 
 DEFAULT_MAX_ENTRIES = 512
 DEFAULT_MAX_OBJECT_BYTES = 64 * 1024
-DEFAULT_MAX_KEY_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 # Set by the API server after mutating admission, and different for every pod of a rollout.
 SERVER_SET_METADATA = frozenset({"name", "uid", "creationTimestamp", "resourceVersion", "generation",
                                  "managedFields", "selfLink"})
@@ -92,12 +93,13 @@ class DecisionMemo(Generic[T]):
 
     def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES,
                  max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
-                 max_key_bytes: int = DEFAULT_MAX_KEY_BYTES) -> None:
+                 max_bytes: int = DEFAULT_MAX_BYTES, weight: Callable[[T], int] = lambda _value: 0) -> None:
         self.max_entries = max_entries
         self.max_object_bytes = max_object_bytes
-        self.max_key_bytes = max_key_bytes
-        self._entries: OrderedDict[bytes, T] = OrderedDict()
-        self._key_bytes = 0
+        self.max_bytes = max_bytes
+        self._weight = weight
+        self._entries: OrderedDict[bytes, tuple[T, int]] = OrderedDict()
+        self._bytes = 0
         self._policies: PolicySet | None = None
         self._memoise_validate = False
 
@@ -111,7 +113,7 @@ class DecisionMemo(Generic[T]):
         `body_size`, the request body's length when known, skips objects too large at once."""
         if policies is not self._policies:
             self._entries.clear()
-            self._key_bytes = 0
+            self._bytes = 0
             self._policies = policies
             self._memoise_validate = not _has_cel(policies)
         today = utc_today()
@@ -121,15 +123,16 @@ class DecisionMemo(Generic[T]):
         found = self._entries.get(key)
         if found is not None:
             self._entries.move_to_end(key)
-            return found, "hit"
+            return found[0], "hit"
         value = compute()
         if utc_today() != today:
             return value, "skip"  # decided on another day than its key says (midnight UTC)
-        self._entries[key] = value
-        self._key_bytes += len(key)
-        while len(self._entries) > self.max_entries or self._key_bytes > self.max_key_bytes:
-            oldest, _ = self._entries.popitem(last=False)
-            self._key_bytes -= len(oldest)
+        size = len(key) + self._weight(value)
+        self._entries[key] = (value, size)
+        self._bytes += size
+        while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+            _, (_, evicted) = self._entries.popitem(last=False)
+            self._bytes -= evicted
         return value, "miss"
 
     def _key(self, endpoint: str, request: AdmissionRequest, today: date) -> bytes | None:
