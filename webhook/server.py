@@ -41,8 +41,8 @@ DEADLINE_MARGIN_SECONDS = 0.5
 # about a millisecond, so hundreds in flight means clients are stalling or the
 # worker cannot keep up; either way, queueing more only converts them to timeouts.
 DEFAULT_MAX_INFLIGHT = 256
-# Per-request counts are added to the Prometheus counters this often (and before every
-# scrape of this worker), not one locked counter update per policy per request.
+# Per-request counts and latencies are added to the Prometheus metrics this often (and
+# before every scrape of this worker), not one locked update per metric per request.
 METRICS_FOLD_SECONDS = 1.0
 _TIMEOUT_PARAM = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
 
@@ -60,7 +60,7 @@ class ServerState:
     max_inflight: int = DEFAULT_MAX_INFLIGHT
     inflight: int = 0
     # Identical pods (one rollout's replicas) are decided once; see engine/memo.py.
-    memo: DecisionMemo[Answer] = field(default_factory=lambda: answer_memo())
+    memo: DecisionMemo[Answer] = field(default_factory=lambda: answer_memo())  # defined below
     tally: metrics.Tally = field(default_factory=lambda: metrics.Tally(_fold_counts))
 
 
