@@ -18,7 +18,8 @@ import yaml
 from webhook.decision import Decision
 from webhook.engine.inject import InjectionResult, inject
 from webhook.engine.validate import validate
-from webhook.engine.validation.target import CONTROLLERS, object_kind
+from webhook.engine.validation.target import CONTROLLERS, at_path, object_kind
+from webhook.jsonvalue import as_dict, as_str
 from webhook.policy.loader import PolicySet, SafeLoader
 from webhook.review import AdmissionRequest
 
@@ -39,7 +40,7 @@ class Document:
 
     @property
     def title(self) -> str:
-        meta = self.obj.get("metadata") if isinstance(self.obj.get("metadata"), dict) else {}
+        meta = as_dict(self.obj.get("metadata"))
         name = meta.get("name") or meta.get("generateName") or "(unnamed)"
         return f"{self.obj.get('kind', '?')}/{name}"
 
@@ -119,10 +120,7 @@ def pod_of(obj: dict[str, Any]) -> dict[str, Any] | None:
     where = _template_location(obj)
     if where is None:
         return None
-    template: Any = obj
-    for key in where:
-        template = template.get(key) if isinstance(template, dict) else None
-    template = template if isinstance(template, dict) else {}
+    template = at_path(obj, where)
     name = str((obj.get("metadata") or {}).get("name") or "workload")
     owner, extra_labels = _owner_for(obj, name)
     metadata = copy.deepcopy(template.get("metadata") or {})
@@ -176,8 +174,7 @@ class Admission:
 def admit(document: Document, *, policies: PolicySet, namespace: str | None = None,
           username: str = "offline", groups: tuple[str, ...] = ()) -> Admission:
     obj = document.obj
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    ns = namespace or (meta.get("namespace") if isinstance(meta.get("namespace"), str) else "") or "default"
+    ns = namespace or as_str(as_dict(obj.get("metadata")).get("namespace")) or "default"
     result = Admission(document=document, namespace=ns)
     pod = pod_of(obj)
     if pod is None:

@@ -20,6 +20,7 @@ from webhook import metrics
 from webhook.decision import Decision
 from webhook.engine import mutate, validate
 from webhook.engine.memo import DEFAULT_MAX_ENTRIES, DecisionMemo
+from webhook.jsonvalue import as_dict, dicts_in
 from webhook.policy.holder import PolicyHolder
 from webhook.policy.loader import PolicySet
 from webhook.review import AdmissionRequest, BadReview, envelope, parse_review, response_fields
@@ -287,10 +288,8 @@ def _outcome(decision: Decision) -> str:
 def _log_decision(endpoint: str, request: AdmissionRequest, decision: Decision, outcome: str,
                   elapsed: float, revision: str) -> None:
     """One line per decision. Never env values or other pod content: names only."""
-    obj = request.object or {}
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    owners = meta.get("ownerReferences") if isinstance(meta.get("ownerReferences"), list) else []
-    owner = next((f"{o.get('kind')}/{o.get('name')}" for o in owners if isinstance(o, dict)), None)
+    meta = as_dict((request.object or {}).get("metadata"))
+    owner = next((f"{o.get('kind')}/{o.get('name')}" for o in dicts_in(meta.get("ownerReferences"))), None)
     log.info("%s %s %s/%s: %s", endpoint, request.operation, request.namespace or "-",
              meta.get("name") or meta.get("generateName") or request.name or "-", outcome,
              extra={"event": "decision", "endpoint": endpoint, "uid": request.uid,

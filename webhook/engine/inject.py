@@ -16,7 +16,7 @@ from webhook.engine import patch as jp
 from webhook.engine.ledger import LEDGER_ANNOTATION, Ledger, LedgerError, PolicyRecord, parse_ledger
 from webhook.engine.match import mismatch
 from webhook.engine.pod import PodFacts, pod_facts
-from webhook.jsonvalue import as_dict, dicts_in, str_map
+from webhook.jsonvalue import as_dict, as_str, dicts_in, str_map
 from webhook.engine.pod_rules import pod_problems
 from webhook.policy.common import ANNOTATION_PREFIX, Mode
 from webhook.policy.compiled import CompiledInjection, Item
@@ -94,8 +94,7 @@ class _Sections:
 
 
 def _name(obj: dict[str, Any]) -> str:
-    name = obj.get("name")
-    return name if isinstance(name, str) else ""
+    return as_str(obj.get("name"))
 
 
 def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet) -> InjectionResult:

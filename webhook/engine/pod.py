@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.jsonvalue import as_dict, as_list, str_map
+from webhook.jsonvalue import as_dict, as_list, as_str, dicts_in, str_map
 from webhook.policy.common import ANNOTATION_PREFIX, Workload
 
 WORKLOAD_LABEL = f"{ANNOTATION_PREFIX}/workload"
@@ -43,21 +43,18 @@ class PodFacts:
 
 
 def controller_owner(metadata: Mapping[str, Any]) -> dict[str, Any] | None:
-    owners = [o for o in as_list(metadata.get("ownerReferences")) if isinstance(o, dict)]
+    owners = dicts_in(metadata.get("ownerReferences"))
     return next((o for o in owners if o.get("controller") is True), owners[0] if owners else None)
 
 
 def workload_of(metadata: Mapping[str, Any], labels: Mapping[str, str]) -> tuple[Workload, str]:
     """(kind, name) of the workload that owns the pod."""
     owner = controller_owner(metadata)
-    kind = owner.get("kind") if owner else ""
-    name = owner.get("name") if owner else ""
-    kind = kind if isinstance(kind, str) else ""
-    name = name if isinstance(name, str) else ""
+    kind = as_str(owner.get("kind")) if owner else ""
+    name = as_str(owner.get("name")) if owner else ""
     if not owner:
         detected = Workload.POD
-        own_name = metadata.get("name") or str(metadata.get("generateName") or "").rstrip("-")
-        name = own_name if isinstance(own_name, str) else ""
+        name = as_str(metadata.get("name") or str(metadata.get("generateName") or "").rstrip("-"))
     elif kind == "ReplicaSet":
         detected = Workload.SERVICE
         template_hash = labels.get("pod-template-hash")
@@ -90,13 +87,11 @@ def pod_facts(pod: Mapping[str, Any], *, namespace: str) -> PodFacts:
     kind, workload_name = workload_of(metadata, labels)
     os_name = pod_os(spec)
     service_account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
-    name = metadata.get("name")
-    generate_name = metadata.get("generateName")
     return PodFacts(
         # The object's namespace may be absent on CREATE; the request's is authoritative.
         namespace=namespace or str(metadata.get("namespace") or ""),
-        name=name if isinstance(name, str) else "",
-        generate_name=generate_name if isinstance(generate_name, str) else "",
+        name=as_str(metadata.get("name")),
+        generate_name=as_str(metadata.get("generateName")),
         labels=labels,
         annotations=str_map(metadata.get("annotations")),
         service_account=service_account if isinstance(service_account, str) else "default",
@@ -118,7 +113,7 @@ def pod_os(spec: Mapping[str, Any]) -> str:
         return "windows"
     required = as_dict(as_dict(as_dict(spec.get("affinity")).get("nodeAffinity"))
                        .get("requiredDuringSchedulingIgnoredDuringExecution"))
-    terms = [t for t in as_list(required.get("nodeSelectorTerms")) if isinstance(t, dict)]
+    terms = dicts_in(required.get("nodeSelectorTerms"))
     # Pinned to Windows only if every alternative term requires it.
     if terms and all(_requires_windows(t) for t in terms):
         return "windows"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.engine.pod import WORKLOAD_LABEL, PodFacts, pod_facts
-from webhook.jsonvalue import as_dict, as_list
+from webhook.jsonvalue import as_dict, as_list, as_str
 from webhook.policy.common import Workload
 from webhook.review import AdmissionRequest
 
@@ -64,6 +64,14 @@ class Target:
         return (self.spec,)
 
 
+def at_path(obj: Mapping[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    """The mapping at `path` inside `obj` (a controller's pod template); {} when absent."""
+    value: Any = obj
+    for key in path:
+        value = as_dict(value).get(key)
+    return as_dict(value)
+
+
 def request_kind(request: AdmissionRequest, obj: Mapping[str, Any]) -> tuple[str, str]:
     """(group, kind) from the request; from the object's apiVersion/kind when the request has none."""
     if request.kind.kind:
@@ -73,11 +81,8 @@ def request_kind(request: AdmissionRequest, obj: Mapping[str, Any]) -> tuple[str
 
 def object_kind(obj: Mapping[str, Any]) -> tuple[str, str]:
     """(group, kind) from an object's own apiVersion and kind."""
-    raw_version = obj.get("apiVersion")
-    api_version = raw_version if isinstance(raw_version, str) else ""
-    group = api_version.rpartition("/")[0]
-    kind = obj.get("kind")
-    return group, kind if isinstance(kind, str) else ""
+    group = as_str(obj.get("apiVersion")).rpartition("/")[0]
+    return group, as_str(obj.get("kind"))
 
 
 def target_of(request: AdmissionRequest, obj: Any) -> Target | None:
@@ -88,8 +93,7 @@ def target_of(request: AdmissionRequest, obj: Any) -> Target | None:
     group, kind = request_kind(request, obj)
     metadata = as_dict(obj.get("metadata"))
     # The object's namespace may be absent on CREATE; the request's is authoritative.
-    own_namespace = metadata.get("namespace")
-    namespace = request.namespace or (own_namespace if isinstance(own_namespace, str) else "")
+    namespace = request.namespace or as_str(metadata.get("namespace"))
     if (group, kind) == POD:
         facts = pod_facts(obj, namespace=namespace)
         return Target(kind=kind, metadata=metadata, spec=as_dict(obj.get("spec")), prefix="", facts=facts)
@@ -97,10 +101,7 @@ def target_of(request: AdmissionRequest, obj: Any) -> Target | None:
     if controller is None:
         return None
     where, workload = controller
-    template: Any = obj
-    for key in where:
-        template = as_dict(template).get(key)
-    template = as_dict(template)
+    template = at_path(obj, where)
     t_metadata = as_dict(template.get("metadata"))
     t_spec = as_dict(template.get("spec"))
     facts = pod_facts({"metadata": t_metadata, "spec": t_spec}, namespace=namespace)
@@ -108,9 +109,7 @@ def target_of(request: AdmissionRequest, obj: Any) -> Target | None:
     if facts.labels.get(WORKLOAD_LABEL) not in Workload._value2member_map_:
         if kind == "Job" and _owned_by(metadata, "CronJob"):
             workload = Workload.CRON_JOB
-        name = metadata.get("name")
-        facts = dataclasses.replace(facts, workload_kind=workload,
-                                    workload_name=name if isinstance(name, str) else "")
+        facts = dataclasses.replace(facts, workload_kind=workload, workload_name=as_str(metadata.get("name")))
     return Target(kind=kind, metadata=t_metadata, spec=t_spec, prefix=".".join(where) + ".", facts=facts)
 
 
