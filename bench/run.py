@@ -12,6 +12,7 @@ removed at the end; the servers and the load generator only use 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import json
 import os
@@ -484,7 +485,9 @@ def has_memo_flag() -> bool:
     return "--decision-memo" in _serve_help()
 
 
+@functools.lru_cache(maxsize=1)
 def _serve_help() -> str:
+    """`webhook serve --help`, run once: which flags this revision's server has."""
     done = subprocess.run([*webhook_command(), "serve", "--help"], capture_output=True, text=True, cwd=ROOT)
     return done.stdout
 

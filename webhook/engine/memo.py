@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
 from datetime import date, datetime, timezone
+from typing import Any, Generic, TypeVar
 
 import orjson
 
