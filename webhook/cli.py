@@ -12,9 +12,9 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 from webhook import __version__
 
@@ -148,23 +148,34 @@ def _main(argv: Sequence[str] | None) -> int:
     return _offline(args)
 
 
+T = TypeVar("T")
+
+
+def _on_cluster(command: str, kubeconfig: Path | None, call: Callable[[Any], T]) -> T | None:
+    """`call(api_client)` against the cluster; None, with the reason on stderr, if it fails."""
+    from webhook.cluster import ClusterError, load_api_client
+
+    try:
+        with load_api_client(kubeconfig) as api_client:
+            return call(api_client)
+    except ClusterError as exc:
+        print(f"webhook {command}: {exc}", file=sys.stderr)
+        return None
+
+
 def _install_ca(args: argparse.Namespace) -> int:
-    from webhook.cluster import ClusterError, check_install_args, install_ca, load_api_client
+    from webhook.cluster import check_install_args, install_ca
 
     try:
         check_install_args(days=args.days, renew_before_days=args.renew_before_days)
     except ValueError as exc:
         print(f"webhook install-ca: {exc}", file=sys.stderr)
         return 2
-    try:
-        api_client = load_api_client(args.kubeconfig)
-        with api_client:
-            result = install_ca(api_client, namespace=args.namespace, service=args.service,
-                                secret=args.secret, ca_secret=args.ca_secret,
-                                webhook_configuration=args.webhook_configuration, days=args.days,
-                                renew_before_days=args.renew_before_days)
-    except ClusterError as exc:
-        print(f"webhook install-ca: {exc}", file=sys.stderr)
+    result = _on_cluster("install-ca", args.kubeconfig, lambda api_client: install_ca(
+        api_client, namespace=args.namespace, service=args.service, secret=args.secret,
+        ca_secret=args.ca_secret, webhook_configuration=args.webhook_configuration, days=args.days,
+        renew_before_days=args.renew_before_days))
+    if result is None:
         return 1
     ns = result.namespace
     print(f"CA: {result.ca} (Secret {ns}/{result.ca_secret})")
@@ -182,7 +193,7 @@ def _install_ca(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from webhook.cluster import ClusterError, load_api_client, report
+    from webhook.cluster import report
     from webhook.policy.errors import PolicyLoadError
     from webhook.policy.loader import load_policy_dir
 
@@ -191,12 +202,9 @@ def _report(args: argparse.Namespace) -> int:
     except PolicyLoadError as exc:
         print(f"webhook report: invalid policies in {args.policies}:\n{exc}", file=sys.stderr)
         return 1
-    try:
-        api_client = load_api_client(args.kubeconfig)
-        with api_client:
-            result = report(api_client, policies, namespace=args.namespace)
-    except ClusterError as exc:
-        print(f"webhook report: {exc}", file=sys.stderr)
+    result = _on_cluster("report", args.kubeconfig,
+                         lambda api_client: report(api_client, policies, namespace=args.namespace))
+    if result is None:
         return 1
     if args.output == "json":
         print(json.dumps([f.to_json() for f in result.findings], indent=2))
