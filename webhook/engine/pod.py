@@ -54,7 +54,9 @@ def workload_of(metadata: Mapping[str, Any], labels: Mapping[str, str]) -> tuple
     name = as_str(owner.get("name")) if owner else ""
     if not owner:
         detected = Workload.POD
-        name = as_str(metadata.get("name") or str(metadata.get("generateName") or "").rstrip("-"))
+        # A generateName that is not a string names nothing (the API server refuses it);
+        # spelling it out with str() made a 65-bit integer read differently on each pass.
+        name = as_str(metadata.get("name") or as_str(metadata.get("generateName")).rstrip("-"))
     elif kind == "ReplicaSet":
         detected = Workload.SERVICE
         template_hash = labels.get("pod-template-hash")
