@@ -91,7 +91,7 @@ def pod_facts(pod: Mapping[str, Any], *, namespace: str) -> PodFacts:
     service_account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
     return PodFacts(
         # The object's namespace may be absent on CREATE; the request's is authoritative.
-        namespace=namespace or str(metadata.get("namespace") or ""),
+        namespace=namespace or as_str(metadata.get("namespace")),
         name=as_str(metadata.get("name")),
         generate_name=as_str(metadata.get("generateName")),
         labels=labels,
