@@ -66,3 +66,16 @@ def test_server_answers_the_engine_cases_exactly(server: ServerProcess, case: tu
     result = server.client.admit(given)
     assert result.allowed
     assert result.patched(given) == expected.pod
+
+
+def test_a_pod_larger_than_the_tls_read_buffer_gets_the_engines_patch(server: ServerProcess) -> None:
+    # The server reads TLS in 64 KiB steps (webhook/heap.py); this body takes several.
+    import orjson
+
+    from webhook.heap import TLS_READ_BUFFER_BYTES
+    big = pod(app())
+    big["metadata"]["annotations"] = {f"example.com/note-{i}": "x" * 1000 for i in range(300)}
+    assert len(orjson.dumps(big)) > 4 * TLS_READ_BUFFER_BYTES
+    expected = run(big)
+    result = server.client.admit(big)
+    assert result.allowed and result.patched(big) == expected.pod

@@ -84,6 +84,8 @@ async def serve(config: ServeConfig) -> None:
     app = create_app(state)
     if not heap.tune_allocator():
         log.info("not glibc: allocator left as it is")
+    if not heap.limit_tls_read_buffer():
+        log.info("asyncio has no TLS read buffer setting: left as it is")
     heap.settle()
     app.cleanup_ctx.append(_watch_policies)
     app.cleanup_ctx.append(_watch_certificate)
