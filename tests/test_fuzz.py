@@ -8,14 +8,15 @@ import json
 from typing import Any
 
 import jsonpatch
-from hypothesis import HealthCheck, given, settings
+import orjson
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ServerProcess
 from tests.engine_helpers import SHIPPED
 from webhook.engine import mutate, validate
 from webhook.engine.inject import inject
-from webhook.review import BadReview, parse_review
+from webhook.review import BadReview, envelope, envelope_json, parse_review
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -115,3 +116,16 @@ def test_server_answers_every_body_with_a_4xx_or_a_valid_review(server: ServerPr
             assert answer["response"].get("status", {}).get("code") != 500, answer
         else:
             assert "Traceback" not in answer["error"]
+
+
+@given(st.sampled_from(["admission.k8s.io/v1", "admission.k8s.io/v1beta1"]), st.text(min_size=1),
+       st.dictionaries(st.text(), json_values, max_size=4).map(lambda d: {"allowed": True, **d}))
+def test_the_serialised_envelope_is_the_envelope(api_version: str, uid: str, fields: dict[str, Any]) -> None:
+    # The server joins bytes around a remembered answer's serialised fields; it must read
+    # back as the envelope built from dicts, whatever the uid and fields hold.
+    try:
+        fields_json = orjson.dumps(fields)
+    except orjson.JSONEncodeError:
+        assume(False)  # an integer beyond 64 bits: no answer holds one
+    joined = envelope_json(api_version=api_version, uid=uid, fields_json=fields_json)
+    assert orjson.loads(joined) == envelope(api_version=api_version, uid=uid, fields=fields)

@@ -217,3 +217,24 @@ def test_overload_is_shed_at_once_with_429(pki: Path) -> None:
             assert tls.recv(100).startswith(b"HTTP/1.1 200")
             tls.close()
         assert client.admit(POD, endpoint="/validate").allowed
+
+
+def test_a_bug_outside_the_engine_answers_json_500_and_the_next_request_succeeds(
+        pki: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import webhook.server as server_module
+    real = server_module.envelope_json
+    calls = {"n": 0}
+
+    def fails_once(**kwargs: object) -> bytes:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("transport bug")
+        return real(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(server_module, "envelope_json", fails_once)
+    with _InProcessServer(pki) as client:
+        raw = client.request("POST", "/mutate?timeout=10s", json.dumps(make_review(POD)).encode(),
+                             headers={"Content-Type": "application/json"})
+        assert raw.status == 500
+        assert raw.json() == {"error": "internal error; see the server log", "code": 500}
+        assert client.admit(POD).allowed

@@ -155,15 +155,26 @@ def test_unsupported_content_type(server: ServerProcess) -> None:
     assert raw.status == 415 and "application/json" in raw.json()["error"]
 
 
-@pytest.mark.parametrize(("method", "path", "status"), [
-    ("GET", "/mutate", 405), ("PUT", "/validate", 405), ("DELETE", "/mutate", 405),
-    ("POST", "/healthz", 405), ("GET", "/nope", 404), ("POST", "/mutate/extra", 404),
+@pytest.mark.parametrize(("method", "path", "status", "allow"), [
+    ("GET", "/mutate", 405, "POST"), ("PUT", "/validate", 405, "POST"), ("DELETE", "/mutate", 405, "POST"),
+    ("POST", "/healthz", 405, "GET, HEAD"), ("PUT", "/metrics", 405, "GET, HEAD"),
+    ("GET", "/nope", 404, None), ("POST", "/mutate/extra", 404, None), ("GET", "/", 404, None),
 ])
-def test_wrong_method_and_unknown_path(server: ServerProcess, method: str, path: str, status: int) -> None:
+def test_wrong_method_and_unknown_path(server: ServerProcess, method: str, path: str, status: int,
+                                       allow: str | None) -> None:
     raw = server.client.request(method, path)
     assert raw.status == status
     assert raw.json()["code"] == status
+    if allow:
+        assert raw.headers["allow"] == allow
+        assert raw.json()["error"] == f"method {method} not allowed; use {allow}"
+    else:
+        assert raw.json()["error"] == f"no such path {path}; admission endpoints are /mutate and /validate"
     _valid_request_succeeds(server)
+
+
+def test_head_is_answered_on_the_probes(server: ServerProcess) -> None:
+    assert server.client.request("HEAD", "/healthz").status == 200
 
 
 def _raw_tls_socket(server: ServerProcess) -> ssl.SSLSocket:

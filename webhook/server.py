@@ -23,7 +23,7 @@ from webhook.engine.memo import DEFAULT_MAX_ENTRIES, DecisionMemo
 from webhook.jsonvalue import as_dict, dicts_in
 from webhook.policy.holder import PolicyHolder
 from webhook.policy.loader import PolicySet
-from webhook.review import AdmissionRequest, BadReview, envelope, parse_review, response_fields
+from webhook.review import AdmissionRequest, BadReview, envelope_json, parse_review, response_fields
 from webhook.tls import ServingCertificate
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ METRICS_FOLD_SECONDS = 1.0
 _TIMEOUT_PARAM = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
 
 Engine = Callable[[AdmissionRequest, PolicySet], Decision]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass
@@ -72,6 +73,7 @@ class Answer:
 
     decision: Decision
     fields: dict[str, Any]
+    fields_json: bytes  # `fields` serialised
     outcome: str
     # What the answer adds to the metrics, as plain values: the metrics tally keeps this
     # (not the answer, which may hold a large patch) until it folds.
@@ -80,14 +82,15 @@ class Answer:
 
 def answer_memo(max_entries: int = DEFAULT_MAX_ENTRIES) -> DecisionMemo[Answer]:
     """A memo of answers, bounded by what their serialised responses hold as well."""
-    return DecisionMemo(max_entries=max_entries, weight=lambda answer: len(orjson.dumps(answer.fields)))
+    return DecisionMemo(max_entries=max_entries, weight=lambda answer: len(answer.fields_json))
 
 
 def _answer(decision: Decision, *, mutating: bool) -> Answer:
     outcome = _outcome(decision)
     counted = (outcome, decision.applied_policies if decision.patch else (), decision.shadow_policies,
                tuple((v.policy, v.rule, v.action) for v in decision.violations))
-    return Answer(decision, response_fields(decision, mutating=mutating), outcome, counted)
+    fields = response_fields(decision, mutating=mutating)
+    return Answer(decision, fields, orjson.dumps(fields), outcome, counted)
 
 
 STATE = web.AppKey("state", ServerState)
@@ -96,14 +99,29 @@ STATE = web.AppKey("state", ServerState)
 def create_app(state: ServerState, *, mutate_engine: Engine = mutate,
                validate_engine: Engine = validate) -> web.Application:
     """The engines are parameters so that tests can put a failing one behind the real server."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[STATE] = state
     app.cleanup_ctx.append(_fold_metrics)
-    app.router.add_post("/mutate", _admission_handler("mutate", mutate_engine, mutating=True))
-    app.router.add_post("/validate", _admission_handler("validate", validate_engine, mutating=False))
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/readyz", _readyz)
-    app.router.add_get("/metrics", _metrics)
+    # Every error leaves as JSON with a message, never an HTML page or a traceback. Not by
+    # a middleware: that wraps every request in one more coroutine (about 7 µs each, 5% of
+    # the no-op baseline's cost per request). Handlers catch their own errors, and the
+    # catch-all routes below answer other methods and paths.
+    routes: list[tuple[str, str, Handler]] = [
+        ("/mutate", "POST", _admission_handler("mutate", mutate_engine, mutating=True)),
+        ("/validate", "POST", _admission_handler("validate", validate_engine, mutating=False)),
+        ("/healthz", "GET", _guarded(_healthz)),
+        ("/readyz", "GET", _guarded(_readyz)),
+        ("/metrics", "GET", _guarded(_metrics)),
+    ]
+    for path, method, handler in routes:
+        if method == "GET":
+            app.router.add_get(path, handler)  # and HEAD
+            allowed = ["GET", "HEAD"]
+        else:
+            app.router.add_route(method, path, handler)
+            allowed = [method]
+        app.router.add_route("*", path, _method_not_allowed(allowed))
+    app.router.add_route("*", "/{path:.*}", _not_found)
     return app
 
 
@@ -115,27 +133,32 @@ def _error(status: int, message: str) -> web.Response:
     return _json(status, {"error": message, "code": status})
 
 
-@web.middleware
-async def _json_errors(request: web.Request,
-                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    """Every error leaves as JSON with a message; never an HTML page or a traceback."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        message = exc.reason
-        if isinstance(exc, web.HTTPMethodNotAllowed):
-            message = f"method {request.method} not allowed; use {', '.join(sorted(exc.allowed_methods))}"
-        elif isinstance(exc, web.HTTPNotFound):
-            message = f"no such path {request.path}; admission endpoints are /mutate and /validate"
-        response = _error(exc.status, message)
-        if isinstance(exc, web.HTTPMethodNotAllowed):
-            response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+def _internal_error(request: web.Request) -> web.Response:
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return _error(500, "internal error; see the server log")
+
+
+def _guarded(handler: Handler) -> Handler:
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except Exception:
+            return _internal_error(request)
+
+    return guarded
+
+
+def _method_not_allowed(allowed: list[str]) -> Handler:
+    async def refuse(request: web.Request) -> web.Response:
+        response = _error(405, f"method {request.method} not allowed; use {', '.join(allowed)}")
+        response.headers["Allow"] = ", ".join(allowed)
         return response
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return _error(500, "internal error; see the server log")
+
+    return refuse
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    return _error(404, f"no such path {request.path}; admission endpoints are /mutate and /validate")
 
 
 @functools.lru_cache(maxsize=64)
@@ -150,41 +173,44 @@ def _deadline(query_string: str) -> float:
     return min(max(value, 0.1), MAX_DEADLINE_SECONDS)
 
 
-def _admission_handler(endpoint: str, engine: Engine, *, mutating: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
+def _admission_handler(endpoint: str, engine: Engine, *, mutating: bool) -> Handler:
     # One coroutine per request, awaiting only the body; the rest is plain calls (every
     # coroutine frame in the chain is paid again each time the request resumes).
     async def handle(request: web.Request) -> web.Response:
-        state = request.app[STATE]
-        if state.inflight >= state.max_inflight:
-            # Shed at once: a queue the API server cannot wait for only turns overload into
-            # timeouts. A non-200 answer lets the webhook's failurePolicy decide.
-            metrics.SHED.labels(endpoint=endpoint).inc()
-            response = _error(429, f"overloaded: {state.inflight} requests in flight; retry")
-            response.headers["Retry-After"] = "1"
-            return response
-        started = time.perf_counter()
-        budget = _deadline(request.query_string)
-        # Answer a little before the API server gives up, so that a late answer is still
-        # a decision (by the failure rule) rather than a timeout.
-        answer_by = started + budget - min(DEADLINE_MARGIN_SECONDS, budget / 10)
-        refusal = _refuse_before_reading(request, endpoint)
-        if refusal is not None:
-            return refusal
-        # Counted while waiting for the body; deciding does not yield to other requests.
-        state.inflight += 1
         try:
-            if request.content.is_eof():  # the whole body already arrived: no deadline to guard
-                body = await request.read()
-            else:
-                async with asyncio.timeout(answer_by - time.perf_counter()):
+            state = request.app[STATE]
+            if state.inflight >= state.max_inflight:
+                # Shed at once: a queue the API server cannot wait for only turns overload
+                # into timeouts. A non-200 answer lets the webhook's failurePolicy decide.
+                metrics.SHED.labels(endpoint=endpoint).inc()
+                response = _error(429, f"overloaded: {state.inflight} requests in flight; retry")
+                response.headers["Retry-After"] = "1"
+                return response
+            started = time.perf_counter()
+            budget = _deadline(request.query_string)
+            # Answer a little before the API server gives up, so that a late answer is
+            # still a decision (by the failure rule) rather than a timeout.
+            answer_by = started + budget - min(DEADLINE_MARGIN_SECONDS, budget / 10)
+            refusal = _refuse_before_reading(request, endpoint)
+            if refusal is not None:
+                return refusal
+            # Counted while waiting for the body; deciding does not yield to other requests.
+            state.inflight += 1
+            try:
+                if request.content.is_eof():  # the whole body already arrived: no deadline to guard
                     body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _bad(endpoint, 413, f"body exceeds the {MAX_BODY_BYTES} byte limit")
-        except TimeoutError:
-            return _bad(endpoint, 408, "timed out reading the request body")
-        finally:
-            state.inflight -= 1
-        return _admit(body, state, endpoint, engine, mutating, started, answer_by)
+                else:
+                    async with asyncio.timeout(answer_by - time.perf_counter()):
+                        body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                return _bad(endpoint, 413, f"body exceeds the {MAX_BODY_BYTES} byte limit")
+            except TimeoutError:
+                return _bad(endpoint, 408, "timed out reading the request body")
+            finally:
+                state.inflight -= 1
+            return _admit(body, state, endpoint, engine, mutating, started, answer_by)
+        except Exception:  # a bug outside the decision logic (that one has a failure rule)
+            return _internal_error(request)
 
     return handle
 
@@ -220,9 +246,9 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
         except Exception:
             log.exception("decision logic failed", extra={"uid": admission.uid, "endpoint": endpoint})
             answer = _answer(_failure(state, endpoint, "internal error"), mutating=mutating)
-    payload = envelope(api_version=review.api_version, uid=admission.uid, fields=answer.fields)
+    body = envelope_json(api_version=review.api_version, uid=admission.uid, fields_json=answer.fields_json)
     _record(state, endpoint, admission, answer, memo_result, time.perf_counter() - started, policies.revision)
-    return _json(200, payload)
+    return web.Response(body=body, content_type="application/json")
 
 
 def _failure(state: ServerState, endpoint: str, what: str) -> Decision:
