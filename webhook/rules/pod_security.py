@@ -169,10 +169,8 @@ class _Container:
     path: str  # e.g. "spec.containers[app]"
     label: str  # e.g. 'container "app"', used in messages
     raw: Mapping[str, Any]
-
-    @property
-    def sc(self) -> Mapping[str, Any]:
-        return _map(self.raw.get("securityContext"))
+    # The securityContext, read once: a dozen checks look at it for every container.
+    sc: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -208,7 +206,8 @@ def _collect_containers(spec: Mapping[str, Any]) -> tuple[_Container, ...]:
             c = _map(raw)
             name = c.get("name")
             label = f"container {_q(name)}" if isinstance(name, str) and name else f"{field}[{i}]"
-            out.append(_Container(path=f"spec.{field}[{_key(name, i)}]", label=label, raw=c))
+            out.append(_Container(path=f"spec.{field}[{_key(name, i)}]", label=label, raw=c,
+                                  sc=_map(c.get("securityContext"))))
     return tuple(out)
 
 
@@ -478,9 +477,10 @@ def _host_probes_and_host_lifecycle(pod: _Pod) -> Iterator[PssViolation]:
     # check_hostProbesAndHostLifecycle.go (1.34+): probes and lifecycle hooks must not
     # target an explicit host (SSRF from the kubelet); any non-empty host is forbidden.
     for c in pod.containers:
-        handlers = [(p, _map(c.raw.get(p))) for p in _PROBES]
+        # Only the handlers a container has: most have none or one (this runs per container).
         lifecycle = _map(c.raw.get("lifecycle"))
-        handlers += [(f"lifecycle.{h}", _map(lifecycle.get(h))) for h in _LIFECYCLE_HANDLERS]
+        handlers = [(p, h) for p in _PROBES if _is_map(h := c.raw.get(p))]
+        handlers += [(f"lifecycle.{p}", h) for p in _LIFECYCLE_HANDLERS if _is_map(h := lifecycle.get(p))]
         for handler_path, handler in handlers:
             for action in _HANDLER_ACTIONS:
                 host = _str(_map(handler.get(action)).get("host"))

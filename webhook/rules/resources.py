@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from webhook.jsonvalue import as_dict
-from webhook.rules.containers import ContainerType, iter_containers
+from webhook.rules.containers import ContainerRef, ContainerType, iter_containers
 from webhook.rules.finding import Finding
 from webhook.rules.quantity import parse_quantity
 
@@ -38,24 +38,16 @@ def check_resources(spec: Mapping[str, Any], *, required: Mapping[ContainerType,
     """Findings per container in container order. Ephemeral containers are skipped:
     the API forbids resources on them."""
     findings: list[Finding] = []
+    no_requirement = Requirement()
     for c in iter_containers(spec):
         if c.type == "ephemeralContainers":
             continue
         resources = as_dict(c.raw.get("resources"))
-        parsed: dict[str, dict[str, Decimal]] = {}
-        for kind in ("requests", "limits"):
-            parsed[kind] = {}
-            for name, raw in as_dict(resources.get(kind)).items():
-                try:
-                    parsed[kind][str(name)] = parse_quantity(raw)
-                except ValueError:
-                    findings.append(Finding("invalidQuantity", resource_path(c.path, kind, str(name)),
-                                            f"{c.label} {kind[:-1]} {name}={raw!r} is not a valid quantity",
-                                            c.name))
-        requests, limits = parsed["requests"], parsed["limits"]
-        declared_requests = set(requests) | set(str(k) for k in as_dict(resources.get("requests")))
-        declared_limits = set(limits) | set(str(k) for k in as_dict(resources.get("limits")))
-        need = required.get(c.type, Requirement())
+        declared_requests = _by_name(as_dict(resources.get("requests")))
+        declared_limits = _by_name(as_dict(resources.get("limits")))
+        requests = _quantities(c, "requests", declared_requests, findings)
+        limits = _quantities(c, "limits", declared_limits, findings)
+        need = required.get(c.type, no_requirement)
         for name in need.requests:
             # The API server defaults a missing request to the limit, so a limit satisfies it.
             if name not in declared_requests and name not in declared_limits:
@@ -65,9 +57,29 @@ def check_resources(spec: Mapping[str, Any], *, required: Mapping[ContainerType,
             if name not in declared_limits:
                 findings.append(Finding("limits", resource_path(c.path, "limits", name),
                                         f"{c.label} has no {name} limit", c.name))
-        findings.extend(_maxima(c.path, c.label, c.name, requests, limits, maximum))
-        findings.extend(_ratios(c.path, c.label, c.name, requests, limits, max_ratio))
+        if maximum and (requests or limits):
+            findings.extend(_maxima(c.path, c.label, c.name, requests, limits, maximum))
+        if max_ratio and requests and limits:
+            findings.extend(_ratios(c.path, c.label, c.name, requests, limits, max_ratio))
     return findings
+
+
+def _by_name(declared: dict[Any, Any]) -> Mapping[str, Any]:
+    # JSON keys are strings already; a YAML pod (offline commands) may have others.
+    return declared if all(k.__class__ is str for k in declared) else {str(k): v for k, v in declared.items()}
+
+
+def _quantities(c: ContainerRef, kind: str, declared: Mapping[str, Any],
+                findings: list[Finding]) -> dict[str, Decimal]:
+    """The valid quantities of `declared`; each invalid one adds a finding."""
+    parsed: dict[str, Decimal] = {}
+    for name, raw in declared.items():
+        try:
+            parsed[name] = parse_quantity(raw)
+        except ValueError:
+            findings.append(Finding("invalidQuantity", resource_path(c.path, kind, name),
+                                    f"{c.label} {kind[:-1]} {name}={raw!r} is not a valid quantity", c.name))
+    return parsed
 
 
 def _maxima(path: str, label: str, name: str, requests: Mapping[str, Decimal],
