@@ -9,7 +9,7 @@ import re
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -68,12 +68,13 @@ class ServerState:
 
 @dataclass(frozen=True, eq=False, slots=True)
 class Answer:
-    """A decision and its response ready for the wire but for the uid; a remembered one
-    answers many requests, so it is serialised (and its patch encoded) once."""
+    """A decision's response, ready for the wire but for the uid; a remembered one answers
+    many requests, so it is serialised (and its patch encoded) once."""
 
-    decision: Decision
-    fields: dict[str, Any]
-    fields_json: bytes  # `fields` serialised
+    fields_json: bytes  # the AdmissionResponse's fields but the uid, serialised
+    # The decision for the log line, without its patch: the line names what was applied,
+    # and a remembered answer should not keep the patch twice.
+    logged: Decision
     outcome: str
     # What the answer adds to the metrics, as plain values: the metrics tally keeps this
     # (not the answer, which may hold a large patch) until it folds.
@@ -89,8 +90,8 @@ def _answer(decision: Decision, *, mutating: bool) -> Answer:
     outcome = _outcome(decision)
     counted = (outcome, decision.applied_policies if decision.patch else (), decision.shadow_policies,
                tuple((v.policy, v.rule, v.action) for v in decision.violations))
-    fields = response_fields(decision, mutating=mutating)
-    return Answer(decision, fields, orjson.dumps(fields), outcome, counted)
+    fields_json = orjson.dumps(response_fields(decision, mutating=mutating))
+    return Answer(fields_json, replace(decision, patch=None), outcome, counted)
 
 
 STATE = web.AppKey("state", ServerState)
@@ -261,7 +262,7 @@ def _record(state: ServerState, endpoint: str, admission: AdmissionRequest, answ
             elapsed: float, revision: str) -> None:
     state.tally.add((endpoint, admission.operation or "unknown", memo_result, answer.counted), elapsed)
     if log.isEnabledFor(logging.INFO):  # building the line costs more than the engine's small cases
-        _log_decision(endpoint, admission, answer.decision, answer.outcome, elapsed, revision)
+        _log_decision(endpoint, admission, answer.logged, answer.outcome, elapsed, revision)
 
 
 def _fold_counts(key: tuple[str, str, str, Any], latencies: list[float]) -> None:
