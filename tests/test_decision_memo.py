@@ -5,9 +5,11 @@ server-set metadata differs, for different users, namespaces, dates and policy s
 from __future__ import annotations
 
 import copy
+import gc
 import importlib
 import json
 import time
+import tracemalloc
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -186,6 +188,24 @@ def test_the_memo_counts_the_size_of_what_it_keeps() -> None:
             assert result == "miss" and len(orjson.loads(answer.fields_json)["patch"]) > 3000
         kept[name] = len(memo)
     assert kept["keys only"] == 4 and 1 <= kept["answers weighed"] < 4, kept
+
+
+def test_the_memory_the_memo_holds_is_about_what_it_counts() -> None:
+    # The byte bound is only a bound if the count is true: orjson's output keeps its
+    # working buffer (a 6 KB answer held 64 KB), so stored keys and answers are copied.
+    requests = [make_request(pod(container(name=f"c{i}")), namespace="shop") for i in range(20)]
+    memo = answer_memo()
+    tracemalloc.start()
+    try:
+        for request in requests:
+            memo.decide("mutate", request, SHIPPED,
+                        lambda: server_module._answer(mutate(request, SHIPPED), mutating=True))
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(memo) == 20 and memo.size_bytes > 20 * 5000
+    assert held < 1.5 * memo.size_bytes, (held, memo.size_bytes)
 
 
 def test_large_objects_and_a_zero_size_are_not_memoised() -> None:

@@ -19,7 +19,7 @@ from webhook import decision as decisions
 from webhook import metrics
 from webhook.decision import Decision
 from webhook.engine import mutate, validate
-from webhook.engine.memo import DEFAULT_MAX_ENTRIES, DecisionMemo
+from webhook.engine.memo import DEFAULT_MAX_ENTRIES, DecisionMemo, compact
 from webhook.jsonvalue import as_dict, dicts_in
 from webhook.policy.holder import PolicyHolder
 from webhook.policy.loader import PolicySet
@@ -90,7 +90,7 @@ def _answer(decision: Decision, *, mutating: bool) -> Answer:
     outcome = _outcome(decision)
     counted = (outcome, decision.applied_policies if decision.patch else (), decision.shadow_policies,
                tuple((v.policy, v.rule, v.action) for v in decision.violations))
-    fields_json = orjson.dumps(response_fields(decision, mutating=mutating))
+    fields_json = compact(orjson.dumps(response_fields(decision, mutating=mutating)))
     return Answer(fields_json, replace(decision, patch=None), outcome, counted)
 
 
