@@ -49,9 +49,14 @@ def _as_replica(obj: dict[str, Any], n: int) -> dict[str, Any]:
     return obj
 
 
+def _raw(request: AdmissionRequest) -> dict[str, Any]:
+    """The review's `request` as the API server sends it, which the memo keys on."""
+    return {**request.to_json(), "object": request.object, "oldObject": request.old_object}
+
+
 def _decide(memo: DecisionMemo, endpoint: str, engine: Any, request: AdmissionRequest,
             policies: PolicySet) -> tuple[Any, str]:
-    return memo.decide(endpoint, request, policies, lambda: engine(request, policies))
+    return memo.decide(endpoint, _raw(request), policies, lambda: engine(request, policies))
 
 
 def _fresh_and_memoised(memo: DecisionMemo, endpoint: str, request: AdmissionRequest,
@@ -183,7 +188,7 @@ def test_the_memo_counts_the_size_of_what_it_keeps() -> None:
     for name, memo in (("keys only", DecisionMemo()), ("answers weighed", answer_memo())):
         memo.max_bytes = 12_000
         for request in requests:
-            answer, result = memo.decide("mutate", request, SHIPPED,
+            answer, result = memo.decide("mutate", _raw(request), SHIPPED,
                                          lambda: server_module._answer(mutate(request, SHIPPED), mutating=True))
             assert result == "miss" and len(orjson.loads(answer.fields_json)["patch"]) > 3000
         kept[name] = len(memo)
@@ -198,7 +203,7 @@ def test_the_memory_the_memo_holds_is_about_what_it_counts() -> None:
     tracemalloc.start()
     try:
         for request in requests:
-            memo.decide("mutate", request, SHIPPED,
+            memo.decide("mutate", _raw(request), SHIPPED,
                         lambda: server_module._answer(mutate(request, SHIPPED), mutating=True))
         gc.collect()
         held = tracemalloc.get_traced_memory()[0]
@@ -290,3 +295,36 @@ def test_a_decision_made_across_midnight_is_not_remembered(monkeypatch: pytest.M
     request = make_request(pod(), namespace="shop")
     assert _decide(memo, "validate", validate, request, SHIPPED)[1] == "skip"
     assert len(memo) == 0
+
+
+@pytest.mark.parametrize("endpoint", ["mutate", "validate"])
+def test_a_remembered_answer_does_not_let_a_malformed_request_through(endpoint: str) -> None:
+    # The memo keys on the request as sent and only a miss parses it: the fields a key
+    # leaves out (uid; at validation the name) must still be checked on a hit, and any
+    # other malformed field must make a different key, hence a miss and a refusal.
+    state = ServerState(policies=PolicyHolder.load(SHIPPED_POLICIES), certificate=None)
+    engine = ENGINES[endpoint]
+    review = make_review(pod(), namespace="shop")
+
+    def admit(doc: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        response = server_module._admit(json.dumps(doc).encode(), state, endpoint, engine, endpoint == "mutate",
+                                        time.perf_counter(), float("inf"))
+        return response.status, orjson.loads(response.body)
+
+    assert admit(review)[0] == 200
+    assert admit({**review, "request": {**review["request"], "uid": "another"}})[0] == 200  # a hit
+    malformed = [("uid", 5), ("uid", ""), ("name", 7), ("dryRun", "yes"), ("namespace", ["shop"]),
+                 ("userInfo", {"username": "u", "groups": "all"}), ("kind", "Pod"), ("oldObject", [])]
+    for field, value in malformed:
+        status, body = admit({**review, "request": {**review["request"], field: value}})
+        assert status == 400, (field, value, body)
+        assert f"request.{field}" in body["error"], body
+    hits = [v for (e, result), v in _memo_counts(state).items() if e == endpoint and result == "hit"]
+    assert hits == [1]
+
+
+def _memo_counts(state: ServerState) -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = {}
+    for (endpoint, _operation, result, _counted), latencies in state.tally._pending.items():
+        counts[(endpoint, result)] = counts.get((endpoint, result), 0) + len(latencies)
+    return counts

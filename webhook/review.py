@@ -37,6 +37,14 @@ def _texts(raw: dict[str, Any], keys: tuple[str, ...], where: str) -> list[str]:
     return out
 
 
+def request_uid(raw: dict[str, Any]) -> str:
+    """The uid of a review's `request` (as sent), which every answer must echo."""
+    uid = raw.get("uid")
+    if uid.__class__ is not str or not uid:
+        raise BadReview("invalid request: request.uid: expected a non-empty string")
+    return uid
+
+
 def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:
     value = raw.get(key)
     if value.__class__ is dict:
@@ -98,9 +106,7 @@ class AdmissionRequest(NamedTuple):
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> AdmissionRequest:
         """Read the `request` of an AdmissionReview (JSON names), raising BadReview on a wrong shape."""
-        uid = raw.get("uid")
-        if uid.__class__ is not str or not uid:
-            raise BadReview("invalid request: request.uid: expected a non-empty string")
+        uid = request_uid(raw)
         dry_run = raw.get("dryRun")
         if dry_run is None:
             dry_run = False
@@ -139,8 +145,9 @@ class ParsedReview(NamedTuple):
     request: AdmissionRequest
 
 
-def parse_review(body: bytes) -> ParsedReview:
-    """Parse a request body, raising BadReview with a message a human can act on."""
+def read_envelope(body: bytes) -> tuple[str, dict[str, Any]]:
+    """A request body's apiVersion and its `request` as sent, raising BadReview with a message
+    a human can act on. `AdmissionRequest.from_dict` checks the request itself."""
     if not body:
         raise BadReview("empty body: expected an AdmissionReview JSON object")
     try:
@@ -159,6 +166,12 @@ def parse_review(body: bytes) -> ParsedReview:
     raw_request = doc.get("request")
     if not isinstance(raw_request, dict):
         raise BadReview("missing 'request' object in AdmissionReview")
+    return api_version, raw_request
+
+
+def parse_review(body: bytes) -> ParsedReview:
+    """Parse a request body, raising BadReview with a message a human can act on."""
+    api_version, raw_request = read_envelope(body)
     return ParsedReview(api_version=api_version, request=AdmissionRequest.from_dict(raw_request))
 
 

@@ -23,7 +23,7 @@ from webhook.engine.memo import DEFAULT_MAX_ENTRIES, DecisionMemo, compact
 from webhook.jsonvalue import as_dict, dicts_in
 from webhook.policy.holder import PolicyHolder
 from webhook.policy.loader import PolicySet
-from webhook.review import AdmissionRequest, BadReview, envelope_json, parse_review, response_fields
+from webhook.review import AdmissionRequest, BadReview, envelope_json, read_envelope, request_uid, response_fields
 from webhook.tls import ServingCertificate
 
 log = logging.getLogger(__name__)
@@ -230,25 +230,31 @@ def _refuse_before_reading(request: web.Request, endpoint: str) -> web.Response 
 def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutating: bool, started: float,
            answer_by: float) -> web.Response:
     try:
-        review = parse_review(body)
+        api_version, raw = read_envelope(body)
+        uid = request_uid(raw)
     except BadReview as exc:
         return _bad(endpoint, 400, str(exc))
-    admission = review.request
     policies = state.policies.current  # one read: the whole request sees one set
     memo_result = ""
-    if time.perf_counter() > answer_by:
-        answer = _answer(_failure(state, endpoint, "the request's deadline passed before a decision"),
-                         mutating=mutating)
-    else:
-        try:
+    try:
+        if time.perf_counter() > answer_by:
+            AdmissionRequest.from_dict(raw)  # a malformed request is still refused as such
+            answer = _answer(_failure(state, endpoint, "the request's deadline passed before a decision"),
+                             mutating=mutating)
+        else:
+            # The memo keys on the request as sent; only a miss parses it (a hit's key equals
+            # that of a request already parsed) and runs the engine.
             answer, memo_result = state.memo.decide(
-                endpoint, admission, policies, lambda: _answer(engine(admission, policies), mutating=mutating),
+                endpoint, raw, policies,
+                lambda: _answer(engine(AdmissionRequest.from_dict(raw), policies), mutating=mutating),
                 body_size=len(body))
-        except Exception:
-            log.exception("decision logic failed", extra={"uid": admission.uid, "endpoint": endpoint})
-            answer = _answer(_failure(state, endpoint, "internal error"), mutating=mutating)
-    body = envelope_json(api_version=review.api_version, uid=admission.uid, fields_json=answer.fields_json)
-    _record(state, endpoint, admission, answer, memo_result, time.perf_counter() - started, policies.revision)
+    except BadReview as exc:
+        return _bad(endpoint, 400, str(exc))
+    except Exception:
+        log.exception("decision logic failed", extra={"uid": uid, "endpoint": endpoint})
+        answer = _answer(_failure(state, endpoint, "internal error"), mutating=mutating)
+    body = envelope_json(api_version=api_version, uid=uid, fields_json=answer.fields_json)
+    _record(state, endpoint, raw, answer, memo_result, time.perf_counter() - started, policies.revision)
     return web.Response(body=body, content_type="application/json")
 
 
@@ -258,10 +264,16 @@ def _failure(state: ServerState, endpoint: str, what: str) -> Decision:
                              f"{'admits' if allow else 'denies'} the request", allow=allow)
 
 
-def _record(state: ServerState, endpoint: str, admission: AdmissionRequest, answer: Answer, memo_result: str,
+def _record(state: ServerState, endpoint: str, raw: dict[str, Any], answer: Answer, memo_result: str,
             elapsed: float, revision: str) -> None:
-    state.tally.add((endpoint, admission.operation or "unknown", memo_result, answer.counted), elapsed)
+    operation = raw.get("operation")
+    state.tally.add((endpoint, operation if operation.__class__ is str and operation else "unknown",
+                     memo_result, answer.counted), elapsed)
     if log.isEnabledFor(logging.INFO):  # building the line costs more than the engine's small cases
+        try:
+            admission = AdmissionRequest.from_dict(raw)
+        except BadReview:
+            return  # only after an internal error; that was logged
         _log_decision(endpoint, admission, answer.logged, answer.outcome, elapsed, revision)
 
 

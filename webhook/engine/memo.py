@@ -4,7 +4,13 @@ A Deployment rollout or a Job burst sends the webhook many pods that are the sam
 object. At mutating admission they are byte for byte identical: the API server
 gives a `generateName` pod its name and uid only after the mutating webhooks. At
 validating admission they differ only in server-set metadata (name, uid,
-creationTimestamp, managedFields) that no validation rule reads.
+creationTimestamp, managedFields) that no validation rule reads. The reviews differ
+in their own uid, and at validation in the request's name.
+
+A key is made from the review's `request` as sent, before it is parsed: a hit skips
+parsing as well as deciding. So a key holds every field of the request except those
+few, which it leaves out only when they are well-formed; a remembered answer then
+stands for a request that passed every check.
 
 A decision is a pure function of what each key below holds, plus the policy set
 (the memo empties whenever a different set serves) and, for validation, today's
@@ -15,7 +21,7 @@ date (exceptions expire by date). Anything outside that stays uncached:
 - objects whose JSON exceeds `max_object_bytes` are not memoised: hashing them would
   cost about what the decision does, and keeping few large entries keeps memory flat.
 
-A key is the deciding inputs serialised as one JSON array, compared whole: two
+A key is its inputs serialised as one JSON array, compared whole: two
 different inputs never share an entry (a digest would be cheaper to keep but costs
 several times more to compute than the dict's own hash). The memo is bounded both by
 entries and by the bytes its keys and values hold (a value's size is the caller's
@@ -31,9 +37,7 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-from webhook.engine.mutate import is_pod_create
 from webhook.policy.loader import PolicySet
-from webhook.review import AdmissionRequest
 
 DEFAULT_MAX_ENTRIES = 512
 DEFAULT_MAX_OBJECT_BYTES = 64 * 1024
@@ -65,26 +69,54 @@ def utc_today() -> date:
     return datetime.now(timezone.utc).date()
 
 
-def mutate_key(request: AdmissionRequest, _today: date) -> list[Any] | None:
-    """What `mutate` reads: the namespace and the pod (only pod CREATE is injected)."""
-    if not is_pod_create(request):
-        return None  # answered without evaluation anyway
-    return ["mutate", request.namespace, request.object]
+# The request's own fields that differ for each request about the same pod and that no
+# decision reads. They are left out of a key only when well-formed (otherwise there is
+# no key, and parsing the request refuses it): a remembered answer then also stands for
+# the checks the request passed when it was parsed.
+_UNKEYED_MUTATE = ("uid",)
+_UNKEYED_VALIDATE = ("uid", "name", "object", "oldObject")
 
 
-def validate_key(request: AdmissionRequest, today: date) -> list[Any] | None:
-    """What `validate` reads, except for CEL rules: the request's kind, operation, namespace
-    and user (exceptions name users and groups), the object and oldObject without their
-    server-set metadata, and today's date."""
-    if request.object is None:
+def _rest(raw: dict[str, Any], unkeyed: tuple[str, ...]) -> dict[str, Any] | None:
+    uid, name = raw.get("uid"), raw.get("name")
+    if uid.__class__ is not str or not uid or (name is not None and name.__class__ is not str):
         return None
-    kind, resource, user = request.kind, request.resource, request.user_info
-    return ["validate", today, request.operation, request.sub_resource, kind.group, kind.kind,
-            resource.group, resource.resource, request.namespace, user.username, user.groups,
-            _without_server_set_metadata(request.object), _without_server_set_metadata(request.old_object)]
+    return {k: v for k, v in raw.items() if k not in unkeyed}
 
 
-KEYS: dict[str, Callable[[AdmissionRequest, date], list[Any] | None]] = {
+def _is_pod_create(raw: dict[str, Any]) -> bool:
+    """`is_pod_create` on the request as sent (only pod CREATE is injected)."""
+    resource = raw.get("resource")
+    return (raw.get("operation") == "CREATE" and not raw.get("subResource") and resource.__class__ is dict
+            and resource.get("resource") == "pods" and not resource.get("group")
+            and raw.get("object").__class__ is dict)
+
+
+def mutate_key(raw: dict[str, Any], _today: date) -> list[Any] | None:
+    """The request as sent but for its uid: `mutate` reads the namespace and the pod, and the
+    rest of the request is the same for every pod of a rollout (one controller creates them)."""
+    if not _is_pod_create(raw):
+        return None  # answered without evaluation anyway
+    rest = _rest(raw, _UNKEYED_MUTATE)
+    return None if rest is None else ["mutate", rest]
+
+
+def validate_key(raw: dict[str, Any], today: date) -> list[Any] | None:
+    """The request as sent but for its uid and name, the object and oldObject without their
+    server-set metadata, and today's date. `validate` reads, except for CEL rules, the
+    request's kind, operation, namespace and user (exceptions name users and groups), the
+    objects, and the date."""
+    obj = raw.get("object")
+    if obj is None:
+        return None
+    rest = _rest(raw, _UNKEYED_VALIDATE)
+    if rest is None:
+        return None
+    return ["validate", today, rest, _without_server_set_metadata(obj),
+            _without_server_set_metadata(raw.get("oldObject"))]
+
+
+KEYS: dict[str, Callable[[dict[str, Any], date], list[Any] | None]] = {
     "mutate": mutate_key, "validate": validate_key}
 
 
@@ -118,18 +150,20 @@ class DecisionMemo(Generic[T]):
         """What the entries weigh: their keys' lengths and the caller's weights."""
         return self._bytes
 
-    def decide(self, endpoint: str, request: AdmissionRequest, policies: PolicySet,
+    def decide(self, endpoint: str, raw_request: dict[str, Any], policies: PolicySet,
                compute: Callable[[], T], *, body_size: int = 0) -> tuple[T, str]:
         """`compute()`'s result, remembered for requests with the same deciding inputs, and
-        "hit", "miss" or "skip" (not memoisable). An exception from `compute` is not remembered.
-        `body_size`, the request body's length when known, skips objects too large at once."""
+        "hit", "miss" or "skip" (not memoisable). `raw_request` is the review's `request` as
+        sent; `compute` parses it (refusing a malformed one by raising) and decides. An
+        exception from `compute` is not remembered. `body_size`, the request body's length
+        when known, skips objects too large at once."""
         if policies is not self._policies:
             self._entries.clear()
             self._bytes = 0
             self._policies = policies
             self._memoise_validate = not _has_cel(policies)
         today = utc_today()
-        key = None if body_size > self.max_object_bytes else self._key(endpoint, request, today)
+        key = None if body_size > self.max_object_bytes else self._key(endpoint, raw_request, today)
         if key is None:
             return compute(), "skip"
         found = self._entries.get(key)
@@ -147,13 +181,13 @@ class DecisionMemo(Generic[T]):
             self._bytes -= evicted
         return value, "miss"
 
-    def _key(self, endpoint: str, request: AdmissionRequest, today: date) -> bytes | None:
+    def _key(self, endpoint: str, raw_request: dict[str, Any], today: date) -> bytes | None:
         if self.max_entries <= 0 or (endpoint == "validate" and not self._memoise_validate):
             return None
         key_of = KEYS.get(endpoint)
         if key_of is None:
             return None
-        inputs = key_of(request, today)
+        inputs = key_of(raw_request, today)
         if inputs is None:
             return None
         try:
