@@ -313,8 +313,11 @@ def test_a_remembered_answer_does_not_let_a_malformed_request_through(endpoint: 
 
     assert admit(review)[0] == 200
     assert admit({**review, "request": {**review["request"], "uid": "another"}})[0] == 200  # a hit
+    kind, resource = review["request"]["kind"], review["request"]["resource"]
     malformed = [("uid", 5), ("uid", ""), ("name", 7), ("dryRun", "yes"), ("namespace", ["shop"]),
-                 ("userInfo", {"username": "u", "groups": "all"}), ("kind", "Pod"), ("oldObject", [])]
+                 ("userInfo", {"username": "u", "groups": "all"}), ("userInfo", {"username": "u", "groups": [1]}),
+                 ("userInfo", {"username": "u", "uid": 1}), ("kind", "Pod"), ("kind", {**kind, "version": 1}),
+                 ("resource", {**resource, "resource": 1}), ("oldObject", []), ("object", []), ("object", 5)]
     for field, value in malformed:
         status, body = admit({**review, "request": {**review["request"], field: value}})
         assert status == 400, (field, value, body)
@@ -328,3 +331,54 @@ def _memo_counts(state: ServerState) -> dict[tuple[str, str], int]:
     for (endpoint, _operation, result, _counted), latencies in state.tally._pending.items():
         counts[(endpoint, result)] = counts.get((endpoint, result), 0) + len(latencies)
     return counts
+
+
+def test_what_a_validation_key_leaves_out_still_hits_through_the_server() -> None:
+    # Replicas reach /validate with their own request name and server-set metadata; a null
+    # or absent name is well-formed too. All of them are one decision.
+    state = ServerState(policies=PolicyHolder.load(SHIPPED_POLICIES), certificate=None)
+    review = make_review(pod(), namespace="shop")
+    variants = [{}, {"name": None}, {"name": "web-2"}]
+    for n, extra in enumerate(variants):
+        request = {k: v for k, v in review["request"].items() if k != "name"}
+        doc = {**review, "request": {**request, **extra, "uid": f"uid-{n}",
+                                     "object": _as_replica(review["request"]["object"], n)}}
+        response = server_module._admit(json.dumps(doc).encode(), state, "validate", validate, False,
+                                        time.perf_counter(), float("inf"))
+        assert response.status == 200
+    assert _memo_counts(state) == {("validate", "miss"): 1, ("validate", "hit"): 2}
+
+
+def test_the_request_parser_reads_nothing_a_validation_key_leaves_out() -> None:
+    # A tripwire. The memo answers a hit without parsing the request, so what its key
+    # leaves out must be what the parser does not check (or what the key's own guard
+    # checks: uid and name). If the parser starts checking inside the object's metadata,
+    # the key must keep that field.
+    review = make_review(pod(), namespace="shop")
+    for field in memo_module.SERVER_SET_METADATA:
+        for value in (5, [], {"x": 1}, None, True):
+            obj = copy.deepcopy(review["request"]["object"])
+            obj["metadata"][field] = value
+            old = copy.deepcopy(obj)
+            AdmissionRequest.from_dict({**review["request"], "object": obj, "oldObject": old})
+
+
+@pytest.mark.parametrize("level", ["INFO", "WARNING"])
+def test_a_hit_is_parsed_only_for_the_decision_log(level: str, monkeypatch: pytest.MonkeyPatch,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    state = ServerState(policies=PolicyHolder.load(SHIPPED_POLICIES), certificate=None)
+    calls = {"n": 0}
+    real = AdmissionRequest.from_dict.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type, raw: dict[str, Any]) -> AdmissionRequest:
+        calls["n"] += 1
+        return real(cls, raw)
+
+    monkeypatch.setattr(AdmissionRequest, "from_dict", classmethod(counting))
+    caplog.set_level(level, logger=server_module.log.name)
+    body = json.dumps(make_review(pod(), namespace="shop")).encode()
+    for expected in (1, 1 if level == "INFO" else 0):  # a miss, then a hit
+        calls["n"] = 0
+        response = server_module._admit(body, state, "validate", validate, False, time.perf_counter(),
+                                        float("inf"))
+        assert response.status == 200 and calls["n"] == expected

@@ -236,17 +236,22 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
         return _bad(endpoint, 400, str(exc))
     policies = state.policies.current  # one read: the whole request sees one set
     memo_result = ""
+    parsed: list[AdmissionRequest] = []  # the request once parsed, for the decision log
+
+    def parse() -> AdmissionRequest:
+        parsed.append(AdmissionRequest.from_dict(raw))
+        return parsed[0]
+
     try:
         if time.perf_counter() > answer_by:
-            AdmissionRequest.from_dict(raw)  # a malformed request is still refused as such
+            parse()  # a malformed request is still refused as such
             answer = _answer(_failure(state, endpoint, "the request's deadline passed before a decision"),
                              mutating=mutating)
         else:
             # The memo keys on the request as sent; only a miss parses it (a hit's key equals
             # that of a request already parsed) and runs the engine.
             answer, memo_result = state.memo.decide(
-                endpoint, raw, policies,
-                lambda: _answer(engine(AdmissionRequest.from_dict(raw), policies), mutating=mutating),
+                endpoint, raw, policies, lambda: _answer(engine(parse(), policies), mutating=mutating),
                 body_size=len(body))
     except BadReview as exc:
         return _bad(endpoint, 400, str(exc))
@@ -254,7 +259,7 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
         log.exception("decision logic failed", extra={"uid": uid, "endpoint": endpoint})
         answer = _answer(_failure(state, endpoint, "internal error"), mutating=mutating)
     body = envelope_json(api_version=api_version, uid=uid, fields_json=answer.fields_json)
-    _record(state, endpoint, raw, answer, memo_result, time.perf_counter() - started, policies.revision)
+    _record(state, endpoint, raw, parsed, answer, memo_result, time.perf_counter() - started, policies.revision)
     return web.Response(body=body, content_type="application/json")
 
 
@@ -264,16 +269,20 @@ def _failure(state: ServerState, endpoint: str, what: str) -> Decision:
                              f"{'admits' if allow else 'denies'} the request", allow=allow)
 
 
-def _record(state: ServerState, endpoint: str, raw: dict[str, Any], answer: Answer, memo_result: str,
-            elapsed: float, revision: str) -> None:
+def _record(state: ServerState, endpoint: str, raw: dict[str, Any], parsed: list[AdmissionRequest],
+            answer: Answer, memo_result: str, elapsed: float, revision: str) -> None:
     operation = raw.get("operation")
     state.tally.add((endpoint, operation if operation.__class__ is str and operation else "unknown",
                      memo_result, answer.counted), elapsed)
     if log.isEnabledFor(logging.INFO):  # building the line costs more than the engine's small cases
-        try:
-            admission = AdmissionRequest.from_dict(raw)
-        except BadReview:
-            return  # only after an internal error; that was logged
+        if parsed:
+            admission = parsed[0]
+        else:  # a memo hit: the request was not parsed
+            try:
+                admission = AdmissionRequest.from_dict(raw)
+            except BadReview as exc:  # a hit is a request that parsed before: this is a bug
+                log.error("an answered request does not parse: %s", exc, extra={"endpoint": endpoint})
+                return
         _log_decision(endpoint, admission, answer.logged, answer.outcome, elapsed, revision)
 
 
