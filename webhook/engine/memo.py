@@ -37,7 +37,10 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
+from webhook.engine.mutate import pod_create
+from webhook.jsonvalue import as_dict
 from webhook.policy.loader import PolicySet
+from webhook.review import BadReview, request_uid
 
 DEFAULT_MAX_ENTRIES = 512
 DEFAULT_MAX_OBJECT_BYTES = 64 * 1024
@@ -78,24 +81,22 @@ _UNKEYED_VALIDATE = ("uid", "name", "object", "oldObject")
 
 
 def _rest(raw: dict[str, Any], unkeyed: tuple[str, ...]) -> dict[str, Any] | None:
-    uid, name = raw.get("uid"), raw.get("name")
-    if uid.__class__ is not str or not uid or (name is not None and name.__class__ is not str):
+    try:
+        request_uid(raw)
+    except BadReview:
+        return None
+    name = raw.get("name")
+    if name is not None and name.__class__ is not str:  # as AdmissionRequest.from_dict reads it
         return None
     return {k: v for k, v in raw.items() if k not in unkeyed}
-
-
-def _is_pod_create(raw: dict[str, Any]) -> bool:
-    """`is_pod_create` on the request as sent (only pod CREATE is injected)."""
-    resource = raw.get("resource")
-    return (raw.get("operation") == "CREATE" and not raw.get("subResource") and resource.__class__ is dict
-            and resource.get("resource") == "pods" and not resource.get("group")
-            and raw.get("object").__class__ is dict)
 
 
 def mutate_key(raw: dict[str, Any], _today: date) -> list[Any] | None:
     """The request as sent but for its uid: `mutate` reads the namespace and the pod, and the
     rest of the request is the same for every pod of a rollout (one controller creates them)."""
-    if not _is_pod_create(raw):
+    resource = as_dict(raw.get("resource"))
+    if not pod_create(raw.get("operation"), raw.get("subResource"), resource.get("group"),
+                      resource.get("resource"), raw.get("object")):
         return None  # answered without evaluation anyway
     rest = _rest(raw, _UNKEYED_MUTATE)
     return None if rest is None else ["mutate", rest]

@@ -10,9 +10,14 @@ from webhook.review import AdmissionRequest
 
 
 def is_pod_create(request: AdmissionRequest) -> bool:
-    return (request.operation == "CREATE" and not request.sub_resource
-            and request.resource.resource == "pods" and request.resource.group == ""
-            and isinstance(request.object, dict))
+    resource = request.resource
+    return pod_create(request.operation, request.sub_resource, resource.group, resource.resource, request.object)
+
+
+def pod_create(operation: object, sub_resource: object, group: object, resource: object, obj: object) -> bool:
+    """The rule of `is_pod_create` on bare values: the memo applies it to the request as sent."""
+    return (operation == "CREATE" and not sub_resource and resource == "pods" and not group
+            and isinstance(obj, dict))
 
 
 def mutate(request: AdmissionRequest, policies: PolicySet) -> Decision:
