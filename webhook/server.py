@@ -75,10 +75,13 @@ class Answer:
     # The decision for the log line, without its patch: the line names what was applied,
     # and a remembered answer should not keep the patch twice.
     logged: Decision
-    outcome: str
-    # What the answer adds to the metrics, as plain values: the metrics tally keeps this
-    # (not the answer, which may hold a large patch) until it folds.
+    # What the answer adds to the metrics, as plain values (the outcome first): the metrics
+    # tally keeps this (not the answer, which may hold a large patch) until it folds.
     counted: tuple[str, tuple[str, ...], tuple[str, ...], tuple[tuple[str, str, str], ...]]
+
+    @property
+    def outcome(self) -> str:
+        return self.counted[0]
 
 
 def answer_memo(max_entries: int = DEFAULT_MAX_ENTRIES) -> DecisionMemo[Answer]:
@@ -91,7 +94,7 @@ def _answer(decision: Decision, *, mutating: bool) -> Answer:
     counted = (outcome, decision.applied_policies if decision.patch else (), decision.shadow_policies,
                tuple((v.policy, v.rule, v.action) for v in decision.violations))
     fields_json = compact(orjson.dumps(response_fields(decision, mutating=mutating)))
-    return Answer(fields_json, replace(decision, patch=None), outcome, counted)
+    return Answer(fields_json, replace(decision, patch=None) if decision.patch else decision, counted)
 
 
 STATE = web.AppKey("state", ServerState)
