@@ -8,9 +8,6 @@ from __future__ import annotations
 import asyncio.sslproto
 import ctypes
 import gc
-import logging
-
-log = logging.getLogger(__name__)
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1

@@ -8,8 +8,8 @@ say how to combine workers (`multiprocess_mode`); it is ignored in one process.
 
 from __future__ import annotations
 
-import os
 import logging
+import os
 from collections.abc import Callable, Hashable
 from typing import Any
 
