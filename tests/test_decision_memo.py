@@ -4,9 +4,11 @@ server-set metadata differs, for different users, namespaces, dates and policy s
 
 from __future__ import annotations
 
+import base64
 import copy
 import gc
 import importlib
+import itertools
 import json
 import time
 import tracemalloc
@@ -382,3 +384,77 @@ def test_a_hit_is_parsed_only_for_the_decision_log(level: str, monkeypatch: pyte
         response = server_module._admit(body, state, "validate", validate, False, time.perf_counter(),
                                         float("inf"))
         assert response.status == 200 and calls["n"] == expected
+
+
+def _bodies_for_the_uid_cut() -> list[tuple[tuple[Any, ...], bytes]]:
+    """Reviews that differ in where a uid-like string appears and how it is written: the
+    review's uid plain or escaped, the same text as a label (whose key may be "uid") or as
+    the object's own uid, before or after the review's uid, a duplicate uid member, compact
+    or spaced JSON."""
+    bodies = []
+    for variant in itertools.product(
+            ("a1", "b2"), ("uid first", "object first"),
+            ((), (("uid", "a1"),), (("uid", "b2"),), (("app", "a1"),)), (None, "a1", "b2"),
+            (False, True), (False, True), (False, True)):
+        uid, order, labels, object_uid, escaped, spaced, duplicate = variant
+        obj = pod()
+        obj["metadata"]["labels"] = dict(labels)
+        if object_uid is not None:
+            obj["metadata"]["uid"] = object_uid
+        request = make_review(obj, namespace="shop")["request"]
+        request = {k: v for k, v in request.items() if k != "uid"}
+        request = {"uid": "@@UID@@", **request} if order == "uid first" else {**request, "uid": "@@UID@@"}
+        doc = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+        text = json.dumps(doc) if spaced else orjson.dumps(doc).decode()
+        token = '"\\u%04x%s"' % (ord(uid[0]), uid[1:]) if escaped else f'"{uid}"'
+        member = '"uid": ' if spaced else '"uid":'
+        if duplicate:  # the last of two members is the one a JSON parser keeps
+            token = f'"b2", {member}{token}' if spaced else f'"b2",{member}{token}'
+        bodies.append((variant, text.replace('"@@UID@@"', token).encode()))
+    return bodies
+
+
+def test_a_body_key_cuts_out_the_uid_and_nothing_else() -> None:
+    # Every pair of bodies that share a key is the same review but for the request's uid;
+    # reviews of one pod that differ only in their uid, written plainly, share one.
+    groups: dict[bytes, list[dict[str, Any]]] = {}
+    keys = {}
+    for variant, body in _bodies_for_the_uid_cut():
+        doc = orjson.loads(body)
+        key = keys[variant] = memo_module.body_key(body, doc["request"]["uid"])
+        if key is not None:
+            doc["request"].pop("uid")
+            groups.setdefault(key, []).append(doc)
+    assert len(groups) > 100
+    for docs in groups.values():
+        assert all(doc == docs[0] for doc in docs[1:])
+    # A plain uid, single, is shared when no "uid" member before it has the same text.
+    shared = {variant for variant, key in keys.items() if variant[0] == "a1" and key is not None
+              and key == keys[("b2", *variant[1:])]}
+    assert shared == {v for v in keys if v[0] == "a1" and v[4:] in ((False, False, False), (False, True, False))
+                      and (v[1] == "uid first" or (v[3] is None and all(k != "uid" for k, _ in v[2])))}
+    assert len(shared) == 28
+    plain = orjson.dumps(make_review(pod(), namespace="shop"))
+    uid = orjson.loads(plain)["request"]["uid"]
+    other = plain.replace(uid.encode(), b"0f1e2d3c-4b5a-4968-8776-655443322110")
+    assert memo_module.body_key(plain, uid) == memo_module.body_key(other, "0f1e2d3c-4b5a-4968-8776-655443322110")
+    assert memo_module.body_key(plain.replace(uid.encode(), b'a\\"b'), 'a"b') is None  # not a plain uid
+
+
+def test_a_large_pod_is_injected_once_and_its_answer_remembered() -> None:
+    # Beyond the size a key is serialised for, a mutation still keys on its body.
+    state = ServerState(policies=PolicyHolder.load(SHIPPED_POLICIES), certificate=None)
+    big = pod(container(env=[{"name": f"V{i}", "value": "x" * 100} for i in range(700)]))
+    review = make_review(big, namespace="shop")
+    answers = []
+    for n, endpoint in enumerate(["mutate", "mutate", "validate", "validate"]):
+        body = orjson.dumps({**review, "request": {**review["request"], "uid": f"uid-{n}"}})
+        assert memo_module.DEFAULT_MAX_OBJECT_BYTES < len(body) < memo_module.DEFAULT_MAX_BODY_KEY_BYTES
+        response = server_module._admit(body, state, endpoint, ENGINES[endpoint], endpoint == "mutate",
+                                        time.perf_counter(), float("inf"))
+        answers.append(orjson.loads(response.body)["response"])
+    assert _memo_counts(state) == {("mutate", "miss"): 1, ("mutate", "hit"): 1, ("validate", "skip"): 2}
+    assert [a["uid"] for a in answers] == ["uid-0", "uid-1", "uid-2", "uid-3"]
+    fresh = mutate(AdmissionRequest.from_dict(review["request"]), SHIPPED)
+    assert json.loads(base64.b64decode(answers[1]["patch"])) == fresh.patch
+    assert answers[0]["patch"] == answers[1]["patch"]

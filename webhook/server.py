@@ -255,7 +255,7 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
             # that of a request already parsed) and runs the engine.
             answer, memo_result = state.memo.decide(
                 endpoint, raw, policies, lambda: _answer(engine(parse(), policies), mutating=mutating),
-                body_size=len(body))
+                body=body)
     except BadReview as exc:
         return _bad(endpoint, 400, str(exc))
     except Exception:

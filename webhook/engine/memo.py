@@ -7,10 +7,12 @@ validating admission they differ only in server-set metadata (name, uid,
 creationTimestamp, managedFields) that no validation rule reads. The reviews differ
 in their own uid, and at validation in the request's name.
 
-A key is made from the review's `request` as sent, before it is parsed: a hit skips
-parsing as well as deciding. So a key holds every field of the request except those
-few, which it leaves out only when they are well-formed; a remembered answer then
-stands for a request that passed every check.
+A key is made from the review as sent, before it is parsed: a hit skips parsing as
+well as deciding. So a key holds every field of the request except those few, which
+it leaves out only when they are well-formed; a remembered answer then stands for a
+request that passed every check. At mutation the key is the request body itself
+with the uid cut out (`body_key`), when that cut can be made exactly; otherwise, and
+at validation, it is the parsed `request` less the fields above, serialised again.
 
 A decision is a pure function of what each key below holds, plus the policy set
 (the memo empties whenever a different set serves) and, for validation, today's
@@ -18,8 +20,10 @@ date (exceptions expire by date). Anything outside that stays uncached:
 
 - /validate is not memoised while the serving set has CEL rules, which may read any
   field of the object or the request;
-- objects whose JSON exceeds `max_object_bytes` are not memoised: hashing them would
-  cost about what the decision does, and keeping few large entries keeps memory flat.
+- objects whose JSON exceeds `max_object_bytes` are not memoised when their key must
+  be serialised again: that would cost about what the decision does. A body key costs
+  a copy and a hash, a fifth of what deciding a large pod does, so bodies up to
+  `max_body_key_bytes` are memoised at mutation.
 
 A key is its inputs serialised as one JSON array, compared whole: two
 different inputs never share an entry (a digest would be cheaper to keep but costs
@@ -35,6 +39,8 @@ from collections.abc import Callable
 from datetime import date, datetime, timezone
 from typing import Any, Generic, TypeVar
 
+import re
+
 import orjson
 
 from webhook.engine.mutate import pod_create
@@ -44,6 +50,7 @@ from webhook.review import BadReview, request_uid
 
 DEFAULT_MAX_ENTRIES = 512
 DEFAULT_MAX_OBJECT_BYTES = 64 * 1024
+DEFAULT_MAX_BODY_KEY_BYTES = 256 * 1024
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 # Set by the API server after mutating admission, and different for every pod of a rollout.
 SERVER_SET_METADATA = frozenset({"name", "uid", "creationTimestamp", "resourceVersion", "generation",
@@ -91,13 +98,48 @@ def _rest(raw: dict[str, Any], unkeyed: tuple[str, ...]) -> dict[str, Any] | Non
     return {k: v for k, v in raw.items() if k not in unkeyed}
 
 
+# Characters that JSON never escapes (a UUID's are among them).
+_PLAIN_UID = re.compile(r"[0-9A-Za-z._-]{1,128}")
+# How the uid's member reads in compact JSON (Go's encoding/json, i.e. the API server)
+# and in JSON with spaces after colons (Python's json.dumps).
+_UID_MEMBERS = (b'"uid":"', b'"uid": "')
+
+
+def body_key(body: bytes, uid: str) -> bytes | None:
+    """A mutation key: the request body with the review's uid cut out, or None when the cut
+    cannot be shown exact.
+
+    The cut removes the first `"uid":"<uid>"` and marks its place with a NUL byte, which
+    valid JSON never holds, so two bodies share a key only if they are the same bytes but
+    for that one value. It is exact: the quote before the value follows ':' or ' ', and
+    the one after `uid` follows 'd', so neither is escaped; the bytes between them cannot
+    end a string (a string followed by a letter or digit is not JSON), so the value is a
+    string token of its own, and the uid holds nothing JSON escapes, so a different uid
+    there is a string token in the same place. Two parsed bodies with one key are then the
+    same document but for that token. If that token is the review's uid, they differ only
+    in the uid; if not, both reviews have the same uid and both bodies are the same."""
+    if _PLAIN_UID.fullmatch(uid) is None:
+        return None
+    value = uid.encode() + b'"'
+    for member in _UID_MEMBERS:
+        at = body.find(member + value)
+        if at >= 0:
+            return b"".join((b"mutate\0", body[:at], b"\0", body[at + len(member) + len(value):]))
+    return None
+
+
+def _pod_create(raw: dict[str, Any]) -> bool:
+    """Only pod CREATE is injected; anything else is answered without evaluation anyway."""
+    resource = as_dict(raw.get("resource"))
+    return pod_create(raw.get("operation"), raw.get("subResource"), resource.get("group"),
+                      resource.get("resource"), raw.get("object"))
+
+
 def mutate_key(raw: dict[str, Any], _today: date) -> list[Any] | None:
     """The request as sent but for its uid: `mutate` reads the namespace and the pod, and the
     rest of the request is the same for every pod of a rollout (one controller creates them)."""
-    resource = as_dict(raw.get("resource"))
-    if not pod_create(raw.get("operation"), raw.get("subResource"), resource.get("group"),
-                      resource.get("resource"), raw.get("object")):
-        return None  # answered without evaluation anyway
+    if not _pod_create(raw):
+        return None
     rest = _rest(raw, _UNKEYED_MUTATE)
     return None if rest is None else ["mutate", rest]
 
@@ -133,9 +175,11 @@ class DecisionMemo(Generic[T]):
 
     def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES,
                  max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
-                 max_bytes: int = DEFAULT_MAX_BYTES, weight: Callable[[T], int] = lambda _value: 0) -> None:
+                 max_bytes: int = DEFAULT_MAX_BYTES, weight: Callable[[T], int] = lambda _value: 0,
+                 max_body_key_bytes: int = DEFAULT_MAX_BODY_KEY_BYTES) -> None:
         self.max_entries = max_entries
         self.max_object_bytes = max_object_bytes
+        self.max_body_key_bytes = max_body_key_bytes
         self.max_bytes = max_bytes
         self._weight = weight
         self._entries: OrderedDict[bytes, tuple[T, int]] = OrderedDict()
@@ -152,19 +196,20 @@ class DecisionMemo(Generic[T]):
         return self._bytes
 
     def decide(self, endpoint: str, raw_request: dict[str, Any], policies: PolicySet,
-               compute: Callable[[], T], *, body_size: int = 0) -> tuple[T, str]:
+               compute: Callable[[], T], *, body: bytes | None = None) -> tuple[T, str]:
         """`compute()`'s result, remembered for requests with the same deciding inputs, and
         "hit", "miss" or "skip" (not memoisable). `raw_request` is the review's `request` as
         sent; `compute` parses it (refusing a malformed one by raising) and decides. An
-        exception from `compute` is not remembered. `body_size`, the request body's length
-        when known, skips objects too large at once."""
+        exception from `compute` is not remembered. `body`, the request body that
+        `raw_request` was read from, when known: it keys mutations (`body_key`) and skips
+        objects too large at once."""
         if policies is not self._policies:
             self._entries.clear()
             self._bytes = 0
             self._policies = policies
             self._memoise_validate = not _has_cel(policies)
         today = utc_today()
-        key = None if body_size > self.max_object_bytes else self._key(endpoint, raw_request, today)
+        key = self._key(endpoint, raw_request, today, body)
         if key is None:
             return compute(), "skip"
         found = self._entries.get(key)
@@ -182,9 +227,17 @@ class DecisionMemo(Generic[T]):
             self._bytes -= evicted
         return value, "miss"
 
-    def _key(self, endpoint: str, raw_request: dict[str, Any], today: date) -> bytes | None:
+    def _key(self, endpoint: str, raw_request: dict[str, Any], today: date, body: bytes | None) -> bytes | None:
         if self.max_entries <= 0 or (endpoint == "validate" and not self._memoise_validate):
             return None
+        if body is not None:
+            if endpoint == "mutate" and len(body) <= self.max_body_key_bytes and _pod_create(raw_request):
+                uid = raw_request.get("uid")
+                key = body_key(body, uid) if uid.__class__ is str else None
+                if key is not None:
+                    return key
+            if len(body) > self.max_object_bytes:
+                return None
         key_of = KEYS.get(endpoint)
         if key_of is None:
             return None
