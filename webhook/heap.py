@@ -12,16 +12,20 @@ import gc
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-# Blocks at least this large get their own mapping, returned to the system when freed.
-# It must stay above the TLS read size: asyncio reads into a fresh bytes object of
-# that size on every read (256 KiB unless limit_tls_read_buffer ran). With 256 KiB
-# reads and a 128 KiB threshold, strace counted two mmap, two munmap and one mremap
-# per request, about 50 µs of CPU: a third of the no-op baseline's whole cost per request.
-MMAP_THRESHOLD_BYTES = 512 * 1024
+# Blocks at least this large get their own mapping, returned to the system when freed,
+# and every page of it faulted in again on its next use. Below it must stay the
+# per-request buffers: asyncio's TLS read (256 KiB unless limit_tls_read_buffer ran;
+# at a 128 KiB threshold strace counted two mmap, two munmap and one mremap per request,
+# about 50 µs of CPU) and orjson's parse buffer, about 12 times the body (524 KiB for
+# the 44 KB 50-container pod, 2.4 MB for the 200 KiB pod: at a 512 KiB threshold both
+# were mapped and unmapped on every request, and the 200 KiB pod cost about 180 µs more).
+# 4 MiB holds that buffer for bodies up to about 340 KB; larger ones are rare.
+MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
 # Free memory at the heap's top is returned to the system past this much. Too low costs
 # dearly: at 128 KiB the heap was shrunk and regrown around nearly every request (about
-# a third more CPU per request on the benchmark); at 1 MiB that cost is gone.
-TRIM_THRESHOLD_BYTES = 1024 * 1024
+# a third more CPU per request on the benchmark). At the mmap threshold, the largest
+# block the heap serves can be freed and reused without a trim in between.
+TRIM_THRESHOLD_BYTES = 4 * 1024 * 1024
 # asyncio gives every TLS connection a zero-filled read buffer of this size (256 KiB by
 # default) and reads up to this much per event-loop turn. 64 KiB holds every body up
 # to 64 KiB in one read (the corpus's largest real pod is 12 KB) and saves 6 to 7 MiB
@@ -31,7 +35,7 @@ TLS_READ_BUFFER_BYTES = 64 * 1024
 
 
 def tune_allocator() -> bool:
-    """Keep the largest buffers (bodies over 512 KiB, a large pod's JSON) out of the heap.
+    """Keep the largest buffers (bodies over 4 MiB, the parse of a body over 340 KB) out of the heap.
 
     glibc raises its mmap threshold each time a mapped block is freed, up to 32 MiB, so
     after the first large request later ones are served from the heap, which grows and
