@@ -308,8 +308,11 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
         record.volumes.append(item.name)
 
     if policy.env or policy.mounts:
-        s.init = [_inject_into(c, policy, record, ctx, init=True, s=s) for c in s.init]
-        s.containers = [_inject_into(c, policy, record, ctx, init=False, s=s) for c in s.containers]
+        # Rendered once per pod, not once per container: a template reads only the pod. The
+        # containers share the values, as they share an untemplated item's (nothing writes them).
+        rendered = {id(i): i.render(ctx) for i in (*policy.env, *policy.mounts)}
+        s.init = [_inject_into(c, policy, record, rendered, init=True, s=s) for c in s.init]
+        s.containers = [_inject_into(c, policy, record, rendered, init=False, s=s) for c in s.containers]
 
     for target, pairs, added in ((s.labels, policy.labels, record.labels),
                                  (s.annotations, policy.annotations, record.annotations)):
@@ -325,36 +328,30 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
 
 
 def _inject_into(container: dict[str, Any], policy: CompiledInjection, record: PolicyRecord,
-                 ctx: TemplateContext, *, init: bool, s: _Sections) -> dict[str, Any]:
+                 rendered: dict[int, Any], *, init: bool, s: _Sections) -> dict[str, Any]:
     name = _name(container)
     if name in s.injected_names:
         return container  # our own containers declare their own env and mounts
-    env_items = [i for i in policy.env if i.targets(name, init=init)]
-    mount_items = [i for i in policy.mounts if i.targets(name, init=init)]
-    if not env_items and not mount_items:
-        return container
-    env, added_env = _merge(container.get("env"), env_items, key="name", kind="env",
-                            theirs="env var {!r}", record=record, policy=policy, ctx=ctx, container=name)
-    mounts, added_mounts = _merge(container.get("volumeMounts"), mount_items, key="mountPath", kind="mount",
-                                  theirs="a mount at {!r}", record=record, policy=policy, ctx=ctx,
-                                  container=name)
-    if not added_env and not added_mounts:
-        return container
-    updated = dict(container)
-    if added_env:
-        updated["env"] = env
-        record.env.setdefault(name, []).extend(added_env)
-    if added_mounts:
-        updated["volumeMounts"] = mounts
-        record.mounts.setdefault(name, []).extend(added_mounts)
-    return updated
+    updated = None
+    for items, field_name, key, kind, theirs, added_to in (
+            (policy.env, "env", "name", "env", "env var {!r}", record.env),
+            (policy.mounts, "volumeMounts", "mountPath", "mount", "a mount at {!r}", record.mounts)):
+        targeted = [i for i in items if i.targets(name, init=init)] if items else None
+        if not targeted:
+            continue
+        merged, added = _merge(container.get(field_name), targeted, key, kind, theirs, record, policy,
+                               rendered, name)
+        if added:
+            if updated is None:
+                updated = dict(container)
+            updated[field_name] = merged
+            added_to.setdefault(name, []).extend(added)
+    return container if updated is None else updated
 
 
-def _merge(current: Any, items: list[Item], *, key: str, kind: str, theirs: str, record: PolicyRecord,
-           policy: CompiledInjection, ctx: TemplateContext, container: str) -> tuple[list[Any], list[str]]:
+def _merge(current: Any, items: list[Item], key: str, kind: str, theirs: str, record: PolicyRecord,
+           policy: CompiledInjection, rendered: dict[int, Any], container: str) -> tuple[list[Any], list[str]]:
     """Append `items` to a container's env or mounts (identified by `key`), resolving clashes."""
-    if not items:
-        return [], []
     merged = dicts_in(current)
     present = {e.get(key) for e in merged if isinstance(e.get(key), str)}  # one pass, not one per item
     added: list[str] = []
@@ -364,7 +361,7 @@ def _merge(current: Any, items: list[Item], *, key: str, kind: str, theirs: str,
                              container=container):
                 continue
             merged = [e for e in merged if e.get(key) != item.name]
-        merged.append(item.render(ctx))
+        merged.append(rendered[id(item)])
         present.add(item.name)
         added.append(item.name)
     return merged, added
