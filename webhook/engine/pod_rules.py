@@ -38,13 +38,19 @@ def pod_problems(spec: Any) -> set[str]:
     volumes = set(volume_list)
     for where, group in (("spec.initContainers", init), ("spec.containers", containers)):
         for container in group:
-            cname = container.get("name")
-            mounts = dicts_in(container.get("volumeMounts"))
-            for mount in mounts:
-                if _text(mount.get("name")) not in volumes:
-                    problems.add(f"{where}[{cname}] mounts volume {mount.get('name')!r}, which the pod does not define")
-            paths = [_text(m.get("mountPath")) for m in mounts]
-            problems.update(f"{where}[{cname}] mounts {p!r} {k} times" for p, k in _repeated(paths).items())
+            # Every container of every pod passes here: a plain loop, messages only on a breach.
+            mounts = container.get("volumeMounts")
+            if isinstance(mounts, list) and mounts:
+                paths = []
+                for mount in mounts:
+                    if isinstance(mount, dict):
+                        name, path = mount.get("name"), mount.get("mountPath")
+                        if (name if isinstance(name, str) else None) not in volumes:
+                            problems.add(f"{where}[{container.get('name')}] mounts volume {name!r}, "
+                                         "which the pod does not define")
+                        paths.append(path if isinstance(path, str) else None)  # as _text reads it
+                problems.update(f"{where}[{container.get('name')}] mounts {p!r} {k} times"
+                                for p, k in _repeated(paths).items())
             if where == "spec.containers" and "restartPolicy" in container:
-                problems.add(f"{where}[{cname}] sets restartPolicy, which only init containers may set")
+                problems.add(f"{where}[{container.get('name')}] sets restartPolicy, which only init containers may set")
     return problems
