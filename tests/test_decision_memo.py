@@ -439,6 +439,10 @@ def test_a_body_key_cuts_out_the_uid_and_nothing_else() -> None:
     other = plain.replace(uid.encode(), b"0f1e2d3c-4b5a-4968-8776-655443322110")
     assert memo_module.body_key(plain, uid) == memo_module.body_key(other, "0f1e2d3c-4b5a-4968-8776-655443322110")
     assert memo_module.body_key(plain.replace(uid.encode(), b'a\\"b'), 'a"b') is None  # not a plain uid
+    # The NUL that marks the cut is unambiguous only while the parser refuses it in JSON.
+    for raw in (b'{"a":"x\x00"}', b'{"a":1}\x00', b'{"a":\x001}'):
+        with pytest.raises(orjson.JSONDecodeError):
+            orjson.loads(raw)
 
 
 def test_a_large_pod_is_injected_once_and_its_answer_remembered() -> None:
