@@ -74,10 +74,14 @@ class ApiServerClient:
         self.port, self.host, self.server_name = port, host, server_name
         self.context = client_context(ca_file)
 
+    def connection(self, timeout: float = 15.0) -> http.client.HTTPSConnection:
+        """A connection of its own, kept alive across requests until closed."""
+        return _Connection(self.host, self.port, context=self.context, server_name=self.server_name,
+                           timeout=timeout)
+
     def request(self, method: str, path: str, body: bytes | None = None, *,
                 headers: dict[str, str] | None = None, timeout: float = 15.0) -> RawResponse:
-        conn = _Connection(self.host, self.port, context=self.context, server_name=self.server_name,
-                           timeout=timeout)
+        conn = self.connection(timeout)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             resp = conn.getresponse()

@@ -9,8 +9,10 @@ import time
 
 import pytest
 
-from tests.apiserver import ApiServerClient, make_review
+from tests.apiserver import ApiServerClient, RawResponse, make_review, verify_response
 from tests.conftest import ServerProcess
+from tests.engine_helpers import env_names
+from webhook.server import TLS_WRITE_PIECE_BYTES
 
 POD = {"apiVersion": "v1", "kind": "Pod",
        "metadata": {"generateName": "web-", "labels": {"app": "web"}},
@@ -180,6 +182,56 @@ def test_head_is_answered_on_the_probes(server: ServerProcess) -> None:
 def _raw_tls_socket(server: ServerProcess) -> ssl.SSLSocket:
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     return server.client.context.wrap_socket(sock, server_hostname=server.client.server_name)
+
+
+def _pod_of(containers: int) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "web-", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": f"c{i}", "image": "registry.example.com/web:1.0"}
+                                    for i in range(containers)]}}
+
+
+def test_a_large_answer_arrives_whole_and_the_connection_stays_usable(server: ServerProcess) -> None:
+    # Answers over TLS_WRITE_PIECE_BYTES are written in pieces: the Content-Length, the
+    # bytes and the next request's framing on the same kept-alive connection must not notice.
+    pod = _pod_of(40)
+    review = make_review(pod)
+    conn = server.client.connection()
+    try:
+        for _ in range(2):  # evaluated, then remembered
+            conn.request("POST", "/mutate?timeout=10s", json.dumps(review).encode(),
+                         headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            raw = RawResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+            assert len(raw.body) > 3 * TLS_WRITE_PIECE_BYTES  # several pieces, or this tests nothing
+            assert int(raw.headers["content-length"]) == len(raw.body)
+            assert raw.headers["content-type"] == "application/json"
+            patched = verify_response(review, raw, mutating=True).patched(pod)
+            assert [c["name"] for c in patched["spec"]["containers"]][:40] == [f"c{i}" for i in range(40)]
+            assert all("POD_NAME" in env_names(c) for c in patched["spec"]["containers"][:40])
+        conn.request("GET", "/healthz")
+        resp = conn.getresponse()
+        assert resp.status == 200 and json.loads(resp.read()) == {"status": "ok"}
+    finally:
+        conn.close()
+
+
+def test_a_client_that_leaves_before_a_large_answer_costs_nothing(server: ServerProcess) -> None:
+    # Each client closes right after sending: the server, still deciding, finds the
+    # connection gone while it writes the answer's pieces. That is neither an error nor a
+    # warning per piece written to a dead connection, and the next client is served.
+    seen = len(server.log_lines())
+    for i in range(5):
+        pod = _pod_of(50)
+        pod["metadata"]["labels"]["attempt"] = str(i)  # a new pod each time: decided, not remembered
+        body = json.dumps(make_review(pod)).encode()
+        tls = _raw_tls_socket(server)
+        tls.sendall(b"POST /mutate?timeout=10s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        tls.close()
+    time.sleep(0.5)
+    _valid_request_succeeds(server)
+    assert [e for e in server.log_lines()[seen:] if e.get("level") in ("warning", "error", "critical")
+            or "Traceback" in str(e)] == []
 
 
 def test_body_shorter_than_content_length_then_close(server: ServerProcess) -> None:
