@@ -69,7 +69,7 @@ def test_server_answers_the_engine_cases_exactly(server: ServerProcess, case: tu
 
 
 def test_a_pod_larger_than_the_tls_read_buffer_gets_the_engines_patch(server: ServerProcess) -> None:
-    # The server reads TLS in 64 KiB steps (webhook/heap.py); this body takes several.
+    # The server reads TLS in steps of TLS_READ_BUFFER_BYTES (webhook/heap.py); this body takes several.
     import orjson
 
     from webhook.heap import TLS_READ_BUFFER_BYTES
