@@ -141,12 +141,16 @@ def create_app(state: ServerState, *, mutate_engine: Engine = mutate,
     return app
 
 
-async def _send(request: web.Request, response: web.Response) -> web.StreamResponse:
-    """Return a small response for aiohttp to send; send a large one in pieces
-    (TLS_WRITE_PIECE_BYTES), each with the same status, headers and Content-Length."""
+def _fits_one_write(response: web.Response) -> bool:
     body = response.body
-    if not isinstance(body, bytes) or len(body) <= TLS_WRITE_PIECE_BYTES:
-        return response
+    return not isinstance(body, bytes) or len(body) <= TLS_WRITE_PIECE_BYTES
+
+
+async def _send_in_pieces(request: web.Request, response: web.Response) -> web.StreamResponse:
+    """Send a large admission answer (always to a POST) in pieces of TLS_WRITE_PIECE_BYTES,
+    with the same status, headers and Content-Length; aiohttp finds it already sent."""
+    body = response.body
+    assert isinstance(body, bytes)
     pieces = web.StreamResponse(status=response.status, headers=response.headers)
     pieces.content_length = len(body)
     view = memoryview(body)
@@ -248,7 +252,7 @@ def _admission_handler(endpoint: str, engine: Engine, *, mutating: bool) -> Hand
             response = _admit(body, state, endpoint, engine, mutating, started, answer_by)
         except Exception:  # a bug outside the decision logic (that one has a failure rule)
             return _internal_error(request)
-        return await _send(request, response)
+        return response if _fits_one_write(response) else await _send_in_pieces(request, response)
 
     return handle
 
@@ -414,7 +418,7 @@ async def _readyz(request: web.Request) -> web.Response:
     return _json(200 if ready else 503, body)
 
 
-async def _metrics(request: web.Request) -> web.StreamResponse:
+async def _metrics(request: web.Request) -> web.Response:
     request.app[STATE].tally.fold()  # this worker's figures are exact; others' at most a fold interval old
     body, content_type = metrics.exposition()
-    return await _send(request, web.Response(body=body, headers={"Content-Type": content_type}))
+    return web.Response(body=body, headers={"Content-Type": content_type})
