@@ -68,6 +68,14 @@ class AdmissionResult:
         return jsonpatch.apply_patch(obj, self.patch or [], in_place=False)
 
 
+def exchange(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None, *,
+             headers: dict[str, str] | None = None) -> RawResponse:
+    """One request and its whole response on `conn`, which stays open."""
+    conn.request(method, path, body=body, headers=headers or {})
+    resp = conn.getresponse()
+    return RawResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+
+
 class ApiServerClient:
     def __init__(self, port: int, ca_file: Path, *, host: str = "127.0.0.1",
                  server_name: str = SERVICE_NAME) -> None:
@@ -83,9 +91,7 @@ class ApiServerClient:
                 headers: dict[str, str] | None = None, timeout: float = 15.0) -> RawResponse:
         conn = self.connection(timeout)
         try:
-            conn.request(method, path, body=body, headers=headers or {})
-            resp = conn.getresponse()
-            return RawResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+            return exchange(conn, method, path, body, headers=headers)
         finally:
             conn.close()
 

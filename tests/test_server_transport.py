@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from tests.apiserver import ApiServerClient, RawResponse, make_review, verify_response
+from tests.apiserver import ApiServerClient, exchange, make_review, verify_response
 from tests.conftest import ServerProcess
-from tests.engine_helpers import env_names
+from tests.engine_helpers import env_names, names
+from tests.test_inject_shipped import app, pod
 from webhook.server import TLS_WRITE_PIECE_BYTES
 
 POD = {"apiVersion": "v1", "kind": "Pod",
@@ -185,9 +186,7 @@ def _raw_tls_socket(server: ServerProcess) -> ssl.SSLSocket:
 
 
 def _pod_of(containers: int) -> dict:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "web-", "labels": {"app": "web"}},
-            "spec": {"containers": [{"name": f"c{i}", "image": "registry.example.com/web:1.0"}
-                                    for i in range(containers)]}}
+    return pod(*[app(f"c{i}") for i in range(containers)], name=None, labels={"app": "web"})
 
 
 def test_a_large_answer_arrives_whole_and_the_connection_stays_usable(server: ServerProcess) -> None:
@@ -198,19 +197,16 @@ def test_a_large_answer_arrives_whole_and_the_connection_stays_usable(server: Se
     conn = server.client.connection()
     try:
         for _ in range(2):  # evaluated, then remembered
-            conn.request("POST", "/mutate?timeout=10s", json.dumps(review).encode(),
-                         headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            raw = RawResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+            raw = exchange(conn, "POST", "/mutate?timeout=10s", json.dumps(review).encode(),
+                           headers={"Content-Type": "application/json"})
             assert len(raw.body) > 3 * TLS_WRITE_PIECE_BYTES  # several pieces, or this tests nothing
             assert int(raw.headers["content-length"]) == len(raw.body)
             assert raw.headers["content-type"] == "application/json"
             patched = verify_response(review, raw, mutating=True).patched(pod)
-            assert [c["name"] for c in patched["spec"]["containers"]][:40] == [f"c{i}" for i in range(40)]
+            assert names(patched["spec"]["containers"])[:40] == [f"c{i}" for i in range(40)]
             assert all("POD_NAME" in env_names(c) for c in patched["spec"]["containers"][:40])
-        conn.request("GET", "/healthz")
-        resp = conn.getresponse()
-        assert resp.status == 200 and json.loads(resp.read()) == {"status": "ok"}
+        health = exchange(conn, "GET", "/healthz")
+        assert health.status == 200 and health.json() == {"status": "ok"}
     finally:
         conn.close()
 

@@ -141,16 +141,10 @@ def create_app(state: ServerState, *, mutate_engine: Engine = mutate,
     return app
 
 
-def _fits_one_write(response: web.Response) -> bool:
-    body = response.body
-    return not isinstance(body, bytes) or len(body) <= TLS_WRITE_PIECE_BYTES
-
-
-async def _send_in_pieces(request: web.Request, response: web.Response) -> web.StreamResponse:
-    """Send a large admission answer (always to a POST) in pieces of TLS_WRITE_PIECE_BYTES,
-    with the same status, headers and Content-Length; aiohttp finds it already sent."""
-    body = response.body
-    assert isinstance(body, bytes)
+async def _send_in_pieces(request: web.Request, response: web.Response, body: bytes) -> web.StreamResponse:
+    """Send `response`, whose body is `body`, in pieces of TLS_WRITE_PIECE_BYTES with the same
+    status, headers and Content-Length; aiohttp finds it already sent. Admission answers
+    only: they answer a POST (a HEAD would have to go without the body)."""
     pieces = web.StreamResponse(status=response.status, headers=response.headers)
     pieces.content_length = len(body)
     view = memoryview(body)
@@ -252,7 +246,10 @@ def _admission_handler(endpoint: str, engine: Engine, *, mutating: bool) -> Hand
             response = _admit(body, state, endpoint, engine, mutating, started, answer_by)
         except Exception:  # a bug outside the decision logic (that one has a failure rule)
             return _internal_error(request)
-        return response if _fits_one_write(response) else await _send_in_pieces(request, response)
+        body = response.body
+        if isinstance(body, bytes) and len(body) > TLS_WRITE_PIECE_BYTES:
+            return await _send_in_pieces(request, response, body)
+        return response
 
     return handle
 
