@@ -289,3 +289,28 @@ def test_cronjob_is_told_apart_by_a_plausible_schedule_suffix(job: str, kind: st
     from webhook.engine.pod import workload_of
     detected, workload_name = workload_of({"ownerReferences": [{"kind": "Job", "name": job, "controller": True}]}, {})
     assert (detected.value, workload_name) == (kind, name)
+
+
+def test_what_an_older_policy_set_injected_and_this_one_does_not_is_removed() -> None:
+    """A pod can come back with an earlier pass's additions (reinvocation after a policy edit,
+    or a pod re-created from `kubectl get -o yaml`). What the ledger says we added and the
+    serving set no longer adds is stripped, and the patch must remove the fields it emptied."""
+    older = policies_from_yaml(policy("shared", """
+inject:
+  env: [{name: REGION, value: eu}]
+  volumes: [{name: scratch, source: {emptyDir: {}}}]
+  volumeMounts: [{name: scratch, mountPath: /scratch}]
+"""))
+    first = run(pod({"name": "app", "image": "a", "ports": [{"containerPort": 80}]},
+                    {"name": "side", "image": "b", "env": [{"name": "OWN", "value": "1"}]}), policies=older)
+    assert [env_names(c) for c in first.pod["spec"]["containers"]] == [["REGION"], ["OWN", "REGION"]]
+
+    current = policies_from_yaml(policy("shared", "inject:\n  labels: {team: platform}\n"))
+    result = run(first.pod, policies=current)  # the patch, applied to the returning pod, gives result.pod
+    app, side = result.pod["spec"]["containers"]
+    assert app == {"name": "app", "image": "a", "ports": [{"containerPort": 80}]}
+    assert side == {"name": "side", "image": "b", "env": [{"name": "OWN", "value": "1"}]}
+    assert result.pod["spec"].get("volumes", []) == []
+    removed = sorted(op["path"] for op in result.patch if op["op"] == "remove")
+    assert removed == ["/spec/containers/0/env", "/spec/containers/0/volumeMounts",
+                       "/spec/containers/1/volumeMounts"], result.patch
