@@ -19,7 +19,7 @@ from webhook.engine.pod import PodFacts, pod_facts
 from webhook.jsonvalue import as_dict, as_str, dicts_in, str_map
 from webhook.engine.pod_rules import pod_problems
 from webhook.policy.common import ANNOTATION_PREFIX, Mode
-from webhook.policy.compiled import CompiledInjection, Item
+from webhook.policy.compiled import CompiledInjection, ContainerField, Item
 from webhook.policy.injection import OnConflict
 from webhook.policy.loader import PolicySet
 from webhook.policy.template import TemplateContext
@@ -83,13 +83,18 @@ class _Sections:
     labels: dict[str, Any]
     annotations: dict[str, Any]
     ephemeral_names: frozenset[str]
+    # The pod's own init and app container names, after _strip. A name that a Replace
+    # removes is then injected, and injected_names is consulted first, so these need no update.
+    init_names: frozenset[str] = frozenset()
+    container_names: frozenset[str] = frozenset()
     injected_init: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     injected_names: dict[str, str] = field(default_factory=dict)     # container -> policy
     injected_volumes: dict[str, str] = field(default_factory=dict)   # volume -> policy
 
     def copy(self) -> _Sections:
         return _Sections(list(self.init), list(self.containers), list(self.volumes), dict(self.labels),
-                         dict(self.annotations), self.ephemeral_names, list(self.injected_init),
+                         dict(self.annotations), self.ephemeral_names, self.init_names, self.container_names,
+                         list(self.injected_init),
                          dict(self.injected_names), dict(self.injected_volumes))
 
 
@@ -128,6 +133,8 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet) -> Injec
         volumes=dicts_in(spec.get("volumes")),
         labels=dict(as_dict(metadata.get("labels"))), annotations=dict(as_dict(metadata.get("annotations"))),
         ephemeral_names=frozenset(_name(c) for c in dicts_in(spec.get("ephemeralContainers")))), previous)
+    sections.init_names = frozenset(_name(c) for c in sections.init)
+    sections.container_names = frozenset(_name(c) for c in sections.containers)
 
     # Match and render against the pod as its author wrote it: what earlier passes
     # added (labels, annotations) must not change which policies apply, or a second
@@ -275,8 +282,8 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
             record.conflicts.append({"kind": "container", "name": item.name, "resolution": "Keep",
                                      "with": f"policy {owner}"})
             continue
-        where = ("spec.initContainers" if any(_name(c) == item.name for c in s.init) else
-                 "spec.containers" if any(_name(c) == item.name for c in s.containers) else
+        where = ("spec.initContainers" if item.name in s.init_names else
+                 "spec.containers" if item.name in s.container_names else
                  "spec.ephemeralContainers" if item.name in s.ephemeral_names else "")
         if where:
             if not _conflict(item, "container", record, policy=policy.name,
@@ -307,7 +314,7 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
         s.injected_volumes[item.name] = policy.name
         record.volumes.append(item.name)
 
-    if policy.env or policy.mounts:
+    if policy.container_fields:
         # Rendered once per pod, not once per container: a template reads only the pod. The
         # containers share the values, as they share an untemplated item's (nothing writes them).
         rendered = {id(i): i.render(ctx) for i in (*policy.env, *policy.mounts)}
@@ -333,31 +340,31 @@ def _inject_into(container: dict[str, Any], policy: CompiledInjection, record: P
     if name in s.injected_names:
         return container  # our own containers declare their own env and mounts
     updated = None
-    for items, field_name, key, kind, theirs, added_to in (
-            (policy.env, "env", "name", "env", "env var {!r}", record.env),
-            (policy.mounts, "volumeMounts", "mountPath", "mount", "a mount at {!r}", record.mounts)):
-        targeted = [i for i in items if i.targets(name, init=init)] if items else None
+    for field_ in policy.container_fields:
+        targeted = field_.items if field_.everywhere and not init else \
+            [i for i in field_.items if i.targets(name, init=init)]
         if not targeted:
             continue
-        merged, added = _merge(container.get(field_name), targeted, key, kind, theirs, record, policy,
-                               rendered, name)
+        merged, added = _merge(container.get(field_.field_name), targeted, field_, record, policy, rendered, name)
         if added:
             if updated is None:
                 updated = dict(container)
-            updated[field_name] = merged
+            updated[field_.field_name] = merged
+            added_to: dict[str, list[str]] = getattr(record, field_.record)
             added_to.setdefault(name, []).extend(added)
     return container if updated is None else updated
 
 
-def _merge(current: Any, items: list[Item], key: str, kind: str, theirs: str, record: PolicyRecord,
+def _merge(current: Any, items: tuple[Item, ...] | list[Item], field_: ContainerField, record: PolicyRecord,
            policy: CompiledInjection, rendered: dict[int, Any], container: str) -> tuple[list[Any], list[str]]:
-    """Append `items` to a container's env or mounts (identified by `key`), resolving clashes."""
+    """Append `items` to a container's env or mounts, resolving clashes with what it holds."""
     merged = dicts_in(current)
-    present = {e.get(key) for e in merged if isinstance(e.get(key), str)}  # one pass, not one per item
+    key = field_.key
+    present = {value for e in merged if isinstance(value := e.get(key), str)}  # one pass, not one per item
     added: list[str] = []
     for item in items:
         if item.name in present:
-            if not _conflict(item, kind, record, policy=policy.name, theirs=theirs.format(item.name),
+            if not _conflict(item, field_.kind, record, policy=policy.name, theirs=field_.theirs.format(item.name),
                              container=container):
                 continue
             merged = [e for e in merged if e.get(key) != item.name]

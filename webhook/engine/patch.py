@@ -25,7 +25,8 @@ def list_ops(path: str, old: list[Any] | None, new: list[Any]) -> list[Op]:
         return []
     n_old = len(old)
     if len(new) > n_old and new[:n_old] == old:
-        return [{"op": "add", "path": f"{path}/-", "value": v} for v in new[n_old:]]
+        end = f"{path}/-"  # one string shared by the operations
+        return [{"op": "add", "path": end, "value": v} for v in new[n_old:]]
     if len(new) > n_old and (n_old == 0 or new[-n_old:] == old):
         return [{"op": "add", "path": f"{path}/{i}", "value": v} for i, v in enumerate(new[: len(new) - n_old])]
     return [{"op": "replace", "path": path, "value": new}]
@@ -54,19 +55,27 @@ def container_list_ops(path: str, old: list[Any] | None, new: list[dict[str, Any
     for index, (before, after) in enumerate(zip(old, new)):
         if before is not after:
             ops.extend(_field_ops(f"{path}/{index}", before, after))
-    ops.extend({"op": "add", "path": f"{path}/-", "value": v} for v in new[len(old):])
+    end = f"{path}/-"
+    ops.extend({"op": "add", "path": end, "value": v} for v in new[len(old):])
     return ops
+
+
+_ABSENT = object()
 
 
 def _field_ops(base: str, before: dict[str, Any], after: dict[str, Any]) -> list[Op]:
     ops: list[Op] = []
     for key, value in after.items():
-        if key not in before:
+        old = before.get(key, _ABSENT)
+        if old is value:
+            continue  # what injection left alone is shared, not copied: no need to compare it
+        if old is _ABSENT:
             ops.append({"op": "add", "path": f"{base}/{escape(key)}", "value": value})
-        elif before[key] != value:
-            if isinstance(value, list) and isinstance(before[key], list):
-                ops.extend(list_ops(f"{base}/{escape(key)}", before[key], value))
+        elif old != value:
+            if isinstance(value, list) and isinstance(old, list):
+                ops.extend(list_ops(f"{base}/{escape(key)}", old, value))
             else:
                 ops.append({"op": "replace", "path": f"{base}/{escape(key)}", "value": value})
-    ops.extend({"op": "remove", "path": f"{base}/{escape(key)}"} for key in before if key not in after)
+    if not before.keys() <= after.keys():
+        ops.extend({"op": "remove", "path": f"{base}/{escape(key)}"} for key in before if key not in after)
     return ops

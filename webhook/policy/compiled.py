@@ -49,6 +49,24 @@ class MetadataItem:
         return self.renderer(ctx) if self.renderer is not None else self.value
 
 
+@dataclass(frozen=True, slots=True)
+class ContainerField:
+    """A policy's env vars or mounts, and where in a container they go."""
+
+    items: tuple[Item, ...]
+    everywhere: bool   # every item targets every app container: no choice per container
+    field_name: str    # the container's list: env or volumeMounts
+    key: str           # what identifies an entry of that list
+    kind: str          # for conflict records and messages
+    theirs: str        # how the pod's clashing entry is described
+    record: str        # the PolicyRecord attribute listing what was added: env or mounts
+
+
+def _container_field(items: tuple[Item, ...], field_name: str, key: str, kind: str, theirs: str,
+                     record: str) -> ContainerField:
+    return ContainerField(items, all(i.containers is None for i in items), field_name, key, kind, theirs, record)
+
+
 @dataclass(frozen=True)
 class CompiledInjection:
     name: str
@@ -64,6 +82,7 @@ class CompiledInjection:
     mounts: tuple[Item, ...]
     labels: tuple[MetadataItem, ...]
     annotations: tuple[MetadataItem, ...]
+    container_fields: tuple[ContainerField, ...] = ()  # env and mounts, those not empty
 
 
 def renderer_for(value: Any) -> Callable[[TemplateContext], Any] | None:
@@ -104,6 +123,8 @@ def _item(name: str, value: dict[str, Any], on_conflict: OnConflict, target: Tar
 
 def compile_injection(policy: InjectionPolicy) -> CompiledInjection:
     inject = policy.spec.inject
+    env = tuple(_item(e.name, e.to_env(), e.on_conflict, e) for e in inject.env)
+    mounts = tuple(_item(m.mount_path, m.to_mount(), m.on_conflict, m) for m in inject.volume_mounts)
     init_items = [_item(c.name, c.to_container(), c.on_conflict) for c in inject.init_containers]
     for sidecar in inject.sidecars:
         if sidecar.native:
@@ -121,9 +142,13 @@ def compile_injection(policy: InjectionPolicy) -> CompiledInjection:
         init_containers=tuple(init_items),
         classic_sidecars=tuple(_item(s.name, s.to_container(), s.on_conflict)
                                for s in inject.sidecars if not s.native),
-        env=tuple(_item(e.name, e.to_env(), e.on_conflict, e) for e in inject.env),
+        env=env,
         volumes=tuple(_item(v.name, v.to_volume(), v.on_conflict) for v in inject.volumes),
-        mounts=tuple(_item(m.mount_path, m.to_mount(), m.on_conflict, m) for m in inject.volume_mounts),
+        mounts=mounts,
         labels=tuple(MetadataItem(k, v, renderer_for(v)) for k, v in inject.labels.items()),
         annotations=tuple(MetadataItem(k, v, renderer_for(v)) for k, v in inject.annotations.items()),
+        container_fields=tuple(
+            _container_field(items, *where) for items, where in (
+                (env, ("env", "name", "env", "env var {!r}", "env")),
+                (mounts, ("volumeMounts", "mountPath", "mount", "a mount at {!r}", "mounts"))) if items),
     )
