@@ -6,10 +6,10 @@ sees an `AdmissionRequest` and returns a `Decision`.
 
 from __future__ import annotations
 
-import base64
 from typing import Any, NamedTuple
 
 import orjson
+import pybase64
 
 from webhook.decision import Decision
 
@@ -188,7 +188,7 @@ def response_fields(decision: Decision, *, mutating: bool) -> dict[str, Any]:
             # The API server rejects a validating webhook's response that carries a patch.
             raise ValueError("a validating decision cannot carry a patch")
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(orjson.dumps(decision.patch)).decode("ascii")
+        response["patch"] = pybase64.b64encode_as_string(orjson.dumps(decision.patch))
     if decision.code is not None or decision.message:
         status: dict[str, Any] = {}
         if decision.code is not None:
