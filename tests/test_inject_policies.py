@@ -233,6 +233,11 @@ def test_pointer_escaping(text: str, escaped: str) -> None:
     ("inject:\n  volumes: [{name: v, source: {}}]\n", "exactly one source"),
     ("inject:\n  sidecars: [{name: Bad_Name, image: x}]\n", "spec.inject.sidecars[0].name"),
     ("inject:\n  initContainers: [{name: a, image: x}, {name: a, image: y}]\n", "duplicate container"),
+    ("inject:\n  env: [{name: X, value: a}, {name: X, value: b}]\n", "env var 'X' is injected twice"),
+    ("inject:\n  env: [{name: X, value: a, containers: [app, b]}, {name: X, value: b, containers: [b]}]\n",
+     "env var 'X' is injected twice"),
+    ("inject:\n  volumeMounts: [{name: v, mountPath: /m}, {name: w, mountPath: /m, containers: [app]}]\n",
+     "mount path '/m' is injected twice"),
     ("match: {podSelector: {matchExpressions: [{key: a, operator: In}]}}\ninject: {}\n", "needs at least one value"),
     ("inject:\n  annotations: {runtime.platform.io/status: x}\n", "reserved"),
 ])
@@ -314,3 +319,15 @@ inject:
     removed = sorted(op["path"] for op in result.patch if op["op"] == "remove")
     assert removed == ["/spec/containers/0/env", "/spec/containers/0/volumeMounts",
                        "/spec/containers/1/volumeMounts"], result.patch
+
+
+def test_one_env_name_may_go_to_different_containers_with_different_values() -> None:
+    policies = policies_from_yaml(policy("split", """
+inject:
+  env:
+    - {name: ROLE, value: web, containers: [app]}
+    - {name: ROLE, value: worker, containers: [side]}
+"""))
+    result = run(pod({"name": "app", "image": "a"}, {"name": "side", "image": "b"}), policies=policies)
+    assert [c["env"] for c in result.pod["spec"]["containers"]] == [
+        [{"name": "ROLE", "value": "web"}], [{"name": "ROLE", "value": "worker"}]]

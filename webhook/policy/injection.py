@@ -150,7 +150,22 @@ class Inject(Strict):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"duplicate {what} name(s): {', '.join(dupes)}")
+        # One env var name (or mount path) may be given twice only for different containers:
+        # otherwise the second would silently lose to the first, or, with onConflict Deny,
+        # deny every pod for a clash the pod did not make.
+        for what, targets in (("env var", [(e.name, e) for e in self.env]),
+                              ("mount path", [(m.mount_path, m) for m in self.volume_mounts])):
+            for i, (name, first) in enumerate(targets):
+                for other_name, second in targets[i + 1:]:
+                    if other_name == name and _overlap(first, second):
+                        raise ValueError(f"{what} {name!r} is injected twice into the same containers; "
+                                         "give each entry its own containers")
         return self
+
+
+def _overlap(a: Target, b: Target) -> bool:
+    """Whether two targets can name the same container (an absent list names every one)."""
+    return a.containers is None or b.containers is None or not set(a.containers).isdisjoint(b.containers)
 
 
 class InjectionSpec(Strict):
