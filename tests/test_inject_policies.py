@@ -331,3 +331,13 @@ inject:
     result = run(pod({"name": "app", "image": "a"}, {"name": "side", "image": "b"}), policies=policies)
     assert [c["env"] for c in result.pod["spec"]["containers"]] == [
         [{"name": "ROLE", "value": "web"}], [{"name": "ROLE", "value": "worker"}]]
+
+
+def test_a_value_unequal_to_itself_is_left_alone() -> None:
+    """YAML's `.nan` reaches the engine through the offline `webhook mutate` (orjson refuses
+    NaN on the wire). A field injection did not touch must get no operation, even one whose
+    value is not equal to itself, or the patch would not be a fixed point."""
+    result = run(pod({"name": "app", "image": "a", "x-weight": float("nan")}),
+                 policies=policies_from_yaml(policy("env", ENV_X % "Keep")))
+    assert [op["path"] for op in result.patch if op["path"].startswith("/spec/containers/0")] == \
+        ["/spec/containers/0/env"]
