@@ -317,7 +317,7 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
     if policy.container_fields:
         # Rendered once per pod, not once per container: a template reads only the pod. The
         # containers share the values, as they share an untemplated item's (nothing writes them).
-        rendered = {id(i): i.render(ctx) for i in (*policy.env, *policy.mounts)}
+        rendered = {id(i): i.render(ctx) for f in policy.container_fields for i in f.items}
         s.init = [_inject_into(c, policy, record, rendered, init=True, s=s) for c in s.init]
         s.containers = [_inject_into(c, policy, record, rendered, init=False, s=s) for c in s.containers]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.policy.common import Match, Mode
-from webhook.policy.injection import InjectionPolicy, OnConflict, Target
+from webhook.policy.injection import Inject, InjectionPolicy, OnConflict, Target
 from webhook.policy.template import TemplateContext, compile_template, has_template
 
 
@@ -62,11 +62,6 @@ class ContainerField:
     record: str        # the PolicyRecord attribute listing what was added: env or mounts
 
 
-def _container_field(items: tuple[Item, ...], field_name: str, key: str, kind: str, theirs: str,
-                     record: str) -> ContainerField:
-    return ContainerField(items, all(i.containers is None for i in items), field_name, key, kind, theirs, record)
-
-
 @dataclass(frozen=True)
 class CompiledInjection:
     name: str
@@ -77,12 +72,10 @@ class CompiledInjection:
     match: Match
     init_containers: tuple[Item, ...]        # init containers then native sidecars, in order
     classic_sidecars: tuple[Item, ...]
-    env: tuple[Item, ...]
     volumes: tuple[Item, ...]
-    mounts: tuple[Item, ...]
     labels: tuple[MetadataItem, ...]
     annotations: tuple[MetadataItem, ...]
-    container_fields: tuple[ContainerField, ...] = ()  # env and mounts, those not empty
+    container_fields: tuple[ContainerField, ...]  # env vars and mounts, the ones the policy has
 
 
 def renderer_for(value: Any) -> Callable[[TemplateContext], Any] | None:
@@ -121,10 +114,22 @@ def _item(name: str, value: dict[str, Any], on_conflict: OnConflict, target: Tar
                 include_init_containers=bool(target and target.include_init_containers))
 
 
+def _container_field(items: tuple[Item, ...], field_name: str, key: str, kind: str, theirs: str,
+                     record: str) -> ContainerField:
+    return ContainerField(items, all(i.containers is None for i in items), field_name, key, kind, theirs, record)
+
+
+def _container_fields(inject: Inject) -> tuple[ContainerField, ...]:
+    env = _container_field(tuple(_item(e.name, e.to_env(), e.on_conflict, e) for e in inject.env),
+                           "env", "name", "env", "env var {!r}", "env")
+    mounts = _container_field(tuple(_item(m.mount_path, m.to_mount(), m.on_conflict, m)
+                                    for m in inject.volume_mounts),
+                              "volumeMounts", "mountPath", "mount", "a mount at {!r}", "mounts")
+    return tuple(f for f in (env, mounts) if f.items)
+
+
 def compile_injection(policy: InjectionPolicy) -> CompiledInjection:
     inject = policy.spec.inject
-    env = tuple(_item(e.name, e.to_env(), e.on_conflict, e) for e in inject.env)
-    mounts = tuple(_item(m.mount_path, m.to_mount(), m.on_conflict, m) for m in inject.volume_mounts)
     init_items = [_item(c.name, c.to_container(), c.on_conflict) for c in inject.init_containers]
     for sidecar in inject.sidecars:
         if sidecar.native:
@@ -142,13 +147,8 @@ def compile_injection(policy: InjectionPolicy) -> CompiledInjection:
         init_containers=tuple(init_items),
         classic_sidecars=tuple(_item(s.name, s.to_container(), s.on_conflict)
                                for s in inject.sidecars if not s.native),
-        env=env,
         volumes=tuple(_item(v.name, v.to_volume(), v.on_conflict) for v in inject.volumes),
-        mounts=mounts,
         labels=tuple(MetadataItem(k, v, renderer_for(v)) for k, v in inject.labels.items()),
         annotations=tuple(MetadataItem(k, v, renderer_for(v)) for k, v in inject.annotations.items()),
-        container_fields=tuple(
-            _container_field(items, *where) for items, where in (
-                (env, ("env", "name", "env", "env var {!r}", "env")),
-                (mounts, ("volumeMounts", "mountPath", "mount", "a mount at {!r}", "mounts"))) if items),
+        container_fields=_container_fields(inject),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from itertools import combinations
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -155,11 +156,10 @@ class Inject(Strict):
         # deny every pod for a clash the pod did not make.
         for what, targets in (("env var", [(e.name, e) for e in self.env]),
                               ("mount path", [(m.mount_path, m) for m in self.volume_mounts])):
-            for i, (name, first) in enumerate(targets):
-                for other_name, second in targets[i + 1:]:
-                    if other_name == name and _overlap(first, second):
-                        raise ValueError(f"{what} {name!r} is injected twice into the same containers; "
-                                         "give each entry its own containers")
+            for (name, first), (other, second) in combinations(targets, 2):
+                if name == other and _overlap(first, second):
+                    raise ValueError(f"{what} {name!r} is injected twice into the same containers; "
+                                     "give each entry its own containers")
         return self
 
 
