@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,7 +32,9 @@ class ServerProcess:
              "--cert-dir", str(cert_dir), "--policies", str(policies), "--log-format", "json",
              "--shutdown-delay", "0.5", *(args if "--workers" in args else ["--workers", "1", *args])],
             stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        self.port = self._wait_listening()
+        # Below info the "listening" line is not logged: such a server is given its port.
+        self.port = self._wait_listening() if "--port" not in args else self._wait_connectable(
+            int(args[args.index("--port") + 1]))
         self.client = ApiServerClient(self.port, cert_dir / "ca.crt")
 
     def log_lines(self) -> list[dict]:
@@ -53,6 +56,18 @@ class ServerProcess:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_file.read_text()}")
             time.sleep(0.05)
         raise RuntimeError(f"server did not start:\n{self.log_file.read_text()}")
+
+    def _wait_connectable(self, port: int, timeout: float = 15.0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return port
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_file.read_text()}")
+                time.sleep(0.05)
+        raise RuntimeError(f"server did not listen on {port}:\n{self.log_file.read_text()}")
 
     def wait_for_log(self, predicate, timeout: float = 10.0) -> dict:
         deadline = time.monotonic() + timeout

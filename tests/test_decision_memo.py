@@ -10,6 +10,7 @@ import gc
 import importlib
 import itertools
 import json
+import socket
 import time
 import tracemalloc
 from datetime import date, datetime, timedelta, timezone
@@ -20,7 +21,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.apiserver import make_review
+from tests.apiserver import exchange, make_review, verify_response
 from tests.conftest import SHIPPED_POLICIES, ServerProcess
 from tests.test_validate_helpers import container, policy, policy_set, pod
 from webhook.engine import memo as memo_module
@@ -462,3 +463,132 @@ def test_a_large_pod_is_injected_once_and_its_answer_remembered() -> None:
     fresh = mutate(AdmissionRequest.from_dict(review["request"]), SHIPPED)
     assert json.loads(base64.b64decode(answers[1]["patch"])) == fresh.patch
     assert answers[0]["patch"] == answers[1]["patch"]
+
+
+def _go_body(request: dict[str, Any], uid: str, *, api_version: str = "admission.k8s.io/v1",
+             request_tail: str = "", review_tail: str = "") -> bytes:
+    """A review as the API server writes it: compact, kind and apiVersion first, then the
+    request with its uid first. The tails go at the end of the request and of the review."""
+    rest = orjson.dumps({k: v for k, v in request.items() if k != "uid"}).decode()[1:-1]
+    return (f'{{"kind":"AdmissionReview","apiVersion":"{api_version}","request":{{"uid":"{uid}",'
+            f'{rest}{request_tail}}}{review_tail}}}').encode()
+
+
+def _admit_mutation(state: ServerState, body: bytes) -> tuple[int, Any]:
+    response = server_module._admit(body, state, "mutate", mutate, True, time.perf_counter(), float("inf"))
+    return response.status, orjson.loads(response.body)
+
+
+@pytest.mark.parametrize("level", ["INFO", "WARNING"])
+def test_a_replica_at_mutation_is_answered_without_parsing(level: str, monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    # Replicas reach /mutate as the same body but for the uid it begins with: below info (no
+    # decision log line to write) the memo answers them without parsing the body at all.
+    state = ServerState(policies=PolicyHolder.load(SHIPPED_POLICIES), certificate=None)
+    calls = {"n": 0}
+    real = server_module.read_envelope
+
+    def counting(body: bytes) -> Any:
+        calls["n"] += 1
+        return real(body)
+
+    monkeypatch.setattr(server_module, "read_envelope", counting)
+    caplog.set_level(level, logger=server_module.log.name)
+    request = make_review(pod(), namespace="shop")["request"]
+    answers = []
+    for i, expected in enumerate((1, 1 if level == "INFO" else 0, 1 if level == "INFO" else 0)):
+        calls["n"] = 0
+        status, answer = _admit_mutation(state, _go_body(request, f"replica-{i}"))
+        assert status == 200 and calls["n"] == expected
+        assert answer["apiVersion"] == "admission.k8s.io/v1" and answer["response"]["uid"] == f"replica-{i}"
+        answers.append(answer["response"])
+    assert answers[0]["patch"] and all(a == {**answers[0], "uid": a["uid"]} for a in answers)
+    assert _memo_counts(state) == {("mutate", "miss"): 1, ("mutate", "hit"): 2}
+
+
+# A later duplicate member wins in a JSON parser: a body may begin with one uid or apiVersion
+# and mean another. (request tail, review tail), and what the request then is.
+_OVERRIDES = [
+    ("", ""),  # nothing overridden: recalled
+    (',"uid":"the-real-uid"', ""),  # the request's uid is the later one
+    (',"uid":"first-uid"', ""),  # the first body's uid again, later: the later one still wins
+    ("", ',"apiVersion":"admission.k8s.io/v1beta1"'),  # answered in v1beta1
+    ("", ',"kind":"NotAReview"'),  # refused, remembered or not
+    (',"uid":""', ""),  # refused: an empty uid
+    (',"namespace":"other"', ""),  # a different request altogether: its own key
+]
+
+
+@pytest.mark.parametrize(("request_tail", "review_tail"), _OVERRIDES)
+def test_a_recalled_answer_is_the_one_parsing_gives(request_tail: str, review_tail: str,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger=server_module.log.name)
+    state = ServerState(policies=PolicyHolder.load(SHIPPED_POLICIES), certificate=None)
+    fresh = ServerState(policies=state.policies, certificate=None, memo=DecisionMemo(max_entries=0))
+    request = make_review(pod(), namespace="shop")["request"]
+    for uid in ("first-uid", "second-uid", "xecond-uid"):  # x: the letter the check swaps in
+        body = _go_body(request, uid, request_tail=request_tail, review_tail=review_tail)
+        assert _admit_mutation(state, body) == _admit_mutation(fresh, body), uid
+
+
+def test_recall_answers_every_body_as_parsing_does() -> None:
+    # The reviews the body key is tested on (uids escaped, duplicated, look-alike members,
+    # compact or spaced, apiVersion first): each decided after its twin with the other uid
+    # must answer as a memo-less server does.
+    logger = server_module.log
+    level = logger.level
+    logger.setLevel("WARNING")
+    try:
+        bodies = dict(_bodies_for_the_uid_cut())
+        policies = PolicyHolder.load(SHIPPED_POLICIES)
+        fresh = ServerState(policies=policies, certificate=None, memo=DecisionMemo(max_entries=0))
+        recalled = 0
+        for variant, body in bodies.items():
+            state = ServerState(policies=policies, certificate=None)
+            twin = bodies[("b2" if variant[0] == "a1" else "a1", *variant[1:])]
+            _admit_mutation(state, twin)
+            assert _admit_mutation(state, body) == _admit_mutation(fresh, body), variant
+            recalled += state.memo.recall(body, policies.current) is not None
+        assert recalled >= 16  # plain, single uids written first and compactly: recalled
+    finally:
+        logger.setLevel(level)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_replicas_are_answered_from_memory_over_tls(pki: Path, tmp_path: Path) -> None:
+    # The benchmark's setting and a quiet production one: --log-level warning, where a replica
+    # is answered without parsing. The API server's checks hold for each answer.
+    server = ServerProcess(cert_dir=pki, policies=SHIPPED_POLICIES, log_file=tmp_path / "server.log",
+                           args=["--log-level", "warning", "--port", str(_free_port())])
+    try:
+        replica = {"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"generateName": "recall-7d4b9c-", "labels": {"app": "recall"}},
+                   "spec": {"containers": [{"name": "app", "image": "registry.example.com/recall:1.0"}]}}
+        review = make_review(replica, namespace="recall")
+        before = _counts(server, "webhook_decision_memo_total")
+        conn = server.client.connection()
+        patches = []
+        # uid-4 and uid-5 end with a second uid member, "uid-4", which is the request's uid.
+        for uid, tail in (("uid-1", ""), ("uid-2", ""), ("uid-3", ""),
+                          ("uid-4", ',"uid":"uid-4"'), ("uid-5", ',"uid":"uid-4"')):
+            raw = exchange(conn, "POST", "/mutate?timeout=10s", _go_body(review["request"], uid, request_tail=tail),
+                           headers={"Content-Type": "application/json"})
+            sent = {**review, "request": {**review["request"], "uid": "uid-4" if tail else uid}}
+            result = verify_response(sent, raw, mutating=True)  # the uid echoed is the one a parser reads
+            assert result.allowed
+            patches.append(result.response["patch"])
+        conn.close()
+        after = _counts(server, "webhook_decision_memo_total")
+        assert len(set(patches)) == 1
+        # uid-2 and uid-3 recalled. uid-5 is not (it would echo "uid-5"): its key, cut at the
+        # request's uid, keeps the uid it begins with, so uid-4 and uid-5 are two misses.
+        assert after[("mutate", "hit")] - before.get(("mutate", "hit"), 0) == 2
+        assert after[("mutate", "miss")] - before.get(("mutate", "miss"), 0) == 3
+        assert [e for e in server.log_lines() if e.get("level") in ("error", "critical")] == []
+    finally:
+        server.stop()

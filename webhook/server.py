@@ -269,12 +269,22 @@ def _refuse_before_reading(request: web.Request, endpoint: str) -> web.Response 
 
 def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutating: bool, started: float,
            answer_by: float) -> web.Response:
+    policies = state.policies.current  # one read: the whole request sees one set
+    # A replica of a pod already decided is answered without parsing it (memo.recall), unless
+    # the decision log wants its line (which needs the request parsed) or the deadline passed.
+    if mutating and not log.isEnabledFor(logging.INFO) and time.perf_counter() <= answer_by:
+        recalled = state.memo.recall(body, policies)
+        if recalled is not None:
+            answer, api_version, uid = recalled
+            # Only pod CREATE is remembered at mutation: the operation of every recalled request.
+            state.tally.add((endpoint, "CREATE", "hit", answer.counted), time.perf_counter() - started)
+            return web.Response(body=envelope_json(api_version=api_version, uid=uid, fields_json=answer.fields_json),
+                                content_type="application/json")
     try:
         api_version, raw = read_envelope(body)
         uid = request_uid(raw)
     except BadReview as exc:
         return _bad(endpoint, 400, str(exc))
-    policies = state.policies.current  # one read: the whole request sees one set
     memo_result = ""
     parsed: list[AdmissionRequest] = []  # the request once parsed, for the decision log
 

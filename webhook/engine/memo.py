@@ -14,6 +14,13 @@ request that passed every check. At mutation the key is the request body itself
 with the uid cut out (`body_key`), when that cut can be made exactly; otherwise, and
 at validation, it is the parsed `request` less the fields above, serialised again.
 
+A mutation whose body begins as the API server writes a review, compact, with kind,
+apiVersion and the request's uid (`_HEADS`), can be recalled without parsing it at
+all (`recall`): its uid and apiVersion are read from that beginning, and the rest of
+the body is the key. Only entries whose body was shown,
+when stored, to parse with that very member as the request's uid and that apiVersion
+(a later duplicate would win in a parser) answer such a recall.
+
 A decision is a pure function of what each key below holds, plus the policy set
 (the memo empties whenever a different set serves) and, for validation, today's
 date (exceptions expire by date). Anything outside that stays uncached:
@@ -46,7 +53,7 @@ import orjson
 from webhook.engine.mutate import pod_create
 from webhook.jsonvalue import as_dict
 from webhook.policy.loader import PolicySet
-from webhook.review import BadReview, request_uid
+from webhook.review import SUPPORTED_API_VERSIONS, BadReview, request_uid
 
 DEFAULT_MAX_ENTRIES = 512
 DEFAULT_MAX_OBJECT_BYTES = 64 * 1024
@@ -135,6 +142,47 @@ def body_key(body: bytes, uid: str) -> bytes | None:
     return None
 
 
+# How a compact review begins: as the API server writes it (Go's encoding/json: kind,
+# apiVersion, then the request, whose first member is its uid), or apiVersion first.
+_HEADS = tuple((head.encode(), version) for version in sorted(SUPPORTED_API_VERSIONS) for head in (
+    f'{{"kind":"AdmissionReview","apiVersion":"{version}","request":{{"uid":"',
+    f'{{"apiVersion":"{version}","kind":"AdmissionReview","request":{{"uid":"'))
+_PLAIN_UID_BYTES = re.compile(rb"[0-9A-Za-z._-]{1,128}")
+
+
+def leading_uid(body: bytes) -> tuple[str, str, int] | None:
+    """The apiVersion and the uid a body begins with (one of `_HEADS`, then a plain uid and
+    its closing quote), and where the uid starts; None otherwise. Read without parsing: a
+    later duplicate member may override either, which `_recallable` rules out."""
+    for head, version in _HEADS:
+        if body.startswith(head):
+            start = len(head)
+            end = body.find(b'"', start, start + 129)
+            if end < 0 or _PLAIN_UID_BYTES.fullmatch(body, start, end) is None:
+                return None
+            return version, body[start:end].decode("ascii"), start
+    return None
+
+
+def _recallable(body: bytes) -> bool:
+    """Whether every body that differs from `body` only in the uid it begins with parses as
+    `body` does but for the request's uid, which is that one. Such bodies have the same
+    tokens but for the value of one plain string, so one of them decides it for all: the
+    same body with another uid must parse with that uid and the apiVersion it begins with."""
+    lead = leading_uid(body)
+    if lead is None:
+        return False
+    version, uid, start = lead
+    other = "x" if uid[0] != "x" else "y"
+    try:
+        doc = orjson.loads(b"".join((body[:start], other.encode(), body[start + 1:])))
+    except orjson.JSONDecodeError:
+        return False
+    request = doc.get("request") if doc.__class__ is dict else None
+    return request.__class__ is dict and request.get("uid") == other + uid[1:] \
+        and doc.get("apiVersion") == version and doc.get("kind") == "AdmissionReview"
+
+
 def _pod_create(raw: dict[str, Any]) -> bool:
     """Only pod CREATE is injected; anything else is answered without evaluation anyway."""
     resource = as_dict(raw.get("resource"))
@@ -189,7 +237,8 @@ class DecisionMemo(Generic[T]):
         self.max_body_key_bytes = max_body_key_bytes
         self.max_bytes = max_bytes
         self._weight = weight
-        self._entries: OrderedDict[bytes, tuple[T, int]] = OrderedDict()
+        # key -> (value, its weight in bytes, whether `recall` may answer with it)
+        self._entries: OrderedDict[bytes, tuple[T, int, bool]] = OrderedDict()
         self._bytes = 0
         self._policies: PolicySet | None = None
         self._memoise_validate = False
@@ -227,12 +276,36 @@ class DecisionMemo(Generic[T]):
         if utc_today() != today:
             return value, "skip"  # decided on another day than its key says (midnight UTC)
         size = len(key) + self._weight(value)
-        self._entries[compact(key)] = (value, size)
+        # Whether `recall` may answer from this entry without parsing (body keys only).
+        recallable = endpoint == "mutate" and key.startswith(b"mutate\0") and body is not None \
+            and _recallable(body)
+        self._entries[compact(key)] = (value, size, recallable)
         self._bytes += size
         while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
-            _, (_, evicted) = self._entries.popitem(last=False)
+            _, (_, evicted, _) = self._entries.popitem(last=False)
             self._bytes -= evicted
         return value, "miss"
+
+    def recall(self, body: bytes, policies: PolicySet) -> tuple[T, str, str] | None:
+        """A remembered mutation's value for `body`, with the apiVersion and uid to answer
+        it in, found without parsing `body`; None when it must go through `decide`. The
+        value was stored for a body that differs from this one at most in the uid it
+        begins with (`body_key` cuts the first `"uid":"<uid>"`, and no such member comes
+        before the one `leading_uid` reads) and that `_recallable` vouched for, so this
+        body parses as that one did but for its own uid: the same checks passed, the same
+        decision."""
+        if policies is not self._policies or self.max_entries <= 0 or len(body) > self.max_body_key_bytes:
+            return None
+        lead = leading_uid(body)
+        if lead is None:
+            return None
+        version, uid, _ = lead
+        key = body_key(body, uid)
+        found = self._entries.get(key) if key is not None else None
+        if found is None or not found[2]:
+            return None
+        self._entries.move_to_end(key)
+        return found[0], version, uid
 
     def _key(self, endpoint: str, raw_request: dict[str, Any], today: date, body: bytes | None) -> bytes | None:
         if self.max_entries <= 0 or (endpoint == "validate" and not self._memoise_validate):
