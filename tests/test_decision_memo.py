@@ -444,6 +444,8 @@ def test_a_body_key_cuts_out_the_uid_and_nothing_else() -> None:
     for raw in (b'{"a":"x\x00"}', b'{"a":1}\x00', b'{"a":\x001}'):
         with pytest.raises(orjson.JSONDecodeError):
             orjson.loads(raw)
+    # A recall's check (memo._recallable) relies on the parser keeping a duplicate's last value.
+    assert orjson.loads(b'{"a":1,"b":{"u":"x","u":"y"},"a":2}') == {"a": 2, "b": {"u": "y"}}
 
 
 def test_a_large_pod_is_injected_once_and_its_answer_remembered() -> None:
@@ -529,6 +531,16 @@ def test_a_recalled_answer_is_the_one_parsing_gives(request_tail: str, review_ta
     for uid in ("first-uid", "second-uid", "xecond-uid"):  # x: the letter the check swaps in
         body = _go_body(request, uid, request_tail=request_tail, review_tail=review_tail)
         assert _admit_mutation(state, body) == _admit_mutation(fresh, body), uid
+
+
+def test_an_entry_answers_recalls_only_if_its_body_begins_with_its_own_uid() -> None:
+    # The store-time check needs both: the body's parsed uid is the one it begins with, and
+    # the same body with another uid takes that one (no later member overrides it).
+    request = make_review(pod(), namespace="shop")["request"]
+    assert memo_module._recallable(_go_body(request, "abc"), "abc")
+    assert not memo_module._recallable(_go_body(request, "abc", request_tail=',"uid":"xbc"'), "xbc")
+    assert not memo_module._recallable(_go_body(request, "abc", request_tail=',"uid":"abc"'), "abc")
+    assert not memo_module._recallable(_go_body(request, "abc", review_tail=',"kind":"Other"'), "abc")
 
 
 def test_recall_answers_every_body_as_parsing_does() -> None:

@@ -153,7 +153,7 @@ _PLAIN_UID_BYTES = re.compile(rb"[0-9A-Za-z._-]{1,128}")
 def leading_uid(body: bytes) -> tuple[str, str, int] | None:
     """The apiVersion and the uid a body begins with (one of `_HEADS`, then a plain uid and
     its closing quote), and where the uid starts; None otherwise. Read without parsing: a
-    later duplicate member may override either, which `_recallable` rules out."""
+    later duplicate member may override either (`_recallable` is the check)."""
     for head, version in _HEADS:
         if body.startswith(head):
             start = len(head)
@@ -164,13 +164,16 @@ def leading_uid(body: bytes) -> tuple[str, str, int] | None:
     return None
 
 
-def _recallable(body: bytes) -> bool:
+def _recallable(body: bytes, uid: str) -> bool:
     """Whether every body that differs from `body` only in the uid it begins with parses as
-    `body` does but for the request's uid, which is that one. Such bodies have the same
-    tokens but for the value of one plain string, so one of them decides it for all: the
-    same body with another uid must parse with that uid and the apiVersion it begins with."""
+    `body` does but for the request's uid, which is that one; `uid` is `body`'s request
+    uid as parsed. Such bodies have the same tokens but for the value of one plain string,
+    so the request's uid is, for all of them, either that string or one fixed later
+    member (a parser keeps the last duplicate). Two of them rule out the second: `body`,
+    whose uid must be the one it begins with, and the same body with another uid, which
+    must parse with that uid (and the apiVersion and kind it begins with)."""
     lead = leading_uid(body)
-    if lead is None:
+    if lead is None or lead[1] != uid:
         return False
     version, uid, start = lead
     other = "x" if uid[0] != "x" else "y"
@@ -278,7 +281,7 @@ class DecisionMemo(Generic[T]):
         size = len(key) + self._weight(value)
         # Whether `recall` may answer from this entry without parsing (body keys only).
         recallable = endpoint == "mutate" and key.startswith(b"mutate\0") and body is not None \
-            and _recallable(body)
+            and _recallable(body, raw_request.get("uid"))
         self._entries[compact(key)] = (value, size, recallable)
         self._bytes += size
         while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
