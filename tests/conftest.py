@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -46,28 +46,29 @@ class ServerProcess:
                 out.append({"raw": line})
         return out
 
-    def _wait_listening(self, timeout: float = 15.0) -> int:
+    def _wait_listening(self) -> int:
+        return self._wait_for_port(lambda: next(
+            (int(e["port"]) for e in self.log_lines() if e.get("event") == "listening"), None), "start")
+
+    def _wait_connectable(self, port: int) -> int:
+        def connectable() -> int | None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except OSError:
+                return None
+            return port
+        return self._wait_for_port(connectable, f"listen on {port}")
+
+    def _wait_for_port(self, port_if_ready: Callable[[], int | None], what: str, timeout: float = 15.0) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for entry in self.log_lines():
-                if entry.get("event") == "listening":
-                    return int(entry["port"])
+            port = port_if_ready()
+            if port is not None:
+                return port
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_file.read_text()}")
             time.sleep(0.05)
-        raise RuntimeError(f"server did not start:\n{self.log_file.read_text()}")
-
-    def _wait_connectable(self, port: int, timeout: float = 15.0) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return port
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_file.read_text()}")
-                time.sleep(0.05)
-        raise RuntimeError(f"server did not listen on {port}:\n{self.log_file.read_text()}")
+        raise RuntimeError(f"server did not {what}:\n{self.log_file.read_text()}")
 
     def wait_for_log(self, predicate, timeout: float = 10.0) -> dict:
         deadline = time.monotonic() + timeout

@@ -278,8 +278,7 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
             answer, api_version, uid = recalled
             # Only pod CREATE is remembered at mutation: the operation of every recalled request.
             state.tally.add((endpoint, "CREATE", "hit", answer.counted), time.perf_counter() - started)
-            return web.Response(body=envelope_json(api_version=api_version, uid=uid, fields_json=answer.fields_json),
-                                content_type="application/json")
+            return _reply(api_version, uid, answer)
     try:
         api_version, raw = read_envelope(body)
         uid = request_uid(raw)
@@ -308,8 +307,12 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
     except Exception:
         log.exception("decision logic failed", extra={"uid": uid, "endpoint": endpoint})
         answer = _answer(_failure(state, endpoint, "internal error"), mutating=mutating)
-    body = envelope_json(api_version=api_version, uid=uid, fields_json=answer.fields_json)
     _record(state, endpoint, raw, parsed, answer, memo_result, time.perf_counter() - started, policies.revision)
+    return _reply(api_version, uid, answer)
+
+
+def _reply(api_version: str, uid: str, answer: Answer) -> web.Response:
+    body = envelope_json(api_version=api_version, uid=uid, fields_json=answer.fields_json)
     return web.Response(body=body, content_type="application/json")
 
 

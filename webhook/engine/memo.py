@@ -147,7 +147,7 @@ def body_key(body: bytes, uid: str) -> bytes | None:
 _HEADS = tuple((head.encode(), version) for version in sorted(SUPPORTED_API_VERSIONS) for head in (
     f'{{"kind":"AdmissionReview","apiVersion":"{version}","request":{{"uid":"',
     f'{{"apiVersion":"{version}","kind":"AdmissionReview","request":{{"uid":"'))
-_PLAIN_UID_BYTES = re.compile(rb"[0-9A-Za-z._-]{1,128}")
+_PLAIN_UID_BYTES = re.compile(_PLAIN_UID.pattern.encode())  # the same, on the body's bytes
 
 
 def leading_uid(body: bytes) -> tuple[str, str, int] | None:
