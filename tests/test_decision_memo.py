@@ -448,8 +448,11 @@ def test_a_body_key_cuts_out_the_uid_and_nothing_else() -> None:
     assert orjson.loads(b'{"a":1,"b":{"u":"x","u":"y"},"a":2}') == {"a": 2, "b": {"u": "y"}}
 
 
-def test_a_large_pod_is_injected_once_and_its_answer_remembered() -> None:
-    # Beyond the size a key is serialised for, a mutation still keys on its body.
+@pytest.mark.parametrize("level", ["INFO", "WARNING"])
+def test_a_large_pod_is_injected_once_and_its_answer_remembered(level: str, caplog: pytest.LogCaptureFixture) -> None:
+    # Beyond the size a key is serialised for, a mutation still keys on its body; below info a
+    # validation is remembered by its body's shape.
+    caplog.set_level(level, logger=server_module.log.name)
     state = ServerState(policies=PolicyHolder.load(SHIPPED_POLICIES), certificate=None)
     big = pod(container(env=[{"name": f"V{i}", "value": "x" * 100} for i in range(700)]))
     review = make_review(big, namespace="shop")
@@ -460,8 +463,10 @@ def test_a_large_pod_is_injected_once_and_its_answer_remembered() -> None:
         response = server_module._admit(body, state, endpoint, ENGINES[endpoint], endpoint == "mutate",
                                         time.perf_counter(), float("inf"))
         answers.append(orjson.loads(response.body)["response"])
-    assert _memo_counts(state) == {("mutate", "miss"): 1, ("mutate", "hit"): 1, ("validate", "skip"): 2}
+    validations = {("validate", "skip"): 2} if level == "INFO" else {("validate", "miss"): 1, ("validate", "hit"): 1}
+    assert _memo_counts(state) == {("mutate", "miss"): 1, ("mutate", "hit"): 1, **validations}
     assert [a["uid"] for a in answers] == ["uid-0", "uid-1", "uid-2", "uid-3"]
+    assert answers[3] == {**answers[2], "uid": "uid-3"}
     fresh = mutate(AdmissionRequest.from_dict(review["request"]), SHIPPED)
     assert json.loads(base64.b64decode(answers[1]["patch"])) == fresh.patch
     assert answers[0]["patch"] == answers[1]["patch"]
@@ -560,7 +565,7 @@ def test_recall_answers_every_body_as_parsing_does() -> None:
             twin = bodies[("b2" if variant[0] == "a1" else "a1", *variant[1:])]
             _admit_mutation(state, twin)
             assert _admit_mutation(state, body) == _admit_mutation(fresh, body), variant
-            recalled += state.memo.recall(body, policies.current) is not None
+            recalled += state.memo.recall("mutate", body, policies.current) is not None
         assert recalled >= 16  # plain, single uids written first and compactly: recalled
     finally:
         logger.setLevel(level)

@@ -272,12 +272,12 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
     policies = state.policies.current  # one read: the whole request sees one set
     # A replica of a pod already decided is answered without parsing it (memo.recall), unless
     # the decision log wants its line (which needs the request parsed) or the deadline passed.
-    if mutating and not log.isEnabledFor(logging.INFO) and time.perf_counter() <= answer_by:
-        recalled = state.memo.recall(body, policies)
+    recall = not log.isEnabledFor(logging.INFO)
+    if recall and time.perf_counter() <= answer_by:
+        recalled = state.memo.recall(endpoint, body, policies)
         if recalled is not None:
-            answer, api_version, uid = recalled
-            # Only pod CREATE is remembered at mutation: the operation of every recalled request.
-            state.tally.add((endpoint, "CREATE", "hit", answer.counted), time.perf_counter() - started)
+            answer, api_version, uid, operation = recalled
+            state.tally.add((endpoint, operation, "hit", answer.counted), time.perf_counter() - started)
             return _reply(api_version, uid, answer)
     try:
         api_version, raw = read_envelope(body)
@@ -301,7 +301,7 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
             # that of a request already parsed) and runs the engine.
             answer, memo_result = state.memo.decide(
                 endpoint, raw, policies, lambda: _answer(engine(parse(), policies), mutating=mutating),
-                body=body)
+                body=body, api_version=api_version, shape=recall)
     except BadReview as exc:
         return _bad(endpoint, 400, str(exc))
     except Exception:

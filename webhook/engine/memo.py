@@ -21,6 +21,12 @@ the body is the key. Only entries whose body was shown,
 when stored, to parse with that very member as the request's uid and that apiVersion
 (a later duplicate would win in a parser) answer such a recall.
 
+A validation is recalled without parsing by its body's shape (`_Shape`): where, in a
+body of that length, the values of the fields a key leaves out lie (the request's
+uid and name, the pod's name, uid, creation time and managed fields' times). A body
+of the same length whose bytes outside those places are the same, and whose bytes
+inside them are plain text, parses as the stored one did but for those values.
+
 A decision is a pure function of what each key below holds, plus the policy set
 (the memo empties whenever a different set serves) and, for validation, today's
 date (exceptions expire by date). Anything outside that stays uncached:
@@ -30,7 +36,7 @@ date (exceptions expire by date). Anything outside that stays uncached:
 - objects whose JSON exceeds `max_object_bytes` are not memoised when their key must
   be serialised again: that would cost about what the decision does. A body key costs
   a copy and a hash, a fifth of what deciding a large pod does, so bodies up to
-  `max_body_key_bytes` are memoised at mutation.
+  `max_body_key_bytes` are memoised at mutation, and at validation by their shape.
 
 A key is its inputs serialised as one JSON array, compared whole: two
 different inputs never share an entry (a digest would be cheaper to keep but costs
@@ -217,6 +223,144 @@ def validate_key(raw: dict[str, Any], today: date) -> list[Any] | None:
             _without_server_set_metadata(raw.get("oldObject"))]
 
 
+# --- recalling a validation by its body's shape ------------------------------------------
+
+# Printable ASCII but the quote and the backslash: a string's content that neither ends the
+# string early nor holds an escape, so replacing it with other such content leaves every
+# other token of the body as it was. (Names, uids and timestamps are written so.)
+_PLAIN_TEXT = re.compile(rb'[\x20\x21\x23-\x5b\x5d-\x7e]+')
+# A review with more places than this is not shaped: its key would cost more than it saves.
+_MAX_SHAPE_SPANS = 16
+# Shapes kept per body length: replicas share one; other pods of that length are rare.
+_SHAPES_PER_LENGTH = 4
+
+
+def _replica_fields(raw: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str, str]]:
+    """(path in the request, member name, value) of the string fields in which a rollout's
+    replicas differ at validating admission. `validate_key` leaves each of them out."""
+    fields: list[tuple[tuple[str | int, ...], str, str]] = [
+        ((member,), member, value) for member in ("uid", "name")
+        if (value := raw.get(member)).__class__ is str]
+    obj = raw.get("object")
+    metadata = obj.get("metadata") if obj.__class__ is dict else None
+    if metadata.__class__ is dict:
+        fields += [(("object", "metadata", member), member, value)
+                   for member in ("name", "uid", "creationTimestamp")
+                   if (value := metadata.get(member)).__class__ is str]
+        managed = metadata.get("managedFields")
+        if managed.__class__ is list:
+            fields += [(("object", "metadata", "managedFields", i, "time"), "time", entry["time"])
+                       for i, entry in enumerate(managed)
+                       if entry.__class__ is dict and entry.get("time").__class__ is str]
+    return fields
+
+
+def _landed(body: bytes, spans: tuple[tuple[int, int], ...],
+            fields: list[tuple[tuple[str | int, ...], str, str]]) -> dict[int, tuple[str | int, ...]]:
+    """Which spans of `body` hold exactly the value of one of `fields`, and that field's path:
+    each span replaced by a marker unlike any of their values, the body parsed, and the
+    markers looked for at the fields' paths. Empty if that body does not parse."""
+    values = {value for _, _, value in fields}  # each span holds one of them
+    pieces: list[bytes] = []
+    markers: dict[str, int] = {}
+    at = 0
+    for i, (start, end) in enumerate(spans):
+        marker = f"~{i}~"
+        while marker in values:
+            marker += "~"
+        pieces += (body[at:start], marker.encode())
+        markers[marker] = i
+        at = end
+    pieces.append(body[at:])
+    try:
+        request = orjson.loads(b"".join(pieces))["request"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return {}
+    landed: dict[int, tuple[str | int, ...]] = {}
+    for path, _, _ in fields:
+        held: Any = request
+        try:
+            for step in path:
+                held = held[step]
+        except (KeyError, IndexError, TypeError):
+            continue
+        if held.__class__ is str and held in markers:
+            landed[markers[held]] = path
+    return landed
+
+
+class _Shape:
+    """Where the values that replicas differ in lie in a validation body of one length.
+
+    `of` parsed the stored body with a marker in each span: a marker cannot stand outside a
+    string, and each was found whole as the value of a field that `validate_key` leaves out,
+    so each span is the whole content of that value's string. Plain text (`_PLAIN_TEXT`)
+    neither ends a string nor escapes, so a body of the same length that equals the stored
+    one outside the spans and holds plain text inside each is read token for token as the
+    stored one: it parses as the stored one but for those values, and has its key and
+    decision. Its uid is in the span found at the request's uid, or else the stored one's."""
+
+    __slots__ = ("length", "spans", "uid_span", "uid", "api_version", "operation", "_tag")
+
+    def __init__(self, length: int, spans: tuple[tuple[int, int], ...], uid_span: int | None, uid: str,
+                 api_version: str, operation: str) -> None:
+        self.length = length
+        self.spans = spans
+        self.uid_span = uid_span  # the span holding the request's uid, if it was cut
+        self.uid = uid  # otherwise the uid, which then is in the key
+        self.api_version = api_version
+        self.operation = operation
+        self._tag = b"validate\0%d:%s\0" % (length, b",".join(b"%d-%d" % span for span in spans))
+
+    @classmethod
+    def of(cls, body: bytes, api_version: str, raw: dict[str, Any]) -> _Shape | None:
+        """The shape of `body`, whose request parsed as `raw`, or None when no place could be
+        shown to hold only a field its key may leave out."""
+        fields = _replica_fields(raw)
+        found: set[tuple[int, int]] = set()
+        for _, member, value in fields:
+            text = value.encode()
+            if not _PLAIN_TEXT.fullmatch(text):
+                continue
+            needle = b'"%s":"%s"' % (member.encode(), text)
+            at = body.find(needle)
+            while at >= 0 and len(found) <= _MAX_SHAPE_SPANS:
+                start = at + len(member) + 4
+                found.add((start, start + len(text)))
+                at = body.find(needle, at + 1)
+        if not found or len(found) > _MAX_SHAPE_SPANS:
+            return None
+        spans = tuple(sorted(found))
+        # Kept: the spans that hold a field's whole value. Others matched elsewhere too (a
+        # container named as its pod) or a member that a later duplicate overrides.
+        landed = _landed(body, spans, fields)
+        kept = [i for i in range(len(spans)) if i in landed]
+        if not kept:
+            return None
+        uid_span = next((n for n, i in enumerate(kept) if landed[i] == ("uid",)), None)
+        operation = raw.get("operation")
+        return cls(len(body), tuple(spans[i] for i in kept), uid_span, raw["uid"], api_version,
+                   operation if operation.__class__ is str and operation else "unknown")
+
+    def key(self, body: bytes, day: bytes) -> bytes | None:
+        """The key of a body of this shape, or None when one of its places holds other than
+        plain text. `day` (today, ISO) is part of it: exceptions expire by date."""
+        pieces, at = [self._tag, day], 0
+        for start, end in self.spans:
+            if _PLAIN_TEXT.fullmatch(body, start, end) is None:
+                return None
+            pieces.append(body[at:start])
+            at = end
+        pieces.append(body[at:])
+        return b"\0".join(pieces)
+
+    def uid_of(self, body: bytes) -> str:
+        if self.uid_span is None:
+            return self.uid
+        start, end = self.spans[self.uid_span]
+        return body[start:end].decode("ascii")
+
+
 KEYS: dict[str, Callable[[dict[str, Any], date], list[Any] | None]] = {
     "mutate": mutate_key, "validate": validate_key}
 
@@ -245,6 +389,8 @@ class DecisionMemo(Generic[T]):
         self._bytes = 0
         self._policies: PolicySet | None = None
         self._memoise_validate = False
+        # body length -> the shapes of validations stored with one (most recent first)
+        self._shapes: dict[int, list[_Shape]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -255,50 +401,82 @@ class DecisionMemo(Generic[T]):
         return self._bytes
 
     def decide(self, endpoint: str, raw_request: dict[str, Any], policies: PolicySet,
-               compute: Callable[[], T], *, body: bytes | None = None) -> tuple[T, str]:
+               compute: Callable[[], T], *, body: bytes | None = None, api_version: str = "",
+               shape: bool = False) -> tuple[T, str]:
         """`compute()`'s result, remembered for requests with the same deciding inputs, and
         "hit", "miss" or "skip" (not memoisable). `raw_request` is the review's `request` as
         sent; `compute` parses it (refusing a malformed one by raising) and decides. An
         exception from `compute` is not remembered. `body`, the request body that
         `raw_request` was read from, when known: it keys mutations (`body_key`) and skips
-        objects too large at once."""
+        objects too large at once. With `shape` (and `body` and its `api_version`), a
+        validation is also stored for `recall` by its body's shape."""
         if policies is not self._policies:
             self._entries.clear()
+            self._shapes.clear()
             self._bytes = 0
             self._policies = policies
             self._memoise_validate = not _has_cel(policies)
         today = utc_today()
         key = self._key(endpoint, raw_request, today, body)
-        if key is None:
+        # Stored by its body's shape as well, for `recall` (which a too large body can use too).
+        shaped = shape and endpoint == "validate" and body is not None and self._memoise_validate \
+            and self.max_entries > 0 and len(body) <= self.max_body_key_bytes
+        if key is None and not shaped:
             return compute(), "skip"
-        found = self._entries.get(key)
+        found = self._entries.get(key) if key is not None else None
         if found is not None:
             self._entries.move_to_end(key)
             return found[0], "hit"
         value = compute()
         if utc_today() != today:
             return value, "skip"  # decided on another day than its key says (midnight UTC)
+        if key is not None:
+            # Whether `recall` may answer from this entry without parsing (body keys only).
+            recallable = endpoint == "mutate" and key.startswith(b"mutate\0") and body is not None \
+                and _recallable(body, raw_request.get("uid"))
+            self._store(key, value, recallable)
+        if shaped and body is not None and self._store_by_shape(body, api_version, raw_request, today, value):
+            return value, "miss"
+        return value, "miss" if key is not None else "skip"
+
+    def _store_by_shape(self, body: bytes, api_version: str, raw_request: dict[str, Any], today: date,
+                        value: T) -> bool:
+        shape = _Shape.of(body, api_version, raw_request)
+        key = shape.key(body, today.isoformat().encode()) if shape is not None else None
+        if shape is None or key is None:
+            return False
+        shapes = self._shapes.setdefault(len(body), [])
+        if all(known.spans != shape.spans for known in shapes):
+            shapes.insert(0, shape)
+            del shapes[_SHAPES_PER_LENGTH:]
+            if len(self._shapes) > self.max_entries:
+                del self._shapes[next(iter(self._shapes))]
+        self._store(key, value, True)
+        return True
+
+    def _store(self, key: bytes, value: T, recallable: bool) -> None:
         size = len(key) + self._weight(value)
-        # Whether `recall` may answer from this entry without parsing (body keys only).
-        recallable = endpoint == "mutate" and key.startswith(b"mutate\0") and body is not None \
-            and _recallable(body, raw_request.get("uid"))
         self._entries[compact(key)] = (value, size, recallable)
         self._bytes += size
         while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
             _, (_, evicted, _) = self._entries.popitem(last=False)
             self._bytes -= evicted
-        return value, "miss"
 
-    def recall(self, body: bytes, policies: PolicySet) -> tuple[T, str, str] | None:
-        """A remembered mutation's value for `body`, with the apiVersion and uid to answer
-        it in, found without parsing `body`; None when it must go through `decide`. The
-        value was stored for a body that differs from this one at most in the uid it
-        begins with (`body_key` cuts the first `"uid":"<uid>"`, and no such member comes
-        before the one `leading_uid` reads) and that `_recallable` vouched for, so this
-        body parses as that one did but for its own uid: the same checks passed, the same
-        decision."""
+    def recall(self, endpoint: str, body: bytes, policies: PolicySet) -> tuple[T, str, str, str] | None:
+        """A remembered value for `body`, with the apiVersion and uid to answer it in and
+        the request's operation, found without parsing `body`; None when it must go through
+        `decide`. The request it was decided for parsed as this body does but for fields
+        its key leaves out: the same checks passed, the same decision.
+
+        A mutation's value was stored for a body that differs from this one at most in the
+        uid it begins with (`body_key` cuts the first `"uid":"<uid>"`, and no such member
+        comes before the one `leading_uid` reads) and that `_recallable` vouched for. A
+        validation's, for a body of this length that differs from it at most inside the
+        places of one of the shapes stored for that length (`_Shape`)."""
         if policies is not self._policies or self.max_entries <= 0 or len(body) > self.max_body_key_bytes:
             return None
+        if endpoint == "validate":
+            return self._recall_validation(body)
         lead = leading_uid(body)
         if lead is None:
             return None
@@ -308,7 +486,21 @@ class DecisionMemo(Generic[T]):
         if found is None or not found[2]:
             return None
         self._entries.move_to_end(key)
-        return found[0], version, uid
+        # Only pod CREATE is remembered at mutation (`_pod_create`).
+        return found[0], version, uid, "CREATE"
+
+    def _recall_validation(self, body: bytes) -> tuple[T, str, str, str] | None:
+        shapes = self._shapes.get(len(body))
+        if not shapes or not self._memoise_validate:
+            return None
+        day = utc_today().isoformat().encode()
+        for shape in shapes:
+            key = shape.key(body, day)
+            found = self._entries.get(key) if key is not None else None
+            if found is not None:
+                self._entries.move_to_end(key)
+                return found[0], shape.api_version, shape.uid_of(body), shape.operation
+        return None
 
     def _key(self, endpoint: str, raw_request: dict[str, Any], today: date, body: bytes | None) -> bytes | None:
         if self.max_entries <= 0 or (endpoint == "validate" and not self._memoise_validate):
