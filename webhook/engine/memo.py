@@ -298,19 +298,26 @@ class _Shape:
     neither ends a string nor escapes, so a body of the same length that equals the stored
     one outside the spans and holds plain text inside each is read token for token as the
     stored one: it parses as the stored one but for those values, and has its key and
-    decision. Its uid is in the span found at the request's uid, or else the stored one's."""
+    decision. Its uid is in the span found at the request's uid, or else the stored one's;
+    its apiVersion is the stored one's. Every entry made with a shape was stored by a body
+    with that very shape (`tag` begins its key), so those hold for whichever it finds."""
 
-    __slots__ = ("length", "spans", "uid_span", "uid", "api_version", "operation", "_tag")
+    __slots__ = ("length", "spans", "uid_span", "uid", "api_version", "operation", "tag")
 
     def __init__(self, length: int, spans: tuple[tuple[int, int], ...], uid_span: int | None, uid: str,
                  api_version: str, operation: str) -> None:
         self.length = length
         self.spans = spans
         self.uid_span = uid_span  # the span holding the request's uid, if it was cut
-        self.uid = uid  # otherwise the uid, which then is in the key
+        self.uid = uid  # otherwise the uid
         self.api_version = api_version
         self.operation = operation
-        self._tag = b"validate\0%d:%s\0" % (length, b",".join(b"%d-%d" % span for span in spans))
+        # Begins every key made with this shape. It holds all of the shape, not only its
+        # spans: an entry answers with the apiVersion and uid of the shape that finds it, and
+        # bodies whose spans lie alike may differ in those (a uid not cut, escaped; an
+        # apiVersion or member order that moves no span).
+        self.tag = b"validate\0%s\0" % orjson.dumps([length, spans, uid_span, uid if uid_span is None else "",
+                                                         api_version, operation])
 
     @classmethod
     def of(cls, body: bytes, api_version: str, raw: dict[str, Any]) -> _Shape | None:
@@ -318,7 +325,7 @@ class _Shape:
         shown to hold only a field its key may leave out."""
         fields = _replica_fields(raw)
         found: set[tuple[int, int]] = set()
-        for _, member, value in fields:
+        for member, value in {(member, value) for _, member, value in fields}:  # managed times repeat
             text = value.encode()
             if not _PLAIN_TEXT.fullmatch(text):
                 continue
@@ -345,7 +352,7 @@ class _Shape:
     def key(self, body: bytes, day: bytes) -> bytes | None:
         """The key of a body of this shape, or None when one of its places holds other than
         plain text. `day` (today, ISO) is part of it: exceptions expire by date."""
-        pieces, at = [self._tag, day], 0
+        pieces, at = [self.tag, day], 0
         for start, end in self.spans:
             if _PLAIN_TEXT.fullmatch(body, start, end) is None:
                 return None
@@ -446,7 +453,7 @@ class DecisionMemo(Generic[T]):
         if shape is None or key is None:
             return False
         shapes = self._shapes.setdefault(len(body), [])
-        if all(known.spans != shape.spans for known in shapes):
+        if all(known.tag != shape.tag for known in shapes):
             shapes.insert(0, shape)
             del shapes[_SHAPES_PER_LENGTH:]
             if len(self._shapes) > self.max_entries:
