@@ -10,7 +10,7 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiohttp import web
@@ -270,15 +270,19 @@ def _refuse_before_reading(request: web.Request, endpoint: str) -> web.Response 
 def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutating: bool, started: float,
            answer_by: float) -> web.Response:
     policies = state.policies.current  # one read: the whole request sees one set
+    logged = log.isEnabledFor(logging.INFO)
     # A replica of a pod already decided is answered without parsing it (memo.recall), unless
-    # the decision log wants its line (which needs the request parsed) or the deadline passed.
-    recall = not log.isEnabledFor(logging.INFO)
-    if recall and time.perf_counter() <= answer_by:
+    # the deadline passed; its decision log line names what was stored with the answer.
+    if time.perf_counter() <= answer_by:
         recalled = state.memo.recall(endpoint, body, policies)
-        if recalled is not None:
-            answer, api_version, uid, operation = recalled
-            state.tally.add((endpoint, operation, "hit", answer.counted), time.perf_counter() - started)
-            return _reply(api_version, uid, answer)
+        if recalled is not None and (recalled.context is not None or not logged):
+            answer = recalled.value
+            elapsed = time.perf_counter() - started
+            state.tally.add((endpoint, recalled.operation, "hit", answer.counted), elapsed)
+            if logged:
+                _log_decision(endpoint, recalled.context.named(recalled.values), recalled.uid, answer, elapsed,
+                              policies.revision)
+            return _reply(recalled.api_version, recalled.uid, answer)
     try:
         api_version, raw = read_envelope(body)
         uid = request_uid(raw)
@@ -301,7 +305,7 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
             # that of a request already parsed) and runs the engine.
             answer, memo_result = state.memo.decide(
                 endpoint, raw, policies, lambda: _answer(engine(parse(), policies), mutating=mutating),
-                body=body, api_version=api_version, shape=recall)
+                body=body, api_version=api_version, shape=True, context=lambda: Subject.of(parsed[0]))
     except BadReview as exc:
         return _bad(endpoint, 400, str(exc))
     except Exception:
@@ -336,7 +340,7 @@ def _record(state: ServerState, endpoint: str, raw: dict[str, Any], parsed: list
             except BadReview as exc:  # a hit is a request that parsed before: this is a bug
                 log.error("an answered request does not parse: %s", exc, extra={"endpoint": endpoint})
                 return
-        _log_decision(endpoint, admission, answer.logged, answer.outcome, elapsed, revision)
+        _log_decision(endpoint, Subject.of(admission), admission.uid, answer, elapsed, revision)
 
 
 def _fold_counts(key: tuple[str, str, str, Any], latencies: list[float]) -> None:
@@ -386,23 +390,54 @@ def _outcome(decision: Decision) -> str:
     return "patched" if decision.patch else "allowed"
 
 
-def _log_decision(endpoint: str, request: AdmissionRequest, decision: Decision, outcome: str,
-                  elapsed: float, revision: str) -> None:
+# Where a validation's shape finds the names a log line shows (memo.Recalled.values).
+_REQUEST_NAME = ("name",)
+_POD_NAME = ("object", "metadata", "name")
+
+
+class Subject(NamedTuple):
+    """What a decision log line says about the request, but for its uid: kept with a remembered
+    answer, so that a request recalled without parsing is logged as a parsed one is."""
+
+    operation: str
+    namespace: str
+    kind: str
+    dry_run: bool
+    request_name: str
+    pod_name: Any  # the object's metadata.name, as sent
+    generate_name: Any
+    owner: str | None
+
+    @classmethod
+    def of(cls, request: AdmissionRequest) -> Subject:
+        meta = as_dict((request.object or {}).get("metadata"))
+        owner = next((f"{o.get('kind')}/{o.get('name')}" for o in dicts_in(meta.get("ownerReferences"))), None)
+        return cls(request.operation, request.namespace, request.kind.kind, request.dry_run, request.name,
+                   meta.get("name"), meta.get("generateName"), owner)
+
+    def named(self, values: dict[tuple[str | int, ...], str]) -> Subject:
+        """This subject with the names a recalled body holds where its stored one held others."""
+        if not values:
+            return self
+        return self._replace(request_name=values.get(_REQUEST_NAME, self.request_name),
+                             pod_name=values.get(_POD_NAME, self.pod_name))
+
+
+def _log_decision(endpoint: str, subject: Subject, uid: str, answer: Answer, elapsed: float, revision: str) -> None:
     """One line per decision. Never env values or other pod content: names only."""
-    meta = as_dict((request.object or {}).get("metadata"))
-    owner = next((f"{o.get('kind')}/{o.get('name')}" for o in dicts_in(meta.get("ownerReferences"))), None)
-    log.info("%s %s %s/%s: %s", endpoint, request.operation, request.namespace or "-",
-             meta.get("name") or meta.get("generateName") or request.name or "-", outcome,
-             extra={"event": "decision", "endpoint": endpoint, "uid": request.uid,
-                    "namespace": request.namespace, "podName": meta.get("name") or request.name,
-                    "generateName": meta.get("generateName"), "owner": owner,
-                    "operation": request.operation, "kind": request.kind.kind,
+    decision, outcome = answer.logged, answer.outcome
+    log.info("%s %s %s/%s: %s", endpoint, subject.operation, subject.namespace or "-",
+             subject.pod_name or subject.generate_name or subject.request_name or "-", outcome,
+             extra={"event": "decision", "endpoint": endpoint, "uid": uid,
+                    "namespace": subject.namespace, "podName": subject.pod_name or subject.request_name,
+                    "generateName": subject.generate_name, "owner": subject.owner,
+                    "operation": subject.operation, "kind": subject.kind,
                     "outcome": outcome, "policies": list(decision.applied_policies),
                     "denyMessage": decision.message, "warnings": len(decision.warnings),
                     "violations": [f"{v.action} {v.policy}/{v.rule}"
                                    f"{'[' + v.check + ']' if v.check else ''} {v.path}"
                                    for v in decision.violations],
-                    "policyRevision": revision, "dryRun": request.dry_run,
+                    "policyRevision": revision, "dryRun": subject.dry_run,
                     "latencyMs": round(elapsed * 1000, 3)})
 
 

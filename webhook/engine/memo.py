@@ -50,7 +50,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import date, datetime, timezone
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import re
 
@@ -302,21 +302,22 @@ class _Shape:
     its apiVersion is the stored one's. Every entry made with a shape was stored by a body
     with that very shape (`tag` begins its key), so those hold for whichever it finds."""
 
-    __slots__ = ("length", "spans", "uid_span", "uid", "api_version", "operation", "tag")
+    __slots__ = ("length", "spans", "paths", "uid_span", "uid", "api_version", "operation", "tag")
 
-    def __init__(self, length: int, spans: tuple[tuple[int, int], ...], uid_span: int | None, uid: str,
-                 api_version: str, operation: str) -> None:
+    def __init__(self, length: int, spans: tuple[tuple[int, int], ...], paths: tuple[tuple[str | int, ...], ...],
+                 uid_span: int | None, uid: str, api_version: str, operation: str) -> None:
         self.length = length
         self.spans = spans
+        self.paths = paths  # the field each span holds
         self.uid_span = uid_span  # the span holding the request's uid, if it was cut
         self.uid = uid  # otherwise the uid
         self.api_version = api_version
         self.operation = operation
         # Begins every key made with this shape. It holds all of the shape, not only its
-        # spans: an entry answers with the apiVersion and uid of the shape that finds it, and
-        # bodies whose spans lie alike may differ in those (a uid not cut, escaped; an
-        # apiVersion or member order that moves no span).
-        self.tag = b"validate\0%s\0" % orjson.dumps([length, spans, uid_span, uid if uid_span is None else "",
+        # spans: an entry answers with the apiVersion, uid and names of the shape that finds
+        # it, and bodies whose spans lie alike may differ in those (a uid not cut, escaped;
+        # an apiVersion or member order that moves no span).
+        self.tag = b"validate\0%s\0" % orjson.dumps([length, spans, paths, uid if uid_span is None else "",
                                                          api_version, operation])
 
     @classmethod
@@ -346,8 +347,8 @@ class _Shape:
             return None
         uid_span = next((n for n, i in enumerate(kept) if landed[i] == ("uid",)), None)
         operation = raw.get("operation")
-        return cls(len(body), tuple(spans[i] for i in kept), uid_span, raw["uid"], api_version,
-                   operation if operation.__class__ is str and operation else "unknown")
+        return cls(len(body), tuple(spans[i] for i in kept), tuple(landed[i] for i in kept), uid_span, raw["uid"],
+                   api_version, operation if operation.__class__ is str and operation else "unknown")
 
     def key(self, body: bytes, day: bytes) -> bytes | None:
         """The key of a body of this shape, or None when one of its places holds other than
@@ -360,6 +361,10 @@ class _Shape:
             at = end
         pieces.append(body[at:])
         return b"\0".join(pieces)
+
+    def values(self, body: bytes) -> dict[tuple[str | int, ...], str]:
+        """What each place of `body` holds, by the path of its field."""
+        return {path: body[start:end].decode("ascii") for path, (start, end) in zip(self.paths, self.spans)}
 
     def uid_of(self, body: bytes) -> str:
         if self.uid_span is None:
@@ -374,6 +379,17 @@ KEYS: dict[str, Callable[[dict[str, Any], date], list[Any] | None]] = {
 
 def _has_cel(policies: PolicySet) -> bool:
     return any(rule.kind == "cel" for policy in policies.validation for rule in policy.spec.rules)
+
+
+class Recalled(NamedTuple, Generic[T]):
+    """What `DecisionMemo.recall` found for a body."""
+
+    value: T
+    api_version: str  # to answer in
+    uid: str  # to echo
+    operation: str
+    context: Any  # the caller's, from `decide`
+    values: dict[tuple[str | int, ...], str]  # what the places a validation's shape cuts hold, by path
 
 
 class DecisionMemo(Generic[T]):
@@ -391,8 +407,9 @@ class DecisionMemo(Generic[T]):
         self.max_body_key_bytes = max_body_key_bytes
         self.max_bytes = max_bytes
         self._weight = weight
-        # key -> (value, its weight in bytes, whether `recall` may answer with it)
-        self._entries: OrderedDict[bytes, tuple[T, int, bool]] = OrderedDict()
+        # key -> (value, its weight in bytes, whether `recall` may answer with it, the caller's
+        # context for a recall)
+        self._entries: OrderedDict[bytes, tuple[T, int, bool, Any]] = OrderedDict()
         self._bytes = 0
         self._policies: PolicySet | None = None
         self._memoise_validate = False
@@ -409,14 +426,17 @@ class DecisionMemo(Generic[T]):
 
     def decide(self, endpoint: str, raw_request: dict[str, Any], policies: PolicySet,
                compute: Callable[[], T], *, body: bytes | None = None, api_version: str = "",
-               shape: bool = False) -> tuple[T, str]:
+               shape: bool = False, context: Callable[[], Any] = lambda: None) -> tuple[T, str]:
         """`compute()`'s result, remembered for requests with the same deciding inputs, and
         "hit", "miss" or "skip" (not memoisable). `raw_request` is the review's `request` as
         sent; `compute` parses it (refusing a malformed one by raising) and decides. An
         exception from `compute` is not remembered. `body`, the request body that
         `raw_request` was read from, when known: it keys mutations (`body_key`) and skips
         objects too large at once. With `shape` (and `body` and its `api_version`), a
-        validation is also stored for `recall` by its body's shape."""
+        validation is also stored for `recall` by its body's shape. `context()`, called
+        after `compute` when an entry that `recall` may answer is stored, is kept with it:
+        what the caller needs of a recalled request besides its uid (the names for a log
+        line)."""
         if policies is not self._policies:
             self._entries.clear()
             self._shapes.clear()
@@ -441,13 +461,14 @@ class DecisionMemo(Generic[T]):
             # Whether `recall` may answer from this entry without parsing (body keys only).
             recallable = endpoint == "mutate" and key.startswith(b"mutate\0") and body is not None \
                 and _recallable(body, raw_request.get("uid"))
-            self._store(key, value, recallable)
-        if shaped and body is not None and self._store_by_shape(body, api_version, raw_request, today, value):
+            self._store(key, value, recallable, context() if recallable else None)
+        if shaped and body is not None and self._store_by_shape(body, api_version, raw_request, today, value,
+                                                                context):
             return value, "miss"
         return value, "miss" if key is not None else "skip"
 
     def _store_by_shape(self, body: bytes, api_version: str, raw_request: dict[str, Any], today: date,
-                        value: T) -> bool:
+                        value: T, context: Callable[[], Any]) -> bool:
         shape = _Shape.of(body, api_version, raw_request)
         key = shape.key(body, today.isoformat().encode()) if shape is not None else None
         if shape is None or key is None:
@@ -458,22 +479,21 @@ class DecisionMemo(Generic[T]):
             del shapes[_SHAPES_PER_LENGTH:]
             if len(self._shapes) > self.max_entries:
                 del self._shapes[next(iter(self._shapes))]
-        self._store(key, value, True)
+        self._store(key, value, True, context())
         return True
 
-    def _store(self, key: bytes, value: T, recallable: bool) -> None:
+    def _store(self, key: bytes, value: T, recallable: bool, context: Any) -> None:
         size = len(key) + self._weight(value)
-        self._entries[compact(key)] = (value, size, recallable)
+        self._entries[compact(key)] = (value, size, recallable, context)
         self._bytes += size
         while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
-            _, (_, evicted, _) = self._entries.popitem(last=False)
+            _, (_, evicted, _, _) = self._entries.popitem(last=False)
             self._bytes -= evicted
 
-    def recall(self, endpoint: str, body: bytes, policies: PolicySet) -> tuple[T, str, str, str] | None:
-        """A remembered value for `body`, with the apiVersion and uid to answer it in and
-        the request's operation, found without parsing `body`; None when it must go through
-        `decide`. The request it was decided for parsed as this body does but for fields
-        its key leaves out: the same checks passed, the same decision.
+    def recall(self, endpoint: str, body: bytes, policies: PolicySet) -> Recalled[T] | None:
+        """A remembered value for `body`, found without parsing `body`; None when it must go
+        through `decide`. The request it was decided for parsed as this body does but for
+        fields its key leaves out: the same checks passed, the same decision.
 
         A mutation's value was stored for a body that differs from this one at most in the
         uid it begins with (`body_key` cuts the first `"uid":"<uid>"`, and no such member
@@ -493,10 +513,11 @@ class DecisionMemo(Generic[T]):
         if found is None or not found[2]:
             return None
         self._entries.move_to_end(key)
-        # Only pod CREATE is remembered at mutation (`_pod_create`).
-        return found[0], version, uid, "CREATE"
+        # Only pod CREATE is remembered at mutation (`_pod_create`); the rest of the body is
+        # the stored one's, so are its names.
+        return Recalled(found[0], version, uid, "CREATE", found[3], {})
 
-    def _recall_validation(self, body: bytes) -> tuple[T, str, str, str] | None:
+    def _recall_validation(self, body: bytes) -> Recalled[T] | None:
         shapes = self._shapes.get(len(body))
         if not shapes or not self._memoise_validate:
             return None
@@ -506,7 +527,8 @@ class DecisionMemo(Generic[T]):
             found = self._entries.get(key) if key is not None else None
             if found is not None:
                 self._entries.move_to_end(key)
-                return found[0], shape.api_version, shape.uid_of(body), shape.operation
+                return Recalled(found[0], shape.api_version, shape.uid_of(body), shape.operation, found[3],
+                                shape.values(body))
         return None
 
     def _key(self, endpoint: str, raw_request: dict[str, Any], today: date, body: bytes | None) -> bytes | None:

@@ -1,0 +1,100 @@
+"""A request the memo answers without parsing (webhook/engine/memo.py `recall`) is logged
+at info as a parsed one is: the decision log line is built from what was stored with the
+answer and the names the request's own bytes hold."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from tests.apiserver import make_review
+from tests.conftest import SHIPPED_POLICIES
+from tests.test_decision_memo import _go_body, _memo_counts
+from tests.test_validation_recall import _ALIKE, _replica, _violating_pod
+from webhook import server as server_module
+from webhook.engine import mutate, validate
+from webhook.engine.memo import DecisionMemo
+from webhook.policy.holder import PolicyHolder
+from webhook.server import ServerState
+
+CORPUS = sorted((Path(__file__).parent / "data" / "corpus").glob("*.yaml"))
+ENGINES = {"mutate": mutate, "validate": validate}
+LOGGED = ("endpoint", "uid", "namespace", "podName", "generateName", "owner", "operation", "kind", "outcome",
+          "policies", "denyMessage", "warnings", "violations", "policyRevision", "dryRun")
+
+
+def _corpus_pods() -> list[dict[str, Any]]:
+    return [doc for path in CORPUS for doc in yaml.safe_load_all(path.read_text())
+            if isinstance(doc, dict) and doc.get("kind") == "Pod"]
+
+
+def _requests() -> list[tuple[str, bytes]]:
+    """Replicas at both endpoints, as the API server writes them: owned pods of a rollout at
+    validation (named, each name of one length), the same pods unnamed at mutation."""
+    owned = _violating_pod()
+    owned["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d4b9c",
+                                             "uid": "11111111-2222-4333-8444-555555555555"}]
+    sent: list[tuple[str, bytes]] = []
+    for pod in [owned, *_corpus_pods()]:
+        for n in range(3):
+            sent.append(("validate", orjson.dumps(_replica(pod, n))))
+            unnamed = copy.deepcopy(pod)
+            unnamed.setdefault("metadata", {}).pop("name", None)
+            unnamed["metadata"]["generateName"] = "web-7d4b9c-"
+            sent.append(("mutate", _go_body(make_review(unnamed, namespace="shop")["request"], f"uid-{n}")))
+    return sent
+
+
+def _lines(state: ServerState, sent: list[tuple[str, bytes]], caplog: pytest.LogCaptureFixture) -> list[Any]:
+    caplog.clear()
+    for endpoint, body in sent:
+        response = server_module._admit(body, state, endpoint, ENGINES[endpoint], endpoint == "mutate",
+                                        time.perf_counter(), float("inf"))
+        assert response.status == 200
+    return [(r.getMessage(), {field: getattr(r, field) for field in LOGGED})
+            for r in caplog.records if getattr(r, "event", None) == "decision"]
+
+
+def test_a_recalled_request_is_logged_as_a_parsed_one(monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger=server_module.log.name)
+    policies = PolicyHolder.load(SHIPPED_POLICIES)
+    sent = _requests()
+    fresh = _lines(ServerState(policies=policies, certificate=None, memo=DecisionMemo(max_entries=0)), sent, caplog)
+    parsed = {"n": 0}
+    real = server_module.read_envelope
+
+    def counting(body: bytes) -> Any:
+        parsed["n"] += 1
+        return real(body)
+
+    monkeypatch.setattr(server_module, "read_envelope", counting)
+    state = ServerState(policies=policies, certificate=None)
+    remembered = _lines(state, sent, caplog)
+    assert len(fresh) == len(sent)
+    assert remembered == fresh
+    # Not vacuous: the replicas after the first were answered without parsing them.
+    counts = _memo_counts(state)
+    assert counts[("validate", "hit")] >= 2 * len(sent) // 6 and counts[("mutate", "hit")] >= 2 * len(sent) // 6
+    assert parsed["n"] == len(sent) - counts[("validate", "hit")] - counts[("mutate", "hit")]
+    assert {line["podName"] for _, line in remembered if line["endpoint"] == "validate"} >= \
+        {f"web-7d4b9c-{n:05d}" for n in range(3)}
+    assert any(line["owner"] == "ReplicaSet/web-7d4b9c" for _, line in remembered)
+
+
+@pytest.mark.parametrize("case", sorted(_ALIKE))
+def test_bodies_whose_places_lie_alike_are_logged_with_their_own_names(case: str,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger=server_module.log.name)
+    policies = PolicyHolder.load(SHIPPED_POLICIES)
+    sent = [("validate", body) for body in _ALIKE[case]]
+    fresh = _lines(ServerState(policies=policies, certificate=None, memo=DecisionMemo(max_entries=0)), sent, caplog)
+    state = ServerState(policies=policies, certificate=None)
+    assert _lines(state, sent, caplog) == fresh
+    assert _memo_counts(state)[("validate", "hit")] == 1
