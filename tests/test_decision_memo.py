@@ -481,6 +481,19 @@ def _go_body(request: dict[str, Any], uid: str, *, api_version: str = "admission
             f'{rest}{request_tail}}}{review_tail}}}').encode()
 
 
+def count_parses(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count the server's reads of a body's JSON from now on: `["n"]`, which a test may reset."""
+    calls = {"n": 0}
+    real = server_module.read_envelope
+
+    def counting(body: bytes) -> Any:
+        calls["n"] += 1
+        return real(body)
+
+    monkeypatch.setattr(server_module, "read_envelope", counting)
+    return calls
+
+
 def _admit_mutation(state: ServerState, body: bytes) -> tuple[int, Any]:
     response = server_module._admit(body, state, "mutate", mutate, True, time.perf_counter(), float("inf"))
     return response.status, orjson.loads(response.body)
@@ -492,14 +505,7 @@ def test_a_replica_at_mutation_is_answered_without_parsing(level: str, monkeypat
     # Replicas reach /mutate as the same body but for the uid it begins with: the memo answers
     # them without parsing the body at all (at info, the log line names what was stored).
     state = ServerState(policies=PolicyHolder.load(SHIPPED_POLICIES), certificate=None)
-    calls = {"n": 0}
-    real = server_module.read_envelope
-
-    def counting(body: bytes) -> Any:
-        calls["n"] += 1
-        return real(body)
-
-    monkeypatch.setattr(server_module, "read_envelope", counting)
+    calls = count_parses(monkeypatch)
     caplog.set_level(level, logger=server_module.log.name)
     request = make_review(pod(), namespace="shop")["request"]
     answers = []

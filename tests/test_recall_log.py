@@ -15,7 +15,7 @@ import yaml
 
 from tests.apiserver import make_review
 from tests.conftest import SHIPPED_POLICIES
-from tests.test_decision_memo import _go_body, _memo_counts
+from tests.test_decision_memo import _go_body, _memo_counts, count_parses
 from tests.test_validation_recall import _ALIKE, _replica, _violating_pod
 from webhook import server as server_module
 from webhook.engine import mutate, validate
@@ -67,14 +67,7 @@ def test_a_recalled_request_is_logged_as_a_parsed_one(monkeypatch: pytest.Monkey
     policies = PolicyHolder.load(SHIPPED_POLICIES)
     sent = _requests()
     fresh = _lines(ServerState(policies=policies, certificate=None, memo=DecisionMemo(max_entries=0)), sent, caplog)
-    parsed = {"n": 0}
-    real = server_module.read_envelope
-
-    def counting(body: bytes) -> Any:
-        parsed["n"] += 1
-        return real(body)
-
-    monkeypatch.setattr(server_module, "read_envelope", counting)
+    parsed = count_parses(monkeypatch)
     state = ServerState(policies=policies, certificate=None)
     remembered = _lines(state, sent, caplog)
     assert len(fresh) == len(sent)

@@ -16,14 +16,13 @@ import pytest
 
 from tests.apiserver import exchange, make_review, verify_response
 from tests.conftest import SHIPPED_POLICIES, ServerProcess
-from tests.test_decision_memo import _counts, _free_port, _memo_counts
+from tests.test_decision_memo import _counts, _free_port, _memo_counts, count_parses
 from tests.test_validate_helpers import container, pod, policy, policy_set
 from webhook import server as server_module
 from webhook.engine import memo as memo_module
 from webhook.engine import validate
 from webhook.engine.memo import DecisionMemo
 from webhook.policy.holder import PolicyHolder
-from webhook.review import read_envelope
 from webhook.server import ServerState
 
 POLICIES = PolicyHolder.load(SHIPPED_POLICIES)
@@ -73,13 +72,7 @@ def test_a_replica_at_validation_is_answered_without_parsing(level: str, monkeyp
                                                                caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(level, logger=server_module.log.name)
     state, fresh = _states()
-    calls = {"n": 0}
-
-    def counting(body: bytes) -> Any:
-        calls["n"] += 1
-        return read_envelope(body)
-
-    monkeypatch.setattr(server_module, "read_envelope", counting)
+    calls = count_parses(monkeypatch)
     answers = []
     for n in range(4):
         body = orjson.dumps(_replica(_violating_pod(), n))
