@@ -288,7 +288,7 @@ def test_cel_rules_turn_the_validation_recall_off(caplog: pytest.LogCaptureFixtu
         body = orjson.dumps(review)
         assert memo.recall("validate", body, policies) is None
         memo.decide("validate", review["request"], policies, lambda: "decided", body=body,
-                    api_version=review["apiVersion"], shape=True)
+                    api_version=review["apiVersion"])
     assert memo.recall("validate", orjson.dumps(_replica(_violating_pod(), 3)), policies) is None
 
 

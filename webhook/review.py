@@ -45,6 +45,12 @@ def request_uid(raw: dict[str, Any]) -> str:
     return uid
 
 
+def operation_of(raw: dict[str, Any]) -> str:
+    """A review's `request.operation` (as sent) for metrics: "unknown" when not a non-empty string."""
+    operation = raw.get("operation")
+    return operation if operation.__class__ is str and operation else "unknown"
+
+
 def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:
     value = raw.get(key)
     if value.__class__ is dict:

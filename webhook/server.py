@@ -19,11 +19,12 @@ from webhook import decision as decisions
 from webhook import metrics
 from webhook.decision import Decision
 from webhook.engine import mutate, validate
-from webhook.engine.memo import DEFAULT_MAX_ENTRIES, DecisionMemo, compact
+from webhook.engine.memo import DEFAULT_MAX_ENTRIES, DecisionMemo, FieldPath, compact
 from webhook.jsonvalue import as_dict, dicts_in
 from webhook.policy.holder import PolicyHolder
 from webhook.policy.loader import PolicySet
-from webhook.review import AdmissionRequest, BadReview, envelope_json, read_envelope, request_uid, response_fields
+from webhook.review import (AdmissionRequest, BadReview, envelope_json, operation_of, read_envelope, request_uid,
+                            response_fields)
 from webhook.tls import ServingCertificate
 
 log = logging.getLogger(__name__)
@@ -271,8 +272,9 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
            answer_by: float) -> web.Response:
     policies = state.policies.current  # one read: the whole request sees one set
     logged = log.isEnabledFor(logging.INFO)
-    # A replica of a pod already decided is answered without parsing it (memo.recall), unless
-    # the deadline passed; its decision log line names what was stored with the answer.
+    # A repeat of a review already decided (a rollout's replica) is answered without parsing
+    # it (memo.recall), unless the deadline passed; its decision log line is built from what
+    # was stored with the answer (an entry stored without it is not recalled at info).
     if time.perf_counter() <= answer_by:
         recalled = state.memo.recall(endpoint, body, policies)
         if recalled is not None and (recalled.context is not None or not logged):
@@ -305,7 +307,7 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
             # that of a request already parsed) and runs the engine.
             answer, memo_result = state.memo.decide(
                 endpoint, raw, policies, lambda: _answer(engine(parse(), policies), mutating=mutating),
-                body=body, api_version=api_version, shape=True, context=lambda: Subject.of(parsed[0]))
+                body=body, api_version=api_version, context=lambda: Subject.of(parsed[0]))
     except BadReview as exc:
         return _bad(endpoint, 400, str(exc))
     except Exception:
@@ -328,9 +330,7 @@ def _failure(state: ServerState, endpoint: str, what: str) -> Decision:
 
 def _record(state: ServerState, endpoint: str, raw: dict[str, Any], parsed: list[AdmissionRequest],
             answer: Answer, memo_result: str, elapsed: float, revision: str) -> None:
-    operation = raw.get("operation")
-    state.tally.add((endpoint, operation if operation.__class__ is str and operation else "unknown",
-                     memo_result, answer.counted), elapsed)
+    state.tally.add((endpoint, operation_of(raw), memo_result, answer.counted), elapsed)
     if log.isEnabledFor(logging.INFO):  # building the line costs more than the engine's small cases
         if parsed:
             admission = parsed[0]
@@ -415,7 +415,7 @@ class Subject(NamedTuple):
         return cls(request.operation, request.namespace, request.kind.kind, request.dry_run, request.name,
                    meta.get("name"), meta.get("generateName"), owner)
 
-    def named(self, values: dict[tuple[str | int, ...], str]) -> Subject:
+    def named(self, values: dict[FieldPath, str]) -> Subject:
         """This subject with the names a recalled body holds where its stored one held others."""
         if not values:
             return self

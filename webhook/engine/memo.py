@@ -59,7 +59,7 @@ import orjson
 from webhook.engine.mutate import pod_create
 from webhook.jsonvalue import as_dict
 from webhook.policy.loader import PolicySet
-from webhook.review import SUPPORTED_API_VERSIONS, BadReview, request_uid
+from webhook.review import SUPPORTED_API_VERSIONS, BadReview, operation_of, request_uid
 
 DEFAULT_MAX_ENTRIES = 512
 DEFAULT_MAX_OBJECT_BYTES = 64 * 1024
@@ -235,32 +235,35 @@ _MAX_SHAPE_SPANS = 16
 _SHAPES_PER_LENGTH = 4
 
 
-def _replica_fields(raw: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str, str]]:
-    """(path in the request, member name, value) of the string fields in which a rollout's
-    replicas differ at validating admission. `validate_key` leaves each of them out."""
-    fields: list[tuple[tuple[str | int, ...], str, str]] = [
-        ((member,), member, value) for member in ("uid", "name")
-        if (value := raw.get(member)).__class__ is str]
+# Where a field lies in the request: member names and list indexes. The last is the member
+# whose value it is.
+FieldPath = tuple[str | int, ...]
+
+
+def _replica_fields(raw: dict[str, Any]) -> list[tuple[FieldPath, str]]:
+    """(path in the request, value) of the string fields in which a rollout's replicas differ
+    at validating admission. `validate_key` leaves each of them out."""
+    fields: list[tuple[FieldPath, str]] = [
+        ((member,), value) for member in ("uid", "name") if (value := raw.get(member)).__class__ is str]
     obj = raw.get("object")
     metadata = obj.get("metadata") if obj.__class__ is dict else None
     if metadata.__class__ is dict:
-        fields += [(("object", "metadata", member), member, value)
-                   for member in ("name", "uid", "creationTimestamp")
+        fields += [(("object", "metadata", member), value) for member in ("name", "uid", "creationTimestamp")
                    if (value := metadata.get(member)).__class__ is str]
         managed = metadata.get("managedFields")
         if managed.__class__ is list:
-            fields += [(("object", "metadata", "managedFields", i, "time"), "time", entry["time"])
+            fields += [(("object", "metadata", "managedFields", i, "time"), entry["time"])
                        for i, entry in enumerate(managed)
                        if entry.__class__ is dict and entry.get("time").__class__ is str]
     return fields
 
 
 def _landed(body: bytes, spans: tuple[tuple[int, int], ...],
-            fields: list[tuple[tuple[str | int, ...], str, str]]) -> dict[int, tuple[str | int, ...]]:
+            fields: list[tuple[FieldPath, str]]) -> dict[int, FieldPath]:
     """Which spans of `body` hold exactly the value of one of `fields`, and that field's path:
     each span replaced by a marker unlike any of their values, the body parsed, and the
     markers looked for at the fields' paths. Empty if that body does not parse."""
-    values = {value for _, _, value in fields}  # each span holds one of them
+    values = {value for _, value in fields}  # each span holds one of them
     pieces: list[bytes] = []
     markers: dict[str, int] = {}
     at = 0
@@ -276,8 +279,8 @@ def _landed(body: bytes, spans: tuple[tuple[int, int], ...],
         request = orjson.loads(b"".join(pieces))["request"]
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return {}
-    landed: dict[int, tuple[str | int, ...]] = {}
-    for path, _, _ in fields:
+    landed: dict[int, FieldPath] = {}
+    for path, _ in fields:
         held: Any = request
         try:
             for step in path:
@@ -304,7 +307,7 @@ class _Shape:
 
     __slots__ = ("length", "spans", "paths", "uid_span", "uid", "api_version", "operation", "tag")
 
-    def __init__(self, length: int, spans: tuple[tuple[int, int], ...], paths: tuple[tuple[str | int, ...], ...],
+    def __init__(self, length: int, spans: tuple[tuple[int, int], ...], paths: tuple[FieldPath, ...],
                  uid_span: int | None, uid: str, api_version: str, operation: str) -> None:
         self.length = length
         self.spans = spans
@@ -326,14 +329,14 @@ class _Shape:
         shown to hold only a field its key may leave out."""
         fields = _replica_fields(raw)
         found: set[tuple[int, int]] = set()
-        for member, value in {(member, value) for _, member, value in fields}:  # managed times repeat
+        for member, value in {(path[-1], value) for path, value in fields}:  # managed times repeat
             text = value.encode()
             if not _PLAIN_TEXT.fullmatch(text):
                 continue
-            needle = b'"%s":"%s"' % (member.encode(), text)
+            needle = b'"%s":"%s"' % (str(member).encode(), text)
             at = body.find(needle)
             while at >= 0 and len(found) <= _MAX_SHAPE_SPANS:
-                start = at + len(member) + 4
+                start = at + len(needle) - len(text) - 1
                 found.add((start, start + len(text)))
                 at = body.find(needle, at + 1)
         if not found or len(found) > _MAX_SHAPE_SPANS:
@@ -346,9 +349,8 @@ class _Shape:
         if not kept:
             return None
         uid_span = next((n for n, i in enumerate(kept) if landed[i] == ("uid",)), None)
-        operation = raw.get("operation")
         return cls(len(body), tuple(spans[i] for i in kept), tuple(landed[i] for i in kept), uid_span, raw["uid"],
-                   api_version, operation if operation.__class__ is str and operation else "unknown")
+                   api_version, operation_of(raw))
 
     def key(self, body: bytes, day: bytes) -> bytes | None:
         """The key of a body of this shape, or None when one of its places holds other than
@@ -362,7 +364,7 @@ class _Shape:
         pieces.append(body[at:])
         return b"\0".join(pieces)
 
-    def values(self, body: bytes) -> dict[tuple[str | int, ...], str]:
+    def values(self, body: bytes) -> dict[FieldPath, str]:
         """What each place of `body` holds, by the path of its field."""
         return {path: body[start:end].decode("ascii") for path, (start, end) in zip(self.paths, self.spans)}
 
@@ -389,7 +391,7 @@ class Recalled(NamedTuple, Generic[T]):
     uid: str  # to echo
     operation: str
     context: Any  # the caller's, from `decide`
-    values: dict[tuple[str | int, ...], str]  # what the places a validation's shape cuts hold, by path
+    values: dict[FieldPath, str]  # what the places a validation's shape cuts hold, by path
 
 
 class DecisionMemo(Generic[T]):
@@ -413,7 +415,9 @@ class DecisionMemo(Generic[T]):
         self._bytes = 0
         self._policies: PolicySet | None = None
         self._memoise_validate = False
-        # body length -> the shapes of validations stored with one (most recent first)
+        # body length -> the shapes of validations stored with one (most recent first). A
+        # shape may outlive its entries (a recall then finds nothing); lengths are dropped
+        # oldest first once there are more than entries.
         self._shapes: dict[int, list[_Shape]] = {}
 
     def __len__(self) -> int:
@@ -425,15 +429,15 @@ class DecisionMemo(Generic[T]):
         return self._bytes
 
     def decide(self, endpoint: str, raw_request: dict[str, Any], policies: PolicySet,
-               compute: Callable[[], T], *, body: bytes | None = None, api_version: str = "",
-               shape: bool = False, context: Callable[[], Any] = lambda: None) -> tuple[T, str]:
+               compute: Callable[[], T], *, body: bytes | None = None, api_version: str | None = None,
+               context: Callable[[], Any] = lambda: None) -> tuple[T, str]:
         """`compute()`'s result, remembered for requests with the same deciding inputs, and
         "hit", "miss" or "skip" (not memoisable). `raw_request` is the review's `request` as
         sent; `compute` parses it (refusing a malformed one by raising) and decides. An
         exception from `compute` is not remembered. `body`, the request body that
         `raw_request` was read from, when known: it keys mutations (`body_key`) and skips
-        objects too large at once. With `shape` (and `body` and its `api_version`), a
-        validation is also stored for `recall` by its body's shape. `context()`, called
+        objects too large at once. With `body` and its review's `api_version`, a validation
+        is also stored for `recall` by its body's shape. `context()`, called
         after `compute` when an entry that `recall` may answer is stored, is kept with it:
         what the caller needs of a recalled request besides its uid (the names for a log
         line)."""
@@ -446,8 +450,8 @@ class DecisionMemo(Generic[T]):
         today = utc_today()
         key = self._key(endpoint, raw_request, today, body)
         # Stored by its body's shape as well, for `recall` (which a too large body can use too).
-        shaped = shape and endpoint == "validate" and body is not None and self._memoise_validate \
-            and self.max_entries > 0 and len(body) <= self.max_body_key_bytes
+        shaped = endpoint == "validate" and body is not None and api_version is not None \
+            and self._memoise_validate and self.max_entries > 0 and len(body) <= self.max_body_key_bytes
         if key is None and not shaped:
             return compute(), "skip"
         found = self._entries.get(key) if key is not None else None
@@ -462,8 +466,8 @@ class DecisionMemo(Generic[T]):
             recallable = endpoint == "mutate" and key.startswith(b"mutate\0") and body is not None \
                 and _recallable(body, raw_request.get("uid"))
             self._store(key, value, recallable, context() if recallable else None)
-        if shaped and body is not None and self._store_by_shape(body, api_version, raw_request, today, value,
-                                                                context):
+        if shaped and body is not None and api_version is not None \
+                and self._store_by_shape(body, api_version, raw_request, today, value, context):
             return value, "miss"
         return value, "miss" if key is not None else "skip"
 
@@ -518,8 +522,8 @@ class DecisionMemo(Generic[T]):
         return Recalled(found[0], version, uid, "CREATE", found[3], {})
 
     def _recall_validation(self, body: bytes) -> Recalled[T] | None:
-        shapes = self._shapes.get(len(body))
-        if not shapes or not self._memoise_validate:
+        shapes = self._shapes.get(len(body))  # only while validations are memoised
+        if not shapes:
             return None
         day = utc_today().isoformat().encode()
         for shape in shapes:
