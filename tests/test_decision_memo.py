@@ -502,21 +502,22 @@ def _admit_mutation(state: ServerState, body: bytes) -> tuple[int, Any]:
 @pytest.mark.parametrize("level", ["INFO", "WARNING"])
 def test_a_replica_at_mutation_is_answered_without_parsing(level: str, monkeypatch: pytest.MonkeyPatch,
                                                              caplog: pytest.LogCaptureFixture) -> None:
-    # Replicas reach /mutate as the same body but for the uid it begins with: the memo answers
-    # them without parsing the body at all (at info, the log line names what was stored).
+    # Replicas reach /mutate as the same body but for the uid it begins with: from the second
+    # repeat on (the first checks the body for it), the memo answers them without parsing the
+    # body at all (at info, the log line names what was stored).
     state = ServerState(policies=PolicyHolder.load(SHIPPED_POLICIES), certificate=None)
     calls = count_parses(monkeypatch)
     caplog.set_level(level, logger=server_module.log.name)
     request = make_review(pod(), namespace="shop")["request"]
     answers = []
-    for i, expected in enumerate((1, 0, 0)):
+    for i, expected in enumerate((1, 1, 0, 0)):
         calls["n"] = 0
         status, answer = _admit_mutation(state, _go_body(request, f"replica-{i}"))
         assert status == 200 and calls["n"] == expected
         assert answer["apiVersion"] == "admission.k8s.io/v1" and answer["response"]["uid"] == f"replica-{i}"
         answers.append(answer["response"])
     assert answers[0]["patch"] and all(a == {**answers[0], "uid": a["uid"]} for a in answers)
-    assert _memo_counts(state) == {("mutate", "miss"): 1, ("mutate", "hit"): 2}
+    assert _memo_counts(state) == {("mutate", "miss"): 1, ("mutate", "hit"): 3}
 
 
 # A later duplicate member wins in a JSON parser: a body may begin with one uid or apiVersion
@@ -570,6 +571,7 @@ def test_recall_answers_every_body_as_parsing_does() -> None:
             state = ServerState(policies=policies, certificate=None)
             twin = bodies[("b2" if variant[0] == "a1" else "a1", *variant[1:])]
             _admit_mutation(state, twin)
+            _admit_mutation(state, twin)
             assert _admit_mutation(state, body) == _admit_mutation(fresh, body), variant
             recalled += state.memo.recall("mutate", body, policies.current) is not None
         assert recalled >= 16  # plain, single uids written first and compactly: recalled
@@ -608,8 +610,9 @@ def test_replicas_are_answered_from_memory_over_tls(pki: Path, tmp_path: Path) -
         conn.close()
         after = _counts(server, "webhook_decision_memo_total")
         assert len(set(patches)) == 1
-        # uid-2 and uid-3 recalled. uid-5 is not (it would echo "uid-5"): its key, cut at the
-        # request's uid, keeps the uid it begins with, so uid-4 and uid-5 are two misses.
+        # uid-2 (which made the entry recallable) and uid-3 (recalled) hit. uid-5 does not (it
+        # would echo "uid-5"): its key, cut at the request's uid, keeps the uid it begins
+        # with, so uid-4 and uid-5 are two misses.
         assert after[("mutate", "hit")] - before.get(("mutate", "hit"), 0) == 2
         assert after[("mutate", "miss")] - before.get(("mutate", "miss"), 0) == 3
         assert [e for e in server.log_lines() if e.get("level") in ("error", "critical")] == []

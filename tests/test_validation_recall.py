@@ -16,11 +16,11 @@ import pytest
 
 from tests.apiserver import exchange, make_review, verify_response
 from tests.conftest import SHIPPED_POLICIES, ServerProcess
-from tests.test_decision_memo import _counts, _free_port, _memo_counts, count_parses
+from tests.test_decision_memo import _counts, _free_port, _go_body, _memo_counts, count_parses
 from tests.test_validate_helpers import container, pod, policy, policy_set
 from webhook import server as server_module
 from webhook.engine import memo as memo_module
-from webhook.engine import validate
+from webhook.engine import mutate, validate
 from webhook.engine.memo import DecisionMemo
 from webhook.policy.holder import PolicyHolder
 from webhook.server import ServerState
@@ -78,7 +78,7 @@ def test_a_replica_at_validation_is_answered_without_parsing(level: str, monkeyp
         body = orjson.dumps(_replica(_violating_pod(), n))
         calls["n"] = 0
         status, answer = _admit(state, body)
-        assert calls["n"] == (1 if n == 0 else 0)
+        assert calls["n"] == (1 if n < 2 else 0)  # a miss, its first repeat (which shapes it), recalls
         assert (status, answer) == _admit(fresh, body)
         assert answer["response"]["uid"] == f"{n:08d}-aaaa-4bbb-8ccc-dddddddddddd"
         answers.append(answer["response"])
@@ -208,7 +208,8 @@ def test_a_recalled_validation_is_the_one_parsing_gives(case: str, first: bytes,
                                                         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("WARNING", logger=server_module.log.name)
     state, fresh = _states()
-    assert _admit(state, first) == _admit(fresh, first)
+    for _ in range(2):  # a decision and its first repeat, which stores its shape
+        assert _admit(state, first) == _admit(fresh, first)
     assert _admit(state, second) == _admit(fresh, second), case
 
 
@@ -240,11 +241,12 @@ _ALIKE = {
 def test_an_entry_answers_with_its_own_bodys_uid_and_apiversion(case: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("WARNING", logger=server_module.log.name)
     state, fresh = _states()
-    bodies = _ALIKE[case]
-    assert len({len(body) for body in bodies}) == 1
-    for body in bodies:
+    first, second, third = _ALIKE[case]
+    assert len({len(first), len(second), len(third)}) == 1
+    for body in (first, first, second, second):  # each shaped on its repeat
         assert _admit(state, body) == _admit(fresh, body)
-    assert _recalled(state, bodies[2])
+    assert _recalled(state, third)
+    assert _admit(state, third) == _admit(fresh, third)
 
 
 def test_replicas_are_recalled_and_other_pods_are_not(caplog: pytest.LogCaptureFixture) -> None:
@@ -254,6 +256,7 @@ def test_replicas_are_recalled_and_other_pods_are_not(caplog: pytest.LogCaptureF
     recalled = set()
     for case, (first, second) in cases.items():
         state, _ = _states()
+        _admit(state, first)
         _admit(state, first)
         if _recalled(state, second):
             recalled.add(case)
@@ -272,6 +275,7 @@ def test_a_recall_is_for_the_day_it_was_decided(monkeypatch: pytest.MonkeyPatch,
     state, _ = _states()
     first, second = (orjson.dumps(_replica(_violating_pod(), n)) for n in (1, 2))
     monkeypatch.setattr(memo_module, "utc_today", lambda: date(2026, 11, 26))
+    _admit(state, first)
     _admit(state, first)
     assert _recalled(state, second)
     monkeypatch.setattr(memo_module, "utc_today", lambda: date(2026, 11, 27))
@@ -341,3 +345,32 @@ def test_replica_bodies_are_the_same_length() -> None:
     # The premise of the recall: a rollout's replicas differ only inside values of one length.
     lengths = {len(orjson.dumps(_replica(_violating_pod(), n))) for n in itertools.chain(range(3), (59, 99999))}
     assert len(lengths) == 1
+
+
+def test_a_miss_pays_nothing_for_a_recall_until_it_repeats(monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    # Pods that are all different (a DaemonSet's, each Job's) are decided once each: checking
+    # a body for the recall costs about a parse, so it waits for the first repeat.
+    caplog.set_level("WARNING", logger=server_module.log.name)
+    calls = {"shape": 0, "recallable": 0}
+    shape_of, recallable = memo_module._Shape.of, memo_module._recallable
+
+    def counting_shape(body: bytes, api_version: str, raw: dict[str, Any]) -> Any:
+        calls["shape"] += 1
+        return shape_of(body, api_version, raw)
+
+    def counting_recallable(body: bytes, uid: str) -> bool:
+        calls["recallable"] += 1
+        return recallable(body, uid)
+
+    monkeypatch.setattr(memo_module._Shape, "of", counting_shape)
+    monkeypatch.setattr(memo_module, "_recallable", counting_recallable)
+    state, _ = _states()
+    request = make_review(pod(name=None, generateName="web-"), namespace="shop")["request"]
+    for n, expected in enumerate(((0, 0), (1, 1), (1, 1), (1, 1))):  # a miss, the first repeat, recalls
+        _admit(state, orjson.dumps(_replica(_violating_pod(), n)))
+        server_module._admit(_go_body(request, f"uid-{n}"), state, "mutate", mutate, True, time.perf_counter(),
+                             float("inf"))
+        assert (calls["shape"], calls["recallable"]) == expected, n
+    assert _memo_counts(state) == {("validate", "miss"): 1, ("validate", "hit"): 3,
+                                   ("mutate", "miss"): 1, ("mutate", "hit"): 3}

@@ -297,6 +297,14 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
         parsed.append(AdmissionRequest.from_dict(raw))
         return parsed[0]
 
+    def subject() -> Subject | None:
+        """For the memo to keep with an answer it may recall (asked after a decision, or on
+        a repeat, whose request parsed before under the same key)."""
+        try:
+            return Subject.of(parsed[0] if parsed else AdmissionRequest.from_dict(raw))
+        except BadReview:
+            return None  # then not recalled at info, where the line needs it
+
     try:
         if time.perf_counter() > answer_by:
             parse()  # a malformed request is still refused as such
@@ -307,7 +315,7 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
             # that of a request already parsed) and runs the engine.
             answer, memo_result = state.memo.decide(
                 endpoint, raw, policies, lambda: _answer(engine(parse(), policies), mutating=mutating),
-                body=body, api_version=api_version, context=lambda: Subject.of(parsed[0]))
+                body=body, api_version=api_version, context=subject)
     except BadReview as exc:
         return _bad(endpoint, 400, str(exc))
     except Exception:

@@ -409,9 +409,9 @@ class DecisionMemo(Generic[T]):
         self.max_body_key_bytes = max_body_key_bytes
         self.max_bytes = max_bytes
         self._weight = weight
-        # key -> (value, its weight in bytes, whether `recall` may answer with it, the caller's
-        # context for a recall)
-        self._entries: OrderedDict[bytes, tuple[T, int, bool, Any]] = OrderedDict()
+        # key -> (value, its weight in bytes, whether `recall` may answer with it (None: to be
+        # seen on its first repeat), the caller's context for a recall)
+        self._entries: OrderedDict[bytes, tuple[T, int, bool | None, Any]] = OrderedDict()
         self._bytes = 0
         self._policies: PolicySet | None = None
         self._memoise_validate = False
@@ -437,10 +437,12 @@ class DecisionMemo(Generic[T]):
         exception from `compute` is not remembered. `body`, the request body that
         `raw_request` was read from, when known: it keys mutations (`body_key`) and skips
         objects too large at once. With `body` and its review's `api_version`, a validation
-        is also stored for `recall` by its body's shape. `context()`, called
-        after `compute` when an entry that `recall` may answer is stored, is kept with it:
-        what the caller needs of a recalled request besides its uid (the names for a log
-        line)."""
+        is also stored for `recall` by its body's shape. What `recall` needs is made on an
+        entry's first repeat (a miss, perhaps of a pod never seen again, does not pay for
+        it): a mutation's body is checked (`_recallable`), a validation's shape stored.
+        Bodies too large for a key are shaped at once. `context()` is then kept with what
+        `recall` may answer: what the caller needs of a recalled request besides its uid
+        (the names for a log line)."""
         if policies is not self._policies:
             self._entries.clear()
             self._shapes.clear()
@@ -457,19 +459,27 @@ class DecisionMemo(Generic[T]):
         found = self._entries.get(key) if key is not None else None
         if found is not None:
             self._entries.move_to_end(key)
+            if found[2] is None and body is not None:  # its first repeat: make it recallable
+                value, size, _, _ = found
+                if endpoint == "mutate":
+                    recallable = _recallable(body, raw_request.get("uid"))
+                    self._entries[key] = (value, size, recallable, context() if recallable else None)
+                else:
+                    self._entries[key] = (value, size, False, None)
+                    if api_version is not None:
+                        self._store_by_shape(body, api_version, raw_request, today, value, context)
             return found[0], "hit"
         value = compute()
         if utc_today() != today:
             return value, "skip"  # decided on another day than its key says (midnight UTC)
-        if key is not None:
-            # Whether `recall` may answer from this entry without parsing (body keys only).
-            recallable = endpoint == "mutate" and key.startswith(b"mutate\0") and body is not None \
-                and _recallable(body, raw_request.get("uid"))
-            self._store(key, value, recallable, context() if recallable else None)
-        if shaped and body is not None and api_version is not None \
-                and self._store_by_shape(body, api_version, raw_request, today, value, context):
-            return value, "miss"
-        return value, "miss" if key is not None else "skip"
+        if key is None:
+            stored = shaped and body is not None and api_version is not None \
+                and self._store_by_shape(body, api_version, raw_request, today, value, context)
+            return value, "miss" if stored else "skip"
+        # None: to be made recallable on its first repeat (body keys and shapeable validations).
+        later = shaped or (endpoint == "mutate" and key.startswith(b"mutate\0") and body is not None)
+        self._store(key, value, None if later else False, None)
+        return value, "miss"
 
     def _store_by_shape(self, body: bytes, api_version: str, raw_request: dict[str, Any], today: date,
                         value: T, context: Callable[[], Any]) -> bool:
@@ -486,7 +496,7 @@ class DecisionMemo(Generic[T]):
         self._store(key, value, True, context())
         return True
 
-    def _store(self, key: bytes, value: T, recallable: bool, context: Any) -> None:
+    def _store(self, key: bytes, value: T, recallable: bool | None, context: Any) -> None:
         size = len(key) + self._weight(value)
         self._entries[compact(key)] = (value, size, recallable, context)
         self._bytes += size
