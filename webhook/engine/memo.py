@@ -238,6 +238,7 @@ _SHAPES_PER_LENGTH = 4
 # Where a field lies in the request: member names and list indexes. The last is the member
 # whose value it is.
 FieldPath = tuple[str | int, ...]
+_UID: FieldPath = ("uid",)
 
 
 def _replica_fields(raw: dict[str, Any]) -> list[tuple[FieldPath, str]]:
@@ -301,27 +302,24 @@ class _Shape:
     neither ends a string nor escapes, so a body of the same length that equals the stored
     one outside the spans and holds plain text inside each is read token for token as the
     stored one: it parses as the stored one but for those values, and has its key and
-    decision. Its uid is in the span found at the request's uid, or else the stored one's;
-    its apiVersion is the stored one's. Every entry made with a shape was stored by a body
+    decision. Its uid is what its place at the request's uid holds, or else (`uid`) the
+    stored one's; its apiVersion is the stored one's. Every entry made with a shape was stored by a body
     with that very shape (`tag` begins its key), so those hold for whichever it finds."""
 
-    __slots__ = ("length", "spans", "paths", "uid_span", "uid", "api_version", "operation", "tag")
+    __slots__ = ("spans", "paths", "uid", "api_version", "operation", "tag")
 
     def __init__(self, length: int, spans: tuple[tuple[int, int], ...], paths: tuple[FieldPath, ...],
-                 uid_span: int | None, uid: str, api_version: str, operation: str) -> None:
-        self.length = length
+                 uid: str, api_version: str, operation: str) -> None:
         self.spans = spans
         self.paths = paths  # the field each span holds
-        self.uid_span = uid_span  # the span holding the request's uid, if it was cut
-        self.uid = uid  # otherwise the uid
+        self.uid = uid if _UID not in paths else ""  # the request's uid when no place holds it
         self.api_version = api_version
         self.operation = operation
         # Begins every key made with this shape. It holds all of the shape, not only its
         # spans: an entry answers with the apiVersion, uid and names of the shape that finds
         # it, and bodies whose spans lie alike may differ in those (a uid not cut, escaped;
         # an apiVersion or member order that moves no span).
-        self.tag = b"validate\0%s\0" % orjson.dumps([length, spans, paths, uid if uid_span is None else "",
-                                                         api_version, operation])
+        self.tag = b"validate\0%s\0" % orjson.dumps([length, spans, paths, self.uid, api_version, operation])
 
     @classmethod
     def of(cls, body: bytes, api_version: str, raw: dict[str, Any]) -> _Shape | None:
@@ -348,8 +346,7 @@ class _Shape:
         kept = [i for i in range(len(spans)) if i in landed]
         if not kept:
             return None
-        uid_span = next((n for n, i in enumerate(kept) if landed[i] == ("uid",)), None)
-        return cls(len(body), tuple(spans[i] for i in kept), tuple(landed[i] for i in kept), uid_span, raw["uid"],
+        return cls(len(body), tuple(spans[i] for i in kept), tuple(landed[i] for i in kept), raw["uid"],
                    api_version, operation_of(raw))
 
     def key(self, body: bytes, day: bytes) -> bytes | None:
@@ -368,12 +365,6 @@ class _Shape:
         """What each place of `body` holds, by the path of its field."""
         return {path: body[start:end].decode("ascii") for path, (start, end) in zip(self.paths, self.spans)}
 
-    def uid_of(self, body: bytes) -> str:
-        if self.uid_span is None:
-            return self.uid
-        start, end = self.spans[self.uid_span]
-        return body[start:end].decode("ascii")
-
 
 KEYS: dict[str, Callable[[dict[str, Any], date], list[Any] | None]] = {
     "mutate": mutate_key, "validate": validate_key}
@@ -381,6 +372,13 @@ KEYS: dict[str, Callable[[dict[str, Any], date], list[Any] | None]] = {
 
 def _has_cel(policies: PolicySet) -> bool:
     return any(rule.kind == "cel" for policy in policies.validation for rule in policy.spec.rules)
+
+
+class _Entry(NamedTuple, Generic[T]):
+    value: T
+    size: int  # its weight in bytes, key included
+    recallable: bool | None  # whether `recall` may answer with it; None: to be seen on its first repeat
+    context: Any  # the caller's, for a recall
 
 
 class Recalled(NamedTuple, Generic[T]):
@@ -409,9 +407,7 @@ class DecisionMemo(Generic[T]):
         self.max_body_key_bytes = max_body_key_bytes
         self.max_bytes = max_bytes
         self._weight = weight
-        # key -> (value, its weight in bytes, whether `recall` may answer with it (None: to be
-        # seen on its first repeat), the caller's context for a recall)
-        self._entries: OrderedDict[bytes, tuple[T, int, bool | None, Any]] = OrderedDict()
+        self._entries: OrderedDict[bytes, _Entry[T]] = OrderedDict()
         self._bytes = 0
         self._policies: PolicySet | None = None
         self._memoise_validate = False
@@ -456,19 +452,11 @@ class DecisionMemo(Generic[T]):
             and self._memoise_validate and self.max_entries > 0 and len(body) <= self.max_body_key_bytes
         if key is None and not shaped:
             return compute(), "skip"
-        found = self._entries.get(key) if key is not None else None
-        if found is not None:
+        if key is not None and (found := self._entries.get(key)) is not None:
             self._entries.move_to_end(key)
-            if found[2] is None and body is not None:  # its first repeat: make it recallable
-                value, size, _, _ = found
-                if endpoint == "mutate":
-                    recallable = _recallable(body, raw_request.get("uid"))
-                    self._entries[key] = (value, size, recallable, context() if recallable else None)
-                else:
-                    self._entries[key] = (value, size, False, None)
-                    if api_version is not None:
-                        self._store_by_shape(body, api_version, raw_request, today, value, context)
-            return found[0], "hit"
+            if found.recallable is None and body is not None:
+                self._first_repeat(endpoint, key, found, body, api_version, raw_request, today, context)
+            return found.value, "hit"
         value = compute()
         if utc_today() != today:
             return value, "skip"  # decided on another day than its key says (midnight UTC)
@@ -480,6 +468,18 @@ class DecisionMemo(Generic[T]):
         later = shaped or (endpoint == "mutate" and key.startswith(b"mutate\0") and body is not None)
         self._store(key, value, None if later else False, None)
         return value, "miss"
+
+    def _first_repeat(self, endpoint: str, key: bytes, found: _Entry[T], body: bytes, api_version: str | None,
+                      raw_request: dict[str, Any], today: date, context: Callable[[], Any]) -> None:
+        """Make an entry recallable on its first repeat: a mutation's body checked, a
+        validation's shape stored (its own entry then stays as it is)."""
+        if endpoint == "mutate":
+            recallable = _recallable(body, raw_request.get("uid"))
+            self._entries[key] = found._replace(recallable=recallable, context=context() if recallable else None)
+            return
+        self._entries[key] = found._replace(recallable=False)
+        if api_version is not None:
+            self._store_by_shape(body, api_version, raw_request, today, found.value, context)
 
     def _store_by_shape(self, body: bytes, api_version: str, raw_request: dict[str, Any], today: date,
                         value: T, context: Callable[[], Any]) -> bool:
@@ -498,11 +498,10 @@ class DecisionMemo(Generic[T]):
 
     def _store(self, key: bytes, value: T, recallable: bool | None, context: Any) -> None:
         size = len(key) + self._weight(value)
-        self._entries[compact(key)] = (value, size, recallable, context)
+        self._entries[compact(key)] = _Entry(value, size, recallable, context)
         self._bytes += size
         while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
-            _, (_, evicted, _, _) = self._entries.popitem(last=False)
-            self._bytes -= evicted
+            self._bytes -= self._entries.popitem(last=False)[1].size
 
     def recall(self, endpoint: str, body: bytes, policies: PolicySet) -> Recalled[T] | None:
         """A remembered value for `body`, found without parsing `body`; None when it must go
@@ -524,12 +523,12 @@ class DecisionMemo(Generic[T]):
         version, uid, _ = lead
         key = body_key(body, uid)
         found = self._entries.get(key) if key is not None else None
-        if found is None or not found[2]:
+        if found is None or not found.recallable:
             return None
         self._entries.move_to_end(key)
         # Only pod CREATE is remembered at mutation (`_pod_create`); the rest of the body is
         # the stored one's, so are its names.
-        return Recalled(found[0], version, uid, "CREATE", found[3], {})
+        return Recalled(found.value, version, uid, "CREATE", found.context, {})
 
     def _recall_validation(self, body: bytes) -> Recalled[T] | None:
         shapes = self._shapes.get(len(body))  # only while validations are memoised
@@ -541,8 +540,9 @@ class DecisionMemo(Generic[T]):
             found = self._entries.get(key) if key is not None else None
             if found is not None:
                 self._entries.move_to_end(key)
-                return Recalled(found[0], shape.api_version, shape.uid_of(body), shape.operation, found[3],
-                                shape.values(body))
+                values = shape.values(body)
+                return Recalled(found.value, shape.api_version, values.get(_UID, shape.uid), shape.operation,
+                                found.context, values)
         return None
 
     def _key(self, endpoint: str, raw_request: dict[str, Any], today: date, body: bytes | None) -> bytes | None:
