@@ -297,13 +297,21 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
         parsed.append(AdmissionRequest.from_dict(raw))
         return parsed[0]
 
-    def subject() -> Subject | None:
-        """For the memo to keep with an answer it may recall (asked after a decision, or on
-        a repeat, whose request parsed before under the same key)."""
+    def request() -> AdmissionRequest | None:
+        """The request, parsed once for everything after the decision: a memo hit was not
+        parsed to be answered, and its request parsed before under the same key."""
+        if parsed:
+            return parsed[0]
         try:
-            return Subject.of(parsed[0] if parsed else AdmissionRequest.from_dict(raw))
-        except BadReview:
-            return None  # then not recalled at info, where the line needs it
+            return parse()
+        except BadReview as exc:  # so this is a bug
+            log.error("an answered request does not parse: %s", exc, extra={"endpoint": endpoint})
+            return None
+
+    def subject() -> Subject | None:
+        """For the memo to keep with an answer it may recall (not recalled at info without)."""
+        admission = request()
+        return Subject.of(admission) if admission is not None else None
 
     try:
         if time.perf_counter() > answer_by:
@@ -321,7 +329,8 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
     except Exception:
         log.exception("decision logic failed", extra={"uid": uid, "endpoint": endpoint})
         answer = _answer(_failure(state, endpoint, "internal error"), mutating=mutating)
-    _record(state, endpoint, raw, parsed, answer, memo_result, time.perf_counter() - started, policies.revision)
+    _record(state, endpoint, raw, request if logged else None, answer, memo_result, time.perf_counter() - started,
+            policies.revision)
     return _reply(api_version, uid, answer)
 
 
@@ -336,18 +345,14 @@ def _failure(state: ServerState, endpoint: str, what: str) -> Decision:
                              f"{'admits' if allow else 'denies'} the request", allow=allow)
 
 
-def _record(state: ServerState, endpoint: str, raw: dict[str, Any], parsed: list[AdmissionRequest],
-            answer: Answer, memo_result: str, elapsed: float, revision: str) -> None:
+def _record(state: ServerState, endpoint: str, raw: dict[str, Any],
+            request: Callable[[], AdmissionRequest | None] | None, answer: Answer, memo_result: str,
+            elapsed: float, revision: str) -> None:
+    """Count the request, and log its decision when `request` (which parses it if needed) is
+    given: only at info, since building the line costs more than the engine's small cases."""
     state.tally.add((endpoint, operation_of(raw), memo_result, answer.counted), elapsed)
-    if log.isEnabledFor(logging.INFO):  # building the line costs more than the engine's small cases
-        if parsed:
-            admission = parsed[0]
-        else:  # a memo hit: the request was not parsed
-            try:
-                admission = AdmissionRequest.from_dict(raw)
-            except BadReview as exc:  # a hit is a request that parsed before: this is a bug
-                log.error("an answered request does not parse: %s", exc, extra={"endpoint": endpoint})
-                return
+    admission = request() if request is not None else None
+    if admission is not None:
         _log_decision(endpoint, Subject.of(admission), admission.uid, answer, elapsed, revision)
 
 
