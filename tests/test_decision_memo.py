@@ -460,9 +460,7 @@ def test_a_large_pod_is_injected_once_and_its_answer_remembered(level: str, capl
     for n, endpoint in enumerate(["mutate", "mutate", "validate", "validate"]):
         body = orjson.dumps({**review, "request": {**review["request"], "uid": f"uid-{n}"}})
         assert memo_module.DEFAULT_MAX_OBJECT_BYTES < len(body) < memo_module.DEFAULT_MAX_BODY_KEY_BYTES
-        response = server_module._admit(body, state, endpoint, ENGINES[endpoint], endpoint == "mutate",
-                                        time.perf_counter(), float("inf"))
-        answers.append(orjson.loads(response.body)["response"])
+        answers.append(admit(state, endpoint, body)[1]["response"])
     assert _memo_counts(state) == {("mutate", "miss"): 1, ("mutate", "hit"): 1,
                                    ("validate", "miss"): 1, ("validate", "hit"): 1}
     assert [a["uid"] for a in answers] == ["uid-0", "uid-1", "uid-2", "uid-3"]
@@ -494,9 +492,15 @@ def count_parses(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     return calls
 
 
-def _admit_mutation(state: ServerState, body: bytes) -> tuple[int, Any]:
-    response = server_module._admit(body, state, "mutate", mutate, True, time.perf_counter(), float("inf"))
+def admit(state: ServerState, endpoint: str, body: bytes) -> tuple[int, Any]:
+    """`body` sent to `endpoint` of a server in `state`, no deadline: the status and the JSON answer."""
+    response = server_module._admit(body, state, endpoint, ENGINES[endpoint], endpoint == "mutate",
+                                    time.perf_counter(), float("inf"))
     return response.status, orjson.loads(response.body)
+
+
+def _admit_mutation(state: ServerState, body: bytes) -> tuple[int, Any]:
+    return admit(state, "mutate", body)
 
 
 @pytest.mark.parametrize("level", ["INFO", "WARNING"])

@@ -5,7 +5,6 @@ answer and the names the request's own bytes hold."""
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +14,14 @@ import yaml
 
 from tests.apiserver import make_review
 from tests.conftest import SHIPPED_POLICIES
-from tests.test_decision_memo import _go_body, _memo_counts, count_parses
+from tests.test_decision_memo import _go_body, _memo_counts, admit, count_parses
 from tests.test_validation_recall import _ALIKE, _replica, _violating_pod
 from webhook import server as server_module
-from webhook.engine import mutate, validate
 from webhook.engine.memo import DecisionMemo
 from webhook.policy.holder import PolicyHolder
 from webhook.server import ServerState
 
 CORPUS = sorted((Path(__file__).parent / "data" / "corpus").glob("*.yaml"))
-ENGINES = {"mutate": mutate, "validate": validate}
 LOGGED = ("endpoint", "uid", "namespace", "podName", "generateName", "owner", "operation", "kind", "outcome",
           "policies", "denyMessage", "warnings", "violations", "policyRevision", "dryRun")
 
@@ -54,9 +51,7 @@ def _requests() -> list[tuple[str, bytes]]:
 def _lines(state: ServerState, sent: list[tuple[str, bytes]], caplog: pytest.LogCaptureFixture) -> list[Any]:
     caplog.clear()
     for endpoint, body in sent:
-        response = server_module._admit(body, state, endpoint, ENGINES[endpoint], endpoint == "mutate",
-                                        time.perf_counter(), float("inf"))
-        assert response.status == 200
+        assert admit(state, endpoint, body)[0] == 200
     return [(r.getMessage(), {field: getattr(r, field) for field in LOGGED})
             for r in caplog.records if getattr(r, "event", None) == "decision"]
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import time
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,10 @@ import pytest
 
 from tests.apiserver import exchange, make_review, verify_response
 from tests.conftest import SHIPPED_POLICIES, ServerProcess
-from tests.test_decision_memo import _counts, _free_port, _go_body, _memo_counts, count_parses
+from tests.test_decision_memo import _counts, _free_port, _go_body, _memo_counts, admit, count_parses
 from tests.test_validate_helpers import container, pod, policy, policy_set
 from webhook import server as server_module
 from webhook.engine import memo as memo_module
-from webhook.engine import mutate, validate
 from webhook.engine.memo import DecisionMemo
 from webhook.policy.holder import PolicyHolder
 from webhook.server import ServerState
@@ -48,8 +46,7 @@ def _replica(obj: dict[str, Any], n: int, *, uid: str | None = None) -> dict[str
 
 
 def _admit(state: ServerState, body: bytes) -> tuple[int, Any]:
-    response = server_module._admit(body, state, "validate", validate, False, time.perf_counter(), float("inf"))
-    return response.status, orjson.loads(response.body)
+    return admit(state, "validate", body)
 
 
 def _states() -> tuple[ServerState, ServerState]:
@@ -369,8 +366,7 @@ def test_a_miss_pays_nothing_for_a_recall_until_it_repeats(monkeypatch: pytest.M
     request = make_review(pod(name=None, generateName="web-"), namespace="shop")["request"]
     for n, expected in enumerate(((0, 0), (1, 1), (1, 1), (1, 1))):  # a miss, the first repeat, recalls
         _admit(state, orjson.dumps(_replica(_violating_pod(), n)))
-        server_module._admit(_go_body(request, f"uid-{n}"), state, "mutate", mutate, True, time.perf_counter(),
-                             float("inf"))
+        admit(state, "mutate", _go_body(request, f"uid-{n}"))
         assert (calls["shape"], calls["recallable"]) == expected, n
     assert _memo_counts(state) == {("validate", "miss"): 1, ("validate", "hit"): 3,
                                    ("mutate", "miss"): 1, ("mutate", "hit"): 3}
