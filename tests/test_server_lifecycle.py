@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -101,7 +103,14 @@ def test_server_refuses_to_start_without_certificates(tmp_path: Path) -> None:
                              "--cert-dir", str(tmp_path), "--policies", str(SHIPPED_POLICIES)],
                             capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert result.returncode == 1
-    assert "tls.crt not found" in result.stderr and "certs generate" in result.stderr
+    assert "tls.crt not found" in result.stderr
+    # The hint is a command that works as given: run it, and the pair is there.
+    hint = re.search(r"'(webhook certs generate [^']+)'", result.stderr)
+    assert hint, result.stderr
+    generated = subprocess.run([sys.executable, "-m", *shlex.split(hint.group(1))],
+                               capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert generated.returncode == 0, generated.stderr
+    assert (tmp_path / "tls.crt").is_file() and (tmp_path / "tls.key").is_file()
 
 
 def test_sigterm_fails_readiness_then_finishes_in_flight_requests(start_server) -> None:

@@ -79,8 +79,10 @@ def _load(cert_dir: Path) -> tuple[ssl.SSLContext, datetime]:
     cert_path, key_path = cert_dir / CERT_FILE, cert_dir / KEY_FILE
     for path in (cert_path, key_path):
         if not path.is_file():
+            # The hint is a whole command (the names `make run` uses): it is what gets pasted.
             raise CertificateError(f"{path} not found (for local use, generate development "
-                                   f"certificates with 'webhook certs generate --out {cert_dir}')")
+                                   f"certificates with 'webhook certs generate --out {cert_dir} "
+                                   f"--service webhook --namespace webhook-system')")
     context = _new_context()
     try:
         context.load_cert_chain(cert_path, key_path)
