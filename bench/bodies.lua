@@ -3,8 +3,12 @@
 --   wrk -t1 -c32 -d5s -s bench/bodies.lua https://127.0.0.1:PORT/mutate?timeout=10s -- BODIES [STOP_AFTER [PATHS]]
 --
 -- BODIES holds one JSON body per line (bench/corpus.py writes it). Every request is
--- built once in init(), so the per-request work in wrk is a table lookup. Each thread
--- starts at a different offset so threads do not send the same body in lockstep.
+-- built once in init(), cut around its request uid's last 12 digits (the corpus writes
+-- uids as UID_PREFIX followed by 12 digits); per request wrk only joins the two pieces
+-- around a counter, so no two requests carry the same uid, as from an API server. A
+-- body without that prefix is sent as it is. Each thread starts at a different offset
+-- so threads do not send the same body in lockstep, and numbers its uids from its own
+-- range.
 -- With STOP_AFTER > 0 each thread stops after that many responses (the soak run) and
 -- prints BENCH_THREAD_STOPPED. PATHS, comma-separated (e.g. /mutate,/validate), sends
 -- each body to each path in turn instead of to the URL's path.
@@ -16,6 +20,11 @@ local next_index = 0
 local stop_after = 0
 local responses = 0
 local thread_count = 0
+local sequence = 0
+local sequence_base = 0
+-- bench/corpus.py's review(): "uid": UID_PREFIX .. 12 digits
+local UID_PREFIX = '"uid":"6b1a0a3e-bench-4000-8000-'
+local UID_DIGITS = 12
 
 function setup(thread)
   thread_count = thread_count + 1
@@ -37,13 +46,22 @@ function init(args)
     if #line > 0 then
       for _, p in ipairs(paths) do
         count = count + 1
-        requests[count] = wrk.format("POST", p, {["Content-Type"] = "application/json"}, line)
+        local whole = wrk.format("POST", p, {["Content-Type"] = "application/json"}, line)
+        local _, cut = string.find(whole, UID_PREFIX, 1, true)
+        if cut then
+          requests[count] = {string.sub(whole, 1, cut), string.sub(whole, cut + UID_DIGITS + 1)}
+        else
+          requests[count] = {whole}
+        end
       end
     end
   end
   file:close()
   assert(count > 0, "no bodies in " .. path)
   next_index = (((thread_id or 1) - 1) * 7) % count
+  -- threads number their uids from separate ranges of 10^11 (at most 9 threads), each
+  -- run from a point set by the clock, so that runs one after another differ too
+  sequence_base = ((thread_id or 1) % 10) * 1e11 + (os.time() % 100000) * 1e6
   if stop_after > 0 then
     -- defined only for the soak run: a response() callback makes wrk parse every answer
     response = function(status, headers, body)
@@ -61,7 +79,12 @@ end
 
 function request()
   next_index = next_index % count + 1
-  return requests[next_index]
+  local parts = requests[next_index]
+  if parts[2] == nil then
+    return parts[1]
+  end
+  sequence = sequence + 1
+  return parts[1] .. string.format("%012d", sequence_base + sequence) .. parts[2]
 end
 
 function done(summary, latency, requests_stats)

@@ -6,7 +6,8 @@ duration or until a number of responses; prints one `BENCH_RESULT {json}` line w
 the same fields. The work is spread over several processes (a raw asyncio HTTP/1.1
 client in each, no HTTP library) so that it is as light as Python allows, but it is
 still far heavier per request than wrk: on a small machine it competes with the
-server for CPU, and bench/run.py says so in its output when it is used.
+server for CPU, and bench/run.py says so in its output when it is used. As with
+wrk, no two requests carry the same request uid (see `_numbered`).
 
     python bench/pyload.py --url https://127.0.0.1:PORT/mutate --bodies FILE \
         --connections 32 --duration 5 [--processes 2] [--stop-after N] [--paths /mutate,/validate]
@@ -16,29 +17,51 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import multiprocessing
 import ssl
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 
-def _requests(url: str, bodies_file: Path, paths: list[str]) -> list[bytes]:
+# bench/corpus.py's review() writes request uids as this prefix and 12 digits; each
+# request gets its own digits, as no API server sends a uid twice (bench/bodies.lua).
+UID_PREFIX = b'"uid":"6b1a0a3e-bench-4000-8000-'
+UID_DIGITS = 12
+
+
+def _requests(url: str, bodies_file: Path, paths: list[str]) -> list[tuple[bytes, bytes | None]]:
+    """Each request cut after its uid prefix: (head and body up to the digits, the rest),
+    or (the whole request, None) for a body without the prefix."""
     parts = urlsplit(url)
     targets = paths or [parts.path + (f"?{parts.query}" if parts.query else "")]
-    out = []
+    out: list[tuple[bytes, bytes | None]] = []
     for line in bodies_file.read_bytes().splitlines():
         for target in targets if line else ():
             head = (f"POST {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
                     f"Content-Type: application/json\r\nContent-Length: {len(line)}\r\n\r\n")
-            out.append(head.encode("ascii") + line)
+            whole = head.encode("ascii") + line
+            cut = whole.find(UID_PREFIX)
+            if cut < 0:
+                out.append((whole, None))
+            else:
+                cut += len(UID_PREFIX)
+                out.append((whole[:cut], whole[cut + UID_DIGITS:]))
     return out
 
 
-async def _connection(host: str, port: int, context: ssl.SSLContext, requests: list[bytes],
-                      offset: int, deadline: float, budget: list[int], out: dict) -> None:
+def _numbered(request: tuple[bytes, bytes | None], number: int) -> bytes:
+    before, after = request
+    return before if after is None else b"%s%012d%s" % (before, number, after)
+
+
+async def _connection(host: str, port: int, context: ssl.SSLContext,
+                      requests: list[tuple[bytes, bytes | None]], offset: int, deadline: float,
+                      budget: list[int], numbers: Iterator[int], out: dict) -> None:
     try:
         reader, writer = await asyncio.open_connection(host, port, ssl=context)
     except OSError:
@@ -49,7 +72,7 @@ async def _connection(host: str, port: int, context: ssl.SSLContext, requests: l
     try:
         while time.perf_counter() < deadline and budget[0] != 0:
             budget[0] -= 1
-            data = requests[i % len(requests)]
+            data = _numbered(requests[i % len(requests)], next(numbers))
             i += 1
             started = time.perf_counter()
             writer.write(data)
@@ -79,13 +102,15 @@ def _worker(args: tuple) -> dict:
     context.verify_mode = ssl.CERT_NONE
     out = {"latencies": [], "bytes": 0, "errors_connect": 0, "errors_read": 0, "errors_status": 0}
     budget = [stop_after if stop_after > 0 else -1]
+    # each process numbers from its own range, each run from a point set by the clock
+    numbers = itertools.count((index % 10) * 10**11 + int(time.time()) % 100000 * 10**6)
 
     async def run() -> None:
         await asyncio.sleep(max(0.0, start_at - time.time()))
         began = time.perf_counter()
         deadline = began + duration
         await asyncio.gather(*(_connection(parts.hostname, parts.port or 443, context, requests,
-                                           index * 7 + c * 3, deadline, budget, out)
+                                           index * 7 + c * 3, deadline, budget, numbers, out)
                                for c in range(connections)))
         out["elapsed"] = time.perf_counter() - began
 
