@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import jsonpatch
+import pytest
 import yaml
 
 from tests.conftest import ROOT, copy_policies
+from webhook import cli
 
 POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "labels": {"app": "web"}},
        "spec": {"containers": [{"name": "app", "image": "registry.example.com/web:1.0"}]}}
@@ -22,9 +25,11 @@ PRIVILEGED = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name"
                                                              "securityContext": {"privileged": True}}]}}}}
 
 
-def webhook(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def webhook(*args: str, stdin: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WEBHOOK_")}
     return subprocess.run([sys.executable, "-m", "webhook", *args], capture_output=True, text=True,
-                          cwd=ROOT, input=stdin, timeout=60)
+                          cwd=ROOT, input=stdin, timeout=60, env={**clean, **(env or {})})
 
 
 def write(path: Path, *docs: dict) -> Path:
@@ -116,6 +121,49 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     (tmp_path / "broken.yaml").write_text("kind: Pod\nmetadata: {name: [x\n")
     broken = webhook("mutate", "-f", str(tmp_path / "broken.yaml"))
     assert broken.returncode == 2 and f"{tmp_path / 'broken.yaml'}:3: invalid YAML" in broken.stderr
+
+
+@pytest.mark.parametrize(("variable", "value", "reason"), [
+    ("WEBHOOK_FAILURE_POLICY", "ignore", "'ignore' is not one of Fail, Ignore"),
+    ("WEBHOOK_LOG_LEVEL", "verbose", "'verbose' is not one of debug, info, warning, error"),
+    ("WEBHOOK_LOG_FORMAT", "JSON", "'JSON' is not one of json, text"),
+    ("WEBHOOK_PORT", "abc", "'abc' is not a whole number"),
+    ("WEBHOOK_PORT", "70000", "'70000' is not a port (0 to 65535)"),
+    ("WEBHOOK_WORKERS", "two", "'two' is not a whole number"),
+    ("WEBHOOK_DECISION_MEMO", "-1", "'-1' is negative"),
+    ("WEBHOOK_SHUTDOWN_DELAY", "5s", "'5s' is not a number of seconds"),
+    ("WEBHOOK_SHUTDOWN_DELAY", "nan", "'nan' is not a finite number of seconds >= 0"),
+])
+def test_a_bad_environment_value_stops_the_start_naming_the_variable(
+        tmp_path: Path, variable: str, value: str, reason: str) -> None:
+    # With no certificates, a start that got past the options would fail for that instead.
+    result = webhook("serve", "--cert-dir", str(tmp_path), env={variable: value})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"webhook: environment variable {variable}: {reason} (see 'webhook --help')"
+
+
+def test_flags_win_over_the_environment_and_other_commands_ignore_serve_variables(tmp_path: Path) -> None:
+    given = webhook("serve", "--port", "0", "--cert-dir", str(tmp_path), env={"WEBHOOK_PORT": "abc"})
+    assert given.returncode == 1 and "tls.crt not found" in given.stderr
+    check = webhook("policies", "check", "policies", env={"WEBHOOK_PORT": "abc", "WEBHOOK_WORKERS": "x"})
+    assert check.returncode == 0, check.stderr
+    for flags in (["--port", "70000"], ["--port", "-1"], ["--workers", "-2"], ["--shutdown-delay", "inf"]):
+        refused = webhook("serve", *flags)
+        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert refused.stderr.startswith(f"webhook serve: argument {flags[0]}: '{flags[1]}'")
+
+
+def test_serve_options_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    parser = cli._build_parser()
+    for name in [n for n in os.environ if n.startswith("WEBHOOK_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("WEBHOOK_FAILURE_POLICY", "Ignore")
+    monkeypatch.setenv("WEBHOOK_SHUTDOWN_DELAY", "0.5")
+    monkeypatch.setenv("WEBHOOK_CERT_DIR", "/etc/webhook/tls")
+    args = parser.parse_args(["serve", "--port", "9443"])
+    cli._serve_settings(parser, args)
+    assert (args.failure_policy, args.shutdown_delay, args.cert_dir) == ("Ignore", 0.5, Path("/etc/webhook/tls"))
+    assert (args.port, args.workers, args.decision_memo, args.log_level) == (9443, 0, 512, "info")
 
 
 def test_policies_check_lists_errors_with_lines_and_warns(tmp_path: Path) -> None:

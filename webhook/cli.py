@@ -10,17 +10,107 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NamedTuple, NoReturn, TypeVar
 
 from webhook import __version__
 
 
 def _env(name: str, default: str) -> str:
-    return os.environ.get(f"WEBHOOK_{name.upper().replace('-', '_')}", default)
+    return os.environ.get(_env_name(name), default)
+
+
+def _env_name(option: str) -> str:
+    return f"WEBHOOK_{option.upper().replace('-', '_')}"
+
+
+def _port(text: str) -> int:
+    value = _integer(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0 to 65535)")
+    return value
+
+
+def _count(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < math.inf:   # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds >= 0")
+    return value
+
+
+class _ServeOption(NamedTuple):
+    flag: str
+    default: str                      # as it would be written on the command line
+    type: Callable[[str], Any] = str
+    choices: tuple[str, ...] = ()
+    metavar: str | None = None
+    help: str | None = None
+
+
+# Every `serve` option, also read from WEBHOOK_<NAME> when its flag is not given. The
+# environment's value is converted and checked exactly as the flag's would be, and a bad
+# one stops the start naming the variable: a typo in a Deployment's env (say
+# WEBHOOK_FAILURE_POLICY=ignore) must not quietly change what the server does.
+_SERVE_OPTIONS = (
+    _ServeOption("--host", "0.0.0.0"),
+    _ServeOption("--port", "8443", _port, help="0 picks a free port (logged at start)"),
+    _ServeOption("--policies", "policies", Path, metavar="DIR"),
+    _ServeOption("--cert-dir", "certs", Path, metavar="DIR", help="holds tls.crt and tls.key"),
+    _ServeOption("--log-level", "info", choices=("debug", "info", "warning", "error")),
+    _ServeOption("--log-format", "json", choices=("json", "text")),
+    _ServeOption("--failure-policy", "Fail", choices=("Fail", "Ignore"),
+                 help="on an internal error: Fail denies the request, Ignore admits it unchanged"),
+    _ServeOption("--workers", "0", _count, metavar="N",
+                 help="worker processes sharing the port (default: the CPUs available); "
+                      "1 serves from this process without a supervisor"),
+    _ServeOption("--decision-memo", "512", _count, metavar="N",
+                 help="remember the decisions for up to N distinct pods per worker, so that the "
+                      "replicas of one rollout are decided once; 0 turns it off"),
+    _ServeOption("--shutdown-delay", "5", _seconds, metavar="SECONDS",
+                 help="after SIGTERM, fail readiness this long before closing"),
+)
+
+
+def _serve_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fill the `serve` options not given as flags from the environment, else their defaults."""
+    for option in _SERVE_OPTIONS:
+        dest = option.flag[2:].replace("-", "_")
+        if getattr(args, dest) is not None:
+            continue
+        name = _env_name(option.flag[2:])
+        text = os.environ.get(name)
+        if text is None:
+            setattr(args, dest, option.type(option.default))
+            continue
+        try:
+            value = option.type(text)
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"environment variable {name}: {exc}")
+        if option.choices and value not in option.choices:
+            parser.error(f"environment variable {name}: {text!r} is not one of "
+                         f"{', '.join(option.choices)}")
+        setattr(args, dest, value)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -29,27 +119,11 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the HTTPS admission server")
-    serve.add_argument("--host", default=_env("host", "0.0.0.0"))
-    serve.add_argument("--port", type=int, default=int(_env("port", "8443")),
-                       help="0 picks a free port (logged at start)")
-    serve.add_argument("--policies", type=Path, default=Path(_env("policies", "policies")),
-                       metavar="DIR")
-    serve.add_argument("--cert-dir", type=Path, default=Path(_env("cert-dir", "certs")),
-                       metavar="DIR", help="holds tls.crt and tls.key")
-    serve.add_argument("--log-level", default=_env("log-level", "info"),
-                       choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--log-format", default=_env("log-format", "json"), choices=["json", "text"])
-    serve.add_argument("--failure-policy", default=_env("failure-policy", "Fail"),
-                       choices=["Fail", "Ignore"],
-                       help="on an internal error: Fail denies the request, Ignore admits it unchanged")
-    serve.add_argument("--workers", type=int, default=int(_env("workers", "0")), metavar="N",
-                       help="worker processes sharing the port (default: the CPUs available); "
-                            "1 serves from this process without a supervisor")
-    serve.add_argument("--decision-memo", type=int, default=int(_env("decision-memo", "512")), metavar="N",
-                       help="remember the decisions for up to N distinct pods per worker, so that the "
-                            "replicas of one rollout are decided once; 0 turns it off")
-    serve.add_argument("--shutdown-delay", type=float, default=float(_env("shutdown-delay", "5")),
-                       metavar="SECONDS", help="after SIGTERM, fail readiness this long before closing")
+    for option in _SERVE_OPTIONS:
+        # default None: "not given", so that _serve_settings can tell a flag from the environment
+        env = f"env {_env_name(option.flag[2:])}"
+        serve.add_argument(option.flag, type=option.type, choices=option.choices or None, default=None,
+                           metavar=option.metavar, help=f"{option.help} ({env})" if option.help else f"({env})")
 
     certs = sub.add_parser("certs", help="certificate tools").add_subparsers(
         dest="certs_command", required=True, metavar="COMMAND")
@@ -130,8 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = _build_parser().parse_args(argv)
+    parser = _build_parser()
+    args = parser.parse_args(argv)
     if args.command == "serve":
+        _serve_settings(parser, args)
         return _serve(args)
     if args.command == "certs":
         return _certs_generate(args)
