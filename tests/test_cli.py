@@ -166,6 +166,15 @@ def test_serve_options_read_from_the_environment(monkeypatch: pytest.MonkeyPatch
     assert (args.port, args.workers, args.decision_memo, args.log_level) == (9443, 0, 512, "info")
 
 
+def test_an_empty_policy_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text("not a policy")
+    check = webhook("policies", "check", str(tmp_path))
+    assert check.returncode == 1
+    assert f"{tmp_path}: no policies in .yaml or .yml files; an empty policy set is refused" in check.stderr
+    serve = webhook("serve", "--policies", str(tmp_path), "--cert-dir", str(tmp_path / "certs"))
+    assert serve.returncode == 1 and "refusing to start: invalid policies" in serve.stderr
+
+
 def test_policies_check_lists_errors_with_lines_and_warns(tmp_path: Path) -> None:
     policies = copy_policies(tmp_path / "policies")
     assert webhook("policies", "check", str(policies)).returncode == 0

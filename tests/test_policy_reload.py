@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tests.conftest import SHIPPED_POLICIES, copy_policies
 from tests.test_inject_shipped import pod
+from webhook.policy.holder import PolicyHolder
 
 EXTRA = """apiVersion: runtime.platform.io/v1
 kind: InjectionPolicy
@@ -108,3 +109,39 @@ def test_configmap_symlink_swap_with_requests_in_flight(start_server, tmp_path: 
             thread.join()
     assert failures == []
     shutil.rmtree(volume / "..v1")
+
+
+def test_an_emptied_directory_never_replaces_the_serving_set(start_server, tmp_path: Path) -> None:
+    # A ConfigMap mounted empty (or unmounted) would otherwise turn off every injection
+    # and validation without a word.
+    policies = copy_policies(tmp_path / "policies")
+    (policies / "extra.yaml").write_text(EXTRA % "kept")
+    server = start_server(policies=policies)
+    revision = server.client.request("GET", "/readyz").json()["policyRevision"]
+    for path in policies.glob("*.y*ml"):
+        path.unlink()
+    _wait(lambda: server.client.request("GET", "/readyz").json()["lastReloadError"] is not None)
+    body = server.client.request("GET", "/readyz").json()
+    assert body["policyRevision"] == revision
+    assert f"{policies}: no policies in .yaml or .yml files; an empty policy set is refused" \
+        in body["lastReloadError"]
+    assert _label(server) == "kept"
+
+
+def test_a_directory_that_cannot_be_listed_is_a_reload_error(tmp_path: Path, monkeypatch) -> None:
+    # Tests run as root here, where mode 000 does not stop a listing: raise what the
+    # kernel would answer a server without the permission.
+    policies = copy_policies(tmp_path / "policies")
+    holder = PolicyHolder.load(policies)
+    revision = holder.current.revision
+    listing = Path.iterdir
+
+    def refused(self: Path):
+        if self == policies:
+            raise PermissionError(13, "Permission denied", str(self))
+        return listing(self)
+
+    monkeypatch.setattr(Path, "iterdir", refused)
+    assert holder.reload() is False
+    assert holder.current.revision == revision
+    assert holder.last_error == f"{policies}: cannot read the policy directory: Permission denied"

@@ -352,7 +352,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"webhook: refusing to start: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"webhook: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        # An error about a file is not about the socket: name the file instead.
+        where = exc.filename if exc.filename else f"cannot listen on {args.host}:{args.port}"
+        print(f"webhook: {where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
 
 

@@ -63,18 +63,32 @@ def policy_files(directory: Path) -> list[Path]:
 
 
 def load_policy_dir(directory: Path) -> PolicySet:
-    if not directory.is_dir():
-        raise PolicyLoadError([PolicyError(str(directory), None, "policy directory not found")])
+    """The directory's policies; raises PolicyLoadError when it cannot be read, when any
+    file has an error, or when it holds no policy at all."""
+    try:
+        if not directory.is_dir():
+            raise PolicyLoadError([PolicyError(str(directory), None, "policy directory not found")])
+        paths = policy_files(directory)
+    except OSError as exc:   # e.g. a directory the server may not list
+        raise PolicyLoadError([PolicyError(str(directory), None,
+                                           f"cannot read the policy directory: {exc.strerror}")]) from None
     files: dict[str, bytes] = {}
     errors: list[PolicyError] = []
-    for path in policy_files(directory):
+    for path in paths:
         try:
             files[str(path)] = path.read_bytes()
         except OSError as exc:
             errors.append(PolicyError(str(path), None, f"cannot read: {exc.strerror}"))
     if errors:
         raise PolicyLoadError(errors)
-    return load_policy_sources(files)
+    policy_set = load_policy_sources(files)
+    if not policy_set.policy_count:
+        # Most likely a mount gone wrong (an empty or missing ConfigMap): serving no
+        # policies would silently stop every injection and every validation.
+        raise PolicyLoadError([PolicyError(str(directory), None,
+                                           f"no policies in {' or '.join(POLICY_SUFFIXES)} files; "
+                                           "an empty policy set is refused")])
+    return policy_set
 
 
 def load_policy_sources(files: Mapping[str, bytes]) -> PolicySet:
