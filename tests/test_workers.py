@@ -148,3 +148,13 @@ def test_a_missing_multiproc_dir_is_one_clear_line(tmp_path: Path, pki: Path) ->
         assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert "PROMETHEUS_MULTIPROC_DIR" in proc.stderr and str(missing) in proc.stderr
         assert not missing.exists()
+
+
+def test_a_single_worker_leaves_no_live_gauges_in_a_given_multiproc_dir(
+        start_server, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    server = start_server(args=["--workers", "1"])
+    assert _gauge_lines(server, "webhook_policy_set_info")
+    assert list(tmp_path.glob("gauge_live*.db"))
+    assert server.stop() == 0
+    assert list(tmp_path.glob("gauge_live*.db")) == []

@@ -10,6 +10,7 @@ because prometheus-client writes its files there as the metrics below are define
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
@@ -140,3 +141,9 @@ def worker_exited(pid: int) -> None:
     """Drop a dead worker's live gauges (its counters stay: they were real)."""
     if os.environ.get(MULTIPROC_ENV):
         multiprocess.mark_process_dead(pid)
+
+
+if os.environ.get(MULTIPROC_ENV):
+    # A process that exits normally takes its live gauges with it; the supervisor does
+    # this for workers that die, but a single-worker server has no supervisor.
+    atexit.register(worker_exited, os.getpid())
