@@ -445,3 +445,14 @@ def test_report_errors(fake: FakeApiServer, kubeconfig: Path, tmp_path: Path) ->
 def test_client_errors_surface_as_cluster_errors(tmp_path: Path) -> None:
     with pytest.raises(ClusterError, match="no usable cluster configuration"):
         load_api_client(tmp_path / "missing")
+
+
+def test_a_malformed_kubeconfig_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    broken = tmp_path / "kc"
+    broken.write_text("apiVersion: v1\nclusters: [\n")
+    for args, env in ((["report", "--kubeconfig", str(broken)], None),
+                      (["install-ca", "-n", NS], {"KUBECONFIG": str(broken)})):
+        result = run(*args, env=env)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+        assert f"no usable cluster configuration (kubeconfig {broken}:3): invalid YAML" in result.stderr

@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
+from tests.conftest import ROOT, SHIPPED_POLICIES, copy_policies
 from tests.test_inject_shipped import pod
+from tests.test_policy_reload import EXTRA
 
 
 def _children(pid: int) -> set[int]:
@@ -78,3 +83,78 @@ def test_sigterm_stops_every_worker_and_exits_zero(start_server) -> None:
     assert server.proc.wait(timeout=30) == 0
     for pid in workers:
         assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+def _gauge_lines(server, name: str) -> dict[str, float]:
+    """`{labels: value}` of one gauge on /metrics, zero values left out (a revision no
+    longer served is set to 0, not removed)."""
+    text = server.client.request("GET", "/metrics").body.decode()
+    found = {labels: float(value) for labels, value in
+             re.findall(rf"^{name}(\{{[^}}]*\}})? (\S+)$", text, re.M)}
+    return {labels: value for labels, value in found.items() if value}
+
+
+def _stale_gauge_file(directory: Path, pid: int) -> None:
+    """A live gauge left behind by a process that died without being marked dead
+    (a container restart that keeps its emptyDir, say)."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    stale = MmapedDict(str(directory / f"gauge_livesum_{pid}.db"))
+    stale.write_value(mmap_key("webhook_policy_set_info", "webhook_policy_set_info",
+                               ["revision"], ["leftover"], "Gauge"), 1.0, 0.0)
+    stale.close()
+
+
+def test_metrics_in_a_given_multiproc_dir_count_only_live_workers(
+        start_server, tmp_path: Path, monkeypatch) -> None:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    _stale_gauge_file(metrics_dir, 4_000_000)  # above any pid_max: never a live process
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
+    policies = copy_policies(tmp_path / "policies")
+    server = start_server(policies=policies, args=["--workers", "2"])
+    _wait_for(lambda: len(_workers(server)) == 2)
+    revision = server.client.request("GET", "/readyz").json()["policyRevision"]
+    # The supervisor's pre-start check loads the policies too; it serves nothing, so
+    # it must not count as a worker serving them, and the leftover file is gone.
+    info = _wait_for(lambda: (i := _gauge_lines(server, "webhook_policy_set_info"))
+                     and sum(i.values()) == 2 and i)
+    assert info == {f'{{revision="{revision}"}}': 2.0}
+
+    edited = time.time()
+    (policies / "extra.yaml").write_text(EXTRA % "one")
+    # Both workers move to the new revision; no stale revision stays beside it.
+    info = _wait_for(lambda: (i := _gauge_lines(server, "webhook_policy_set_info"))
+                     and revision not in next(iter(i)) and len(i) == 1 and sum(i.values()) == 2 and i)
+    assert len(info) == 1
+    last_success = _wait_for(lambda: _gauge_lines(
+        server, "webhook_policy_last_reload_success_timestamp_seconds").get("", 0) >= edited)
+    assert last_success
+
+    assert server.stop() == 0
+    # Counters may stay (they were real); no process's live gauges outlive it.
+    assert sorted(p.name for p in metrics_dir.glob("gauge_live*.db")) == []
+
+
+def test_a_missing_multiproc_dir_is_one_clear_line(tmp_path: Path, pki: Path) -> None:
+    missing = tmp_path / "no-such-dir"
+    for workers in ("2", "1"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "webhook", "serve", "--port", "0", "--cert-dir", str(pki),
+             "--policies", str(SHIPPED_POLICIES), "--workers", workers],
+            env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(missing)}, cwd=ROOT,
+            capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert "PROMETHEUS_MULTIPROC_DIR" in proc.stderr and str(missing) in proc.stderr
+        assert not missing.exists()
+
+
+def test_a_single_worker_leaves_no_live_gauges_in_a_given_multiproc_dir(
+        start_server, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    server = start_server(args=["--workers", "1"])
+    assert _gauge_lines(server, "webhook_policy_set_info")
+    assert list(tmp_path.glob("gauge_live*.db"))
+    assert server.stop() == 0
+    assert list(tmp_path.glob("gauge_live*.db")) == []

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import yaml
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -63,6 +64,15 @@ def load_api_client(kubeconfig: Path | None = None) -> Any:
         else:
             config.load_kube_config(config_file=str(kubeconfig) if kubeconfig else None,
                                     client_configuration=configuration, persist_config=False)
+    except yaml.YAMLError as exc:
+        # The kubernetes client lets a YAML error in a kubeconfig through as it is.
+        # Its mark names the file read, also when it came from $KUBECONFIG.
+        mark = getattr(exc, "problem_mark", None)
+        where = f"kubeconfig {mark.name}:{mark.line + 1}" if mark \
+            else f"kubeconfig {kubeconfig}" if kubeconfig else "kubeconfig"
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ClusterError(f"no usable cluster configuration ({where}): invalid YAML: {_one_line(reason)}") \
+            from None
     except (ConfigException, OSError, ValueError, TypeError, KeyError) as exc:
         where = "in-cluster" if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") \
             else f"kubeconfig {kubeconfig}" if kubeconfig else "kubeconfig"

@@ -4,12 +4,16 @@ With several worker processes, prometheus-client's multiprocess mode is used: th
 supervisor sets PROMETHEUS_MULTIPROC_DIR before the workers import this module,
 each worker writes its values there, and /metrics on any worker sums them. Gauges
 say how to combine workers (`multiprocess_mode`); it is ignored in one process.
+A PROMETHEUS_MULTIPROC_DIR given from outside must exist: it is checked on import,
+because prometheus-client writes its files there as the metrics below are defined.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import re
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -25,6 +29,15 @@ from prometheus_client import (
 )
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# prometheus-client's own file names: `counter_<pid>.db`, `gauge_livesum_<pid>.db`, ...
+_MULTIPROC_FILE = re.compile(r"^(counter|histogram|summary|gauge_[a-z]+)_\d+\.db$")
+
+# prometheus-client enters multiprocess mode when the variable is set at all, even empty.
+if MULTIPROC_ENV in os.environ and not os.path.isdir(os.environ[MULTIPROC_ENV]):
+    # Raised at import, before any command can catch it: a clear line, not a traceback
+    # ending in FileNotFoundError for gauge_livemin_<pid>.db.
+    raise SystemExit(f"webhook: {MULTIPROC_ENV}={os.environ[MULTIPROC_ENV]!r} is not a directory; "
+                     "create it or unset the variable")
 
 REQUESTS = Counter("webhook_requests_total", "Admission requests answered",
                    ["endpoint", "operation", "outcome"])
@@ -105,7 +118,32 @@ def exposition() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
+def clear_multiproc_dir() -> None:
+    """Remove every process's metric files from PROMETHEUS_MULTIPROC_DIR, before workers start.
+
+    Files of processes that are not workers would otherwise be summed for ever: the
+    supervisor's own, from its pre-start policy load (one more process serving the
+    start revision, a reload timestamp pinned at start), and those of an earlier run
+    (prometheus-client asks for the directory to be wiped between runs). The
+    supervisor keeps no values there afterwards: it writes no metrics once it forks."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return
+    for name in os.listdir(directory):
+        if _MULTIPROC_FILE.match(name):
+            try:
+                os.remove(os.path.join(directory, name))
+            except FileNotFoundError:
+                pass
+
+
 def worker_exited(pid: int) -> None:
     """Drop a dead worker's live gauges (its counters stay: they were real)."""
     if os.environ.get(MULTIPROC_ENV):
         multiprocess.mark_process_dead(pid)
+
+
+if os.environ.get(MULTIPROC_ENV):
+    # A process that exits normally takes its live gauges with it; the supervisor does
+    # this for workers that die, but a single-worker server has no supervisor.
+    atexit.register(worker_exited, os.getpid())

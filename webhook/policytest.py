@@ -21,6 +21,12 @@ A test file holds `PolicyTest` documents:
 
 `expect.pod` is a subset of the admitted object: mappings match key by key, lists
 must have the same length and match element by element.
+
+Given a directory, every *.yaml/*.yml file under it is read, and documents that
+declare another kind (the pods an objectFile names, a policy directory for
+`spec.policies`) are not tests. A document of kind PolicyTest, or of no kind at
+all, must be a valid test: an error in it stops the run (exit 2). A file given
+by name is read as tests whatever its documents' kinds.
 """
 
 from __future__ import annotations
@@ -132,14 +138,20 @@ def _run_case(case: Case, obj: dict[str, Any], policies: PolicySet, where: str) 
 
 def run_tests(directory: Path, *, default_policies: Path, out: TextIO) -> int:
     """Run every PolicyTest under `directory`; exit status 1 if any case fails."""
+    scanning = directory.is_dir()
     files = sorted(p for p in directory.rglob("*.y*ml") if p.suffix in (".yaml", ".yml")) \
-        if directory.is_dir() else [directory]
+        if scanning else [directory]
     if not files:
         raise InputError(f"{directory}: no test files")
-    passed = failed = 0
+    passed = failed = tests = 0
     cache: dict[Path, PolicySet] = {}
     for path in files:
         for doc in read_documents(str(path)):
+            # Fixtures live beside the tests; only another declared kind marks one, so a
+            # test with a mistyped apiVersion or a missing kind is still reported.
+            if scanning and doc.obj.get("kind", "PolicyTest") != "PolicyTest":
+                continue
+            tests += 1
             try:
                 test = PolicyTest.model_validate(doc.obj)
             except ValidationError as exc:
@@ -165,5 +177,7 @@ def run_tests(directory: Path, *, default_policies: Path, out: TextIO) -> int:
                 else:
                     passed += 1
                     out.write(f"PASS {label}\n")
+    if not tests:
+        raise InputError(f"{directory}: no PolicyTest documents")
     out.write(f"{passed} passed, {failed} failed\n")
     return 1 if failed else 0

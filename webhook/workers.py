@@ -62,6 +62,9 @@ def supervise(config: object, *, workers: int, log_level: str, log_format: str) 
     created_metrics_dir = None
     if not os.environ.get(metrics.MULTIPROC_ENV):
         created_metrics_dir = os.environ[metrics.MULTIPROC_ENV] = tempfile.mkdtemp(prefix="webhook-metrics-")
+    else:
+        # A given directory holds this process's pre-start values and maybe an earlier run's.
+        metrics.clear_multiproc_dir()
     # Bind (without listening) to learn the port when asked for any free one, and to
     # hold it: workers bind the same port with SO_REUSEPORT.
     reserve = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
