@@ -75,21 +75,34 @@ def _new_context() -> ssl.SSLContext:
 
 
 def _load(cert_dir: Path) -> tuple[ssl.SSLContext, datetime]:
-    """A fresh context holding the pair in `cert_dir`, and the certificate's expiry."""
+    """A fresh context holding the pair in `cert_dir`, and the certificate's expiry.
+
+    An expired certificate is refused: every API server would reject it, and a
+    server that starts (or reloads) with one only hides that until the first request."""
     cert_path, key_path = cert_dir / CERT_FILE, cert_dir / KEY_FILE
-    for path in (cert_path, key_path):
-        if not path.is_file():
-            # The hint is a whole command (the names `make run` uses): it is what gets pasted.
-            raise CertificateError(f"{path} not found (for local use, generate development "
-                                   f"certificates with 'webhook certs generate --out {cert_dir} "
-                                   f"--service webhook --namespace webhook-system')")
+    cert_pem = _read(cert_path, cert_dir)
+    _read(key_path, cert_dir)
     context = _new_context()
     try:
         context.load_cert_chain(cert_path, key_path)
-        not_after = certificate_not_after(cert_path.read_bytes())
+        not_after = certificate_not_after(cert_pem)
     except (ssl.SSLError, OSError, ValueError) as exc:
         raise CertificateError(f"{cert_path} and {key_path} are not a valid pair: {exc}") from None
+    if not_after <= datetime.now(timezone.utc):
+        raise CertificateError(f"{cert_path} expired on {not_after:%Y-%m-%d %H:%M} UTC")
     return context, not_after
+
+
+def _read(path: Path, cert_dir: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        # The hint is a whole command (the names `make run` uses): it is what gets pasted.
+        raise CertificateError(f"{path} not found (for local use, generate development "
+                               f"certificates with 'webhook certs generate --out {cert_dir} "
+                               f"--service webhook --namespace webhook-system')") from None
+    except OSError as exc:  # e.g. a directory the server's user may not read
+        raise CertificateError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def certificate_not_after(pem: bytes) -> datetime:
