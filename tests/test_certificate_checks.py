@@ -83,6 +83,18 @@ def test_an_expired_replacement_is_refused_and_the_current_certificate_kept(star
     assert _reloads(server, "error") == 1.0 and _reloads(server, "success") == 0.0
 
 
+def test_rolling_back_to_the_serving_certificate_is_not_an_error(start_server, tmp_path: Path) -> None:
+    certs = make_pki(tmp_path / "certs")
+    original = (certs / "tls.crt").read_bytes()
+    server = start_server(cert_dir=certs)
+    _replace(certs / "tls.crt", b"garbage")
+    server.wait_for_log(_reload_logged("error"))
+    _replace(certs / "tls.crt", original)
+    server.wait_for_log(_reload_logged("unchanged"))
+    assert _reloads(server, "error") == 1.0
+    assert server.client.request("GET", "/readyz").status == 200
+
+
 def _without_dac_override() -> tuple[str, ...]:
     """A prefix under which a mode-000 directory is unreadable, even to root."""
     if os.geteuid() != 0:

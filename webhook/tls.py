@@ -14,6 +14,7 @@ import logging
 import ssl
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 from webhook.filewatch import fingerprint
 
@@ -25,6 +26,10 @@ KEY_FILE = "tls.key"
 
 class CertificateError(RuntimeError):
     pass
+
+
+# What a reload did, as counted in webhook_certificate_reload_total{result}.
+ReloadResult = Literal["success", "error", "unchanged"]
 
 
 class ServingCertificate:
@@ -44,11 +49,14 @@ class ServingCertificate:
     def current_fingerprint(self) -> str:
         return fingerprint(self.paths)
 
-    def reload(self) -> bool:
+    def reload(self) -> ReloadResult:
         """Serve the pair on disk if it changed and is valid; keep the old one otherwise."""
         seen = self.current_fingerprint()
         if seen == self.fingerprint:
-            return False
+            # The files are the serving pair again (a refused edit undone): nothing is wrong.
+            log.info("TLS certificate files match the serving certificate again; nothing to reload",
+                     extra={"event": "cert_reload", "result": "unchanged"})
+            return "unchanged"
         try:
             context, not_after = _load(self.cert_dir)
         except CertificateError as exc:
@@ -56,11 +64,11 @@ class ServingCertificate:
             # a moment later, and that write is the change that brings it in.
             log.error("refusing new TLS certificate, keeping the current one: %s", exc,
                       extra={"event": "cert_reload", "result": "error"})
-            return False
+            return "error"
         self._current, self.not_after, self.fingerprint = context, not_after, seen
         log.info("serving new TLS certificate (expires %s)", not_after.isoformat(),
                  extra={"event": "cert_reload", "result": "success"})
-        return True
+        return "success"
 
     def _select_context(self, ssl_obj: ssl.SSLObject, _server_name: str | None,
                         _context: ssl.SSLContext) -> None:
