@@ -1,4 +1,5 @@
-"""Certificates that must not be served or kept: expired or unreadable."""
+"""Certificates that must not be served or kept: expired or unreadable;
+and `certs generate` inputs that must not destroy a CA key or end in a traceback."""
 
 from __future__ import annotations
 
@@ -128,3 +129,20 @@ def test_if_missing_renews_an_expired_pair_and_keeps_the_ca(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     assert _not_after(tmp_path / "tls.crt") > datetime.now(timezone.utc)
     assert (tmp_path / "ca.crt").read_bytes() == ca
+
+
+def test_an_existing_ca_key_is_never_overwritten(tmp_path: Path) -> None:
+    generate(tmp_path, service="webhook", namespace="webhook-system")
+    (tmp_path / "ca.crt").unlink()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    result = _generate_cli(tmp_path)
+    assert result.returncode == 1
+    assert "ca.crt" in result.stderr and "ca.key" in result.stderr and "Traceback" not in result.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing written
+
+
+def test_days_beyond_any_date_is_a_clear_error(tmp_path: Path) -> None:
+    result = _generate_cli(tmp_path / "c", "--days", "999999999")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "--days" in result.stderr, result.stderr
+    assert not (tmp_path / "c").exists()
