@@ -86,6 +86,30 @@ def generate(out_dir: Path, *, service: str, namespace: str, days: int = 365,
                                  dns_names=dns_names)
 
 
+def reissue_reason(out_dir: Path, *, service: str, namespace: str) -> str | None:
+    """Why `generate --if-missing` must issue a serving certificate in `out_dir`; None when
+    the pair there is valid now and covers the service's names."""
+    from webhook.tls import CertificateError, ServingCertificate
+
+    cert_path = out_dir / TLS_CERT
+    if not (cert_path.exists() or (out_dir / TLS_KEY).exists()):
+        return "no serving certificate yet"
+    try:
+        ServingCertificate(out_dir)  # readable, a matching pair, not expired
+    except CertificateError as exc:
+        return str(exc)
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        covered = set(sans.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        covered = set()
+    uncovered = [name for name in service_dns_names(service, namespace) if name not in covered]
+    if uncovered:
+        return f"{cert_path} does not cover {', '.join(uncovered)}"
+    return None
+
+
 def _spki(public_key: PublicKeyTypes) -> bytes:
     return public_key.public_bytes(serialization.Encoding.DER,
                                    serialization.PublicFormat.SubjectPublicKeyInfo)
