@@ -27,6 +27,9 @@ CA_CERT, CA_KEY, TLS_CERT, TLS_KEY = "ca.crt", "ca.key", "tls.crt", "tls.key"
 _BACKDATE = timedelta(minutes=5)
 # The CA outlives many serving certificates so that the caBundle rarely changes.
 CA_DAYS = 3650
+# A century: ample (a serving certificate ends with its CA anyway), and far from the
+# year 9999 where date arithmetic overflows.
+MAX_DAYS = 36500
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,16 @@ def service_dns_names(service: str, namespace: str) -> tuple[str, ...]:
 
 def generate(out_dir: Path, *, service: str, namespace: str, days: int = 365,
              now: datetime | None = None) -> GeneratedCertificates:
-    if days < 1:
-        raise ValueError("--days must be at least 1")
+    if not 1 <= days <= MAX_DAYS:
+        raise ValueError(f"--days must be between 1 and {MAX_DAYS}")
     now = now or datetime.now(timezone.utc)
-    out_dir.mkdir(parents=True, exist_ok=True)
     ca_key_path = out_dir / CA_KEY
     ca_reused = ca_key_path.exists() and (out_dir / CA_CERT).exists()
+    if ca_key_path.exists() and not ca_reused:
+        # A new CA would overwrite the key behind the caBundle that clusters may trust.
+        raise ValueError(f"{ca_key_path} exists but {out_dir / CA_CERT} is missing: restore "
+                         f"{CA_CERT}, or move {CA_KEY} away to create a new CA")
+    out_dir.mkdir(parents=True, exist_ok=True)
     if ca_reused:
         ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
         ca_cert = x509.load_pem_x509_certificate((out_dir / CA_CERT).read_bytes())
@@ -77,6 +84,30 @@ def generate(out_dir: Path, *, service: str, namespace: str, days: int = 365,
     return GeneratedCertificates(out_dir=out_dir, ca_reused=ca_reused,
                                  ca_pem=ca_cert.public_bytes(serialization.Encoding.PEM),
                                  dns_names=dns_names)
+
+
+def reissue_reason(out_dir: Path, *, service: str, namespace: str) -> str | None:
+    """Why `generate --if-missing` must issue a serving certificate in `out_dir`; None when
+    the pair there is valid now and covers the service's names."""
+    from webhook.tls import CertificateError, ServingCertificate
+
+    cert_path = out_dir / TLS_CERT
+    if not (cert_path.exists() or (out_dir / TLS_KEY).exists()):
+        return "no serving certificate yet"
+    try:
+        ServingCertificate(out_dir)  # readable, a matching pair, not expired
+    except CertificateError as exc:
+        return str(exc)
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        covered = set(sans.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        covered = set()
+    uncovered = [name for name in service_dns_names(service, namespace) if name not in covered]
+    if uncovered:
+        return f"{cert_path} does not cover {', '.join(uncovered)}"
+    return None
 
 
 def _spki(public_key: PublicKeyTypes) -> bytes:

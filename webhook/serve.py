@@ -63,8 +63,8 @@ async def _watch_certificate(app: web.Application) -> AsyncIterator[None]:
     assert certificate is not None
 
     async def reload() -> None:
-        changed = await asyncio.to_thread(certificate.reload)
-        metrics.CERT_RELOADS.labels(result="success" if changed else "error").inc()
+        result = await asyncio.to_thread(certificate.reload)
+        metrics.CERT_RELOADS.labels(result=result).inc()
         metrics.CERT_NOT_AFTER.set(certificate.not_after.timestamp())
 
     task = asyncio.create_task(watch(certificate.current_fingerprint, reload,

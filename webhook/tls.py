@@ -14,6 +14,7 @@ import logging
 import ssl
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 from webhook.filewatch import fingerprint
 
@@ -25,6 +26,10 @@ KEY_FILE = "tls.key"
 
 class CertificateError(RuntimeError):
     pass
+
+
+# What a reload did, as counted in webhook_certificate_reload_total{result}.
+ReloadResult = Literal["success", "error", "unchanged"]
 
 
 class ServingCertificate:
@@ -44,11 +49,14 @@ class ServingCertificate:
     def current_fingerprint(self) -> str:
         return fingerprint(self.paths)
 
-    def reload(self) -> bool:
+    def reload(self) -> ReloadResult:
         """Serve the pair on disk if it changed and is valid; keep the old one otherwise."""
         seen = self.current_fingerprint()
         if seen == self.fingerprint:
-            return False
+            # The files are the serving pair again (a refused edit undone): nothing is wrong.
+            log.info("TLS certificate files match the serving certificate again; nothing to reload",
+                     extra={"event": "cert_reload", "result": "unchanged"})
+            return "unchanged"
         try:
             context, not_after = _load(self.cert_dir)
         except CertificateError as exc:
@@ -56,11 +64,11 @@ class ServingCertificate:
             # a moment later, and that write is the change that brings it in.
             log.error("refusing new TLS certificate, keeping the current one: %s", exc,
                       extra={"event": "cert_reload", "result": "error"})
-            return False
+            return "error"
         self._current, self.not_after, self.fingerprint = context, not_after, seen
         log.info("serving new TLS certificate (expires %s)", not_after.isoformat(),
                  extra={"event": "cert_reload", "result": "success"})
-        return True
+        return "success"
 
     def _select_context(self, ssl_obj: ssl.SSLObject, _server_name: str | None,
                         _context: ssl.SSLContext) -> None:
@@ -75,21 +83,34 @@ def _new_context() -> ssl.SSLContext:
 
 
 def _load(cert_dir: Path) -> tuple[ssl.SSLContext, datetime]:
-    """A fresh context holding the pair in `cert_dir`, and the certificate's expiry."""
+    """A fresh context holding the pair in `cert_dir`, and the certificate's expiry.
+
+    An expired certificate is refused: every API server would reject it, and a
+    server that starts (or reloads) with one only hides that until the first request."""
     cert_path, key_path = cert_dir / CERT_FILE, cert_dir / KEY_FILE
-    for path in (cert_path, key_path):
-        if not path.is_file():
-            # The hint is a whole command (the names `make run` uses): it is what gets pasted.
-            raise CertificateError(f"{path} not found (for local use, generate development "
-                                   f"certificates with 'webhook certs generate --out {cert_dir} "
-                                   f"--service webhook --namespace webhook-system')")
+    cert_pem = _read(cert_path, cert_dir)
+    _read(key_path, cert_dir)
     context = _new_context()
     try:
         context.load_cert_chain(cert_path, key_path)
-        not_after = certificate_not_after(cert_path.read_bytes())
+        not_after = certificate_not_after(cert_pem)
     except (ssl.SSLError, OSError, ValueError) as exc:
         raise CertificateError(f"{cert_path} and {key_path} are not a valid pair: {exc}") from None
+    if not_after <= datetime.now(timezone.utc):
+        raise CertificateError(f"{cert_path} expired on {not_after:%Y-%m-%d %H:%M} UTC")
     return context, not_after
+
+
+def _read(path: Path, cert_dir: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        # The hint is a whole command (the names `make run` uses): it is what gets pasted.
+        raise CertificateError(f"{path} not found (for local use, generate development "
+                               f"certificates with 'webhook certs generate --out {cert_dir} "
+                               f"--service webhook --namespace webhook-system')") from None
+    except OSError as exc:  # e.g. a directory the server's user may not read
+        raise CertificateError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def certificate_not_after(pem: bytes) -> datetime:
