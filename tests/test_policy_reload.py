@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
+
+from aiohttp import web
 
 from tests.conftest import SHIPPED_POLICIES, copy_policies
 from tests.test_inject_shipped import pod
 from webhook.policy.holder import PolicyHolder
+from webhook.serve import _watch_policies
+from webhook.server import STATE
 
 EXTRA = """apiVersion: runtime.platform.io/v1
 kind: InjectionPolicy
@@ -145,3 +152,31 @@ def test_a_directory_that_cannot_be_listed_is_a_reload_error(tmp_path: Path, mon
     assert holder.reload() is False
     assert holder.current.revision == revision
     assert holder.last_error == f"{policies}: cannot read the policy directory: Permission denied"
+
+
+def test_an_edit_made_while_the_server_starts_is_not_missed(tmp_path: Path) -> None:
+    # The edit lands after the policies were read and before the watcher takes its
+    # first look: a watcher that took that look as its baseline would never reload
+    # (a worker restarted by the supervisor would serve the old set until the next edit).
+    policies = copy_policies(tmp_path / "policies")
+    holder = PolicyHolder.load(policies)
+    served = holder.current.revision
+    (policies / "extra.yaml").write_text(EXTRA % "late")
+    app = web.Application()
+    app[STATE] = SimpleNamespace(policies=holder)
+
+    async def start_and_wait() -> None:
+        watcher = _watch_policies(app)
+        await watcher.__anext__()
+        try:
+            for _ in range(40):
+                if holder.current.revision != served:
+                    return
+                await asyncio.sleep(0.1)
+        finally:
+            with contextlib.suppress(StopAsyncIteration):
+                await watcher.__anext__()
+
+    asyncio.run(start_and_wait())
+    assert holder.current.revision != served
+    assert any(p.metadata.name == "extra" for p in holder.current.injection)

@@ -31,13 +31,17 @@ def fingerprint(paths: Iterable[Path]) -> str:
 
 
 async def watch(compute: Callable[[], str], on_change: Callable[[], Awaitable[None]], *,
-                interval: float, name: str) -> None:
+                interval: float, name: str, initial: str | None = None) -> None:
     """Call `on_change` whenever `compute()` returns something new; runs until cancelled.
+
+    `initial` is the fingerprint of what is being served, taken before it was read:
+    without it the first `compute()` is the baseline, and an edit made between the
+    load and the watcher's start would never be seen.
 
     `compute` runs on the event loop: hashing a few small files from a tmpfs volume
     takes well under a millisecond, less than handing it to a thread would cost (and
     idle threads each keep a malloc arena of their own)."""
-    last = compute()
+    last = initial if initial is not None else compute()
     while True:
         await asyncio.sleep(interval)
         try:

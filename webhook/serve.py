@@ -53,7 +53,7 @@ async def _watch_policies(app: web.Application) -> AsyncIterator[None]:
         await asyncio.to_thread(reload_and_settle)
 
     task = asyncio.create_task(watch(holder.fingerprint, reload, interval=WATCH_INTERVAL_SECONDS,
-                                     name="policies"))
+                                     name="policies", initial=holder.loaded_fingerprint))
     yield
     task.cancel()
 
@@ -68,7 +68,8 @@ async def _watch_certificate(app: web.Application) -> AsyncIterator[None]:
         metrics.CERT_NOT_AFTER.set(certificate.not_after.timestamp())
 
     task = asyncio.create_task(watch(certificate.current_fingerprint, reload,
-                                     interval=WATCH_INTERVAL_SECONDS, name="certificate"))
+                                     interval=WATCH_INTERVAL_SECONDS, name="certificate",
+                                     initial=certificate.fingerprint))
     yield
     task.cancel()
 

@@ -24,6 +24,9 @@ class PolicyHolder:
         self.current = initial
         self.last_error: str | None = None
         self.last_success = time.time()
+        # the directory's fingerprint when `initial` was read (None: not known), the
+        # baseline for the watcher that reloads on change
+        self.loaded_fingerprint: str | None = None
         metrics.POLICY_LAST_RELOAD_SUCCESS.set(self.last_success)
         metrics.POLICY_INFO.labels(revision=initial.revision).set(1)
         _log_warnings(initial)
@@ -31,13 +34,14 @@ class PolicyHolder:
     @classmethod
     def load(cls, directory: Path) -> PolicyHolder:
         """Load the directory or raise PolicyLoadError: the server refuses to start on errors."""
-        return cls(directory, load_policy_dir(directory))
+        # Taken before reading, so that an edit made while loading shows as a change.
+        loaded_from = _fingerprint(directory)
+        holder = cls(directory, load_policy_dir(directory))
+        holder.loaded_fingerprint = loaded_from
+        return holder
 
     def fingerprint(self) -> str:
-        try:
-            return fingerprint(policy_files(self.directory))
-        except OSError:
-            return "unreadable"
+        return _fingerprint(self.directory)
 
     def reload(self) -> bool:
         try:
@@ -65,6 +69,13 @@ class PolicyHolder:
                  new.revision, new.policy_count,
                  extra={"event": "policy_reload", "result": "success", "revision": new.revision})
         return True
+
+
+def _fingerprint(directory: Path) -> str:
+    try:
+        return fingerprint(policy_files(directory))
+    except OSError:
+        return "unreadable"
 
 
 def _log_warnings(policy_set: PolicySet) -> None:
