@@ -142,7 +142,6 @@ def test_reissue_reason_names_expiry_and_uncovered_names(tmp_path: Path) -> None
     assert expired is not None and f"expired on {_not_after(tmp_path / 'tls.crt'):%Y-%m-%d}" in expired
 
 
-@pytest.mark.xfail(strict=True, reason="needs cli.py's --if-missing to ask certs.reissue_reason")
 def test_if_missing_reissues_for_another_service_and_says_why(tmp_path: Path) -> None:
     generate(tmp_path, service="webhook", namespace="webhook-system", days=30)
     result = _generate_cli(tmp_path, "--if-missing", service="other-svc", namespace="prod")

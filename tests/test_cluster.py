@@ -241,6 +241,8 @@ def test_install_ca_errors_are_one_line(fake: FakeApiServer, kubeconfig: Path, t
 
     usage = run("install-ca", "-n", NS, "--days", "20", "--kubeconfig", str(kubeconfig))
     assert usage.returncode == 2 and "--renew-before-days" in usage.stderr
+    beyond = run("install-ca", "-n", NS, "--days", "999999999", "--kubeconfig", str(kubeconfig))
+    assert beyond.returncode == 2 and beyond.stderr == "webhook install-ca: --days must be between 1 and 36500\n"
 
     no_config = run("install-ca", "-n", NS, "--kubeconfig", str(tmp_path / "absent"))
     assert no_config.returncode == 1 and no_config.stderr.count("\n") == 1

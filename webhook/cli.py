@@ -133,7 +133,8 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--namespace", required=True)
     gen.add_argument("--days", type=int, default=365)
     gen.add_argument("--if-missing", action="store_true",
-                     help="do nothing when DIR already holds a valid tls.crt/tls.key pair")
+                     help="do nothing when DIR already holds a tls.crt/tls.key pair that is valid now "
+                          "and covers the service's names")
 
     policies = sub.add_parser("policies", help="policy tools").add_subparsers(
         dest="policies_command", required=True, metavar="COMMAND")
@@ -359,19 +360,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _certs_generate(args: argparse.Namespace) -> int:
-    from webhook.certs import generate
-    from webhook.tls import CertificateError, ServingCertificate
+    from webhook.certs import generate, reissue_reason
 
-    if args.if_missing:
-        try:
-            ServingCertificate(args.out)
-        except CertificateError:
-            pass
-        else:
-            print(f"{args.out}: a valid tls.crt/tls.key pair exists; nothing to do "
-                  f"(CA: {args.out / 'ca.crt'})", file=sys.stderr)
-            return 0
     try:
+        if args.if_missing:
+            reason = reissue_reason(args.out, service=args.service, namespace=args.namespace)
+            if reason is None:
+                print(f"{args.out}: a valid tls.crt/tls.key pair exists; nothing to do "
+                      f"(CA: {args.out / 'ca.crt'})", file=sys.stderr)
+                return 0
+            print(f"{args.out}: issuing a serving certificate: {reason}", file=sys.stderr)
         result = generate(args.out, service=args.service, namespace=args.namespace, days=args.days)
     except (ValueError, OSError) as exc:
         print(f"webhook certs generate: {exc}", file=sys.stderr)

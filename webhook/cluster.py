@@ -30,7 +30,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from webhook.certs import CA_CERT, CA_KEY, TLS_CERT, TLS_KEY, generate, service_dns_names
+from webhook.certs import CA_CERT, CA_KEY, MAX_DAYS, TLS_CERT, TLS_KEY, generate, service_dns_names
 from webhook.policy.loader import PolicySet
 
 TLS_SECRET_TYPE = "kubernetes.io/tls"
@@ -230,8 +230,8 @@ class _CA:
 
 def check_install_args(*, days: int, renew_before_days: int) -> None:
     """ValueError for settings that cannot work (before anything talks to the cluster)."""
-    if days < 1:
-        raise ValueError("--days must be at least 1")
+    if not 1 <= days <= MAX_DAYS:
+        raise ValueError(f"--days must be between 1 and {MAX_DAYS}")
     if renew_before_days < 0:
         raise ValueError("--renew-before-days must not be negative")
     if days <= renew_before_days:
