@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import shutil
 import subprocess
@@ -33,3 +34,15 @@ def test_runtime_stage_contract() -> None:
     assert 'ENTRYPOINT ["webhook", "serve"]' in runtime
     assert "gcc" not in runtime and "build-essential" not in runtime
     assert f"pod-runtime-webhook=={__version__}" in runtime
+
+
+def test_dockerignore_keeps_what_the_build_copies_and_leaves_out_the_dev_ca() -> None:
+    # An ignored COPY source would break the build; certs/ holds a development CA key.
+    ignored = [line.strip() for line in (DOCKERFILE.parent / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    copied = [src for line in re.findall(r"^COPY (?!--)(.+) \S+$", DOCKERFILE.read_text(), flags=re.M)
+              for src in line.split()]
+    assert copied == ["pyproject.toml", "README.md", "webhook", "policies"]
+    for source in copied:
+        assert not any(fnmatch.fnmatch(source, pattern) for pattern in ignored), source
+    assert {"certs", ".git", ".venv"} <= set(ignored)
