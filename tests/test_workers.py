@@ -158,3 +158,21 @@ def test_a_single_worker_leaves_no_live_gauges_in_a_given_multiproc_dir(
     assert list(tmp_path.glob("gauge_live*.db"))
     assert server.stop() == 0
     assert list(tmp_path.glob("gauge_live*.db")) == []
+
+
+def test_the_default_worker_count_follows_the_containers_cpu_limit(tmp_path: Path) -> None:
+    from webhook.workers import available_cpus
+
+    visible = len(os.sched_getaffinity(0))
+    v2, v1, none = tmp_path / "v2", tmp_path / "v1", tmp_path / "none"
+    v2.mkdir()
+    (v1 / "cpu").mkdir(parents=True)
+    none.mkdir()
+    (v2 / "cpu.max").write_text("50000 100000\n")           # half a CPU: one worker
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")  # cgroup v1, one CPU
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert available_cpus(v2) == 1 and available_cpus(v1) == 1
+    assert available_cpus(none) == visible
+    (v2 / "cpu.max").write_text("max 100000\n")
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert available_cpus(v2) == available_cpus(v1) == visible

@@ -32,17 +32,30 @@ _MIN_HEALTHY_SECONDS = 5.0
 _MAX_BACKOFF_SECONDS = 10.0
 
 
-def available_cpus() -> int:
-    """CPUs this process may use: the affinity mask, capped by a cgroup v2 CPU quota
-    (os.cpu_count() reports the node's CPUs, not the container's limit)."""
+def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: the affinity mask, capped by the container's CPU
+    quota (os.cpu_count() reports the node's CPUs, not the container's limit)."""
     count = len(os.sched_getaffinity(0))
+    quota = _cpu_quota(cgroup)
+    if quota is not None:
+        count = min(count, max(1, math.ceil(quota)))
+    return max(1, count)
+
+
+def _cpu_quota(cgroup: Path) -> float | None:
+    """The CPU limit in CPUs, from cgroup v2's cpu.max or cgroup v1's CFS files (nodes
+    still on v1 would otherwise get a worker per node CPU); None when unlimited."""
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+        quota, period = (cgroup / "cpu.max").read_text().split()
+        return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
         pass
-    return max(1, count)
+    try:
+        quota_us = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us   # -1: no limit
+    except (OSError, ValueError):
+        return None
 
 
 def _worker_main(config: object, log_level: str, log_format: str) -> None:
