@@ -341,3 +341,20 @@ def test_a_value_unequal_to_itself_is_left_alone() -> None:
                  policies=policies_from_yaml(policy("env", ENV_X % "Keep")))
     assert [op["path"] for op in result.patch if op["path"].startswith("/spec/containers/0")] == \
         ["/spec/containers/0/env"]
+
+
+@pytest.mark.parametrize(("old", "new", "ops"), [
+    ([1, 2], [0, 1, 2], [("add", "/l/0")]),
+    ([1, 2], [1, 2, 3], [("add", "/l/-")]),
+    ([1, 2, 3], [0, 1, 9, 3], [("add", "/l/0"), ("replace", "/l/2")]),
+    ([1], [0, 9], [("add", "/l/0"), ("replace", "/l/1")]),
+    ([1, 2, 3], [0, 8, 9, 3], [("replace", "/l")]),   # most elements changed: one replacement
+    ([1, 2, 3], [1, 3], [("replace", "/l")]),
+])
+def test_list_ops_insert_at_the_front_and_replace_in_place(old: list, new: list, ops: list) -> None:
+    import jsonpatch
+
+    from webhook.engine.patch import list_ops
+    patch = list_ops("/l", old, new)
+    assert [(op["op"], op["path"]) for op in patch] == ops
+    assert jsonpatch.apply_patch({"l": old}, patch) == {"l": new}
