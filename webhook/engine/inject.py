@@ -368,7 +368,7 @@ def _inject_into(container: dict[str, Any], policy: CompiledInjection, record: P
             added_to: dict[str, list[str]] = getattr(record, field_.record)
             added_to.setdefault(name, []).extend(added)
             if inserted:
-                s.env_front[name] = front + inserted  # type: ignore[operator]
+                s.env_front[name] = s.env_front.get(name, 0) + inserted
     return container if updated is None else updated
 
 
