@@ -48,6 +48,7 @@ import yaml
 
 from tests.apiserver import AdmissionResult
 from tests.conftest import SHIPPED_POLICIES, ServerProcess
+from tests.engine_helpers import unexpanded
 
 HERE = Path(__file__).resolve().parent
 CORPUS_DIR = HERE / "data" / "corpus"
@@ -296,6 +297,29 @@ def test_identity_init_runs_first(admit: Callable[[CorpusPod], Admission], case:
     else:
         assert IDENTITY_INIT not in init, \
             f"{IDENTITY_INIT} injected into a pod the identity policy must skip: {init}"
+
+
+@pytest.mark.parametrize("case", corpus_params())
+def test_own_env_references_to_injected_vars_expand(admit: Callable[[CorpusPod], Admission],
+                                                    case: CorpusPod) -> None:
+    """The kubelet expands `$(VAR)` in an env value only from the vars defined before it: a
+    reference the pod's own env makes must expand after injection if it did before, or if
+    it names a var the injection defines in that container."""
+    patched = _admitted(admit, case).patched
+    groups = ("initContainers", "containers")
+    original = {c.get("name"): c for key in groups for c in _items((case.pod.get("spec") or {}).get(key))}
+    failures = []
+    for c in (c for key in groups for c in _items((patched.get("spec") or {}).get(key))):
+        if c.get("name") not in original:
+            continue  # an injected container
+        own = original[c.get("name")]
+        before = unexpanded(own)
+        injected = {e.get("name") for e in _items(c.get("env"))} - {e.get("name") for e in _items(own.get("env"))}
+        for name, missing in unexpanded(c).items():
+            broken = missing - (before[name] - injected) if name in before else set()
+            if broken:
+                failures.append(f"{c.get('name')}: env {name} leaves {sorted(broken)} unexpanded")
+    assert not failures, "\n".join(failures)
 
 
 @pytest.mark.parametrize("case", corpus_params())

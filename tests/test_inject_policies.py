@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.engine_helpers import env_names, names, policies_from_yaml, run
+from tests.engine_helpers import env_names, names, policies_from_yaml, run, runtime_env
 from webhook.engine.ledger import LEDGER_ANNOTATION
 from webhook.engine.patch import escape
 from webhook.policy.errors import PolicyLoadError
@@ -308,7 +308,7 @@ inject:
 """))
     first = run(pod({"name": "app", "image": "a", "ports": [{"containerPort": 80}]},
                     {"name": "side", "image": "b", "env": [{"name": "OWN", "value": "1"}]}), policies=older)
-    assert [env_names(c) for c in first.pod["spec"]["containers"]] == [["REGION"], ["OWN", "REGION"]]
+    assert [env_names(c) for c in first.pod["spec"]["containers"]] == [["REGION"], ["REGION", "OWN"]]
 
     current = policies_from_yaml(policy("shared", "inject:\n  labels: {team: platform}\n"))
     result = run(first.pod, policies=current)  # the patch, applied to the returning pod, gives result.pod
@@ -341,3 +341,103 @@ def test_a_value_unequal_to_itself_is_left_alone() -> None:
                  policies=policies_from_yaml(policy("env", ENV_X % "Keep")))
     assert [op["path"] for op in result.patch if op["path"].startswith("/spec/containers/0")] == \
         ["/spec/containers/0/env"]
+
+
+PLATFORM_X = """
+inject:
+  env:
+    - {name: PLATFORM, value: p}
+    - {name: X, value: policy, onConflict: %s}
+"""
+# X referenced by a var defined after it: the reference holds only while X stays before it.
+OWN_ENV = [{"name": "A", "value": "a"}, {"name": "X", "value": "user"}, {"name": "B", "value": "$(X)-$(PLATFORM)"}]
+
+
+def ledger_of(result_pod: dict) -> dict:
+    return json.loads(result_pod["metadata"]["annotations"][LEDGER_ANNOTATION])
+
+
+def test_env_replace_keeps_the_replaced_vars_place() -> None:
+    result = run(pod({"name": "app", "image": "a", "env": OWN_ENV}),
+                 policies=policies_from_yaml(policy("env", PLATFORM_X % "Replace")))
+    container = result.pod["spec"]["containers"][0]
+    assert container["env"] == [{"name": "PLATFORM", "value": "p"}, {"name": "A", "value": "a"},
+                                {"name": "X", "value": "policy"}, {"name": "B", "value": "$(X)-$(PLATFORM)"}]
+    assert runtime_env(container)["B"] == "policy-p"
+    assert [op for op in result.patch if op["path"].startswith("/spec/")] == [
+        {"op": "add", "path": "/spec/containers/0/env/0", "value": {"name": "PLATFORM", "value": "p"}},
+        {"op": "replace", "path": "/spec/containers/0/env/2", "value": {"name": "X", "value": "policy"}}]
+    recorded = ledger_of(result.pod)["policies"][0]
+    assert recorded["env"] == {"app": ["PLATFORM", "X"]}
+    assert recorded["conflicts"] == [{"kind": "env", "name": "X", "resolution": "Replace", "container": "app"}]
+
+
+def test_env_keep_leaves_the_pods_var_in_its_place() -> None:
+    result = run(pod({"name": "app", "image": "a", "env": OWN_ENV}),
+                 policies=policies_from_yaml(policy("env", PLATFORM_X % "Keep")))
+    container = result.pod["spec"]["containers"][0]
+    assert container["env"] == [{"name": "PLATFORM", "value": "p"}, *OWN_ENV]
+    assert runtime_env(container)["B"] == "user-p"
+    recorded = ledger_of(result.pod)["policies"][0]
+    assert recorded["env"] == {"app": ["PLATFORM"]}
+    assert recorded["conflicts"] == [{"kind": "env", "name": "X", "resolution": "Keep", "container": "app"}]
+
+
+def test_env_from_several_policies_goes_first_in_the_policies_order() -> None:
+    policies = policies_from_yaml(
+        policy("first", "priority: 1\ninject:\n  env: [{name: ONE, value: '1'}, {name: TWO, value: '2'}]\n"),
+        policy("second", "priority: 2\ninject:\n  env: [{name: THREE, value: '$(ONE)$(TWO)'}]\n"))
+    result = run(pod({"name": "app", "image": "a", "envFrom": [{"configMapRef": {"name": "cm"}}],
+                      "env": [{"name": "OWN", "value": "$(THREE)"}]}), policies=policies)
+    container = result.pod["spec"]["containers"][0]
+    assert env_names(container) == ["ONE", "TWO", "THREE", "OWN"]
+    assert runtime_env(container)["OWN"] == "12"
+    assert container["envFrom"] == [{"configMapRef": {"name": "cm"}}]  # envFrom is left alone
+
+
+@pytest.mark.parametrize("user_x", [False, True])
+def test_env_replaced_by_a_later_policy_stays_put_on_reinvocation(user_x: bool) -> None:
+    """A later policy replacing X (the pod's own, or an earlier policy's) in place; `run`
+    checks that a second pass over the patched pod adds nothing."""
+    policies = policies_from_yaml(
+        policy("early", "priority: 1\ninject:\n  env: [{name: X, value: early, onConflict: Replace}]\n"),
+        policy("late", "priority: 2\ninject:\n  env: [{name: Y, value: y}, "
+                       "{name: X, value: late, onConflict: Replace}]\n"))
+    own = OWN_ENV if user_x else [e for e in OWN_ENV if e["name"] != "X"]
+    result = run(pod({"name": "app", "image": "a", "env": own}), policies=policies)
+    env = result.pod["spec"]["containers"][0]["env"]
+    expected = (["Y", "A", "X", "B"] if user_x else ["X", "Y", "A", "B"])
+    assert [e["name"] for e in env] == expected
+    assert {e["name"]: e["value"] for e in env}["X"] == "late"
+
+
+@pytest.mark.parametrize(("old", "new", "ops"), [
+    ([1, 2], [0, 1, 2], [("add", "/l/0")]),
+    ([1, 2], [1, 2, 3], [("add", "/l/-")]),
+    ([1, 2, 3], [0, 1, 9, 3], [("add", "/l/0"), ("replace", "/l/2")]),
+    ([1], [0, 9], [("add", "/l/0"), ("replace", "/l/1")]),
+    ([1, 2, 3], [0, 8, 9, 3], [("replace", "/l")]),   # most elements changed: one replacement
+    ([1, 2, 3], [1, 3], [("replace", "/l")]),
+])
+def test_list_ops_insert_at_the_front_and_replace_in_place(old: list, new: list, ops: list) -> None:
+    import jsonpatch
+
+    from webhook.engine.patch import list_ops
+    patch = list_ops("/l", old, new)
+    assert [(op["op"], op["path"]) for op in patch] == ops
+    assert jsonpatch.apply_patch({"l": old}, patch) == {"l": new}
+
+
+def test_a_replaced_env_var_the_policy_no_longer_injects_stays_in_place() -> None:
+    """The pod's own value was replaced and is not kept anywhere: when the serving set stops
+    injecting the var, the last injected value stays where the pod had its var (removing it
+    would break the pod's later references), and the ledger no longer names it."""
+    first = run(pod({"name": "app", "image": "a", "env": OWN_ENV}),
+                policies=policies_from_yaml(policy("env", PLATFORM_X % "Replace")))
+    current = policies_from_yaml(policy("env", "inject:\n  env: [{name: PLATFORM, value: p}]\n"))
+    result = run(first.pod, policies=current)
+    assert result.pod["spec"]["containers"][0]["env"] == [
+        {"name": "PLATFORM", "value": "p"}, {"name": "A", "value": "a"},
+        {"name": "X", "value": "policy"}, {"name": "B", "value": "$(X)-$(PLATFORM)"}]
+    assert ledger_of(result.pod)["policies"][0] == {
+        "name": "env", "revision": ledger_of(result.pod)["policies"][0]["revision"], "env": {"app": ["PLATFORM"]}}

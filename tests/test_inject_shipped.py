@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.engine_helpers import SHIPPED, env_names, mount_paths, names, run
+from tests.engine_helpers import SHIPPED, env_names, mount_paths, names, run, runtime_env
 from webhook.engine.ledger import LEDGER_ANNOTATION
 
 IDENTITY_ENV = ["POD_NAME", "POD_NAMESPACE", "POD_IP", "NODE_NAME", "POD_SERVICE_ACCOUNT",
@@ -173,8 +173,8 @@ def test_user_env_var_wins_over_the_policy_and_is_recorded() -> None:
     out = run(given).pod
     container = out["spec"]["containers"][0]
     assert service_env(container) == "mine"
-    assert env_names(container).count("SERVICE_NAME") == 1
-    assert env_names(container)[0] == "SERVICE_NAME"
+    # Keep: the pod's own var stays where it was, after the injected ones; none is injected for it.
+    assert env_names(container) == [n for n in IDENTITY_ENV if n != "SERVICE_NAME"] + ["SERVICE_NAME"]
     assert {"kind": "env", "name": "SERVICE_NAME", "resolution": "Keep", "container": "app"} in \
         ledger(out)["policies"][0]["conflicts"]
 
@@ -254,3 +254,25 @@ def test_pod_repeating_a_container_name_is_left_to_the_api_server() -> None:
 def test_wrongly_typed_names_do_not_crash_the_engine() -> None:
     result = run(pod(app(volumeMounts=[{"name": ["x"], "mountPath": ["/y"]}]), volumes=[{"name": []}]))
     assert result.denial is None
+
+
+PEER_ENV = [{"name": "PEER_ID", "value": "$(POD_NAME).$(POD_NAMESPACE)"},
+            {"name": "CERT_FILE", "value": "$(IDENTITY_CERT_DIR)/tls.crt"},
+            {"name": "LITERAL", "value": "$$(POD_NAME)"}]
+
+
+def test_own_env_may_reference_the_injected_identity_vars() -> None:
+    """Kubernetes expands `$(VAR)` only from the vars defined before it in the container's
+    env, so the injected vars go first and the pod's own follow, unchanged and in order."""
+    given = pod(app(env=PEER_ENV), labels={"app": "web"})
+    result = run(given)  # the patch applies with jsonpatch and a second pass adds nothing
+    container = result.pod["spec"]["containers"][0]
+    assert env_names(container) == IDENTITY_ENV + ["PEER_ID", "CERT_FILE", "LITERAL"]
+    assert container["env"][len(IDENTITY_ENV):] == PEER_ENV
+    env = runtime_env(container)
+    assert env["PEER_ID"] == "<metadata.name>.<metadata.namespace>"
+    assert env["CERT_FILE"] == "/var/run/identity/tls.crt"
+    assert env["LITERAL"] == "$(POD_NAME)"
+    # Inserted one by one at the front: the pod's own entries are not rewritten.
+    env_ops = [(op["op"], op["path"]) for op in result.patch if op["path"].startswith("/spec/containers/0/env")]
+    assert env_ops == [("add", f"/spec/containers/0/env/{i}") for i in range(len(IDENTITY_ENV))]

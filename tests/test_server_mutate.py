@@ -23,6 +23,24 @@ def test_deployment_pod_is_injected_and_reinvocation_adds_nothing(server: Server
     assert "patchType" not in second.response
 
 
+def test_own_env_referencing_the_identity_vars_comes_after_them(server: ServerProcess) -> None:
+    """The pod's `$(POD_NAME)` references expand only if the injected vars come first."""
+    from tests.engine_helpers import runtime_env
+    from tests.test_inject_shipped import PEER_ENV
+    given = pod(app(env=PEER_ENV), name=None, owner=("ReplicaSet", "web-6b7f9"),
+                labels={"app": "web", "pod-template-hash": "6b7f9"})
+    first = server.client.admit(given, namespace="shop")
+    assert first.allowed
+    assert [op["path"] for op in first.patch if op["path"].startswith("/spec/containers/0/env")] == \
+        [f"/spec/containers/0/env/{i}" for i in range(len(IDENTITY_ENV))]
+    patched = first.patched(given)
+    container = patched["spec"]["containers"][0]
+    assert env_names(container) == IDENTITY_ENV + [e["name"] for e in PEER_ENV]
+    assert runtime_env(container)["PEER_ID"] == "<metadata.name>.<metadata.namespace>"
+    again = server.client.admit(patched, namespace="shop")
+    assert again.allowed and again.patch is None
+
+
 def test_conflicting_user_container_is_denied_with_a_message(server: ServerProcess) -> None:
     result = server.client.admit(pod(app(), app("traffic-proxy")))
     assert not result.allowed

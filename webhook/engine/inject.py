@@ -90,12 +90,15 @@ class _Sections:
     injected_init: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     injected_names: dict[str, str] = field(default_factory=dict)     # container -> policy
     injected_volumes: dict[str, str] = field(default_factory=dict)   # volume -> policy
+    # Container -> how many env vars earlier policies put at the front of its env: the next
+    # policy's go after them, so the injected ones keep the policies' order.
+    env_front: dict[str, int] = field(default_factory=dict)
 
     def copy(self) -> _Sections:
         return _Sections(list(self.init), list(self.containers), list(self.volumes), dict(self.labels),
                          dict(self.annotations), self.ephemeral_names, self.init_names, self.container_names,
                          list(self.injected_init),
-                         dict(self.injected_names), dict(self.injected_volumes))
+                         dict(self.injected_names), dict(self.injected_volumes), dict(self.env_front))
 
 
 def _name(obj: dict[str, Any]) -> str:
@@ -220,13 +223,22 @@ def _strip(sections: _Sections, ledger: Ledger) -> _Sections:
         return sections
     containers = {n for p in ledger.policies for n in p.containers}
     volumes = {n for p in ledger.policies for n in p.volumes}
-    env: dict[str, set[str]] = {}
+    # An env var that the first policy to inject it put in place of the pod's own (Replace)
+    # stays where it is: this pass replaces it again in that place, where the pod's later
+    # vars may reference it. Any other env var the ledger names is removed.
+    first_in_place: dict[str, dict[str, bool]] = {}   # container -> env name -> replaced in place
     mounts: dict[str, set[str]] = {}
     for record in ledger.policies:
+        replaced = {(c.get("container"), c.get("name")) for c in record.conflicts
+                    if c.get("kind") == "env" and c.get("resolution") == OnConflict.REPLACE.value}
         for container, names in record.env.items():
-            env.setdefault(container, set()).update(names)
+            owners = first_in_place.setdefault(container, {})
+            for n in names:
+                owners.setdefault(n, (container, n) in replaced)
         for container, paths in record.mounts.items():
             mounts.setdefault(container, set()).update(paths)
+    env = {container: {n for n, in_place in owners.items() if not in_place}
+           for container, owners in first_in_place.items()}
 
     def strip_container(c: dict[str, Any]) -> dict[str, Any]:
         name = _name(c)
@@ -345,42 +357,83 @@ def _inject_into(container: dict[str, Any], policy: CompiledInjection, record: P
             [i for i in field_.items if i.targets(name, init=init)]
         if not targeted:
             continue
-        merged, added = _merge(container.get(field_.field_name), targeted, field_, record, policy, rendered, name)
+        env = field_.field_name == "env"
+        front = s.env_front.get(name, 0) if env else None
+        merged, added, inserted = _merge(container.get(field_.field_name), targeted, field_, record, policy,
+                                         rendered, name, front)
         if added:
             if updated is None:
                 updated = dict(container)
             updated[field_.field_name] = merged
             added_to: dict[str, list[str]] = getattr(record, field_.record)
             added_to.setdefault(name, []).extend(added)
+            if inserted:
+                s.env_front[name] = s.env_front.get(name, 0) + inserted
     return container if updated is None else updated
 
 
 def _merge(current: Any, items: tuple[Item, ...] | list[Item], field_: ContainerField, record: PolicyRecord,
-           policy: CompiledInjection, rendered: dict[int, Any], container: str) -> tuple[list[Any], list[str]]:
-    """Append `items` to a container's env or mounts, resolving clashes with what it holds."""
+           policy: CompiledInjection, rendered: dict[int, Any], container: str,
+           front: int | None) -> tuple[list[Any], list[str], int]:
+    """Add `items` to a container's env or mounts, resolving clashes with what it holds.
+
+    With `front` (env), new vars are inserted at that index, after the ones earlier policies
+    injected and before the container's own: Kubernetes expands `$(VAR)` in an env value only
+    from the vars defined before it, so the pod's env may then reference the injected ones.
+    A var that replaces the pod's own takes its place, where the pod's later vars expect it.
+    Without `front` (mounts, whose order means nothing), they are appended. Returns the new
+    list, the names added, and how many were inserted at `front`.
+    """
     merged = dicts_in(current)
     key = field_.key
     present = {value for e in merged if isinstance(value := e.get(key), str)}  # one pass, not one per item
     added: list[str] = []
+    fresh: list[Any] = []
     for item in items:
+        value = rendered[id(item)]
         if item.name in present:
             if not _conflict(item, field_.kind, record, policy=policy.name, theirs=field_.theirs.format(item.name),
                              container=container):
                 continue
-            merged = [e for e in merged if e.get(key) != item.name]
-        merged.append(rendered[id(item)])
+            if front is None:
+                merged = [e for e in merged if e.get(key) != item.name]
+                merged.append(value)
+            else:
+                merged = _replace_in_place(merged, key, item.name, value)
+        elif front is None:
+            merged.append(value)
+        else:
+            fresh.append(value)
         present.add(item.name)
         added.append(item.name)
-    return merged, added
+    if fresh:
+        merged[front:front] = fresh
+    return merged, added, len(fresh)
+
+
+def _replace_in_place(entries: list[dict[str, Any]], key: str, name: str, value: Any) -> list[dict[str, Any]]:
+    """`entries` with the first one named `name` replaced by `value` and any later ones dropped."""
+    out: list[dict[str, Any]] = []
+    done = False
+    for e in entries:
+        if e.get(key) != name:
+            out.append(e)
+        elif not done:
+            out.append(value)
+            done = True
+    return out
 
 
 def _carry_replacements(record: PolicyRecord, previous: PolicyRecord | None) -> None:
     """A Replace removed the user's item on an earlier pass, so this pass cannot see the
-    clash again; keep its record so the ledger, and the pod, stay the same."""
+    clash again; keep its record so the ledger, and the pod, stay the same. Not for env
+    vars: a replaced one keeps its place (see _strip), so each pass meets the clash again,
+    and a var the policy no longer injects must not keep a record of it."""
     if previous is None:
         return
     for entry in previous.conflicts:
-        if entry.get("resolution") == OnConflict.REPLACE.value and entry not in record.conflicts:
+        if entry.get("resolution") == OnConflict.REPLACE.value and entry.get("kind") != "env" \
+                and entry not in record.conflicts:
             record.conflicts.append(entry)
 
 

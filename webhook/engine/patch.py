@@ -19,6 +19,9 @@ def escape(token: str) -> str:
 
 
 def list_ops(path: str, old: list[Any] | None, new: list[Any]) -> list[Op]:
+    """`add .../-` for elements appended; `add .../0`, `.../1`... for elements inserted at the
+    front, then `replace .../N` for the few old elements changed in place (env vars); a
+    replacement of the whole list otherwise."""
     if old is None:
         return [{"op": "add", "path": path, "value": new}] if new else []
     if new == old:
@@ -27,9 +30,19 @@ def list_ops(path: str, old: list[Any] | None, new: list[Any]) -> list[Op]:
     if len(new) > n_old and new[:n_old] == old:
         end = f"{path}/-"  # one string shared by the operations
         return [{"op": "add", "path": end, "value": v} for v in new[n_old:]]
-    if len(new) > n_old and (n_old == 0 or new[-n_old:] == old):
-        return [{"op": "add", "path": f"{path}/{i}", "value": v} for i, v in enumerate(new[: len(new) - n_old])]
-    return [{"op": "replace", "path": path, "value": new}]
+    front = len(new) - n_old
+    if front < 0:
+        return [{"op": "replace", "path": path, "value": new}]
+    if n_old == 0 or new[front:] == old:
+        changed: list[int] = []
+    else:
+        # Elements left alone are shared, so `is` settles most comparisons.
+        changed = [i for i, (o, n) in enumerate(zip(old, new[front:])) if o is not n and o != n]
+        if 2 * len(changed) > n_old and n_old > 1:
+            return [{"op": "replace", "path": path, "value": new}]
+    ops = [{"op": "add", "path": f"{path}/{i}", "value": v} for i, v in enumerate(new[:front])]
+    ops.extend({"op": "replace", "path": f"{path}/{front + i}", "value": new[front + i]} for i in changed)
+    return ops
 
 
 def map_ops(path: str, old: dict[str, Any] | None, new: dict[str, Any]) -> list[Op]:
