@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.test_validate_helpers import KINDS, TODAY, container, controller, pod, policy, policy_set
+from webhook.engine.validate import validate
+from webhook.review import AdmissionRequest
+from webhook.rules.cel import Variables, evaluate
 from webhook.rules.pod_security import check_pod_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,3 +184,233 @@ def test_the_webhooks_own_workloads_pass_the_projects_policies() -> None:
         assert not result.denied
         for _, decision in result.validations[:1]:  # as submitted: nothing injected
             assert decision.violations == (), decision.violations
+
+
+# --- the validating webhook's matchConditions ---------------------------------------
+#
+# The API server evaluates the condition (Kubernetes CEL, cel-go); here the project's
+# own CEL library evaluates it. Both raise on has() of a missing parent and on a field
+# of null, so an unguarded access shows up here as an error. With failurePolicy Fail an
+# error rejects the request, so no case may raise; and a skipped call is a policy
+# bypass unless the server itself admits that request without evaluation, which the
+# differential checks below ask the engine (webhook/engine/validate.py).
+
+MATCH_CONDITION = "evaluated-part-changed"
+CONTROLLER_KINDS = ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "CronJob",
+                    "ReplicationController")
+
+
+def _match_expression() -> str:
+    hook = _find("ValidatingWebhookConfiguration", "pod-runtime-webhook")["webhooks"][0]
+    conditions = hook.get("matchConditions", [])
+    assert [c["name"] for c in conditions] == [MATCH_CONDITION]
+    return conditions[0]["expression"]
+
+
+def _raw_request(kind: str, operation: str, new: Any, old: Any, sub_resource: str) -> dict[str, Any]:
+    group, resource = KINDS[kind]
+    return {"uid": "0b4b1a5e-0000-4000-8000-000000000002",
+            "kind": {"group": group, "version": "v1", "kind": kind},
+            "resource": {"group": group, "version": "v1", "resource": resource},
+            "subResource": sub_resource, "namespace": "default", "operation": operation,
+            "userInfo": {"username": "alice", "uid": "1", "groups": ["system:authenticated"]},
+            "object": new, "oldObject": old}
+
+
+def _webhook_called(kind: str, operation: str, new: Any, old: Any, sub_resource: str = "") -> bool:
+    """The condition's verdict, checked to be the same whether `request.subResource` is
+    absent (the API server converts the request with omitempty) or an empty string."""
+    raw = _raw_request(kind, operation, new, old, sub_resource)
+    request = {k: v for k, v in raw.items() if k not in ("object", "oldObject")}
+    verdicts = set()
+    for variant in (request, {k: v for k, v in request.items() if not (k == "subResource" and not v)}):
+        variables = Variables({"object": copy.deepcopy(new), "oldObject": copy.deepcopy(old), "request": variant})
+        verdicts.add(evaluate(_match_expression(), variables))  # raises CelError on an evaluation error
+    assert len(verdicts) == 1, verdicts
+    return verdicts.pop()
+
+
+def _server_evaluates(kind: str, operation: str, new: Any, old: Any, sub_resource: str = "") -> bool:
+    """Whether the server evaluates the request (rather than admitting it untouched): a
+    policy that applies to everything shows up in applied_policies only when evaluated."""
+    policies = policy_set(policy("everything", [{"podSecurity": {"level": "baseline"}}], action="Audit"))
+    request = AdmissionRequest.from_dict(_raw_request(kind, operation, new, old, sub_resource))
+    return "everything" in validate(request, policies, today=TODAY).applied_policies
+
+
+def _template(obj: dict[str, Any]) -> dict[str, Any]:
+    """The evaluated pod template of a controller (the pod itself for a Pod)."""
+    if obj["kind"] == "Pod":
+        return obj
+    spec = obj["spec"]["jobTemplate"]["spec"] if obj["kind"] == "CronJob" else obj["spec"]
+    return spec["template"]
+
+
+def _object(kind: str) -> dict[str, Any]:
+    template = pod(container("app", "registry.example.com/app:1.0"), labels={"app": "web"},
+                   annotations={"team": "a"})
+    return template if kind == "Pod" else controller(kind, template)
+
+
+def _changed(obj: dict[str, Any], change: Any) -> dict[str, Any]:
+    new = copy.deepcopy(obj)
+    change(new)
+    return new
+
+
+def _relabel(o: dict[str, Any]) -> None:
+    o["metadata"]["labels"] = {"app": "web", "pod-template-hash": "5d8f"}
+    o["metadata"]["finalizers"] = ["batch.kubernetes.io/job-tracking"]
+    o["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d8f",
+                                         "uid": "7c1e", "controller": True}]
+
+
+def _new_image(o: dict[str, Any]) -> None:
+    _template(o)["spec"]["containers"][0]["image"] = "registry.example.com/app:2.0"
+
+
+def _template_labels(o: dict[str, Any]) -> None:
+    _template(o)["metadata"]["labels"] = {"app": "web", "tier": "front"}
+
+
+def _template_annotations(o: dict[str, Any]) -> None:
+    _template(o)["metadata"]["annotations"] = {"team": "b"}
+
+
+def _debug_container(o: dict[str, Any]) -> None:
+    o["spec"]["ephemeralContainers"] = [{"name": "debugger", "image": "busybox", "targetContainerName": "app"}]
+
+
+def _drop(*path: str) -> Any:
+    def change(o: dict[str, Any]) -> None:
+        for key in path[:-1]:
+            o = o[key]
+        del o[path[-1]]
+    return change
+
+
+def _set(path: tuple[str, ...], value: Any) -> Any:
+    def change(o: dict[str, Any]) -> None:
+        for key in path[:-1]:
+            o = o[key]
+        o[path[-1]] = value
+    return change
+
+
+def _no_finalizers(o: dict[str, Any]) -> None:
+    o["metadata"].pop("finalizers", None)
+
+
+POD, DEPLOYMENT, CRONJOB = _object("Pod"), _object("Deployment"), _object("CronJob")
+FINALIZED_POD = _changed(POD, _relabel)
+# (case, kind, operation, subresource, new, old, whether the webhook must be called)
+MATCH_CASES: list[tuple[str, str, str, str, Any, Any, bool]] = [
+    ("create-pod", "Pod", "CREATE", "", POD, None, True),
+    ("create-deployment", "Deployment", "CREATE", "", DEPLOYMENT, None, True),
+    ("create-pod-without-spec", "Pod", "CREATE", "", _changed(POD, _drop("spec")), None, True),
+    ("pod-labels-finalizers-ownerrefs", "Pod", "UPDATE", "", FINALIZED_POD, POD, False),
+    ("pod-finalizer-removed-by-job-controller", "Pod", "UPDATE", "", _changed(FINALIZED_POD, _no_finalizers),
+     FINALIZED_POD, False),
+    ("pod-spec-changed", "Pod", "UPDATE", "", _changed(POD, _new_image), POD, True),
+    ("pod-ephemeral-container-added", "Pod", "UPDATE", "ephemeralcontainers", _changed(POD, _debug_container),
+     POD, True),
+    ("pod-ephemeralcontainers-unchanged", "Pod", "UPDATE", "ephemeralcontainers", POD, POD, True),
+    ("deployment-scaled", "Deployment", "UPDATE", "", _changed(DEPLOYMENT, _set(("spec", "replicas"), 5)),
+     DEPLOYMENT, False),
+    ("deployment-metadata-only", "Deployment", "UPDATE", "", _changed(DEPLOYMENT, _relabel), DEPLOYMENT, False),
+    ("deployment-template-spec", "Deployment", "UPDATE", "", _changed(DEPLOYMENT, _new_image), DEPLOYMENT, True),
+    ("deployment-template-labels", "Deployment", "UPDATE", "", _changed(DEPLOYMENT, _template_labels),
+     DEPLOYMENT, True),
+    ("deployment-template-annotations", "Deployment", "UPDATE", "", _changed(DEPLOYMENT, _template_annotations),
+     DEPLOYMENT, True),
+    ("cronjob-template-spec", "CronJob", "UPDATE", "", _changed(CRONJOB, _new_image), CRONJOB, True),
+    ("cronjob-schedule-only", "CronJob", "UPDATE", "", _changed(CRONJOB, _set(("spec", "schedule"), "@daily")),
+     CRONJOB, False),
+    ("cronjob-suspended", "CronJob", "UPDATE", "", _changed(CRONJOB, _set(("spec", "suspend"), True)),
+     CRONJOB, False),
+    # Objects lacking the compared part: never an error; called (the server admits them
+    # anyway, or evaluates them: calling is right either way).
+    ("pod-both-without-spec", "Pod", "UPDATE", "", _changed(POD, _drop("spec")), _changed(POD, _drop("spec")),
+     True),
+    ("pod-spec-removed", "Pod", "UPDATE", "", _changed(POD, _drop("spec")), POD, True),
+    ("pod-spec-added", "Pod", "UPDATE", "", POD, _changed(POD, _drop("spec")), True),
+    ("pod-without-metadata", "Pod", "UPDATE", "", _changed(POD, _drop("metadata")), POD, False),
+    ("deployment-without-spec", "Deployment", "UPDATE", "", _changed(DEPLOYMENT, _drop("spec")),
+     _changed(DEPLOYMENT, _drop("spec")), True),
+    ("deployment-without-template", "Deployment", "UPDATE", "", _changed(DEPLOYMENT, _drop("spec", "template")),
+     _changed(DEPLOYMENT, _drop("spec", "template")), True),
+    ("deployment-template-removed", "Deployment", "UPDATE", "", _changed(DEPLOYMENT, _drop("spec", "template")),
+     DEPLOYMENT, True),
+    ("cronjob-without-jobtemplate", "CronJob", "UPDATE", "", _changed(CRONJOB, _drop("spec", "jobTemplate")),
+     _changed(CRONJOB, _drop("spec", "jobTemplate")), True),
+    ("cronjob-jobtemplate-without-spec", "CronJob", "UPDATE", "",
+     _changed(CRONJOB, _drop("spec", "jobTemplate", "spec")), CRONJOB, True),
+    ("cronjob-without-template", "CronJob", "UPDATE", "",
+     _changed(CRONJOB, _drop("spec", "jobTemplate", "spec", "template")),
+     _changed(CRONJOB, _drop("spec", "jobTemplate", "spec", "template")), True),
+    ("update-without-old-object", "Pod", "UPDATE", "", POD, None, True),
+]
+
+
+@pytest.mark.parametrize(("case", "kind", "operation", "sub_resource", "new", "old", "called"), MATCH_CASES,
+                         ids=[c[0] for c in MATCH_CASES])
+def test_validating_webhook_is_not_called_for_updates_the_server_admits_unevaluated(
+        case: str, kind: str, operation: str, sub_resource: str, new: Any, old: Any, called: bool) -> None:
+    assert _webhook_called(kind, operation, new, old, sub_resource) is called
+    if not called:  # a skipped call must be one the server answers "allowed" without evaluating
+        assert not _server_evaluates(kind, operation, new, old, sub_resource)
+
+
+@pytest.mark.parametrize("kind", CONTROLLER_KINDS)
+def test_match_condition_per_controller_kind(kind: str) -> None:
+    obj = _object(kind)
+    for change, called in ((_relabel, False), (_new_image, True), (_template_labels, True),
+                           (_template_annotations, True)):
+        new = _changed(obj, change)
+        assert _webhook_called(kind, "UPDATE", new, obj) is called, (kind, change.__name__)
+        assert _server_evaluates(kind, "UPDATE", new, obj) is called, (kind, change.__name__)
+    assert _webhook_called(kind, "CREATE", obj, None)
+
+
+def test_match_condition_never_skips_what_the_server_evaluates() -> None:
+    """Every pairing of these edits as old and new object, for every kind the rules
+    select: the condition never raises, and it skips only updates the server admits
+    without evaluation. It may call where the server would skip (template metadata
+    beyond labels and annotations), never the reverse."""
+    def template_name(o: dict[str, Any]) -> None:
+        _template(o)["metadata"]["name"] = "ignored"
+
+    def template_spec_removed(o: dict[str, Any]) -> None:
+        _template(o).pop("spec", None)
+
+    def spec_removed(o: dict[str, Any]) -> None:
+        o.pop("spec", None)
+
+    def spec_emptied(o: dict[str, Any]) -> None:
+        o["spec"] = {}
+
+    def outer_spec_field(o: dict[str, Any]) -> None:
+        o["spec"]["paused" if o["kind"] != "Pod" else "nodeName"] = True if o["kind"] != "Pod" else "node-1"
+
+    edits = [lambda o: None, _relabel, _new_image, _template_labels, _template_annotations, template_name,
+             template_spec_removed, spec_removed, spec_emptied, outer_spec_field]
+    skipped = 0
+    for kind in ("Pod", *CONTROLLER_KINDS):
+        base = _object(kind)
+        variants = []
+        for edit in edits:
+            try:
+                variants.append(_changed(base, edit))
+            except (KeyError, TypeError):
+                continue
+        for old in variants:
+            for new in variants:
+                for operation, sub_resource in (("UPDATE", ""), ("UPDATE", "ephemeralcontainers"),
+                                                ("CREATE", "")):
+                    if sub_resource and kind != "Pod":
+                        continue
+                    previous = old if operation == "UPDATE" else None
+                    if not _webhook_called(kind, operation, new, previous, sub_resource):
+                        skipped += 1
+                        assert not _server_evaluates(kind, operation, new, previous, sub_resource), (kind, new, old)
+    assert skipped > 50  # the comparison is exercised, not vacuous
