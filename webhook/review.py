@@ -45,10 +45,15 @@ def request_uid(raw: dict[str, Any]) -> str:
     return uid
 
 
+# The operations an API server sends; metrics label anything else "unknown", so a
+# client cannot add a series per request (or a megabyte label) to every scrape.
+OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
+
+
 def operation_of(raw: dict[str, Any]) -> str:
-    """A review's `request.operation` (as sent) for metrics: "unknown" when not a non-empty string."""
+    """A review's `request.operation` for metrics: "unknown" unless one of OPERATIONS."""
     operation = raw.get("operation")
-    return operation if operation.__class__ is str and operation else "unknown"
+    return operation if operation.__class__ is str and operation in OPERATIONS else "unknown"
 
 
 def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:

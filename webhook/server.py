@@ -21,6 +21,7 @@ from webhook.decision import Decision
 from webhook.engine import mutate, validate
 from webhook.engine.memo import DEFAULT_MAX_ENTRIES, DecisionMemo, FieldPath, compact
 from webhook.jsonvalue import as_dict, dicts_in
+from webhook.logs import shown
 from webhook.policy.holder import PolicyHolder
 from webhook.policy.loader import PolicySet
 from webhook.review import (AdmissionRequest, BadReview, envelope_json, operation_of, read_envelope, request_uid,
@@ -388,8 +389,15 @@ async def _fold_metrics(app: web.Application) -> AsyncIterator[None]:
     tally.fold()  # at shutdown, after the last request
 
 
+# A message about a malformed request may quote it (an apiVersion of megabytes): logged
+# and echoed, it is cut to this length.
+_BAD_MESSAGE_MAX = 1024
+
+
 def _bad(endpoint: str, status: int, message: str) -> web.Response:
     metrics.BAD_REQUESTS.labels(endpoint=endpoint).inc()
+    if len(message) > _BAD_MESSAGE_MAX:
+        message = f"{message[:_BAD_MESSAGE_MAX]}… ({len(message)} characters in all)"
     log.warning("rejected malformed request: %s", message,
                 extra={"event": "bad_request", "endpoint": endpoint, "status": status})
     return _error(status, message)
@@ -423,17 +431,20 @@ class Subject(NamedTuple):
 
     @classmethod
     def of(cls, request: AdmissionRequest) -> Subject:
+        # Every text here comes from the request: made safe for a log line once, here.
         meta = as_dict((request.object or {}).get("metadata"))
         owner = next((f"{o.get('kind')}/{o.get('name')}" for o in dicts_in(meta.get("ownerReferences"))), None)
-        return cls(request.operation, request.namespace, request.kind.kind, request.dry_run, request.name,
-                   meta.get("name"), meta.get("generateName"), owner)
+        return cls(shown(request.operation), shown(request.namespace), shown(request.kind.kind),
+                   request.dry_run, shown(request.name), shown(meta.get("name")),
+                   shown(meta.get("generateName")), shown(owner))
 
     def named(self, values: dict[FieldPath, str]) -> Subject:
         """This subject with the names a recalled body holds where its stored one held others."""
         if not values:
             return self
-        return self._replace(request_name=values.get(_REQUEST_NAME, self.request_name),
-                             pod_name=values.get(_POD_NAME, self.pod_name))
+        request_name, pod_name = values.get(_REQUEST_NAME), values.get(_POD_NAME)
+        return self._replace(request_name=self.request_name if request_name is None else shown(request_name),
+                             pod_name=self.pod_name if pod_name is None else shown(pod_name))
 
 
 def _log_decision(endpoint: str, subject: Subject, uid: str, answer: Answer, elapsed: float, revision: str) -> None:
