@@ -22,6 +22,7 @@ import pytest
 from tests.apiserver import ApiServerClient, make_review
 from tests.conftest import ROOT, SHIPPED_POLICIES, make_pki
 from webhook.certs import generate
+from webhook.connections import ConnectionLimits, LimitedSite
 from webhook.policy.holder import PolicyHolder
 from webhook.server import ServerState, create_app
 from webhook.tls import ServingCertificate
@@ -141,10 +142,11 @@ def test_sigterm_fails_readiness_then_finishes_in_flight_requests(start_server) 
 
 
 class _InProcessServer:
-    """The real app and TLS stack in a background event loop, with engines chosen by the test."""
+    """The real app and TLS stack in a background event loop, with engines (and limits) chosen by the test."""
 
-    def __init__(self, certs: Path, **engines) -> None:
+    def __init__(self, certs: Path, *, limits: ConnectionLimits = ConnectionLimits(), **engines) -> None:
         self.certs = certs
+        self.limits = limits
         self.engines = engines
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
@@ -160,7 +162,7 @@ class _InProcessServer:
                                 max_inflight=self.engines.pop("max_inflight", 256))
             self.runner = web.AppRunner(create_app(state, **self.engines), handle_signals=False)
             await self.runner.setup()
-            site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=cert.listening_context)
+            site = LimitedSite(self.runner, "127.0.0.1", 0, ssl_context=cert.listening_context, limits=self.limits)
             await site.start()
             self.port = self.runner.addresses[0][1]
             self.ready.set()
