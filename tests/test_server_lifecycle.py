@@ -10,6 +10,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ import pytest
 from tests.apiserver import ApiServerClient, make_review
 from tests.conftest import ROOT, SHIPPED_POLICIES, make_pki
 from webhook.certs import generate
+from webhook.connections import ConnectionLimits, LimitedSite
 from webhook.policy.holder import PolicyHolder
 from webhook.server import ServerState, create_app
 from webhook.tls import ServingCertificate
@@ -141,10 +143,11 @@ def test_sigterm_fails_readiness_then_finishes_in_flight_requests(start_server) 
 
 
 class _InProcessServer:
-    """The real app and TLS stack in a background event loop, with engines chosen by the test."""
+    """The real app and TLS stack in a background event loop, with engines (and limits) chosen by the test."""
 
-    def __init__(self, certs: Path, **engines) -> None:
+    def __init__(self, certs: Path, *, limits: ConnectionLimits = ConnectionLimits(), **engines) -> None:
         self.certs = certs
+        self.limits = limits
         self.engines = engines
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
@@ -157,10 +160,11 @@ class _InProcessServer:
             cert = ServingCertificate(self.certs)
             state = ServerState(policies=PolicyHolder.load(SHIPPED_POLICIES), certificate=cert,
                                 failure_policy=self.engines.pop("failure_policy", "Fail"),
-                                max_inflight=self.engines.pop("max_inflight", 256))
+                                max_inflight=self.engines.pop("max_inflight", 256),
+                                body_timeout=self.engines.pop("body_timeout", 5.0))
             self.runner = web.AppRunner(create_app(state, **self.engines), handle_signals=False)
             await self.runner.setup()
-            site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=cert.listening_context)
+            site = LimitedSite(self.runner, "127.0.0.1", 0, ssl_context=cert.listening_context, limits=self.limits)
             await site.start()
             self.port = self.runner.addresses[0][1]
             self.ready.set()
@@ -206,26 +210,50 @@ def test_options_come_from_environment_variables_and_bad_policies_refuse_start(t
     assert f"{tmp_path / 'broken.yaml'}:6: x/spec.inject.sidecarz: unknown field" in result.stderr
 
 
+def _park(client: ApiServerClient, body: bytes, path: str = "/validate") -> ssl.SSLSocket:
+    """A request stalled mid-body: headers and 10 bytes sent."""
+    sock = socket.create_connection(("127.0.0.1", client.port), timeout=10)
+    tls = client.context.wrap_socket(sock, server_hostname=client.server_name)
+    tls.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n".encode()
+                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10])
+    return tls
+
+
 def test_overload_is_shed_at_once_with_429(pki: Path) -> None:
     body = json.dumps(make_review(POD)).encode()
     with _InProcessServer(pki, max_inflight=2) as client:
-        parked = []
-        for _ in range(2):  # two requests stall mid-body and hold their slots
-            sock = socket.create_connection(("127.0.0.1", client.port), timeout=10)
-            tls = client.context.wrap_socket(sock, server_hostname=client.server_name)
-            tls.sendall(b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                        + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10])
-            parked.append(tls)
+        parked = [_park(client, body) for _ in range(2)]  # two requests hold their slots
         time.sleep(0.3)
         started = time.monotonic()
-        shed = client.request("POST", "/validate", body, headers={"Content-Type": "application/json"})
-        assert shed.status == 429 and shed.headers["retry-after"] == "1"
+        third = _park(client, body)  # a third that would have to wait for its body too
+        assert third.recv(1000).startswith(b"HTTP/1.1 429")
         assert time.monotonic() - started < 1.0
+        third.close()
         for tls in parked:  # the parked requests still complete
             tls.sendall(body[10:])
             assert tls.recv(100).startswith(b"HTTP/1.1 200")
             tls.close()
         assert client.admit(POD, endpoint="/validate").allowed
+
+
+def test_slow_bodies_neither_turn_prompt_requests_away_nor_keep_their_slots(pki: Path) -> None:
+    body = json.dumps(make_review(POD)).encode()
+    with _InProcessServer(pki, max_inflight=2, body_timeout=0.8) as client:
+        started = time.monotonic()
+        # The requester picks `timeout`; it does not extend the body's deadline.
+        parked = [_park(client, body, "/validate?timeout=30s") for _ in range(2)]
+        time.sleep(0.3)
+        # Meanwhile a request sent whole is decided at once, not shed.
+        assert client.admit(POD, endpoint="/validate").allowed
+        for tls in parked:  # each slot is freed at the body deadline
+            assert tls.recv(100).startswith(b"HTTP/1.1 408")
+            assert time.monotonic() - started < 2.0
+            tls.close()
+        late = _park(client, body)  # and can be taken again
+        time.sleep(0.1)
+        late.sendall(body[10:])
+        assert late.recv(100).startswith(b"HTTP/1.1 200")
+        late.close()
 
 
 def test_a_bug_outside_the_engine_answers_json_500_and_the_next_request_succeeds(

@@ -47,6 +47,9 @@ LATENCY = Histogram("webhook_request_duration_seconds", "Time to answer an admis
                     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                              2.5, 5.0, 10.0))
 SHED = Counter("webhook_shed_requests_total", "Requests refused with 429 under overload", ["endpoint"])
+CONNECTIONS_DROPPED = Counter("webhook_dropped_connections_total",
+                              "Connections closed by a limit: limit (too many open), head_timeout, "
+                              "head_too_large", ["reason"])
 BAD_REQUESTS = Counter("webhook_bad_requests_total", "Requests refused as malformed", ["endpoint"])
 INJECTIONS = Counter("webhook_injections_total", "Policies applied to pods", ["policy"])
 SHADOW_INJECTIONS = Counter("webhook_shadow_injections_total",

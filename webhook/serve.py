@@ -12,6 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from webhook import heap, metrics
+from webhook.connections import ConnectionLimits, LimitedSite
 from webhook.engine.memo import DEFAULT_MAX_ENTRIES
 from webhook.filewatch import watch
 from webhook.policy.holder import PolicyHolder
@@ -40,6 +41,8 @@ class ServeConfig:
     decision_memo: int = DEFAULT_MAX_ENTRIES
     # Set by the supervisor: several workers listen on the same port.
     reuse_port: bool = False
+    # Idle and head timeouts, head size, connection cap per worker (connections.py).
+    connections: ConnectionLimits = ConnectionLimits()
 
 
 async def _watch_policies(app: web.Application) -> AsyncIterator[None]:
@@ -91,11 +94,11 @@ async def serve(config: ServeConfig) -> None:
     app.cleanup_ctx.append(_watch_policies)
     app.cleanup_ctx.append(_watch_certificate)
 
-    runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                           shutdown_timeout=config.shutdown_timeout)
+    # No access log: the connections (LimitedSite's) are made without one.
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.shutdown_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, ssl_context=certificate.listening_context,
-                       reuse_port=config.reuse_port or None)
+    site = LimitedSite(runner, config.host, config.port, ssl_context=certificate.listening_context,
+                       limits=config.connections, reuse_port=config.reuse_port or None)
     await site.start()
     port = runner.addresses[0][1]
     log.info("listening on https://%s:%d (policies revision %s, %d policies, certificate "

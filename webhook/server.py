@@ -40,10 +40,17 @@ DEFAULT_DEADLINE_SECONDS = 10.0
 MAX_DEADLINE_SECONDS = 30.0
 # How much earlier than the deadline we answer (capped at a tenth of it).
 DEADLINE_MARGIN_SECONDS = 0.5
-# Requests a worker holds at once before it sheds new ones with 429. Answers take
-# about a millisecond, so hundreds in flight means clients are stalling or the
-# worker cannot keep up; either way, queueing more only converts them to timeouts.
+# Requests a worker holds at once while their bodies arrive before it sheds new ones
+# with 429. Answers take about a millisecond, so hundreds waiting means clients are
+# stalling or the worker cannot keep up; either way, queueing more only converts them
+# to timeouts. A request whose body has all arrived holds no slot and is never shed:
+# it is decided at once, without waiting, so it queues nothing (slow senders cannot
+# turn prompt requests away).
 DEFAULT_MAX_INFLIGHT = 256
+# A body still arriving this long after its head gets 408 and frees its slot. The API
+# server writes the body with the head, so this is ample even for 8 MiB; the client's
+# `timeout` cannot raise it (else 256 slow senders hold every slot for 30 s, again and again).
+BODY_TIMEOUT_SECONDS = 5.0
 # Per-request counts and latencies are added to the Prometheus metrics this often (and
 # before every scrape of this worker), not one locked update per metric per request.
 METRICS_FOLD_SECONDS = 1.0
@@ -75,7 +82,8 @@ class ServerState:
     failure_policy: str = "Fail"
     draining: bool = False
     max_inflight: int = DEFAULT_MAX_INFLIGHT
-    inflight: int = 0
+    inflight: int = 0  # requests waiting for the rest of their bodies
+    body_timeout: float = BODY_TIMEOUT_SECONDS
     # Identical pods (one rollout's replicas) are decided once; see engine/memo.py.
     memo: DecisionMemo[Answer] = field(default_factory=lambda: answer_memo())  # defined below
     tally: metrics.Tally = field(default_factory=lambda: metrics.Tally(_fold_counts))
@@ -218,13 +226,6 @@ def _admission_handler(endpoint: str, engine: Engine, *, mutating: bool) -> Hand
     async def handle(request: web.Request) -> web.StreamResponse:
         try:
             state = request.app[STATE]
-            if state.inflight >= state.max_inflight:
-                # Shed at once: a queue the API server cannot wait for only turns overload
-                # into timeouts. A non-200 answer lets the webhook's failurePolicy decide.
-                metrics.SHED.labels(endpoint=endpoint).inc()
-                response = _error(429, f"overloaded: {state.inflight} requests in flight; retry")
-                response.headers["Retry-After"] = "1"
-                return response
             started = time.perf_counter()
             budget = _deadline(request.query_string)
             # Answer a little before the API server gives up, so that a late answer is
@@ -233,20 +234,29 @@ def _admission_handler(endpoint: str, engine: Engine, *, mutating: bool) -> Hand
             refusal = _refuse_before_reading(request, endpoint)
             if refusal is not None:
                 return refusal
-            # Counted while waiting for the body; deciding does not yield to other requests.
-            state.inflight += 1
             try:
-                if request.content.is_eof():  # the whole body already arrived: no deadline to guard
+                if request.content.is_eof():  # the whole body already arrived: read without waiting
                     body = await request.read()
                 else:
-                    async with asyncio.timeout(answer_by - time.perf_counter()):
-                        body = await request.read()
+                    if state.inflight >= state.max_inflight:
+                        # Shed at once: a queue the API server cannot wait for only turns overload
+                        # into timeouts. A non-200 answer lets the webhook's failurePolicy decide.
+                        metrics.SHED.labels(endpoint=endpoint).inc()
+                        response = _error(429, f"overloaded: {state.inflight} requests in flight; retry")
+                        response.headers["Retry-After"] = "1"
+                        return response
+                    # Counted while waiting for the body; deciding does not yield to other requests.
+                    state.inflight += 1
+                    try:
+                        async with asyncio.timeout(min(answer_by, started + state.body_timeout)
+                                                   - time.perf_counter()):
+                            body = await request.read()
+                    finally:
+                        state.inflight -= 1
             except web.HTTPRequestEntityTooLarge:
                 return _bad(endpoint, 413, f"body exceeds the {MAX_BODY_BYTES} byte limit")
             except TimeoutError:
                 return _bad(endpoint, 408, "timed out reading the request body")
-            finally:
-                state.inflight -= 1
             response = _admit(body, state, endpoint, engine, mutating, started, answer_by)
         except Exception:  # a bug outside the decision logic (that one has a failure rule)
             return _internal_error(request)

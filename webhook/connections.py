@@ -1,0 +1,151 @@
+"""Connection limits: what one worker lets clients hold open, and for how long.
+
+aiohttp's defaults suit browsers, not an API server: an idle connection is kept for
+3630 s, a request head may hold 128 headers of 8190 bytes (about 1 MiB, buffered until
+it is complete), no deadline covers a head that arrives a byte at a time (only that
+idle timer), and connections are not counted. 300 connections each sending 800 KB of
+an unfinished head took a worker from 55 to 546 MiB for an hour; the 429 shedding never
+saw them, since no request had begun. So each connection here is a RequestHandler that
+also times and measures the head it is receiving and is counted against a cap, served
+by a site that passes the TLS handshake timeout aiohttp's TCPSite does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from ssl import SSLContext
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from webhook import metrics
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    # An idle connection (after the handshake or after an answer) is closed after this
+    # long. The API server's webhook client is Go's http.Transport (client-go), which
+    # keeps idle connections 90 s. Closing ours later means it always closes first: a
+    # POST it starts on a connection we are closing at that moment is not retried (it
+    # is not idempotent) and the admission call fails by the failurePolicy.
+    idle_seconds: float = 120.0
+    # From the first byte of a request head to its end. The API server writes the head
+    # (with the body) at once; a head still incomplete after this is dropped.
+    head_seconds: float = 5.0
+    # The API server sends a handful of small headers (Host, Content-Type, Accept,
+    # Accept-Encoding, Content-Length, User-Agent, perhaps traceparent or an
+    # Authorization token of 1-2 KB): well under 1 KiB. A head larger than this, still
+    # incomplete, is answered 431 and closed; so at most this much waits per connection.
+    max_head_bytes: int = 16 * 1024
+    # Headers in one head (aiohttp answers more with 400). aiohttp's own cap is per field
+    # (8190 bytes), kept so that a long bearer token fits.
+    max_headers: int = 32
+    # Connections past the TLS handshake, per worker; more are closed at once. At most
+    # 256 requests wait for a body (server.py), plus the API servers' idle pools (client-go
+    # keeps 25 per host). A connection holds asyncio's 32 KiB TLS read buffer (heap.py),
+    # OpenSSL's buffers, the handler and at most max_head_bytes of head: estimated (not
+    # measured) at under 100 KiB, so 1024 of them fit the pod's 256 MiB limit.
+    max_connections: int = 1024
+    # client-go gives up on a TLS handshake after 10 s; asyncio would wait 60 s.
+    handshake_seconds: float = 10.0
+
+
+_TOO_LARGE_BODY = b'{"error": "request head too large", "code": 431}'
+_HEAD_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: application/json\r\n"
+                   b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY))
+
+
+class LimitedSite(web.BaseSite):
+    """A TLS (or plain) TCP listener whose connections are _Connection, counted in `open`."""
+
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, *, ssl_context: SSLContext | None,
+                 limits: ConnectionLimits = ConnectionLimits(), reuse_port: bool | None = None) -> None:
+        super().__init__(runner, ssl_context=ssl_context)
+        self._host, self._port, self._reuse_port = host, port, reuse_port
+        self.limits = limits
+        self.open = 0
+
+    @property
+    def name(self) -> str:
+        return f"{'https' if self._ssl_context else 'http'}://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        manager = self._runner.server
+        assert manager is not None
+        self._server = await loop.create_server(
+            lambda: _Connection(manager, self, loop=loop), self._host, self._port, ssl=self._ssl_context,
+            backlog=self._backlog, reuse_port=self._reuse_port,
+            ssl_handshake_timeout=self.limits.handshake_seconds if self._ssl_context else None)
+
+
+class _Connection(RequestHandler):
+    __slots__ = ("_site", "_counted", "_head_bytes", "_head_timer", "_body")
+
+    def __init__(self, manager: web.Server, site: LimitedSite, *, loop: asyncio.AbstractEventLoop,
+                 **kwargs: Any) -> None:
+        limits = site.limits
+        super().__init__(manager, loop=loop, access_log=None, keepalive_timeout=limits.idle_seconds,
+                         max_headers=limits.max_headers, **kwargs)
+        self._site = site
+        self._counted = False
+        self._head_bytes = 0  # of the head being received, when it is incomplete
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body: Any = None  # the last request's body (a StreamReader) while it arrives
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        site = self._site
+        if site.open >= site.limits.max_connections:
+            metrics.CONNECTIONS_DROPPED.labels(reason="limit").inc()
+            transport.abort()  # not close(): no TLS goodbye to wait for, nothing kept
+            return
+        site.open += 1
+        self._counted = True
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._counted:
+            self._counted = False
+            self._site.open -= 1
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._force_close or self._close:
+            return
+        body = self._body
+        if body is not None and not body.is_eof():
+            super().data_received(data)  # a body: the handler's own deadline covers it
+            return
+        # Between requests, so these bytes are (part of) a head: aiohttp's parser buffers
+        # them until it is complete, and only its idle timer (reset by nothing) ends a wait.
+        requests = self._request_count
+        super().data_received(data)
+        if self._request_count != requests:
+            self._head_bytes = 0
+            self._stop_head_timer()
+            self._body = self._messages[-1][1] if self._messages else None
+            return
+        self._head_bytes += len(data)
+        if self._head_bytes > self._site.limits.max_head_bytes:
+            metrics.CONNECTIONS_DROPPED.labels(reason="head_too_large").inc()
+            self._stop_head_timer()
+            if self.transport is not None:
+                self.transport.write(_HEAD_TOO_LARGE)
+            self.force_close()
+        elif self._head_timer is None and self._head_bytes:
+            self._head_timer = self._loop.call_later(self._site.limits.head_seconds, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        metrics.CONNECTIONS_DROPPED.labels(reason="head_timeout").inc()
+        if self.transport is not None:
+            self.transport.abort()  # a client this slow would not read an answer either
