@@ -141,6 +141,10 @@ def test_reissue_reason_names_expiry_and_uncovered_names(tmp_path: Path) -> None
     assert reissue_reason(tmp_path, service="webhook", namespace="webhook-system") is None
     other = reissue_reason(tmp_path, service="other-svc", namespace="prod")
     assert other is not None and "does not cover other-svc, other-svc.prod" in other
+    generate(tmp_path, service="webhook", namespace="webhook-system", days=3)
+    soon = reissue_reason(tmp_path, service="webhook", namespace="webhook-system")
+    assert soon is not None and f"expires on {_not_after(tmp_path / 'tls.crt'):%Y-%m-%d}" in soon
+    assert soon.endswith("within 7 days")
     generate(tmp_path, service="webhook", namespace="webhook-system", days=1, now=TEN_DAYS_AGO)
     expired = reissue_reason(tmp_path, service="webhook", namespace="webhook-system")
     assert expired is not None and f"expired on {_not_after(tmp_path / 'tls.crt'):%Y-%m-%d}" in expired

@@ -30,6 +30,8 @@ CA_DAYS = 3650
 # A century: ample (a serving certificate ends with its CA anyway), and far from the
 # year 9999 where date arithmetic overflows.
 MAX_DAYS = 36500
+# `--if-missing` reissues a serving certificate that expires sooner than this.
+RENEW_WITHIN = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -95,9 +97,13 @@ def reissue_reason(out_dir: Path, *, service: str, namespace: str) -> str | None
     if not (cert_path.exists() or (out_dir / TLS_KEY).exists()):
         return "no serving certificate yet"
     try:
-        ServingCertificate(out_dir)  # readable, a matching pair, not expired
+        serving = ServingCertificate(out_dir)  # readable, a matching pair, not expired
     except CertificateError as exc:
         return str(exc)
+    if serving.not_after - datetime.now(timezone.utc) < RENEW_WITHIN:
+        # `make run` uses --if-missing: renew before a development server starts with a
+        # certificate that would lapse while it runs.
+        return f"{cert_path} expires on {serving.not_after:%Y-%m-%d %H:%M} UTC, within {RENEW_WITHIN.days} days"
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -133,8 +133,8 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--namespace", required=True)
     gen.add_argument("--days", type=int, default=365)
     gen.add_argument("--if-missing", action="store_true",
-                     help="do nothing when DIR already holds a tls.crt/tls.key pair that is valid now "
-                          "and covers the service's names")
+                     help="do nothing when DIR already holds a tls.crt/tls.key pair that is valid for "
+                          "7 more days and covers the service's names")
 
     policies = sub.add_parser("policies", help="policy tools").add_subparsers(
         dest="policies_command", required=True, metavar="COMMAND")
