@@ -143,3 +143,30 @@ def test_connections_beyond_the_cap_are_closed_at_once_and_earlier_ones_work(pki
         earlier.pop().close()
         time.sleep(0.2)
         assert client.admit(POD, endpoint="/validate").allowed  # a slot was freed
+
+
+def test_a_pipelined_request_whose_head_follows_a_body_is_read_as_a_request(pki: Path) -> None:
+    # The second request's head arrives in the same read as the end of the first body;
+    # its own body (over the head limit) must be read as a body, and the connection
+    # then kept: not answered 431, not dropped by the head timer.
+    pod = json.loads(json.dumps(POD))
+    pod["metadata"]["annotations"] = {"pad": "x" * 40_000}
+    body = json.dumps(make_review(pod)).encode()
+    limits = ConnectionLimits(head_seconds=0.5, max_head_bytes=16 * 1024)
+    with _InProcessServer(pki, limits=limits) as client:
+        tls = _open(client)
+        tls.sendall(_request_head(length=len(body)) + body[:1000])
+        time.sleep(0.2)
+        tls.sendall(body[1000:] + _request_head(length=len(body)) + body[:100])
+        time.sleep(0.2)
+        tls.sendall(body[100:])
+        reply = b""
+        tls.settimeout(5)
+        while reply.count(b"HTTP/1.1 ") < 2 or not reply.endswith(b"}"):
+            chunk = tls.recv(65536)
+            assert chunk, reply[-200:]
+            reply += chunk
+        assert [reply[i:i + 12] for i in range(len(reply)) if reply.startswith(b"HTTP/1.1 ", i)] \
+            == [b"HTTP/1.1 200", b"HTTP/1.1 200"]
+        time.sleep(1.0)  # past the head deadline: the idle connection is still served
+        assert _status(tls, _request_head(length=len(body)) + body) == 200

@@ -117,18 +117,20 @@ class _Connection(RequestHandler):
         if self._force_close or self._close:
             return
         body = self._body
-        if body is not None and not body.is_eof():
-            super().data_received(data)  # a body: the handler's own deadline covers it
-            return
-        # Between requests, so these bytes are (part of) a head: aiohttp's parser buffers
-        # them until it is complete, and only its idle timer (reset by nothing) ends a wait.
+        in_body = body is not None and not body.is_eof()
         requests = self._request_count
         super().data_received(data)
         if self._request_count != requests:
+            # A head completed, perhaps after the end of the previous body (a pipelined
+            # request): from here on its body is what arrives.
             self._head_bytes = 0
             self._stop_head_timer()
             self._body = self._messages[-1][1] if self._messages else None
             return
+        if in_body:
+            return  # a body: the handler's own deadline covers it
+        # Between requests, so these bytes are (part of) a head: aiohttp's parser buffers
+        # them until it is complete, and only its idle timer (reset by nothing) ends a wait.
         self._head_bytes += len(data)
         if self._head_bytes > self._site.limits.max_head_bytes:
             metrics.CONNECTIONS_DROPPED.labels(reason="head_too_large").inc()
