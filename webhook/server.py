@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import orjson
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from webhook import decision as decisions
 from webhook import metrics
@@ -238,7 +238,7 @@ def _admission_handler(endpoint: str, engine: Engine, *, mutating: bool) -> Hand
                 if request.content.is_eof():  # the whole body already arrived: read without waiting
                     body = await request.read()
                 else:
-                    if state.inflight >= state.max_inflight:
+                    if state.inflight >= state.max_inflight and not await _arrives(request.content):
                         # Shed at once: a queue the API server cannot wait for only turns overload
                         # into timeouts. A non-200 answer lets the webhook's failurePolicy decide.
                         metrics.SHED.labels(endpoint=endpoint).inc()
@@ -266,6 +266,23 @@ def _admission_handler(endpoint: str, engine: Engine, *, mutating: bool) -> Hand
         return response
 
     return handle
+
+
+# A prompt sender's body may be a TLS record behind its head: before shedding it, wait
+# this long for the body to have arrived (it is then decided without a slot).
+SHED_GRACE_SECONDS = 0.05
+_GRACE_STEP_SECONDS = 0.005
+
+
+async def _arrives(content: StreamReader) -> bool:
+    """Whether the body is all in within SHED_GRACE_SECONDS. Polled, not read: the bytes
+    stay in aiohttp's buffer, whose flow control bounds them, so a body larger than that
+    buffer never arrives this way and is shed as before. Only runs while overloaded."""
+    for _ in range(round(SHED_GRACE_SECONDS / _GRACE_STEP_SECONDS)):
+        if content.is_eof():
+            return True
+        await asyncio.sleep(_GRACE_STEP_SECONDS)
+    return content.is_eof()
 
 
 def _refuse_before_reading(request: web.Request, endpoint: str) -> web.Response | None:
