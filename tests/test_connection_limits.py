@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import ssl
 import time
 from pathlib import Path
+
+import pytest
 
 from tests.apiserver import ApiServerClient, make_review
 from tests.test_server_lifecycle import POD, _InProcessServer
@@ -109,7 +112,8 @@ def test_a_connection_reused_before_the_idle_bound_is_served(pki: Path) -> None:
             time.sleep(0.4)
 
 
-def test_heads_larger_or_with_more_headers_than_an_api_server_sends_are_refused(pki: Path) -> None:
+def test_heads_larger_or_with_more_headers_than_an_api_server_sends_are_refused(
+        pki: Path, caplog: pytest.LogCaptureFixture) -> None:
     body = _review()
     with _InProcessServer(pki) as client:
         # The reviewer's 100 headers of 8,000 bytes: within aiohttp's defaults.
@@ -119,6 +123,18 @@ def test_heads_larger_or_with_more_headers_than_an_api_server_sends_are_refused(
         many = b"".join(b"X-Small-%d: 1\r\n" % n for n in range(40))
         status = _status(_open(client), _request_head(length=len(body), extra=many) + body)
         assert status is None or 400 <= status < 500, status
+        # A request line aiohttp cannot parse: a JSON 400 and one warning, no traceback.
+        tls = _open(client)
+        tls.sendall(b"POST /mutate\x00 HTTP/1.1\r\nHost: x\r\n\r\n")
+        tls.settimeout(5)
+        reply = b""
+        while chunk := tls.recv(65536):
+            reply += chunk
+        head, _, answer = reply.partition(b"\r\n\r\n")
+        assert head.split(b" ")[1] == b"400" and b"application/json" in head, reply[:300]
+        assert json.loads(answer)["code"] == 400
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+        assert not any(r.exc_info for r in caplog.records if r.name.startswith("aiohttp"))
         # What an API server may add: a trace header and a long bearer token.
         usual = (b"Traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n"
                  b"Authorization: Bearer " + b"t" * 2000 + b"\r\n")

@@ -13,14 +13,19 @@ by a site that passes the TLS handshake timeout aiohttp's TCPSite does not.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from ssl import SSLContext
 from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from webhook import metrics
+from webhook.logs import shown
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,21 @@ class _Connection(RequestHandler):
             self.force_close()
         elif self._head_timer is None and self._head_bytes:
             self._head_timer = self._loop.call_later(self._site.limits.head_seconds, self._head_timed_out)
+
+    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """A request aiohttp could not parse (a bad request line, too many headers) is the
+        client's fault: one warning line, no traceback (an unauthenticated client must not
+        fill the error log), and the JSON error body every other 4xx has. Server errors
+        keep aiohttp's handling."""
+        if status >= 500 or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)
+        text = shown(message or str(exc) or "malformed request")
+        log.warning("rejected malformed HTTP request: %s", text,
+                    extra={"event": "bad_request", "endpoint": "http", "status": status})
+        response = web.json_response({"error": f"malformed HTTP request: {text}", "code": status}, status=status)
+        response.force_close()
+        return response
 
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:
