@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -52,14 +53,29 @@ def service_dns_names(service: str, namespace: str) -> tuple[str, ...]:
             f"{service}.{namespace}.svc.cluster.local", "localhost")
 
 
-def generate(out_dir: Path, *, service: str, namespace: str, days: int = 365,
-             now: datetime | None = None) -> GeneratedCertificates:
+def check_days(days: int) -> None:
+    """ValueError for a validity `generate` cannot issue."""
     if not 1 <= days <= MAX_DAYS:
         raise ValueError(f"--days must be between 1 and {MAX_DAYS}")
+
+
+def uncovered_names(cert: x509.Certificate, dns_names: Sequence[str]) -> list[str]:
+    """The names of `dns_names` that `cert`'s subjectAltName does not list."""
+    try:
+        covered = set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+                      .value.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        covered = set()
+    return [name for name in dns_names if name not in covered]
+
+
+def generate(out_dir: Path, *, service: str, namespace: str, days: int = 365,
+             now: datetime | None = None) -> GeneratedCertificates:
+    check_days(days)
     now = now or datetime.now(timezone.utc)
     ca_key_path = out_dir / CA_KEY
-    ca_reused = ca_key_path.exists() and (out_dir / CA_CERT).exists()
-    if ca_key_path.exists() and not ca_reused:
+    ca_reused = ca_key_path.exists()
+    if ca_reused and not (out_dir / CA_CERT).exists():
         # A new CA would overwrite the key behind the caBundle that clusters may trust.
         raise ValueError(f"{ca_key_path} exists but {out_dir / CA_CERT} is missing: restore "
                          f"{CA_CERT}, or move {CA_KEY} away to create a new CA")
@@ -91,26 +107,21 @@ def generate(out_dir: Path, *, service: str, namespace: str, days: int = 365,
 def reissue_reason(out_dir: Path, *, service: str, namespace: str) -> str | None:
     """Why `generate --if-missing` must issue a serving certificate in `out_dir`; None when
     the pair there is valid now and covers the service's names."""
-    from webhook.tls import CertificateError, ServingCertificate
+    from webhook.tls import CertificateError, load_pair
 
     cert_path = out_dir / TLS_CERT
     if not (cert_path.exists() or (out_dir / TLS_KEY).exists()):
         return "no serving certificate yet"
     try:
-        serving = ServingCertificate(out_dir)  # readable, a matching pair, not expired
+        _, not_after = load_pair(out_dir)  # readable, a matching pair, not expired
     except CertificateError as exc:
         return str(exc)
-    if serving.not_after - datetime.now(timezone.utc) < RENEW_WITHIN:
+    if not_after - datetime.now(timezone.utc) < RENEW_WITHIN:
         # `make run` uses --if-missing: renew before a development server starts with a
         # certificate that would lapse while it runs.
-        return f"{cert_path} expires on {serving.not_after:%Y-%m-%d %H:%M} UTC, within {RENEW_WITHIN.days} days"
+        return f"{cert_path} expires on {not_after:%Y-%m-%d %H:%M} UTC, within {RENEW_WITHIN.days} days"
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    try:
-        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        covered = set(sans.get_values_for_type(x509.DNSName))
-    except x509.ExtensionNotFound:
-        covered = set()
-    uncovered = [name for name in service_dns_names(service, namespace) if name not in covered]
+    uncovered = uncovered_names(cert, service_dns_names(service, namespace))
     if uncovered:
         return f"{cert_path} does not cover {', '.join(uncovered)}"
     return None

@@ -30,7 +30,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from webhook.certs import CA_CERT, CA_KEY, MAX_DAYS, TLS_CERT, TLS_KEY, generate, service_dns_names
+from webhook.certs import (CA_CERT, CA_KEY, TLS_CERT, TLS_KEY, check_days, generate, service_dns_names,
+                           uncovered_names)
 from webhook.policy.loader import PolicySet
 
 TLS_SECRET_TYPE = "kubernetes.io/tls"
@@ -230,8 +231,7 @@ class _CA:
 
 def check_install_args(*, days: int, renew_before_days: int) -> None:
     """ValueError for settings that cannot work (before anything talks to the cluster)."""
-    if not 1 <= days <= MAX_DAYS:
-        raise ValueError(f"--days must be between 1 and {MAX_DAYS}")
+    check_days(days)
     if renew_before_days < 0:
         raise ValueError("--renew-before-days must not be negative")
     if days <= renew_before_days:
@@ -371,12 +371,7 @@ def _why_reissue(obj: dict[str, Any], ca: _CA, dns_names: tuple[str, ...], *, no
         cert.verify_directly_issued_by(ca.cert)
     except (ValueError, TypeError, InvalidSignature):
         return "not issued by the current CA"
-    try:
-        sans = set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-                   .value.get_values_for_type(x509.DNSName))
-    except x509.ExtensionNotFound:
-        sans = set()
-    uncovered = [n for n in dns_names if n not in sans]
+    uncovered = uncovered_names(cert, dns_names)
     if uncovered:
         return f"does not cover {', '.join(uncovered)}"
     if cert.not_valid_before_utc > now + timedelta(minutes=5):

@@ -38,7 +38,7 @@ class ServingCertificate:
     def __init__(self, cert_dir: Path) -> None:
         self.cert_dir = cert_dir
         self.fingerprint = self.current_fingerprint()
-        self._current, self.not_after = _load(cert_dir)
+        self._current, self.not_after = load_pair(cert_dir)
         self.listening_context = _new_context()
         self.listening_context.sni_callback = self._select_context
 
@@ -58,7 +58,7 @@ class ServingCertificate:
                      extra={"event": "cert_reload", "result": "unchanged"})
             return "unchanged"
         try:
-            context, not_after = _load(self.cert_dir)
+            context, not_after = load_pair(self.cert_dir)
         except CertificateError as exc:
             # Refused until the files change again; a half-written pair is complete
             # a moment later, and that write is the change that brings it in.
@@ -82,7 +82,7 @@ def _new_context() -> ssl.SSLContext:
     return context
 
 
-def _load(cert_dir: Path) -> tuple[ssl.SSLContext, datetime]:
+def load_pair(cert_dir: Path) -> tuple[ssl.SSLContext, datetime]:
     """A fresh context holding the pair in `cert_dir`, and the certificate's expiry.
 
     An expired certificate is refused: every API server would reject it, and a

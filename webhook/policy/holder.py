@@ -19,14 +19,14 @@ log = logging.getLogger(__name__)
 
 
 class PolicyHolder:
-    def __init__(self, directory: Path, initial: PolicySet) -> None:
+    def __init__(self, directory: Path, initial: PolicySet, loaded_fingerprint: str | None = None) -> None:
         self.directory = directory
         self.current = initial
         self.last_error: str | None = None
         self.last_success = time.time()
         # the directory's fingerprint when `initial` was read (None: not known), the
         # baseline for the watcher that reloads on change
-        self.loaded_fingerprint: str | None = None
+        self.loaded_fingerprint = loaded_fingerprint
         metrics.POLICY_LAST_RELOAD_SUCCESS.set(self.last_success)
         metrics.POLICY_INFO.labels(revision=initial.revision).set(1)
         _log_warnings(initial)
@@ -36,9 +36,7 @@ class PolicyHolder:
         """Load the directory or raise PolicyLoadError: the server refuses to start on errors."""
         # Taken before reading, so that an edit made while loading shows as a change.
         loaded_from = _fingerprint(directory)
-        holder = cls(directory, load_policy_dir(directory))
-        holder.loaded_fingerprint = loaded_from
-        return holder
+        return cls(directory, load_policy_dir(directory), loaded_from)
 
     def fingerprint(self) -> str:
         return _fingerprint(self.directory)
