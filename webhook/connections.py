@@ -90,11 +90,10 @@ class LimitedSite(web.BaseSite):
 class _Connection(RequestHandler):
     __slots__ = ("_site", "_counted", "_head_bytes", "_head_timer", "_body")
 
-    def __init__(self, manager: web.Server, site: LimitedSite, *, loop: asyncio.AbstractEventLoop,
-                 **kwargs: Any) -> None:
+    def __init__(self, manager: web.Server, site: LimitedSite, *, loop: asyncio.AbstractEventLoop) -> None:
         limits = site.limits
         super().__init__(manager, loop=loop, access_log=None, keepalive_timeout=limits.idle_seconds,
-                         max_headers=limits.max_headers, **kwargs)
+                         max_headers=limits.max_headers)
         self._site = site
         self._counted = False
         self._head_bytes = 0  # of the head being received, when it is incomplete

@@ -271,18 +271,18 @@ def _admission_handler(endpoint: str, engine: Engine, *, mutating: bool) -> Hand
 # A prompt sender's body may be a TLS record behind its head: before shedding it, wait
 # this long for the body to have arrived (it is then decided without a slot).
 SHED_GRACE_SECONDS = 0.05
-_GRACE_STEP_SECONDS = 0.005
 
 
 async def _arrives(content: StreamReader) -> bool:
-    """Whether the body is all in within SHED_GRACE_SECONDS. Polled, not read: the bytes
+    """Whether the body is all in within SHED_GRACE_SECONDS. Awaited, not read: the bytes
     stay in aiohttp's buffer, whose flow control bounds them, so a body larger than that
     buffer never arrives this way and is shed as before. Only runs while overloaded."""
-    for _ in range(round(SHED_GRACE_SECONDS / _GRACE_STEP_SECONDS)):
-        if content.is_eof():
-            return True
-        await asyncio.sleep(_GRACE_STEP_SECONDS)
-    return content.is_eof()
+    try:
+        async with asyncio.timeout(SHED_GRACE_SECONDS):
+            await content.wait_eof()
+    except TimeoutError:
+        return False
+    return True
 
 
 def _refuse_before_reading(request: web.Request, endpoint: str) -> web.Response | None:
@@ -336,10 +336,15 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
             log.error("an answered request does not parse: %s", exc, extra={"endpoint": endpoint})
             return None
 
+    subjects: list[Subject | None] = []
+
     def subject() -> Subject | None:
-        """For the memo to keep with an answer it may recall (not recalled at info without)."""
-        admission = request()
-        return Subject.of(admission) if admission is not None else None
+        """What the decision log line says of the request, built once: kept by the memo with
+        an answer it may recall (not recalled at info without), and logged by _record."""
+        if not subjects:
+            admission = request()
+            subjects.append(Subject.of(admission) if admission is not None else None)
+        return subjects[0]
 
     try:
         if time.perf_counter() > answer_by:
@@ -351,14 +356,15 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
             # that of a request already parsed) and runs the engine.
             answer, memo_result = state.memo.decide(
                 endpoint, raw, policies, lambda: _answer(engine(parse(), policies), mutating=mutating),
-                body=body, api_version=api_version, context=subject)
+                # below info nothing reads what the memo keeps for the log line
+                body=body, api_version=api_version, context=subject if logged else lambda: None)
     except BadReview as exc:
         return _bad(endpoint, 400, str(exc))
     except Exception:
         log.exception("decision logic failed", extra={"uid": uid, "endpoint": endpoint})
         answer = _answer(_failure(state, endpoint, "internal error"), mutating=mutating)
-    _record(state, endpoint, raw, request if logged else None, answer, memo_result, time.perf_counter() - started,
-            policies.revision)
+    _record(state, endpoint, raw, uid, subject if logged else None, answer, memo_result,
+            time.perf_counter() - started, policies.revision)
     return _reply(api_version, uid, answer)
 
 
@@ -373,15 +379,15 @@ def _failure(state: ServerState, endpoint: str, what: str) -> Decision:
                              f"{'admits' if allow else 'denies'} the request", allow=allow)
 
 
-def _record(state: ServerState, endpoint: str, raw: dict[str, Any],
-            request: Callable[[], AdmissionRequest | None] | None, answer: Answer, memo_result: str,
+def _record(state: ServerState, endpoint: str, raw: dict[str, Any], uid: str,
+            subject: Callable[[], Subject | None] | None, answer: Answer, memo_result: str,
             elapsed: float, revision: str) -> None:
-    """Count the request, and log its decision when `request` (which parses it if needed) is
+    """Count the request, and log its decision when `subject` (which parses it if needed) is
     given: only at info, since building the line costs more than the engine's small cases."""
     state.tally.add((endpoint, operation_of(raw), memo_result, answer.counted), elapsed)
-    admission = request() if request is not None else None
-    if admission is not None:
-        _log_decision(endpoint, Subject.of(admission), admission.uid, answer, elapsed, revision)
+    logged_as = subject() if subject is not None else None
+    if logged_as is not None:
+        _log_decision(endpoint, logged_as, uid, answer, elapsed, revision)
 
 
 def _fold_counts(key: tuple[str, str, str, Any], latencies: list[float]) -> None:
