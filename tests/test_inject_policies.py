@@ -252,6 +252,59 @@ def test_invalid_yaml_names_file_and_line() -> None:
         policies_from_yaml("apiVersion: x\nkind: y\n  bad: indent\n")
 
 
+VALIDATION_HEAD = "apiVersion: runtime.platform.io/v1\nkind: ValidationPolicy\nmetadata: {name: v}\n"
+
+
+@pytest.mark.parametrize(("spec", "error"), [
+    # The one a reviewer would miss: the second action wins and weakens the policy.
+    ("spec:\n  action: Enforce\n  rules: [{images: {forbidLatest: true}}]\n  action: Audit\n",
+     "p0.yaml:7: duplicate key 'action' (first on line 5)"),
+    ("spec:\n  action: Enforce\n  rules: [{images: {forbidLatest: true, forbidLatest: false}}]\n",
+     "p0.yaml:6: duplicate key 'forbidLatest' (first on line 6)"),
+    ("spec:\n  action: Enforce\n  rules:\n    - images: {forbidLatest: true}\n"
+     "      images: {forbidLatest: false}\n", "p0.yaml:8: duplicate key 'images' (first on line 7)"),
+])
+def test_a_key_given_twice_is_a_load_error_naming_its_lines(spec: str, error: str) -> None:
+    with pytest.raises(PolicyLoadError) as info:
+        policies_from_yaml(VALIDATION_HEAD + spec)
+    assert error in str(info.value)
+    assert len(info.value.errors) == 1
+
+
+def test_merge_keys_may_be_overridden_and_aliases_are_not_repeats() -> None:
+    loaded = policies_from_yaml(VALIDATION_HEAD + (
+        "spec:\n  action: Enforce\n  match: &m {namespaces: {exclude: [a]}}\n"
+        "  rules:\n    - images: &i {forbidLatest: true}\n    - name: again\n      images: *i\n"
+        "  exceptions:\n    - <<: {namespaces: [a], reason: old}\n      reason: why\n"))
+    assert loaded.validation[0].spec.exceptions[0].reason == "why"
+
+
+def _laughs(depth: int) -> str:
+    """A list nesting ten aliases of the one below it, `depth` times: 10 ** depth values."""
+    inner = "&l0 [" + ", ".join(["lol"] * 10) + "]"
+    for i in range(1, depth + 1):
+        inner = f"&l{i} [{inner}, " + ", ".join([f"*l{i - 1}"] * 9) + "]"
+    return inner
+
+
+SIDECAR_PROBE = policy("p", "inject:\n  sidecars:\n    - name: s\n      image: busybox:1.36\n"
+                            "      readinessProbe: {exec: {command: COMMAND}}\n")
+
+
+def test_aliases_expanding_past_the_limit_are_refused_not_expanded() -> None:
+    # 10 ** 6 values from a file of about 1 KB; one level more would take minutes to load.
+    with pytest.raises(PolicyLoadError, match=r"p0.yaml:2: aliases expand this document to more than 100,000 values"):
+        policies_from_yaml(SIDECAR_PROBE.replace("COMMAND", _laughs(6)))
+    loaded = policies_from_yaml(SIDECAR_PROBE.replace("COMMAND", _laughs(3)))  # 1,000 values is fine
+    assert loaded.injectors[0].name == "p"
+
+
+def test_an_alias_inside_its_own_anchor_is_a_load_error() -> None:
+    with pytest.raises(PolicyLoadError, match=r"p0.yaml:2: an alias refers to a node that contains it"):
+        policies_from_yaml(SIDECAR_PROBE.replace("{exec: {command: COMMAND}}", "&probe {exec: {command: [x]}, "
+                                                                                "again: *probe}"))
+
+
 def test_a_policy_reading_labels_another_injects_is_still_a_fixed_point() -> None:
     policies = policies_from_yaml(
         policy("a", "priority: 1\ninject:\n  labels: {team: \"{{ namespace }}\", mesh: \"on\"}\n"),

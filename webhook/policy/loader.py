@@ -26,6 +26,10 @@ from webhook.policy.template import has_template
 from webhook.rules.reserved_names import ReservedName
 
 POLICY_SUFFIXES = (".yaml", ".yml")
+# Aliases let a file of a few hundred bytes stand for billions of values (a "billion
+# laughs"), which would hang every replica's reload. The shipped policies hold 30 to 190
+# values each.
+MAX_EXPANDED_NODES = 100_000
 # libyaml's loader when PyYAML was built with it; same behaviour, much faster.
 SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -152,6 +156,18 @@ def _read_documents(name: str, content: bytes,
         while loader.check_node():
             node = loader.get_node()
             line = node.start_mark.line + 1
+            repeated = _repeated_keys(node)
+            if repeated:
+                errors.extend(PolicyError(name, at, f"duplicate key {key!r} (first on line {first}); "
+                                          "YAML would silently keep the last one")
+                              for key, at, first in repeated)
+                continue
+            size = _expanded_size(node)
+            if size is None or size > MAX_EXPANDED_NODES:
+                errors.append(PolicyError(name, line, "an alias refers to a node that contains it" if size is None
+                                          else f"aliases expand this document to more than "
+                                               f"{MAX_EXPANDED_NODES:,} values"))
+                continue
             doc = loader.construct_document(node)
             if doc is None:
                 continue  # an empty document between '---' separators
@@ -169,6 +185,60 @@ def _read_documents(name: str, content: bytes,
     finally:
         loader.dispose()
     return out
+
+
+def _repeated_keys(root: yaml.Node) -> list[tuple[str, int, int]]:
+    """Keys given twice in one mapping, as (key, line, line of the first). YAML loaders keep
+    the last without a word, so a reviewer reading `action: Enforce` would not see the
+    `action: Audit` further down that wins. Merge keys (`<<: *anchor`) may be overridden."""
+    repeated: list[tuple[str, int, int]] = []
+    seen: set[int] = set()   # an alias repeats a node: walk each node once
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[tuple[str, str], int] = {}
+            for key, value in node.value:
+                stack.append(value)
+                if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                    continue
+                line, ident = key.start_mark.line + 1, (key.tag, key.value)
+                if ident in first:
+                    repeated.append((key.value, line, first[ident]))
+                else:
+                    first[ident] = line
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    return sorted(repeated, key=lambda r: r[1])
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _expanded_size(root: yaml.Node) -> int | None:
+    """How many values the document holds once its aliases are expanded, or None when an
+    alias refers to a node that contains it. The graph is walked once, not expanded."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()   # on the current path: meeting one again is a cycle
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        if finished:
+            open_nodes.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in _children(node))
+        elif id(node) in open_nodes:
+            return None
+        elif id(node) not in sizes:
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in _children(node))
+    return sizes[id(root)]
 
 
 def _parse_document(name: str, line: int, node: yaml.Node, doc: Any,
