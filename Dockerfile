@@ -3,9 +3,13 @@
 FROM python:3.11.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY requirements.lock pyproject.toml README.md ./
 COPY webhook ./webhook
-RUN python -m pip wheel --wheel-dir /wheels .
+# The dependencies exactly as locked, each file checked against its hash (the server
+# relies on aiohttp internals: a new release must arrive by a new lock, which the tests
+# have seen, never by a rebuild), then the package alone.
+RUN python -m pip wheel --wheel-dir /wheels --require-hashes -r requirements.lock \
+    && python -m pip wheel --wheel-dir /wheels --no-deps .
 
 # Runtime stage: no compilers, no pip cache, a non-root numeric user.
 FROM python:3.11.11-slim-bookworm

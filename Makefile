@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test certs schema manifests bench clean
+.PHONY: run test certs schema manifests bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ bench: $(VENV)/.installed
 
 schema: $(VENV)/.installed
 	$(BIN)/webhook policies schema > docs/policy.schema.json
+
+# The image installs exactly these versions, by hash (Dockerfile). Regenerate after a
+# change to the dependencies in pyproject.toml, or to take new releases, then run the tests.
+lock: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet 'uv>=0.5'
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes -o requirements.lock
 
 # kustomize reads only files under its folder: keep a copy of the shipped policies there.
 manifests:

@@ -42,7 +42,45 @@ def test_dockerignore_keeps_what_the_build_copies_and_leaves_out_the_dev_ca() ->
                if line.strip() and not line.startswith("#")]
     copied = [src for line in re.findall(r"^COPY (?!--)(.+) \S+$", DOCKERFILE.read_text(), flags=re.M)
               for src in line.split()]
-    assert copied == ["pyproject.toml", "README.md", "webhook", "policies"]
+    assert copied == ["requirements.lock", "pyproject.toml", "README.md", "webhook", "policies"]
     for source in copied:
         assert not any(fnmatch.fnmatch(source, pattern) for pattern in ignored), source
     assert {"certs", ".git", ".venv"} <= set(ignored)
+
+
+LOCK = DOCKERFILE.parent / "requirements.lock"
+
+
+def _locked() -> dict[str, tuple[str, int]]:
+    """Locked distribution name -> (version, number of hashes)."""
+    pins: dict[str, tuple[str, int]] = {}
+    for entry in re.split(r"\n(?=[A-Za-z0-9])", LOCK.read_text()):
+        match = re.match(r"([A-Za-z0-9._-]+)==(\S+)", entry)
+        if match:
+            pins[_normal(match[1])] = (match[2], entry.count("--hash=sha256:"))
+    return pins
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_image_installs_the_locked_dependencies_by_hash() -> None:
+    build = DOCKERFILE.read_text().split("\nFROM ")[1]
+    assert "--require-hashes -r requirements.lock" in build
+    assert re.search(r"pip wheel [^\n]*--no-deps \.$", build, flags=re.M), "the package itself, without its dependencies"
+
+
+def test_the_lock_pins_every_dependency_within_pyproject_bounds() -> None:
+    # A dependency added to pyproject.toml without `make lock` would fail the image build
+    # (--require-hashes), or one whose lower bound was raised would ship the old version.
+    from packaging.requirements import Requirement   # the test extra's pytest brings packaging
+    import tomllib
+    project = tomllib.loads((DOCKERFILE.parent / "pyproject.toml").read_text())["project"]
+    pins = _locked()
+    for line in project["dependencies"]:
+        requirement = Requirement(line)
+        version, hashes = pins[_normal(requirement.name)]
+        assert requirement.specifier.contains(version, prereleases=True), (requirement, version)
+        assert hashes >= 1, requirement.name
+    assert all(hashes for _, hashes in pins.values())
