@@ -441,3 +441,12 @@ def test_a_replaced_env_var_the_policy_no_longer_injects_stays_in_place() -> Non
         {"name": "X", "value": "policy"}, {"name": "B", "value": "$(X)-$(PLATFORM)"}]
     assert ledger_of(result.pod)["policies"][0] == {
         "name": "env", "revision": ledger_of(result.pod)["policies"][0]["revision"], "env": {"app": ["PLATFORM"]}}
+
+
+@pytest.mark.parametrize("item", ["env: [{name: \"X_{{ labels['app'] }}\", value: '1'}]",
+                                  "volumeMounts: [{name: v, mountPath: \"/data/{{ namespace }}\"}]"])
+def test_a_template_in_an_env_name_or_mount_path_is_a_load_error(item: str) -> None:
+    # Both identify the item in the ledger before rendering: on reinvocation the rendered
+    # var was injected a second time, and the rendered mount path denied the pod.
+    with pytest.raises(PolicyLoadError, match="cannot hold a template"):
+        policies_from_yaml(policy("tpl", f"inject:\n  volumes: [{{name: v, source: {{emptyDir: {{}}}}}}]\n  {item}\n"))

@@ -29,6 +29,16 @@ class OnConflict(str, Enum):
     DENY = "Deny"          # deny the pod, naming both sides
 
 
+def _no_template(value: str, what: str) -> str:
+    """An env var's name and a mount's path identify it in the ledger and in conflicts,
+    before any rendering: a template there would not be found again on reinvocation (a
+    second copy of the var, or a pod denied for mounting one path twice)."""
+    if has_template(value):
+        raise ValueError(f"{what} cannot hold a template ({value!r}); "
+                         "template the value, subPath or the volume source instead")
+    return value
+
+
 class Target(Strict):
     """Which of the pod's own containers an env var or mount goes to."""
 
@@ -78,6 +88,11 @@ class EnvVar(Target):
             raise ValueError("exactly one of value and valueFrom is required")
         return self
 
+    @field_validator("name")
+    @classmethod
+    def _fixed_name(cls, value: str) -> str:
+        return _no_template(value, "an env var's name")
+
     def to_env(self) -> dict[str, Any]:
         if self.value_from is not None:
             return {"name": self.name, "valueFrom": self.value_from}
@@ -106,6 +121,11 @@ class VolumeMount(Target):
     read_only: bool = Field(False, alias="readOnly")
     sub_path: str | None = Field(None, alias="subPath")
     on_conflict: OnConflict = Field(OnConflict.KEEP, alias="onConflict")
+
+    @field_validator("mount_path")
+    @classmethod
+    def _fixed_path(cls, value: str) -> str:
+        return _no_template(value, "a mountPath")
 
     def to_mount(self) -> dict[str, Any]:
         mount: dict[str, Any] = {"name": self.name, "mountPath": self.mount_path}
