@@ -450,3 +450,22 @@ def test_a_template_in_an_env_name_or_mount_path_is_a_load_error(item: str) -> N
     # var was injected a second time, and the rendered mount path denied the pod.
     with pytest.raises(PolicyLoadError, match="cannot hold a template"):
         policies_from_yaml(policy("tpl", f"inject:\n  volumes: [{{name: v, source: {{emptyDir: {{}}}}}}]\n  {item}\n"))
+
+
+@pytest.mark.parametrize("value", ["hello world", "-edge", "x" * 64])
+def test_an_invalid_label_value_is_a_load_error(value: str) -> None:
+    # The API server refuses the pod: every pod the policy matches would fail to be created.
+    with pytest.raises(PolicyLoadError, match="label 'team'"):
+        policies_from_yaml(policy("lbl", f"inject:\n  labels: {{team: '{value}'}}\n"))
+
+
+def test_a_label_value_rendered_invalid_is_a_clear_denial() -> None:
+    policies = policies_from_yaml(policy("lbl", """
+inject:
+  labels: {owner: "{{ annotations['owner'] | 'nobody' }}"}
+"""))
+    result = run(pod(annotations={"owner": "Jane Doe"}), policies=policies)
+    assert result.denial is not None
+    assert "policy lbl sets label 'owner' to 'Jane Doe'" in result.denial
+    assert run(pod(annotations={"owner": "jane"}), policies=policies).pod["metadata"]["labels"] == {"owner": "jane"}
+    assert run(pod(), policies=policies).pod["metadata"]["labels"] == {"owner": "nobody"}

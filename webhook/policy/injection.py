@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from itertools import combinations
 from typing import Any, Literal
@@ -18,6 +19,16 @@ from webhook.policy.common import (
     check_label_key,
 )
 from webhook.policy.template import TemplateError, compile_template, has_template
+
+
+# Kubernetes' rule for a label value (apimachinery IsValidLabelValue).
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+LABEL_VALUE_RULE = ("a label value is at most 63 characters: letters, digits, '-', '_' and '.', "
+                    "beginning and ending with a letter or digit")
+
+
+def valid_label_value(text: str) -> bool:
+    return len(text) <= 63 and _LABEL_VALUE.match(text) is not None
 
 
 class OnConflict(str, Enum):
@@ -152,6 +163,16 @@ class Inject(Strict):
             check_label_key(key)
             if key.startswith(f"{ANNOTATION_PREFIX}/status"):
                 raise ValueError(f"{key!r} is reserved for the injection ledger")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _valid_label_values(cls, value: dict[str, str]) -> dict[str, str]:
+        # The API server refuses a pod with such a label: every matching pod would fail.
+        # A template's value is checked once rendered, at admission.
+        for key, text in value.items():
+            if not has_template(text) and not valid_label_value(text):
+                raise ValueError(f"label {key!r}: {LABEL_VALUE_RULE}, not {text!r}")
         return value
 
     @model_validator(mode="after")
