@@ -469,3 +469,11 @@ inject:
     assert "policy lbl sets label 'owner' to 'Jane Doe'" in result.denial
     assert run(pod(annotations={"owner": "jane"}), policies=policies).pod["metadata"]["labels"] == {"owner": "jane"}
     assert run(pod(), policies=policies).pod["metadata"]["labels"] == {"owner": "nobody"}
+
+
+@pytest.mark.parametrize("value", ["8080", "true", "1.5"])
+def test_an_injected_containers_env_value_must_be_a_string(value: str) -> None:
+    # Passed through as written, the API server refused every pod that got the container.
+    with pytest.raises(PolicyLoadError, match="env var 'PORT': value must be a string"):
+        policies_from_yaml(policy("sc", f"inject:\n  sidecars: [{{name: s, image: i, env: [{{name: PORT, value: {value}}}]}}]\n"))
+    policies_from_yaml(policy("sc", "inject:\n  sidecars: [{name: s, image: i, env: [{name: PORT, value: '8080'}]}]\n"))

@@ -77,6 +77,21 @@ class InjectedContainer(Strict):
     before: list[str] = Field(default_factory=list, description="injected init containers this one runs before")
     after: list[str] = Field(default_factory=list, description="injected init containers this one runs after")
 
+    @field_validator("env")
+    @classmethod
+    def _env_values_are_strings(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        # The rest of a container passes through to the API server, but a YAML `value: 8080`
+        # or `value: true` is the common slip there, and the API server refuses every pod
+        # that gets it: "cannot unmarshal number into ... of type string".
+        for index, entry in enumerate(value or ()):
+            name = entry.get("name")
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"env[{index}] needs a name")
+            if entry.get("value") is not None and not isinstance(entry["value"], str):
+                raise ValueError(f"env var {name!r}: value must be a string; quote it "
+                                 f"({entry['value']!r} in YAML is not a string)")
+        return value
+
     def to_container(self) -> dict[str, Any]:
         """The Kubernetes container object, without our own policy-only fields."""
         return self.model_dump(by_alias=True, exclude_none=True,
