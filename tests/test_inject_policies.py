@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.engine_helpers import env_names, names, policies_from_yaml, run, runtime_env
+from tests.engine_helpers import env_names, expand, names, policies_from_yaml, run, runtime_env
 from webhook.engine.ledger import LEDGER_ANNOTATION
 from webhook.engine.patch import escape
 from webhook.policy.errors import PolicyLoadError
@@ -477,3 +477,28 @@ def test_an_injected_containers_env_value_must_be_a_string(value: str) -> None:
     with pytest.raises(PolicyLoadError, match="env var 'PORT': value must be a string"):
         policies_from_yaml(policy("sc", f"inject:\n  sidecars: [{{name: s, image: i, env: [{{name: PORT, value: {value}}}]}}]\n"))
     policies_from_yaml(policy("sc", "inject:\n  sidecars: [{name: s, image: i, env: [{name: PORT, value: '8080'}]}]\n"))
+
+
+def test_a_pod_value_reaches_the_container_as_written_where_the_kubelet_expands() -> None:
+    # The kubelet reads `$$` as `$` and `$(VAR)` as VAR's value in command, args and env
+    # values: an annotation's text put there unescaped arrived changed (or read another var).
+    policies = policies_from_yaml(policy("tpl", """
+inject:
+  env:
+    - {name: SECRET, value: hidden}
+    - {name: NOTE, value: "{{ annotations['note'] }} $(SECRET)"}
+  sidecars:
+    - name: agent
+      image: i
+      args: ["--note={{ annotations['note'] }}"]
+      env: [{name: NOTE, value: "{{ annotations['note'] | 'none' }}"}]
+  annotations:
+    example.com/note: "{{ annotations['note'] }}"
+"""))
+    note = "price $$5 $(SECRET)"
+    out = run(pod(annotations={"note": note}), policies=policies).pod
+    assert runtime_env(out["spec"]["containers"][0])["NOTE"] == f"{note} hidden"  # the policy's own $(SECRET) expands
+    agent = out["spec"]["initContainers"][0]
+    assert runtime_env(agent)["NOTE"] == note
+    assert expand(agent["args"][0], {"SECRET": "hidden"}) == f"--note={note}"
+    assert out["metadata"]["annotations"]["example.com/note"] == note  # not expanded there: as is
