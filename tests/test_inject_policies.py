@@ -502,3 +502,13 @@ inject:
     assert runtime_env(agent)["NOTE"] == note
     assert expand(agent["args"][0], {"SECRET": "hidden"}) == f"--note={note}"
     assert out["metadata"]["annotations"]["example.com/note"] == note  # not expanded there: as is
+
+
+def test_before_and_after_on_a_classic_sidecar_are_checked() -> None:
+    # Both were silently ignored: a classic sidecar starts after every init container.
+    head = "inject:\n  initContainers: [{name: a, image: i}]\n  sidecars: [{name: s, image: i, native: false, %s}]\n"
+    with pytest.raises(PolicyLoadError, match=r"native: false.*before: \['a'\] cannot hold"):
+        policies_from_yaml(policy("sc", head % "before: [a]"))
+    with pytest.raises(PolicyLoadError, match="s.after names 'ghost'"):
+        policies_from_yaml(policy("sc", head % "after: [ghost]"))
+    policies_from_yaml(policy("sc", head % "after: [a]"))

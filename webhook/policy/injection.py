@@ -101,6 +101,15 @@ class InjectedContainer(Strict):
 class Sidecar(InjectedContainer):
     native: bool = Field(True, description="an init container with restartPolicy: Always (the default)")
 
+    @model_validator(mode="after")
+    def _classic_runs_after_init(self) -> Sidecar:
+        # A classic sidecar is an app container: it starts after every init container and
+        # native sidecar, so `before` one of them cannot hold (it was silently ignored).
+        if not self.native and self.before:
+            raise ValueError(f"sidecar {self.name!r} has native: false, so it starts after every init "
+                             f"container and native sidecar; before: {self.before} cannot hold")
+        return self
+
 
 class EnvVar(Target):
     name: str = Field(min_length=1, pattern=r"^[^=]+$")
