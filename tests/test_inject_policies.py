@@ -512,3 +512,12 @@ def test_before_and_after_on_a_classic_sidecar_are_checked() -> None:
     with pytest.raises(PolicyLoadError, match="s.after names 'ghost'"):
         policies_from_yaml(policy("sc", head % "after: [ghost]"))
     policies_from_yaml(policy("sc", head % "after: [a]"))
+
+
+def test_replacing_the_pods_only_app_container_with_a_native_sidecar_is_denied() -> None:
+    # The patch left spec.containers empty, which the API server refuses.
+    policies = policies_from_yaml(policy("sc", "inject:\n  sidecars: [{name: app, image: i, onConflict: Replace}]\n"))
+    result = run(pod(), policies=policies)
+    assert result.denial is not None and "spec.containers would be left empty" in result.denial
+    two = run(pod({"name": "app", "image": "a"}, {"name": "web", "image": "w"}), policies=policies)
+    assert two.denial is None and names(two.pod["spec"]["containers"]) == ["web"]

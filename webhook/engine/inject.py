@@ -193,6 +193,10 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet) -> Injec
     if sections.volumes or "volumes" in spec:
         new_spec["volumes"] = sections.volumes
     problems = pod_problems(new_spec)
+    if not sections.containers and dicts_in(spec.get("containers")):
+        # A Replace moved the pod's only app container into initContainers (a native sidecar
+        # of the same name): the API server requires at least one container.
+        problems.add("spec.containers would be left empty (a policy replaced the pod's last app container)")
     if problems:  # only problems injection introduced count; the pod's own are the API server's
         problems -= pod_problems(spec)
     if problems:
