@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.engine_helpers import env_names, names, policies_from_yaml, run, runtime_env
+from tests.engine_helpers import env_names, expand, names, policies_from_yaml, run, runtime_env
 from webhook.engine.ledger import LEDGER_ANNOTATION
 from webhook.engine.patch import escape
 from webhook.policy.errors import PolicyLoadError
@@ -494,3 +494,83 @@ def test_a_replaced_env_var_the_policy_no_longer_injects_stays_in_place() -> Non
         {"name": "X", "value": "policy"}, {"name": "B", "value": "$(X)-$(PLATFORM)"}]
     assert ledger_of(result.pod)["policies"][0] == {
         "name": "env", "revision": ledger_of(result.pod)["policies"][0]["revision"], "env": {"app": ["PLATFORM"]}}
+
+
+@pytest.mark.parametrize("item", ["env: [{name: \"X_{{ labels['app'] }}\", value: '1'}]",
+                                  "volumeMounts: [{name: v, mountPath: \"/data/{{ namespace }}\"}]"])
+def test_a_template_in_an_env_name_or_mount_path_is_a_load_error(item: str) -> None:
+    # Both identify the item in the ledger before rendering: on reinvocation the rendered
+    # var was injected a second time, and the rendered mount path denied the pod.
+    with pytest.raises(PolicyLoadError, match="cannot hold a template"):
+        policies_from_yaml(policy("tpl", f"inject:\n  volumes: [{{name: v, source: {{emptyDir: {{}}}}}}]\n  {item}\n"))
+
+
+@pytest.mark.parametrize("value", ["hello world", "-edge", "x" * 64])
+def test_an_invalid_label_value_is_a_load_error(value: str) -> None:
+    # The API server refuses the pod: every pod the policy matches would fail to be created.
+    with pytest.raises(PolicyLoadError, match="label 'team'"):
+        policies_from_yaml(policy("lbl", f"inject:\n  labels: {{team: '{value}'}}\n"))
+
+
+def test_a_label_value_rendered_invalid_is_a_clear_denial() -> None:
+    policies = policies_from_yaml(policy("lbl", """
+inject:
+  labels: {owner: "{{ annotations['owner'] | 'nobody' }}"}
+"""))
+    result = run(pod(annotations={"owner": "Jane Doe"}), policies=policies)
+    assert result.denial is not None
+    assert "policy lbl sets label 'owner' to 'Jane Doe'" in result.denial
+    assert run(pod(annotations={"owner": "jane"}), policies=policies).pod["metadata"]["labels"] == {"owner": "jane"}
+    assert run(pod(), policies=policies).pod["metadata"]["labels"] == {"owner": "nobody"}
+
+
+@pytest.mark.parametrize("value", ["8080", "true", "1.5"])
+def test_an_injected_containers_env_value_must_be_a_string(value: str) -> None:
+    # Passed through as written, the API server refused every pod that got the container.
+    with pytest.raises(PolicyLoadError, match="env var 'PORT': value must be a string"):
+        policies_from_yaml(policy("sc", f"inject:\n  sidecars: [{{name: s, image: i, env: [{{name: PORT, value: {value}}}]}}]\n"))
+    policies_from_yaml(policy("sc", "inject:\n  sidecars: [{name: s, image: i, env: [{name: PORT, value: '8080'}]}]\n"))
+
+
+def test_a_pod_value_reaches_the_container_as_written_where_the_kubelet_expands() -> None:
+    # The kubelet reads `$$` as `$` and `$(VAR)` as VAR's value in command, args and env
+    # values: an annotation's text put there unescaped arrived changed (or read another var).
+    policies = policies_from_yaml(policy("tpl", """
+inject:
+  env:
+    - {name: SECRET, value: hidden}
+    - {name: NOTE, value: "{{ annotations['note'] }} $(SECRET)"}
+  sidecars:
+    - name: agent
+      image: i
+      args: ["--note={{ annotations['note'] }}"]
+      env: [{name: NOTE, value: "{{ annotations['note'] | 'none' }}"}]
+  annotations:
+    example.com/note: "{{ annotations['note'] }}"
+"""))
+    note = "price $$5 $(SECRET)"
+    out = run(pod(annotations={"note": note}), policies=policies).pod
+    assert runtime_env(out["spec"]["containers"][0])["NOTE"] == f"{note} hidden"  # the policy's own $(SECRET) expands
+    agent = out["spec"]["initContainers"][0]
+    assert runtime_env(agent)["NOTE"] == note
+    assert expand(agent["args"][0], {"SECRET": "hidden"}) == f"--note={note}"
+    assert out["metadata"]["annotations"]["example.com/note"] == note  # not expanded there: as is
+
+
+def test_before_and_after_on_a_classic_sidecar_are_checked() -> None:
+    # Both were silently ignored: a classic sidecar starts after every init container.
+    head = "inject:\n  initContainers: [{name: a, image: i}]\n  sidecars: [{name: s, image: i, native: false, %s}]\n"
+    with pytest.raises(PolicyLoadError, match=r"native: false.*before: \['a'\] cannot hold"):
+        policies_from_yaml(policy("sc", head % "before: [a]"))
+    with pytest.raises(PolicyLoadError, match="s.after names 'ghost'"):
+        policies_from_yaml(policy("sc", head % "after: [ghost]"))
+    policies_from_yaml(policy("sc", head % "after: [a]"))
+
+
+def test_replacing_the_pods_only_app_container_with_a_native_sidecar_is_denied() -> None:
+    # The patch left spec.containers empty, which the API server refuses.
+    policies = policies_from_yaml(policy("sc", "inject:\n  sidecars: [{name: app, image: i, onConflict: Replace}]\n"))
+    result = run(pod(), policies=policies)
+    assert result.denial is not None and "spec.containers would be left empty" in result.denial
+    two = run(pod({"name": "app", "image": "a"}, {"name": "web", "image": "w"}), policies=policies)
+    assert two.denial is None and names(two.pod["spec"]["containers"]) == ["web"]

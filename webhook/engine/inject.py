@@ -20,7 +20,7 @@ from webhook.jsonvalue import as_dict, as_str, dicts_in, str_map
 from webhook.engine.pod_rules import pod_problems
 from webhook.policy.common import ANNOTATION_PREFIX, Mode
 from webhook.policy.compiled import CompiledInjection, ContainerField, Item
-from webhook.policy.injection import OnConflict
+from webhook.policy.injection import LABEL_VALUE_RULE, OnConflict, valid_label_value
 from webhook.policy.loader import PolicySet
 from webhook.policy.template import TemplateContext
 
@@ -193,6 +193,10 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet) -> Injec
     if sections.volumes or "volumes" in spec:
         new_spec["volumes"] = sections.volumes
     problems = pod_problems(new_spec)
+    if not sections.containers and dicts_in(spec.get("containers")):
+        # A Replace moved the pod's only app container into initContainers (a native sidecar
+        # of the same name): the API server requires at least one container.
+        problems.add("spec.containers would be left empty (a policy replaced the pod's last app container)")
     if problems:  # only problems injection introduced count; the pod's own are the API server's
         problems -= pod_problems(spec)
     if problems:
@@ -337,6 +341,11 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
                                  (s.annotations, policy.annotations, record.annotations)):
         for item in pairs:
             key, value = item.key, item.render(ctx)
+            if target is s.labels and not valid_label_value(value):
+                # A rendered value (a long workload name, an annotation's text) that the API
+                # server would refuse: say which policy and label, not an opaque API error.
+                raise _Deny(f"policy {policy.name} sets label {key!r} to {value!r}, which is not a valid "
+                            f"label value ({LABEL_VALUE_RULE}); ask the platform team to change the policy")
             if key in target:
                 if target[key] != value:
                     record.conflicts.append({"kind": "label" if target is s.labels else "annotation",

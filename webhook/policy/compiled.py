@@ -8,7 +8,7 @@ the hot path. Items that hold templates are marked, so only they are rendered.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,13 +78,25 @@ class CompiledInjection:
     container_fields: tuple[ContainerField, ...]  # env vars and mounts, the ones the policy has
 
 
-def renderer_for(value: Any) -> Callable[[TemplateContext], Any] | None:
+# Where in a container the kubelet expands `$(VAR)` (and reads `$$` as `$`): templates
+# there escape the pod values they substitute. A mapping descends into keys, a list's
+# entries share their list's entry, True marks the strings to escape.
+Expansion = Mapping[str, "Expansion"] | bool
+CONTAINER_EXPANSION: Expansion = {"command": True, "args": True, "env": {"value": True},
+                                  "volumeMounts": {"subPathExpr": True}}
+ENV_EXPANSION: Expansion = {"value": True}
+
+
+def renderer_for(value: Any, expansion: Expansion = False) -> Callable[[TemplateContext], Any] | None:
     """A function rebuilding `value` with its templates filled in, copying only the
-    parts that hold templates; None when there are none."""
+    parts that hold templates; None when there are none. `expansion` says which of its
+    strings the kubelet expands (see CONTAINER_EXPANSION)."""
     if isinstance(value, str):
-        return compile_template(value) if has_template(value) else None
+        return compile_template(value, expanded=expansion is True) if has_template(value) else None
     if isinstance(value, dict):
-        keyed = {k: r for k, v in value.items() if (r := renderer_for(v)) is not None}
+        keyed = {k: r for k, v in value.items()
+                 if (r := renderer_for(v, expansion.get(k, False) if isinstance(expansion, Mapping)
+                                       else expansion)) is not None}
         if not keyed:
             return None
 
@@ -95,7 +107,7 @@ def renderer_for(value: Any) -> Callable[[TemplateContext], Any] | None:
             return out
         return render_dict
     if isinstance(value, list):
-        indexed = {i: r for i, v in enumerate(value) if (r := renderer_for(v)) is not None}
+        indexed = {i: r for i, v in enumerate(value) if (r := renderer_for(v, expansion)) is not None}
         if not indexed:
             return None
 
@@ -108,8 +120,9 @@ def renderer_for(value: Any) -> Callable[[TemplateContext], Any] | None:
     return None
 
 
-def _item(name: str, value: dict[str, Any], on_conflict: OnConflict, target: Target | None = None) -> Item:
-    return Item(name=name, value=value, renderer=renderer_for(value), on_conflict=on_conflict,
+def _item(name: str, value: dict[str, Any], on_conflict: OnConflict, target: Target | None = None, *,
+          expansion: Expansion = False) -> Item:
+    return Item(name=name, value=value, renderer=renderer_for(value, expansion), on_conflict=on_conflict,
                 containers=frozenset(target.containers) if target and target.containers is not None else None,
                 include_init_containers=bool(target and target.include_init_containers))
 
@@ -120,7 +133,8 @@ def _container_field(items: tuple[Item, ...], field_name: str, key: str, kind: s
 
 
 def _container_fields(inject: Inject) -> tuple[ContainerField, ...]:
-    env = _container_field(tuple(_item(e.name, e.to_env(), e.on_conflict, e) for e in inject.env),
+    env = _container_field(tuple(_item(e.name, e.to_env(), e.on_conflict, e, expansion=ENV_EXPANSION)
+                                 for e in inject.env),
                            "env", "name", "env", "env var {!r}", "env")
     mounts = _container_field(tuple(_item(m.mount_path, m.to_mount(), m.on_conflict, m)
                                     for m in inject.volume_mounts),
@@ -130,13 +144,14 @@ def _container_fields(inject: Inject) -> tuple[ContainerField, ...]:
 
 def compile_injection(policy: InjectionPolicy) -> CompiledInjection:
     inject = policy.spec.inject
-    init_items = [_item(c.name, c.to_container(), c.on_conflict) for c in inject.init_containers]
+    init_items = [_item(c.name, c.to_container(), c.on_conflict, expansion=CONTAINER_EXPANSION)
+                  for c in inject.init_containers]
     for sidecar in inject.sidecars:
         if sidecar.native:
             # Native sidecar (GA in 1.33): an init container that keeps running, starts
             # before the app, and does not keep a Job from completing.
             init_items.append(_item(sidecar.name, {**sidecar.to_container(), "restartPolicy": "Always"},
-                                    sidecar.on_conflict))
+                                    sidecar.on_conflict, expansion=CONTAINER_EXPANSION))
     return CompiledInjection(
         name=policy.metadata.name,
         revision=hashlib.sha256(policy.model_dump_json(by_alias=True).encode()).hexdigest()[:12],
@@ -145,7 +160,7 @@ def compile_injection(policy: InjectionPolicy) -> CompiledInjection:
         opt_in=policy.spec.opt_in,
         match=policy.spec.match,
         init_containers=tuple(init_items),
-        classic_sidecars=tuple(_item(s.name, s.to_container(), s.on_conflict)
+        classic_sidecars=tuple(_item(s.name, s.to_container(), s.on_conflict, expansion=CONTAINER_EXPANSION)
                                for s in inject.sidecars if not s.native),
         volumes=tuple(_item(v.name, v.to_volume(), v.on_conflict) for v in inject.volumes),
         labels=tuple(MetadataItem(k, v, renderer_for(v)) for k, v in inject.labels.items()),

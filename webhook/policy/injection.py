@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from itertools import combinations
 from typing import Any, Literal
@@ -20,6 +21,16 @@ from webhook.policy.common import (
 from webhook.policy.template import TemplateError, compile_template, has_template
 
 
+# Kubernetes' rule for a label value (apimachinery IsValidLabelValue).
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+LABEL_VALUE_RULE = ("a label value is at most 63 characters: letters, digits, '-', '_' and '.', "
+                    "beginning and ending with a letter or digit")
+
+
+def valid_label_value(text: str) -> bool:
+    return len(text) <= 63 and _LABEL_VALUE.match(text) is not None
+
+
 class OnConflict(str, Enum):
     """What to do when the pod already has an item of the same name (or mount path)."""
 
@@ -27,6 +38,16 @@ class OnConflict(str, Enum):
     REPLACE = "Replace"    # replace the pod's item with the policy's
     SKIP = "Skip"          # do not apply this policy to the pod at all
     DENY = "Deny"          # deny the pod, naming both sides
+
+
+def _no_template(value: str, what: str) -> str:
+    """An env var's name and a mount's path identify it in the ledger and in conflicts,
+    before any rendering: a template there would not be found again on reinvocation (a
+    second copy of the var, or a pod denied for mounting one path twice)."""
+    if has_template(value):
+        raise ValueError(f"{what} cannot hold a template ({value!r}); "
+                         "template the value, subPath or the volume source instead")
+    return value
 
 
 class Target(Strict):
@@ -56,6 +77,21 @@ class InjectedContainer(Strict):
     before: list[str] = Field(default_factory=list, description="injected init containers this one runs before")
     after: list[str] = Field(default_factory=list, description="injected init containers this one runs after")
 
+    @field_validator("env")
+    @classmethod
+    def _env_values_are_strings(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        # The rest of a container passes through to the API server, but a YAML `value: 8080`
+        # or `value: true` is the common slip there, and the API server refuses every pod
+        # that gets it: "cannot unmarshal number into ... of type string".
+        for index, entry in enumerate(value or ()):
+            name = entry.get("name")
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"env[{index}] needs a name")
+            if entry.get("value") is not None and not isinstance(entry["value"], str):
+                raise ValueError(f"env var {name!r}: value must be a string; quote it "
+                                 f"({entry['value']!r} in YAML is not a string)")
+        return value
+
     def to_container(self) -> dict[str, Any]:
         """The Kubernetes container object, without our own policy-only fields."""
         return self.model_dump(by_alias=True, exclude_none=True,
@@ -64,6 +100,15 @@ class InjectedContainer(Strict):
 
 class Sidecar(InjectedContainer):
     native: bool = Field(True, description="an init container with restartPolicy: Always (the default)")
+
+    @model_validator(mode="after")
+    def _classic_runs_after_init(self) -> Sidecar:
+        # A classic sidecar is an app container: it starts after every init container and
+        # native sidecar, so `before` one of them cannot hold (it was silently ignored).
+        if not self.native and self.before:
+            raise ValueError(f"sidecar {self.name!r} has native: false, so it starts after every init "
+                             f"container and native sidecar; before: {self.before} cannot hold")
+        return self
 
 
 class EnvVar(Target):
@@ -77,6 +122,11 @@ class EnvVar(Target):
         if (self.value is None) == (self.value_from is None):
             raise ValueError("exactly one of value and valueFrom is required")
         return self
+
+    @field_validator("name")
+    @classmethod
+    def _fixed_name(cls, value: str) -> str:
+        return _no_template(value, "an env var's name")
 
     def to_env(self) -> dict[str, Any]:
         if self.value_from is not None:
@@ -107,6 +157,11 @@ class VolumeMount(Target):
     sub_path: str | None = Field(None, alias="subPath")
     on_conflict: OnConflict = Field(OnConflict.KEEP, alias="onConflict")
 
+    @field_validator("mount_path")
+    @classmethod
+    def _fixed_path(cls, value: str) -> str:
+        return _no_template(value, "a mountPath")
+
     def to_mount(self) -> dict[str, Any]:
         mount: dict[str, Any] = {"name": self.name, "mountPath": self.mount_path}
         if self.read_only:
@@ -132,6 +187,16 @@ class Inject(Strict):
             check_label_key(key)
             if key.startswith(f"{ANNOTATION_PREFIX}/status"):
                 raise ValueError(f"{key!r} is reserved for the injection ledger")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _valid_label_values(cls, value: dict[str, str]) -> dict[str, str]:
+        # The API server refuses a pod with such a label: every matching pod would fail.
+        # A template's value is checked once rendered, at admission.
+        for key, text in value.items():
+            if not has_template(text) and not valid_label_value(text):
+                raise ValueError(f"label {key!r}: {LABEL_VALUE_RULE}, not {text!r}")
         return value
 
     @model_validator(mode="after")

@@ -46,6 +46,17 @@ def init_container_order(policies: list[InjectionPolicy], sources: Mapping[str, 
                         continue
                     first, then = (container.name, target) if field == "before" else (target, container.name)
                     edges[first].add(then)
+    for policy in policies:
+        for sidecar in policy.spec.inject.sidecars:
+            # A classic sidecar's `after` always holds (app containers start after every init
+            # container); only a name nothing injects is worth an error, as for the others.
+            for target in sidecar.after if not sidecar.native else ():
+                if target not in default_rank:
+                    errors.append(PolicyError(
+                        sources.get(policy.metadata.name, "?"), None,
+                        f"{sidecar.name}.after names {target!r}, which no policy injects "
+                        "as an init container or native sidecar",
+                        policy=policy.metadata.name, field="spec.inject.after"))
     indegree = {name: 0 for name in default_rank}
     for targets in edges.values():
         for target in targets:

@@ -65,8 +65,13 @@ def has_template(value: str) -> bool:
 
 
 @lru_cache(maxsize=4096)
-def compile_template(value: str) -> Renderer:
-    """Compile `value` once; raises TemplateError naming the bad reference."""
+def compile_template(value: str, *, expanded: bool = False) -> Renderer:
+    """Compile `value` once; raises TemplateError naming the bad reference.
+
+    `expanded`: the value lands where the kubelet expands `$(VAR)` and reads `$$` as `$`
+    (a container's command, args, env values). A pod's value put there (an annotation's
+    text) is then written with each `$` doubled, so it reaches the container as the pod
+    holds it; the policy's own text, literals included, keeps its `$(VAR)` references."""
     pieces: list[str | list[_Alternative]] = []
     pos = 0
     for match in _PLACEHOLDER.finditer(value):
@@ -87,6 +92,8 @@ def compile_template(value: str) -> Renderer:
             for kind, arg in piece:
                 text = arg if kind == "lit" else ctx.lookup(arg)  # type: ignore[arg-type]
                 if text:
+                    if expanded and kind == "ref":
+                        text = text.replace("$", "$$")  # type: ignore[union-attr]
                     out.append(text)  # type: ignore[arg-type]
                     break
         return "".join(out)
