@@ -341,9 +341,10 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
                                  (s.annotations, policy.annotations, record.annotations)):
         for item in pairs:
             key, value = item.key, item.render(ctx)
-            if target is s.labels and not valid_label_value(value):
+            if target is s.labels and item.renderer is not None and not valid_label_value(value):
                 # A rendered value (a long workload name, an annotation's text) that the API
                 # server would refuse: say which policy and label, not an opaque API error.
+                # A literal one was checked at load.
                 raise _Deny(f"policy {policy.name} sets label {key!r} to {value!r}, which is not a valid "
                             f"label value ({LABEL_VALUE_RULE}); ask the platform team to change the policy")
             if key in target:
