@@ -239,6 +239,14 @@ def test_pointer_escaping(text: str, escaped: str) -> None:
     ("inject:\n  volumeMounts: [{name: v, mountPath: /m}, {name: w, mountPath: /m, containers: [app]}]\n",
      "mount path '/m' is injected twice"),
     ("match: {podSelector: {matchExpressions: [{key: a, operator: In}]}}\ninject: {}\n", "needs at least one value"),
+    # A selector no pod's labels could satisfy would silently never match.
+    ("match: {podSelector: {matchLabels: {app: \"web \"}}}\ninject: {}\n",
+     "spec.match.podSelector.matchLabels: label 'app': a label value is at most 63 characters"),
+    ("match: {podSelector: {matchLabels: {\"team name\": web}}}\ninject: {}\n", "invalid label/annotation key"),
+    ("match: {podSelector: {matchExpressions: [{key: tier, operator: In, values: [web, \"api,db\"]}]}}\n"
+     "inject: {}\n", "label 'tier': a label value is at most 63 characters"),
+    ("match: {podSelector: {matchExpressions: [{key: \"-tier\", operator: Exists}]}}\ninject: {}\n",
+     "invalid label/annotation key '-tier'"),
     ("inject:\n  annotations: {runtime.platform.io/status: x}\n", "reserved"),
 ])
 def test_policy_errors_name_file_line_policy_and_field(document: str, message: str) -> None:

@@ -18,9 +18,9 @@ from webhook.engine.match import mismatch
 from webhook.engine.pod import PodFacts, pod_facts
 from webhook.jsonvalue import as_dict, as_str, dicts_in, str_map
 from webhook.engine.pod_rules import pod_problems
-from webhook.policy.common import ANNOTATION_PREFIX, Mode
+from webhook.policy.common import ANNOTATION_PREFIX, LABEL_VALUE_RULE, Mode, valid_label_value
 from webhook.policy.compiled import CompiledInjection, ContainerField, Item
-from webhook.policy.injection import LABEL_VALUE_RULE, OnConflict, valid_label_value
+from webhook.policy.injection import OnConflict
 from webhook.policy.loader import PolicySet
 from webhook.policy.template import TemplateContext
 

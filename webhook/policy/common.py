@@ -13,7 +13,7 @@ import re
 from enum import Enum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 API_VERSION = "runtime.platform.io/v1"
@@ -29,6 +29,14 @@ LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a
                         r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 # The length cap both policy kinds have applied to label and annotation keys.
 _MAX_LABEL_KEY = 316
+# Kubernetes' rule for a label value (apimachinery IsValidLabelValue).
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+LABEL_VALUE_RULE = ("a label value is at most 63 characters: letters, digits, '-', '_' and '.', "
+                    "beginning and ending with a letter or digit")
+
+
+def valid_label_value(text: str) -> bool:
+    return len(text) <= 63 and _LABEL_VALUE.match(text) is not None
 
 
 def check_label_key(key: str) -> str:
@@ -70,10 +78,32 @@ class NamespaceMatch(Strict):
     exclude: list[str] = Field(default_factory=list, description="glob patterns, checked after include")
 
 
+def _selectable(labels: dict[str, str]) -> dict[str, str]:
+    for key, value in labels.items():
+        _selector_label(key, value)
+    return labels
+
+
+def _selector_label(key: str, value: str | None = None) -> None:
+    """A selector naming a key or value no pod can carry (a stray space, a typo'd
+    character) would never match, silently: refused, as the API server refuses it in a
+    Deployment's selector."""
+    check_label_key(key)
+    if value is not None and not valid_label_value(value):
+        raise ValueError(f"label {key!r}: {LABEL_VALUE_RULE}, not {value!r}")
+
+
 class LabelSelectorRequirement(Strict):
     key: str
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
     values: list[str] = []
+
+    @model_validator(mode="after")
+    def _pod_labels_could_match(self) -> LabelSelectorRequirement:
+        _selector_label(self.key)
+        for value in self.values:
+            _selector_label(self.key, value)
+        return self
 
     @model_validator(mode="after")
     def _values_fit_operator(self) -> LabelSelectorRequirement:
@@ -89,6 +119,8 @@ class LabelSelector(Strict):
     match_labels: dict[str, str] = Field(default_factory=dict, alias="matchLabels")
     match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list,
                                                               alias="matchExpressions")
+
+    _labels_could_match = field_validator("match_labels")(_selectable)
 
 
 class Match(Strict):

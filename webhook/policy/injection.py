@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from enum import Enum
 from itertools import combinations
 from typing import Any, Literal
@@ -11,24 +10,16 @@ from pydantic import Field, field_validator, model_validator
 
 from webhook.policy.common import (
     ANNOTATION_PREFIX,
+    LABEL_VALUE_RULE,
     ContainerName,
     Match,
     Metadata,
     Mode,
     Strict,
     check_label_key,
+    valid_label_value,
 )
 from webhook.policy.template import TemplateError, compile_template, has_template
-
-
-# Kubernetes' rule for a label value (apimachinery IsValidLabelValue).
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-LABEL_VALUE_RULE = ("a label value is at most 63 characters: letters, digits, '-', '_' and '.', "
-                    "beginning and ending with a letter or digit")
-
-
-def valid_label_value(text: str) -> bool:
-    return len(text) <= 63 and _LABEL_VALUE.match(text) is not None
 
 
 class OnConflict(str, Enum):
