@@ -229,6 +229,32 @@ def test_opt_out_of_one_policy() -> None:
     assert names(out["spec"]["initContainers"]) == BATCH_INIT
 
 
+def test_opting_in_and_out_as_documented_warns_of_nothing() -> None:
+    assert run(pod(annotations={"runtime.platform.io/inject-traffic-proxy": "false",
+                                "runtime.platform.io/inject-identity": "true"})).warnings == []
+    assert run(pod(annotations={"runtime.platform.io/inject": "false"})).warnings == []
+
+
+@pytest.mark.parametrize(("annotations", "warning"), [
+    # Read as neither "true" nor "false": the pod is injected, and its author is told.
+    ({"runtime.platform.io/inject": "False"}, "annotation runtime.platform.io/inject: 'False' is ignored"),
+    ({"runtime.platform.io/inject-traffic-proxy": "no"},
+     "annotation runtime.platform.io/inject-traffic-proxy: 'no' is ignored"),
+    ({"runtime.platform.io/inject-trafic-proxy": "false"},
+     "annotation runtime.platform.io/inject-trafic-proxy is ignored: no injection policy is named 'trafic-proxy'"),
+])
+def test_an_inject_annotation_that_does_nothing_is_a_warning(annotations: dict[str, str], warning: str) -> None:
+    result = run(pod(annotations=annotations))
+    assert result.warnings == [warning + ("; it takes \"true\" or \"false\"" if "' is ignored" in warning else "")]
+    assert names(result.pod["spec"]["initContainers"]) == SERVICE_INIT   # injected, as before
+
+
+def test_an_opted_out_pod_still_hears_of_an_ignored_policy_annotation() -> None:
+    result = run(pod(annotations={"runtime.platform.io/inject": "false", "runtime.platform.io/inject-x": "false"}))
+    assert result.patch == [] and result.warnings == [
+        "annotation runtime.platform.io/inject-x is ignored: no injection policy is named 'x'"]
+
+
 @pytest.mark.parametrize("namespace", ["kube-system", "webhook-system", "kube-node-lease"])
 def test_excluded_namespaces(namespace: str) -> None:
     assert run(pod(), namespace=namespace).patch == []

@@ -109,9 +109,9 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet) -> Injec
     metadata = as_dict(pod.get("metadata"))
     spec = as_dict(pod.get("spec"))
     annotations = str_map(metadata.get("annotations"))
-    warnings: list[str] = []
+    warnings = _unread_choices(annotations, policies)
     if annotations.get(INJECT_ANNOTATION) == "false":
-        return InjectionResult(patch=[], pod=pod, outcomes=[
+        return InjectionResult(patch=[], pod=pod, warnings=warnings, outcomes=[
             PolicyOutcome(p.name, False, f"pod opted out ({INJECT_ANNOTATION}: \"false\")")
             for p in policies.injectors])
 
@@ -210,6 +210,25 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet) -> Injec
             new_metadata[key] = value
     return InjectionResult(patch=ops, pod={**pod, "metadata": new_metadata, "spec": new_spec},
                            warnings=warnings, outcomes=outcomes)
+
+
+def _unread_choices(annotations: Mapping[str, str], policies: PolicySet) -> list[str]:
+    """A warning for each inject annotation the engine does not act on: a value other than
+    "true" or "false" ("False", "no": the pod is injected), or a policy name no injection
+    policy has (a typo). kubectl shows the pod's author, who would otherwise find out from
+    the sidecars that came anyway."""
+    warnings: list[str] = []
+    for key, value in annotations.items():
+        if not key.startswith(INJECT_ANNOTATION):
+            continue
+        policy = key[len(INJECT_ANNOTATION) + 1:] if key.startswith(INJECT_ANNOTATION + "-") else None
+        if key != INJECT_ANNOTATION and policy is None:
+            continue
+        if value not in ("true", "false"):
+            warnings.append(f"annotation {key}: {value!r} is ignored; it takes \"true\" or \"false\"")
+        elif policy is not None and not any(p.name == policy for p in policies.injectors):
+            warnings.append(f"annotation {key} is ignored: no injection policy is named {policy!r}")
+    return warnings
 
 
 def _not_applicable(policy: CompiledInjection, facts: PodFacts) -> str | None:
