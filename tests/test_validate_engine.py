@@ -343,6 +343,23 @@ def test_ephemeral_containers_are_checked_against_pod_security_only() -> None:
     ]
 
 
+def test_in_place_resize_is_checked_against_resources_rules_only() -> None:
+    # pods/resize changes container resources on a running pod: without a check it
+    # would lift the maximum the pod was created under.
+    policies = policy_set(policy("p", [{"resources": {"maximum": {"cpu": "2"}}},
+                                       {"images": {"forbidLatest": True}}]))
+    running = pod(container("app", image="busybox", resources={"limits": {"cpu": "1"}}))
+    resized = copy.deepcopy(running)
+    resized["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "64"
+    decision = run(policies, resized, operation="UPDATE", sub_resource="resize", old=running)
+    assert not decision.allowed
+    assert checks(decision) == [("resources", "maximum", "spec.containers[app].resources.limits.cpu")]
+    shrunk = copy.deepcopy(running)
+    shrunk["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "500m"
+    decision = run(policies, shrunk, operation="UPDATE", sub_resource="resize", old=running)
+    assert decision.allowed and decision.violations == ()      # latest image: not a resources matter
+
+
 # --- namespaces and matching --------------------------------------------------------
 
 def test_request_namespace_is_used_when_the_object_has_none() -> None:

@@ -11,6 +11,9 @@ What is evaluated, per request:
   metadata edits on objects admitted under older policies (Pod Security admission
   skips such pod updates too).
 - The `pods/ephemeralcontainers` subresource (kubectl debug) runs podSecurity rules only.
+- The `pods/resize` subresource (in-place resize) runs resources rules only: it changes
+  nothing but container resources, and left unchecked it would lift any `maximum` or
+  `maxLimitRequestRatio` the pod was admitted under.
 - Everything else (DELETE, CONNECT, other subresources such as status or binding,
   other kinds) is admitted untouched.
 """
@@ -30,25 +33,29 @@ from webhook.policy.loader import PolicySet
 from webhook.review import AdmissionRequest
 
 VALIDATED_OPERATIONS = frozenset({"CREATE", "UPDATE"})
-EPHEMERAL_CONTAINERS = "ephemeralcontainers"
+# Pod subresources that change the pod spec, and the one rule kind each is checked against.
+POD_SUBRESOURCE_RULES: dict[str, str] = {
+    "ephemeralcontainers": "podSecurity",  # kubectl debug adds a container
+    "resize": "resources",                 # in-place resize changes only container resources
+}
 
 
 def validate(request: AdmissionRequest, policies: PolicySet, *, today: date | None = None) -> Decision:
     """`today` (UTC) decides which exceptions have expired; a parameter so tests can pin it."""
     if request.operation not in VALIDATED_OPERATIONS or request.object is None:
         return decision.allowed()
-    pod_security_only = False
+    only_kind: str | None = None  # for a pod subresource, the one rule kind that applies
     if request.sub_resource:
         is_pod = (request.resource.group, request.resource.resource) == ("", "pods") or \
             (request.kind.group, request.kind.kind) == POD
-        if request.sub_resource != EPHEMERAL_CONTAINERS or not is_pod:
+        only_kind = POD_SUBRESOURCE_RULES.get(request.sub_resource) if is_pod else None
+        if only_kind is None:
             return decision.allowed()
-        pod_security_only = True  # kubectl debug: only the Pod Security rules apply
     target = target_of(request, request.object)
     if target is None:
         return decision.allowed()
     old_target = target_of(request, request.old_object) if request.operation == "UPDATE" else None
-    if old_target is not None and not pod_security_only and \
+    if old_target is not None and only_kind is None and \
             old_target.evaluated_view() == target.evaluated_view():
         return decision.allowed()
 
@@ -63,7 +70,7 @@ def validate(request: AdmissionRequest, policies: PolicySet, *, today: date | No
         if lifted == ALL_RULES:
             continue
         rules = [r for r in policy.spec.rules if r.id not in lifted
-                 and (not pod_security_only or r.kind == "podSecurity")]
+                 and (only_kind is None or r.kind == only_kind)]
         if not rules:
             continue
         applied.append(policy.metadata.name)
