@@ -251,6 +251,15 @@ HOST_PATH_CASES = [
      [("hostPathReadOnly", "spec.containers[app].volumeMounts[0].readOnly")]),
     ([{"pathPrefix": "/var/log", "readOnly": True}], "/var/log/app", False,
      [("hostPathReadOnly", "spec.containers[app].volumeMounts[0].readOnly")]),
+    # The most specific prefix decides, whatever the order of the list.
+    ([{"pathPrefix": "/var/log"}, {"pathPrefix": "/var/log/audit", "readOnly": True}], "/var/log/audit/x", None,
+     [("hostPathReadOnly", "spec.containers[app].volumeMounts[0].readOnly")]),
+    ([{"pathPrefix": "/var/log/audit", "readOnly": True}, {"pathPrefix": "/var/log"}], "/var/log/audit/x", None,
+     [("hostPathReadOnly", "spec.containers[app].volumeMounts[0].readOnly")]),
+    ([{"pathPrefix": "/var/log", "readOnly": True}, {"pathPrefix": "/var/log/app"}], "/var/log/app", None, []),
+    ([{"pathPrefix": "/var/log/app"}, {"pathPrefix": "/var/log", "readOnly": True}], "/var/log/app", None, []),
+    ([{"pathPrefix": "/var/log"}, {"pathPrefix": "/var/log/", "readOnly": True}], "/var/log/app", None,
+     [("hostPathReadOnly", "spec.containers[app].volumeMounts[0].readOnly")]),
 ]
 
 
