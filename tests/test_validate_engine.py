@@ -323,14 +323,16 @@ def test_other_subresources_are_allowed(sub_resource: str) -> None:
                old=_privileged_pod()).allowed
 
 
-def test_ephemeral_containers_are_checked_against_pod_security_only() -> None:
+def test_ephemeral_containers_are_checked_against_pod_security_and_container_rules() -> None:
     policies = policy_set(policy("p", [{"podSecurity": {"level": "baseline"}},
-                                       {"images": {"forbidLatest": True}}, {"hostPorts": {}}]))
+                                       {"images": {"forbidLatest": True}}, {"hostPorts": {}},
+                                       {"requiredLabels": [{"key": "team"}]}]))
     running = pod(good_container())
     debug_ok = copy.deepcopy(running)
-    debug_ok["spec"]["ephemeralContainers"] = [{"name": "debugger", "image": "busybox", "targetContainerName": "app"}]
+    debug_ok["spec"]["ephemeralContainers"] = [{"name": "debugger", "image": "busybox:1.36",
+                                                "targetContainerName": "app"}]
     decision = run(policies, debug_ok, operation="UPDATE", sub_resource="ephemeralcontainers", old=running)
-    assert decision.allowed and decision.violations == ()       # latest image: not a podSecurity matter
+    assert decision.allowed and decision.violations == ()       # a missing label: not the debugger's doing
     debug_bad = copy.deepcopy(running)
     debug_bad["spec"]["ephemeralContainers"] = [{"name": "debugger", "image": "busybox",
                                                  "securityContext": {"privileged": True,
@@ -340,7 +342,30 @@ def test_ephemeral_containers_are_checked_against_pod_security_only() -> None:
     assert checks(decision) == [
         ("podSecurity", "privileged", "spec.ephemeralContainers[debugger].securityContext.privileged"),
         ("podSecurity", "capabilities_baseline", "spec.ephemeralContainers[debugger].securityContext.capabilities.add"),
+        ("images", "latestTag", "spec.ephemeralContainers[debugger].image"),
     ]
+
+
+def test_debug_containers_cannot_bypass_container_rules() -> None:
+    # kubectl debug --image=... --profile=sysadmin: the added container runs inside the pod,
+    # so a registry allowlist or a privileged rule must hold for it.
+    policies = policy_set(policy("p", [{"images": {"allowedRegistries": ["registry.example.com"]}},
+                                       {"privileged": {}}]))
+    running = pod(container("app", image="docker.io/legacy:1"))   # admitted before the policy
+    running["spec"]["ephemeralContainers"] = [{"name": "old-debug", "image": "evil.example.org/x:1"}]
+    debug = copy.deepcopy(running)
+    debug["spec"]["ephemeralContainers"].append({"name": "debugger", "image": "evil.example.org/tools:1",
+                                                 "securityContext": {"privileged": True}})
+    decision = run(policies, debug, operation="UPDATE", sub_resource="ephemeralcontainers", old=running)
+    assert not decision.allowed
+    # Only the added container: the pod's own and earlier debug containers do not block debugging.
+    assert checks(decision) == [
+        ("images", "registry", "spec.ephemeralContainers[debugger].image"),
+        ("privileged", "privileged", "spec.ephemeralContainers[debugger].securityContext.privileged"),
+    ]
+    fine = copy.deepcopy(running)
+    fine["spec"]["ephemeralContainers"].append({"name": "debugger", "image": "registry.example.com/tools:1"})
+    assert run(policies, fine, operation="UPDATE", sub_resource="ephemeralcontainers", old=running).allowed
 
 
 def test_in_place_resize_is_checked_against_resources_rules_only() -> None:

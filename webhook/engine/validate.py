@@ -10,7 +10,11 @@ What is evaluated, per request:
   pod less safe, and re-checking would block scaling, finalizers and controllers'
   metadata edits on objects admitted under older policies (Pod Security admission
   skips such pod updates too).
-- The `pods/ephemeralcontainers` subresource (kubectl debug) runs podSecurity rules only.
+- The `pods/ephemeralcontainers` subresource (kubectl debug) runs podSecurity rules on the
+  whole pod, and the container rules (images, privileged, hostPorts, hostPath mounts,
+  reserved names) on the ephemeral containers it adds: a debug container runs inside the
+  pod, so an image allowlist or a `privileged` rule must hold for it too, while what the
+  pod already had (admitted earlier, maybe under older policies) does not block debugging.
 - The `pods/resize` subresource (in-place resize) runs resources rules only: it changes
   nothing but container resources, and left unchecked it would lift any `maximum` or
   `maxLimitRequestRatio` the pod was admitted under.
@@ -28,15 +32,19 @@ from webhook.engine.match import mismatch
 from webhook.engine.validation.exceptions import ALL_RULES, lifted_rules
 from webhook.engine.validation.report import build_decision
 from webhook.engine.validation.rules import RuleEnv, run_rule
-from webhook.engine.validation.target import POD, target_of
+from webhook.engine.validation.target import POD, Target, target_of
+from webhook.jsonvalue import as_list, as_str
 from webhook.policy.loader import PolicySet
 from webhook.review import AdmissionRequest
 
 VALIDATED_OPERATIONS = frozenset({"CREATE", "UPDATE"})
-# Pod subresources that change the pod spec, and the one rule kind each is checked against.
-POD_SUBRESOURCE_RULES: dict[str, str] = {
-    "ephemeralcontainers": "podSecurity",  # kubectl debug adds a container
-    "resize": "resources",                 # in-place resize changes only container resources
+EPHEMERAL_CONTAINERS = "ephemeralcontainers"
+# Pod subresources that change the pod spec, and the rule kinds each is checked against.
+POD_SUBRESOURCE_RULES: dict[str, frozenset[str]] = {
+    # kubectl debug adds containers; rules other than podSecurity see only the added ones.
+    EPHEMERAL_CONTAINERS: frozenset({"podSecurity", "images", "privileged", "hostPorts", "hostPath",
+                                     "reservedContainerNames"}),
+    "resize": frozenset({"resources"}),  # in-place resize changes only container resources
 }
 
 
@@ -44,21 +52,22 @@ def validate(request: AdmissionRequest, policies: PolicySet, *, today: date | No
     """`today` (UTC) decides which exceptions have expired; a parameter so tests can pin it."""
     if request.operation not in VALIDATED_OPERATIONS or request.object is None:
         return decision.allowed()
-    only_kind: str | None = None  # for a pod subresource, the one rule kind that applies
+    only_kinds: frozenset[str] | None = None  # for a pod subresource, the rule kinds that apply
     if request.sub_resource:
         is_pod = (request.resource.group, request.resource.resource) == ("", "pods") or \
             (request.kind.group, request.kind.kind) == POD
-        only_kind = POD_SUBRESOURCE_RULES.get(request.sub_resource) if is_pod else None
-        if only_kind is None:
+        only_kinds = POD_SUBRESOURCE_RULES.get(request.sub_resource) if is_pod else None
+        if only_kinds is None:
             return decision.allowed()
     target = target_of(request, request.object)
     if target is None:
         return decision.allowed()
     old_target = target_of(request, request.old_object) if request.operation == "UPDATE" else None
-    if old_target is not None and only_kind is None and \
+    if old_target is not None and only_kinds is None and \
             old_target.evaluated_view() == target.evaluated_view():
         return decision.allowed()
 
+    added = _added_ephemeral(target, old_target) if request.sub_resource == EPHEMERAL_CONTAINERS else None
     today = today or datetime.now(timezone.utc).date()
     env = RuleEnv(request=request, target=target, old_target=old_target, policies=policies)
     violations: list[Violation] = []
@@ -70,15 +79,29 @@ def validate(request: AdmissionRequest, policies: PolicySet, *, today: date | No
         if lifted == ALL_RULES:
             continue
         rules = [r for r in policy.spec.rules if r.id not in lifted
-                 and (only_kind is None or r.kind == only_kind)]
+                 and (only_kinds is None or r.kind in only_kinds)]
         if not rules:
             continue
         applied.append(policy.metadata.name)
         action = policy.spec.action.value
         for rule in rules:
             for finding in run_rule(rule, env):
+                if added is not None and rule.kind != "podSecurity" and finding.container not in added:
+                    continue  # kubectl debug: only what the added containers bring
                 violations.append(Violation(
                     policy=policy.metadata.name, rule=rule.id, action=action,
                     path=target.path(finding.path), message=finding.message,
                     check=finding.check, container=finding.container))
     return build_decision(violations, applied=tuple(applied), scope=target.path(""))
+
+
+def _added_ephemeral(target: Target, old_target: Target | None) -> frozenset[str]:
+    """Names of the ephemeral containers the request adds (all of them without an old pod).
+    Names are unique across a pod's containers, and ephemeral ones cannot be removed."""
+    def names(t: Target | None) -> frozenset[str]:
+        if t is None:
+            return frozenset()
+        return frozenset(as_str(c.get("name")) for c in as_list(t.spec.get("ephemeralContainers"))
+                         if isinstance(c, dict))
+    # "" is no name (the API server requires one): it must not let pod-level findings through.
+    return names(target) - names(old_target) - {""}
