@@ -181,6 +181,18 @@ def test_resources_limit_request_ratio(resources: dict[str, Any], expected: list
     assert _found(rule, pod(container("app", resources=resources))) == expected
 
 
+def test_resources_huge_exponents_are_violations_not_errors() -> None:
+    # The API server accepts "1e10000000"; Python's default decimal context overflows on it,
+    # which made the engine raise (a 500, and under failure policy Ignore an admitted pod).
+    rule = {"resources": {"maximum": {"memory": "8Gi"}, "maxLimitRequestRatio": {"memory": 4}}}
+    obj = pod(container("app", resources=_res({"memory": "1Mi"}, {"memory": "1e10000000"})))
+    decision = run(policy_set(policy("p", [rule])), obj)
+    assert [(v.check, v.path) for v in decision.violations] == [
+        ("maximum", f"{R}.limits.memory"), ("limitRequestRatio", f"{R}.limits.memory")]
+    assert "memory=1E+10000000 exceeds the maximum 8589934592" in decision.message
+    assert len(decision.message) < 400
+
+
 def test_resources_skip_ephemeral_containers() -> None:
     obj = pod(container("app", resources=_res({"cpu": "1", "memory": "1"}, {"memory": "1"})),
               ephemeralContainers=[container("debug")])
