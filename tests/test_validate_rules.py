@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_validate_helpers import container, controller, pod, policy, policy_set, run
+from tests.test_validate_helpers import TEMPLATE_PATHS, container, controller, pod, policy, policy_set, run
 
 DIGEST = "sha256:" + "a" * 64
 
@@ -240,6 +240,19 @@ HOST_PORT_CASES = [
 @pytest.mark.parametrize(("allowed", "ports", "expected"), HOST_PORT_CASES)
 def test_host_ports(allowed: list[Any], ports: Any, expected: list[tuple[str, str]]) -> None:
     assert _found({"hostPorts": {"allowed": allowed}}, pod(container("app", ports=ports))) == expected
+
+
+@pytest.mark.parametrize("kind", ["Pod", "Deployment", "CronJob"])
+def test_host_ports_with_host_network_are_the_container_ports(kind: str) -> None:
+    # The API server defaults hostPort to containerPort under hostNetwork in a pod, not in a
+    # template: a Deployment must not be admitted only to have every one of its pods denied.
+    obj = pod(container("app", ports=[{"containerPort": 8080}, {"containerPort": 9100, "hostPort": 0}]),
+              hostNetwork=True)
+    if kind != "Pod":
+        obj = controller(kind, obj)
+    prefix = TEMPLATE_PATHS[kind] + "." if kind != "Pod" else ""
+    assert _found({"hostPorts": {"allowed": [9100]}}, obj, kind=kind) == [
+        ("hostPort", f"{prefix}spec.containers[app].ports[0].hostPort")]
 
 
 def _host_path_pod(path: str, *, read_only: bool | None = None) -> dict[str, Any]:

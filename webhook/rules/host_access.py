@@ -34,11 +34,18 @@ def check_privileged(spec: Mapping[str, Any]) -> list[Finding]:
 
 
 def check_host_ports(spec: Mapping[str, Any], *, allowed: Sequence[tuple[int, int]] = ()) -> list[Finding]:
-    """Every non-zero hostPort outside the allowed inclusive ranges."""
+    """Every non-zero hostPort outside the allowed inclusive ranges.
+
+    With hostNetwork every containerPort is a host port: the API server defaults an unset
+    hostPort to it in a pod, but not in a controller's pod template, whose pods would
+    then all be denied after the controller was admitted; so it is read that way here."""
     findings: list[Finding] = []
+    host_network = spec.get("hostNetwork") is True
     for c in iter_containers(spec):
         for index, port in enumerate(as_list(c.raw.get("ports"))):
             host_port = as_dict(port).get("hostPort")
+            if host_network and host_port in (None, 0):
+                host_port = as_dict(port).get("containerPort")
             if not isinstance(host_port, int) or isinstance(host_port, bool) or host_port == 0:
                 continue
             if any(low <= host_port <= high for low, high in allowed):
