@@ -385,6 +385,20 @@ def test_in_place_resize_is_checked_against_resources_rules_only() -> None:
     assert decision.allowed and decision.violations == ()      # latest image: not a resources matter
 
 
+def test_resize_is_judged_by_the_containers_it_resizes() -> None:
+    # A container admitted before the policy (no memory limit) does not block resizing another.
+    policies = policy_set(policy("p", [{"resources": {"containers": {"limits": ["memory"]},
+                                                      "maximum": {"cpu": "2"}}}]))
+    running = pod(container("old", resources={"limits": {"cpu": "8"}}),
+                  container("app", resources={"limits": {"cpu": "1", "memory": "1Gi"}}))
+    resized = copy.deepcopy(running)
+    resized["spec"]["containers"][1]["resources"]["limits"]["cpu"] = "2"
+    assert run(policies, resized, operation="UPDATE", sub_resource="resize", old=running).allowed
+    resized["spec"]["containers"][1]["resources"]["limits"]["cpu"] = "3"
+    decision = run(policies, resized, operation="UPDATE", sub_resource="resize", old=running)
+    assert checks(decision) == [("resources", "maximum", "spec.containers[app].resources.limits.cpu")]
+
+
 # --- namespaces and matching --------------------------------------------------------
 
 def test_request_namespace_is_used_when_the_object_has_none() -> None:

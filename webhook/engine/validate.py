@@ -15,9 +15,9 @@ What is evaluated, per request:
   reserved names) on the ephemeral containers it adds: a debug container runs inside the
   pod, so an image allowlist or a `privileged` rule must hold for it too, while what the
   pod already had (admitted earlier, maybe under older policies) does not block debugging.
-- The `pods/resize` subresource (in-place resize) runs resources rules only: it changes
-  nothing but container resources, and left unchecked it would lift any `maximum` or
-  `maxLimitRequestRatio` the pod was admitted under.
+- The `pods/resize` subresource (in-place resize) runs resources rules on the containers
+  it resizes: it changes nothing but container resources, and left unchecked it would
+  lift any `maximum` or `maxLimitRequestRatio` the pod was admitted under.
 - Everything else (DELETE, CONNECT, other subresources such as status or binding,
   other kinds) is admitted untouched.
 """
@@ -36,6 +36,7 @@ from webhook.engine.validation.target import POD, Target, target_of
 from webhook.jsonvalue import as_list, as_str
 from webhook.policy.loader import PolicySet
 from webhook.review import AdmissionRequest
+from webhook.rules.containers import CONTAINER_FIELDS
 
 VALIDATED_OPERATIONS = frozenset({"CREATE", "UPDATE"})
 EPHEMERAL_CONTAINERS = "ephemeralcontainers"
@@ -67,7 +68,8 @@ def validate(request: AdmissionRequest, policies: PolicySet, *, today: date | No
             old_target.evaluated_view() == target.evaluated_view():
         return decision.allowed()
 
-    added = _added_ephemeral(target, old_target) if request.sub_resource == EPHEMERAL_CONTAINERS else None
+    # A subresource request is judged by the containers it adds or changes (podSecurity aside).
+    touched = _touched_containers(target, old_target) if only_kinds is not None else None
     today = today or datetime.now(timezone.utc).date()
     env = RuleEnv(request=request, target=target, old_target=old_target, policies=policies)
     violations: list[Violation] = []
@@ -86,8 +88,8 @@ def validate(request: AdmissionRequest, policies: PolicySet, *, today: date | No
         action = policy.spec.action.value
         for rule in rules:
             for finding in run_rule(rule, env):
-                if added is not None and rule.kind != "podSecurity" and finding.container not in added:
-                    continue  # kubectl debug: only what the added containers bring
+                if touched is not None and rule.kind != "podSecurity" and finding.container not in touched:
+                    continue  # what the pod had before does not block debugging or resizing
                 violations.append(Violation(
                     policy=policy.metadata.name, rule=rule.id, action=action,
                     path=target.path(finding.path), message=finding.message,
@@ -95,13 +97,15 @@ def validate(request: AdmissionRequest, policies: PolicySet, *, today: date | No
     return build_decision(violations, applied=tuple(applied), scope=target.path(""))
 
 
-def _added_ephemeral(target: Target, old_target: Target | None) -> frozenset[str]:
-    """Names of the ephemeral containers the request adds (all of them without an old pod).
-    Names are unique across a pod's containers, and ephemeral ones cannot be removed."""
-    def names(t: Target | None) -> frozenset[str]:
+def _touched_containers(target: Target, old_target: Target | None) -> frozenset[str]:
+    """Names of the containers (of any kind) that are new or differ from the old pod's: the
+    debug containers kubectl debug adds, the containers a resize resizes. Names are unique
+    across a pod's containers."""
+    def entries(t: Target | None) -> dict[str, object]:
         if t is None:
-            return frozenset()
-        return frozenset(as_str(c.get("name")) for c in as_list(t.spec.get("ephemeralContainers"))
-                         if isinstance(c, dict))
+            return {}
+        return {as_str(c.get("name")): c for field in CONTAINER_FIELDS
+                for c in as_list(t.spec.get(field)) if isinstance(c, dict)}
+    old = entries(old_target)
     # "" is no name (the API server requires one): it must not let pod-level findings through.
-    return names(target) - names(old_target) - {""}
+    return frozenset(name for name, c in entries(target).items() if name and old.get(name) != c)
