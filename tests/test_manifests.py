@@ -97,7 +97,7 @@ def test_mutating_webhook_reinvocation_and_scope() -> None:
 def test_validating_webhook_covers_controllers_and_ephemeral_containers() -> None:
     hook = _find("ValidatingWebhookConfiguration", "pod-runtime-webhook")["webhooks"][0]
     resources = {r for rule in hook["rules"] for r in rule["resources"]}
-    assert {"pods", "pods/ephemeralcontainers", "replicationcontrollers", "deployments", "replicasets",
+    assert {"pods", "pods/ephemeralcontainers", "pods/resize", "replicationcontrollers", "deployments", "replicasets",
             "statefulsets", "daemonsets", "jobs", "cronjobs"} <= resources
 
 
@@ -315,6 +315,7 @@ MATCH_CASES: list[tuple[str, str, str, str, Any, Any, bool]] = [
     ("pod-ephemeral-container-added", "Pod", "UPDATE", "ephemeralcontainers", _changed(POD, _debug_container),
      POD, True),
     ("pod-ephemeralcontainers-unchanged", "Pod", "UPDATE", "ephemeralcontainers", POD, POD, True),
+    ("pod-resized", "Pod", "UPDATE", "resize", _changed(POD, _set(("spec", "nodeName"), "node-1")), POD, True),
     ("deployment-scaled", "Deployment", "UPDATE", "", _changed(DEPLOYMENT, _set(("spec", "replicas"), 5)),
      DEPLOYMENT, False),
     ("deployment-metadata-only", "Deployment", "UPDATE", "", _changed(DEPLOYMENT, _relabel), DEPLOYMENT, False),
@@ -406,7 +407,7 @@ def test_match_condition_never_skips_what_the_server_evaluates() -> None:
         for old in variants:
             for new in variants:
                 for operation, sub_resource in (("UPDATE", ""), ("UPDATE", "ephemeralcontainers"),
-                                                ("CREATE", "")):
+                                                ("UPDATE", "resize"), ("CREATE", "")):
                     if sub_resource and kind != "Pod":
                         continue
                     previous = old if operation == "UPDATE" else None

@@ -323,14 +323,16 @@ def test_other_subresources_are_allowed(sub_resource: str) -> None:
                old=_privileged_pod()).allowed
 
 
-def test_ephemeral_containers_are_checked_against_pod_security_only() -> None:
+def test_ephemeral_containers_are_checked_against_pod_security_and_container_rules() -> None:
     policies = policy_set(policy("p", [{"podSecurity": {"level": "baseline"}},
-                                       {"images": {"forbidLatest": True}}, {"hostPorts": {}}]))
+                                       {"images": {"forbidLatest": True}}, {"hostPorts": {}},
+                                       {"requiredLabels": [{"key": "team"}]}]))
     running = pod(good_container())
     debug_ok = copy.deepcopy(running)
-    debug_ok["spec"]["ephemeralContainers"] = [{"name": "debugger", "image": "busybox", "targetContainerName": "app"}]
+    debug_ok["spec"]["ephemeralContainers"] = [{"name": "debugger", "image": "busybox:1.36",
+                                                "targetContainerName": "app"}]
     decision = run(policies, debug_ok, operation="UPDATE", sub_resource="ephemeralcontainers", old=running)
-    assert decision.allowed and decision.violations == ()       # latest image: not a podSecurity matter
+    assert decision.allowed and decision.violations == ()       # a missing label: not the debugger's doing
     debug_bad = copy.deepcopy(running)
     debug_bad["spec"]["ephemeralContainers"] = [{"name": "debugger", "image": "busybox",
                                                  "securityContext": {"privileged": True,
@@ -340,7 +342,61 @@ def test_ephemeral_containers_are_checked_against_pod_security_only() -> None:
     assert checks(decision) == [
         ("podSecurity", "privileged", "spec.ephemeralContainers[debugger].securityContext.privileged"),
         ("podSecurity", "capabilities_baseline", "spec.ephemeralContainers[debugger].securityContext.capabilities.add"),
+        ("images", "latestTag", "spec.ephemeralContainers[debugger].image"),
     ]
+
+
+def test_debug_containers_cannot_bypass_container_rules() -> None:
+    # kubectl debug --image=... --profile=sysadmin: the added container runs inside the pod,
+    # so a registry allowlist or a privileged rule must hold for it.
+    policies = policy_set(policy("p", [{"images": {"allowedRegistries": ["registry.example.com"]}},
+                                       {"privileged": {}}]))
+    running = pod(container("app", image="docker.io/legacy:1"))   # admitted before the policy
+    running["spec"]["ephemeralContainers"] = [{"name": "old-debug", "image": "evil.example.org/x:1"}]
+    debug = copy.deepcopy(running)
+    debug["spec"]["ephemeralContainers"].append({"name": "debugger", "image": "evil.example.org/tools:1",
+                                                 "securityContext": {"privileged": True}})
+    decision = run(policies, debug, operation="UPDATE", sub_resource="ephemeralcontainers", old=running)
+    assert not decision.allowed
+    # Only the added container: the pod's own and earlier debug containers do not block debugging.
+    assert checks(decision) == [
+        ("images", "registry", "spec.ephemeralContainers[debugger].image"),
+        ("privileged", "privileged", "spec.ephemeralContainers[debugger].securityContext.privileged"),
+    ]
+    fine = copy.deepcopy(running)
+    fine["spec"]["ephemeralContainers"].append({"name": "debugger", "image": "registry.example.com/tools:1"})
+    assert run(policies, fine, operation="UPDATE", sub_resource="ephemeralcontainers", old=running).allowed
+
+
+def test_in_place_resize_is_checked_against_resources_rules_only() -> None:
+    # pods/resize changes container resources on a running pod: without a check it
+    # would lift the maximum the pod was created under.
+    policies = policy_set(policy("p", [{"resources": {"maximum": {"cpu": "2"}}},
+                                       {"images": {"forbidLatest": True}}]))
+    running = pod(container("app", image="busybox", resources={"limits": {"cpu": "1"}}))
+    resized = copy.deepcopy(running)
+    resized["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "64"
+    decision = run(policies, resized, operation="UPDATE", sub_resource="resize", old=running)
+    assert not decision.allowed
+    assert checks(decision) == [("resources", "maximum", "spec.containers[app].resources.limits.cpu")]
+    shrunk = copy.deepcopy(running)
+    shrunk["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "500m"
+    decision = run(policies, shrunk, operation="UPDATE", sub_resource="resize", old=running)
+    assert decision.allowed and decision.violations == ()      # latest image: not a resources matter
+
+
+def test_resize_is_judged_by_the_containers_it_resizes() -> None:
+    # A container admitted before the policy (no memory limit) does not block resizing another.
+    policies = policy_set(policy("p", [{"resources": {"containers": {"limits": ["memory"]},
+                                                      "maximum": {"cpu": "2"}}}]))
+    running = pod(container("old", resources={"limits": {"cpu": "8"}}),
+                  container("app", resources={"limits": {"cpu": "1", "memory": "1Gi"}}))
+    resized = copy.deepcopy(running)
+    resized["spec"]["containers"][1]["resources"]["limits"]["cpu"] = "2"
+    assert run(policies, resized, operation="UPDATE", sub_resource="resize", old=running).allowed
+    resized["spec"]["containers"][1]["resources"]["limits"]["cpu"] = "3"
+    decision = run(policies, resized, operation="UPDATE", sub_resource="resize", old=running)
+    assert checks(decision) == [("resources", "maximum", "spec.containers[app].resources.limits.cpu")]
 
 
 # --- namespaces and matching --------------------------------------------------------

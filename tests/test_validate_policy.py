@@ -113,6 +113,8 @@ EXCEPTIONS = HEADER + """  rules:
     ("    - {namespaces: [a]}\n", "reason: Field required"),
     ("    - {reason: '  ', namespaces: [a]}\n", "reason must not be blank"),
     ("    - {reason: why}\n", "needs at least one of namespaces, podSelector, usernames, groups"),
+    ("    - {reason: why, podSelector: {}}\n", "needs at least one of namespaces, podSelector, usernames, groups"),
+    ("    - {reason: why, podSelector: {matchLabels: {}}, rules: [net]}\n", "an empty podSelector matches every pod"),
     ("    - {reason: why, namespaces: [a], rules: [hostNetwork]}\n", "unknown rule ids ['hostNetwork']"),
     ("    - {reason: why, namespaces: [a], expires: 'next week'}\n", "valid date"),
     # Quoted: an unquoted 2026-02-30 is a YAML timestamp that PyYAML itself fails to build.

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_validate_helpers import container, controller, pod, policy, policy_set, run
+from tests.test_validate_helpers import TEMPLATE_PATHS, container, controller, pod, policy, policy_set, run
 
 DIGEST = "sha256:" + "a" * 64
 
@@ -181,6 +181,18 @@ def test_resources_limit_request_ratio(resources: dict[str, Any], expected: list
     assert _found(rule, pod(container("app", resources=resources))) == expected
 
 
+def test_resources_huge_exponents_are_violations_not_errors() -> None:
+    # The API server accepts "1e10000000"; Python's default decimal context overflows on it,
+    # which made the engine raise (a 500, and under failure policy Ignore an admitted pod).
+    rule = {"resources": {"maximum": {"memory": "8Gi"}, "maxLimitRequestRatio": {"memory": 4}}}
+    obj = pod(container("app", resources=_res({"memory": "1Mi"}, {"memory": "1e10000000"})))
+    decision = run(policy_set(policy("p", [rule])), obj)
+    assert [(v.check, v.path) for v in decision.violations] == [
+        ("maximum", f"{R}.limits.memory"), ("limitRequestRatio", f"{R}.limits.memory")]
+    assert "memory=1E+10000000 exceeds the maximum 8589934592" in decision.message
+    assert len(decision.message) < 400
+
+
 def test_resources_skip_ephemeral_containers() -> None:
     obj = pod(container("app", resources=_res({"cpu": "1", "memory": "1"}, {"memory": "1"})),
               ephemeralContainers=[container("debug")])
@@ -230,6 +242,19 @@ def test_host_ports(allowed: list[Any], ports: Any, expected: list[tuple[str, st
     assert _found({"hostPorts": {"allowed": allowed}}, pod(container("app", ports=ports))) == expected
 
 
+@pytest.mark.parametrize("kind", ["Pod", "Deployment", "CronJob"])
+def test_host_ports_with_host_network_are_the_container_ports(kind: str) -> None:
+    # The API server defaults hostPort to containerPort under hostNetwork in a pod, not in a
+    # template: a Deployment must not be admitted only to have every one of its pods denied.
+    obj = pod(container("app", ports=[{"containerPort": 8080}, {"containerPort": 9100, "hostPort": 0}]),
+              hostNetwork=True)
+    if kind != "Pod":
+        obj = controller(kind, obj)
+    prefix = TEMPLATE_PATHS[kind] + "." if kind != "Pod" else ""
+    assert _found({"hostPorts": {"allowed": [9100]}}, obj, kind=kind) == [
+        ("hostPort", f"{prefix}spec.containers[app].ports[0].hostPort")]
+
+
 def _host_path_pod(path: str, *, read_only: bool | None = None) -> dict[str, Any]:
     mount: dict[str, Any] = {"name": "host", "mountPath": "/host"}
     if read_only is not None:
@@ -250,6 +275,15 @@ HOST_PATH_CASES = [
     ([{"pathPrefix": "/var/log", "readOnly": True}], "/var/log/app", None,
      [("hostPathReadOnly", "spec.containers[app].volumeMounts[0].readOnly")]),
     ([{"pathPrefix": "/var/log", "readOnly": True}], "/var/log/app", False,
+     [("hostPathReadOnly", "spec.containers[app].volumeMounts[0].readOnly")]),
+    # The most specific prefix decides, whatever the order of the list.
+    ([{"pathPrefix": "/var/log"}, {"pathPrefix": "/var/log/audit", "readOnly": True}], "/var/log/audit/x", None,
+     [("hostPathReadOnly", "spec.containers[app].volumeMounts[0].readOnly")]),
+    ([{"pathPrefix": "/var/log/audit", "readOnly": True}, {"pathPrefix": "/var/log"}], "/var/log/audit/x", None,
+     [("hostPathReadOnly", "spec.containers[app].volumeMounts[0].readOnly")]),
+    ([{"pathPrefix": "/var/log", "readOnly": True}, {"pathPrefix": "/var/log/app"}], "/var/log/app", None, []),
+    ([{"pathPrefix": "/var/log/app"}, {"pathPrefix": "/var/log", "readOnly": True}], "/var/log/app", None, []),
+    ([{"pathPrefix": "/var/log"}, {"pathPrefix": "/var/log/", "readOnly": True}], "/var/log/app", None,
      [("hostPathReadOnly", "spec.containers[app].volumeMounts[0].readOnly")]),
 ]
 

@@ -10,7 +10,14 @@ What is evaluated, per request:
   pod less safe, and re-checking would block scaling, finalizers and controllers'
   metadata edits on objects admitted under older policies (Pod Security admission
   skips such pod updates too).
-- The `pods/ephemeralcontainers` subresource (kubectl debug) runs podSecurity rules only.
+- The `pods/ephemeralcontainers` subresource (kubectl debug) runs podSecurity rules on the
+  whole pod, and the container rules (images, privileged, hostPorts, hostPath mounts,
+  reserved names) on the ephemeral containers it adds: a debug container runs inside the
+  pod, so an image allowlist or a `privileged` rule must hold for it too, while what the
+  pod already had (admitted earlier, maybe under older policies) does not block debugging.
+- The `pods/resize` subresource (in-place resize) runs resources rules on the containers
+  it resizes: it changes nothing but container resources, and left unchecked it would
+  lift any `maximum` or `maxLimitRequestRatio` the pod was admitted under.
 - Everything else (DELETE, CONNECT, other subresources such as status or binding,
   other kinds) is admitted untouched.
 """
@@ -25,33 +32,44 @@ from webhook.engine.match import mismatch
 from webhook.engine.validation.exceptions import ALL_RULES, lifted_rules
 from webhook.engine.validation.report import build_decision
 from webhook.engine.validation.rules import RuleEnv, run_rule
-from webhook.engine.validation.target import POD, target_of
+from webhook.engine.validation.target import POD, Target, target_of
+from webhook.jsonvalue import as_list, as_str
 from webhook.policy.loader import PolicySet
 from webhook.review import AdmissionRequest
+from webhook.rules.containers import CONTAINER_FIELDS
 
 VALIDATED_OPERATIONS = frozenset({"CREATE", "UPDATE"})
 EPHEMERAL_CONTAINERS = "ephemeralcontainers"
+# Pod subresources that change the pod spec, and the rule kinds each is checked against.
+POD_SUBRESOURCE_RULES: dict[str, frozenset[str]] = {
+    # kubectl debug adds containers; rules other than podSecurity see only the added ones.
+    EPHEMERAL_CONTAINERS: frozenset({"podSecurity", "images", "privileged", "hostPorts", "hostPath",
+                                     "reservedContainerNames"}),
+    "resize": frozenset({"resources"}),  # in-place resize changes only container resources
+}
 
 
 def validate(request: AdmissionRequest, policies: PolicySet, *, today: date | None = None) -> Decision:
     """`today` (UTC) decides which exceptions have expired; a parameter so tests can pin it."""
     if request.operation not in VALIDATED_OPERATIONS or request.object is None:
         return decision.allowed()
-    pod_security_only = False
+    only_kinds: frozenset[str] | None = None  # for a pod subresource, the rule kinds that apply
     if request.sub_resource:
         is_pod = (request.resource.group, request.resource.resource) == ("", "pods") or \
             (request.kind.group, request.kind.kind) == POD
-        if request.sub_resource != EPHEMERAL_CONTAINERS or not is_pod:
+        only_kinds = POD_SUBRESOURCE_RULES.get(request.sub_resource) if is_pod else None
+        if only_kinds is None:
             return decision.allowed()
-        pod_security_only = True  # kubectl debug: only the Pod Security rules apply
     target = target_of(request, request.object)
     if target is None:
         return decision.allowed()
     old_target = target_of(request, request.old_object) if request.operation == "UPDATE" else None
-    if old_target is not None and not pod_security_only and \
+    if old_target is not None and only_kinds is None and \
             old_target.evaluated_view() == target.evaluated_view():
         return decision.allowed()
 
+    # A subresource request is judged by the containers it adds or changes (podSecurity aside).
+    touched = _touched_containers(target, old_target) if only_kinds is not None else None
     today = today or datetime.now(timezone.utc).date()
     env = RuleEnv(request=request, target=target, old_target=old_target, policies=policies)
     violations: list[Violation] = []
@@ -63,15 +81,31 @@ def validate(request: AdmissionRequest, policies: PolicySet, *, today: date | No
         if lifted == ALL_RULES:
             continue
         rules = [r for r in policy.spec.rules if r.id not in lifted
-                 and (not pod_security_only or r.kind == "podSecurity")]
+                 and (only_kinds is None or r.kind in only_kinds)]
         if not rules:
             continue
         applied.append(policy.metadata.name)
         action = policy.spec.action.value
         for rule in rules:
             for finding in run_rule(rule, env):
+                if touched is not None and rule.kind != "podSecurity" and finding.container not in touched:
+                    continue  # what the pod had before does not block debugging or resizing
                 violations.append(Violation(
                     policy=policy.metadata.name, rule=rule.id, action=action,
                     path=target.path(finding.path), message=finding.message,
                     check=finding.check, container=finding.container))
     return build_decision(violations, applied=tuple(applied), scope=target.path(""))
+
+
+def _touched_containers(target: Target, old_target: Target | None) -> frozenset[str]:
+    """Names of the containers (of any kind) that are new or differ from the old pod's: the
+    debug containers kubectl debug adds, the containers a resize resizes. Names are unique
+    across a pod's containers."""
+    def entries(t: Target | None) -> dict[str, object]:
+        if t is None:
+            return {}
+        return {as_str(c.get("name")): c for field in CONTAINER_FIELDS
+                for c in as_list(t.spec.get(field)) if isinstance(c, dict)}
+    old = entries(old_target)
+    # "" is no name (the API server requires one): it must not let pod-level findings through.
+    return frozenset(name for name, c in entries(target).items() if name and old.get(name) != c)

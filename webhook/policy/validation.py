@@ -364,9 +364,13 @@ class ValidationException(Strict):
 
     @model_validator(mode="after")
     def _selects_something(self) -> ValidationException:
-        if not (self.namespaces or self.pod_selector is not None or self.usernames or self.groups):
+        # An empty podSelector ({}) matches every pod, so alone it selects nothing either.
+        selector = self.pod_selector
+        narrows_pods = selector is not None and bool(selector.match_labels or selector.match_expressions)
+        if not (self.namespaces or narrows_pods or self.usernames or self.groups):
             # An exception with no selector would silently switch the policy off.
-            raise ValueError("an exception needs at least one of namespaces, podSelector, usernames, groups")
+            raise ValueError("an exception needs at least one of namespaces, podSelector, usernames, groups "
+                             "(an empty podSelector matches every pod)")
         return self
 
     def active(self, today: date) -> bool:

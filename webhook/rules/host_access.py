@@ -34,11 +34,18 @@ def check_privileged(spec: Mapping[str, Any]) -> list[Finding]:
 
 
 def check_host_ports(spec: Mapping[str, Any], *, allowed: Sequence[tuple[int, int]] = ()) -> list[Finding]:
-    """Every non-zero hostPort outside the allowed inclusive ranges."""
+    """Every non-zero hostPort outside the allowed inclusive ranges.
+
+    With hostNetwork every containerPort is a host port: the API server defaults an unset
+    hostPort to it in a pod, but not in a controller's pod template, whose pods would
+    then all be denied after the controller was admitted; so it is read that way here."""
     findings: list[Finding] = []
+    host_network = spec.get("hostNetwork") is True
     for c in iter_containers(spec):
         for index, port in enumerate(as_list(c.raw.get("ports"))):
             host_port = as_dict(port).get("hostPort")
+            if host_network and host_port in (None, 0):
+                host_port = as_dict(port).get("containerPort")
             if not isinstance(host_port, int) or isinstance(host_port, bool) or host_port == 0:
                 continue
             if any(low <= host_port <= high for low, high in allowed):
@@ -60,6 +67,18 @@ def _under(path: str, prefix: str) -> bool:
     return prefix == "/" or path == prefix or path.startswith(prefix + "/")
 
 
+def _allowance_for(path: str, allowed: Sequence[HostPathAllowance]) -> HostPathAllowance | None:
+    """The allowance with the longest prefix holding `path`, so that the most specific entry
+    decides whatever the list order (`/var/log` writable, `/var/log/audit` read-only); among
+    equal prefixes a read-only one wins. None when no prefix holds it."""
+    if not path.startswith("/"):
+        return None
+    matching = [a for a in allowed if _under(path, a.path_prefix)]
+    if not matching:
+        return None
+    return max(matching, key=lambda a: (len(a.path_prefix.rstrip("/")), a.read_only))
+
+
 def check_host_paths(spec: Mapping[str, Any], *,
                      allowed: Sequence[HostPathAllowance] = ()) -> list[Finding]:
     """hostPath volumes outside the allowed prefixes, and writable mounts of read-only ones."""
@@ -73,7 +92,7 @@ def check_host_paths(spec: Mapping[str, Any], *,
         # Normalise so that /var/log/../../etc cannot pass as /var/log.
         path = posixpath.normpath(raw_path) if raw_path else ""
         vpath = f"spec.volumes[{name or index}].hostPath"
-        allowance = next((a for a in allowed if path.startswith("/") and _under(path, a.path_prefix)), None)
+        allowance = _allowance_for(path, allowed)
         if allowance is None:
             findings.append(Finding("hostPath", vpath, f'volume "{name or index}" must not mount host path '
                                     f'"{raw_path}"' + (" (not under an allowed prefix)" if allowed else "")))

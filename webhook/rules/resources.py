@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -16,6 +17,11 @@ from webhook.rules.quantity import parse_quantity
 __all__ = ["Requirement", "check_resources", "resource_path"]
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+# A pod may hold any quantity Kubernetes accepts, e.g. "1e10000000": Python's default
+# context (Emax 999999) raises Overflow on those, so arithmetic and display use this one.
+_WIDE = decimal.Context(prec=34, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
+# Beyond this many digits a value is shown as 1E+30, not spelt out.
+_SPELT_OUT_DIGITS = 24
 
 
 @dataclass(frozen=True)
@@ -30,7 +36,10 @@ def resource_path(base: str, kind: str, name: str) -> str:
 
 
 def _fmt(value: Decimal) -> str:
-    return format(value.normalize(), "f") if value == value.to_integral_value() else str(value.normalize())
+    shown = value.normalize(_WIDE)
+    if shown.adjusted() <= _SPELT_OUT_DIGITS and shown == shown.to_integral_value(context=_WIDE):
+        return format(shown, "f")
+    return str(shown)
 
 
 def check_resources(spec: Mapping[str, Any], *, required: Mapping[ContainerType, Requirement],
@@ -105,7 +114,7 @@ def _ratios(path: str, label: str, name: str, requests: Mapping[str, Decimal],
                               f"{label} {resource} request is 0, so its limit/request ratio is "
                               f"unbounded (maximum {_fmt(cap)})", name)
             continue
-        ratio = limit / request
+        ratio = _WIDE.divide(limit, request)
         if ratio > cap:
             yield Finding("limitRequestRatio", resource_path(path, "limits", resource),
                           f"{label} {resource} limit/request ratio {float(ratio):.3g} "
