@@ -64,9 +64,15 @@ def test_if_missing_keeps_a_valid_pair(tmp_path: Path) -> None:
     assert result.returncode == 0 and (out / "tls.crt").read_bytes() == before
 
 
-def test_bad_days_is_a_clear_error(tmp_path: Path) -> None:
-    result = _run_generate(tmp_path / "c", "--days", "0")
-    assert result.returncode == 1 and "days" in result.stderr
+def test_bad_days_is_a_usage_error(tmp_path: Path) -> None:
+    # Exit 2 like any other usage error (`--days x`, install-ca's own --days check), not 1.
+    for days in ("0", "36501", "x"):
+        result = _run_generate(tmp_path / "c", "--days", days)
+        assert result.returncode == 2 and "--days" in result.stderr, (days, result.stderr)
+        assert result.stderr.count("\n") == 1, result.stderr
+    result = _run_generate(tmp_path / "c", "--days", "0", "--if-missing")
+    assert result.returncode == 2, result.stderr
+    assert not (tmp_path / "c").exists()
 
 
 def _handshake(cert_dir: Path, server_name: str) -> None:

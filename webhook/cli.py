@@ -131,7 +131,8 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", type=Path, required=True, metavar="DIR")
     gen.add_argument("--service", required=True)
     gen.add_argument("--namespace", required=True)
-    gen.add_argument("--days", type=int, default=365)
+    gen.add_argument("--days", type=int, default=365,
+                     help="validity of the serving certificate (default 365, at most 36500)")
     gen.add_argument("--if-missing", action="store_true",
                      help="do nothing when DIR already holds a tls.crt/tls.key pair that is valid for "
                           "7 more days and covers the service's names")
@@ -360,8 +361,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _certs_generate(args: argparse.Namespace) -> int:
-    from webhook.certs import generate, reissue_reason
+    from webhook.certs import check_days, generate, reissue_reason
 
+    try:
+        check_days(args.days)
+    except ValueError as exc:
+        # A usage error (exit 2), as `--days x` and install-ca's own --days check are.
+        print(f"webhook certs generate: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.if_missing:
             reason = reissue_reason(args.out, service=args.service, namespace=args.namespace)
