@@ -135,7 +135,7 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="validity of the serving certificate (default 365, at most 36500)")
     gen.add_argument("--if-missing", action="store_true",
                      help="do nothing when DIR already holds a tls.crt/tls.key pair that is valid for "
-                          "7 more days and covers the service's names")
+                          "7 more days, covers the service's names and is issued by DIR/ca.crt")
 
     policies = sub.add_parser("policies", help="policy tools").add_subparsers(
         dest="policies_command", required=True, metavar="COMMAND")
