@@ -75,8 +75,8 @@ class _ServeOption(NamedTuple):
 _SERVE_OPTIONS = (
     _ServeOption("--host", "0.0.0.0"),
     _ServeOption("--port", "8443", _port, help="0 picks a free port (logged at start)"),
-    _ServeOption("--policies", "policies", Path, metavar="DIR"),
-    _ServeOption("--cert-dir", "certs", Path, metavar="DIR", help="holds tls.crt and tls.key"),
+    _ServeOption("--policies", "./policies", Path, metavar="DIR"),
+    _ServeOption("--cert-dir", "./certs", Path, metavar="DIR", help="holds tls.crt and tls.key"),
     _ServeOption("--log-level", "info", choices=("debug", "info", "warning", "error")),
     _ServeOption("--log-format", "json", choices=("json", "text")),
     _ServeOption("--failure-policy", "Fail", choices=("Fail", "Ignore"),
@@ -122,6 +122,8 @@ def _build_parser() -> argparse.ArgumentParser:
     for option in _SERVE_OPTIONS:
         # default None: "not given", so that _serve_settings can tell a flag from the environment
         env = f"env {_env_name(option.flag[2:])}"
+        if option.flag != "--workers":   # whose help says its default (the CPUs available)
+            env = f"default {option.default}; {env}"
         serve.add_argument(option.flag, type=option.type, choices=option.choices or None, default=None,
                            metavar=option.metavar, help=f"{option.help} ({env})" if option.help else f"({env})")
 
