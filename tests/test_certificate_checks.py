@@ -172,6 +172,6 @@ def test_an_existing_ca_key_is_never_overwritten(tmp_path: Path) -> None:
 
 def test_days_beyond_any_date_is_a_clear_error(tmp_path: Path) -> None:
     result = _generate_cli(tmp_path / "c", "--days", "999999999")
-    assert result.returncode == 1
+    assert result.returncode == 2   # a usage error, as `--days x` is
     assert result.stderr.count("\n") == 1 and "--days" in result.stderr, result.stderr
     assert not (tmp_path / "c").exists()

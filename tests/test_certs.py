@@ -64,9 +64,39 @@ def test_if_missing_keeps_a_valid_pair(tmp_path: Path) -> None:
     assert result.returncode == 0 and (out / "tls.crt").read_bytes() == before
 
 
-def test_bad_days_is_a_clear_error(tmp_path: Path) -> None:
-    result = _run_generate(tmp_path / "c", "--days", "0")
-    assert result.returncode == 1 and "days" in result.stderr
+def test_if_missing_reissues_a_pair_that_its_ca_crt_does_not_verify(tmp_path: Path) -> None:
+    # `make run` prints certs/ca.crt as the CA to trust: a kept pair must verify against it.
+    out, other = tmp_path / "c", tmp_path / "other"
+    _run_generate(out)
+    for name in ("ca.crt", "ca.key"):
+        (out / name).unlink()
+    lost_ca = _run_generate(out, "--if-missing")        # the pair's CA is gone
+    assert lost_ca.returncode == 0, lost_ca.stderr
+    assert "ca.crt" in lost_ca.stderr and "created CA" in lost_ca.stderr
+    _handshake(out, "admission.platform.svc")
+
+    _run_generate(other)
+    for name in ("ca.crt", "ca.key"):
+        (out / name).write_bytes((other / name).read_bytes())
+    other_ca = _run_generate(out, "--if-missing")       # ca.crt is another CA
+    assert other_ca.returncode == 0, other_ca.stderr
+    assert "not issued by" in other_ca.stderr and "reused CA" in other_ca.stderr
+    _handshake(out, "admission.platform.svc")
+
+    kept = (out / "tls.crt").read_bytes()
+    assert "nothing to do" in _run_generate(out, "--if-missing").stderr
+    assert (out / "tls.crt").read_bytes() == kept
+
+
+def test_bad_days_is_a_usage_error(tmp_path: Path) -> None:
+    # Exit 2 like any other usage error (`--days x`, install-ca's own --days check), not 1.
+    for days in ("0", "36501", "x"):
+        result = _run_generate(tmp_path / "c", "--days", days)
+        assert result.returncode == 2 and "--days" in result.stderr, (days, result.stderr)
+        assert result.stderr.count("\n") == 1, result.stderr
+    result = _run_generate(tmp_path / "c", "--days", "0", "--if-missing")
+    assert result.returncode == 2, result.stderr
+    assert not (tmp_path / "c").exists()
 
 
 def _handshake(cert_dir: Path, server_name: str) -> None:

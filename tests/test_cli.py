@@ -198,3 +198,13 @@ def test_schema_is_committed_and_current() -> None:
     committed = json.loads((ROOT / "docs" / "policy.schema.json").read_text())
     assert printed == committed, "run `make schema` to refresh docs/policy.schema.json"
     assert {"InjectionPolicy", "ValidationPolicy"} <= set(json.dumps(printed).split('"'))
+
+
+def test_serve_help_gives_each_options_default_and_variable() -> None:
+    # The README's table, from the command itself: what an operator has at hand.
+    text = " ".join(webhook("serve", "--help").stdout.split())
+    for default, variable in (("0.0.0.0", "HOST"), ("8443", "PORT"), ("./policies", "POLICIES"),
+                              ("./certs", "CERT_DIR"), ("info", "LOG_LEVEL"), ("json", "LOG_FORMAT"),
+                              ("Fail", "FAILURE_POLICY"), ("512", "DECISION_MEMO"), ("5", "SHUTDOWN_DELAY")):
+        assert f"(default {default}; env WEBHOOK_{variable})" in text, (variable, text)
+    assert "(default: the CPUs available)" in text and "env WEBHOOK_WORKERS" in text

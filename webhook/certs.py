@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import (
@@ -124,6 +125,18 @@ def reissue_reason(out_dir: Path, *, service: str, namespace: str) -> str | None
     uncovered = uncovered_names(cert, service_dns_names(service, namespace))
     if uncovered:
         return f"{cert_path} does not cover {', '.join(uncovered)}"
+    # The command names DIR/ca.crt as the CA to trust: a kept pair must verify against it.
+    ca_path = out_dir / CA_CERT
+    try:
+        ca_cert = x509.load_pem_x509_certificate(ca_path.read_bytes())
+    except FileNotFoundError:
+        return f"{ca_path} is missing"
+    except (OSError, ValueError) as exc:
+        return f"{ca_path} is unreadable: {exc}"
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return f"{cert_path} is not issued by {ca_path}"
     return None
 
 

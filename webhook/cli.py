@@ -75,8 +75,8 @@ class _ServeOption(NamedTuple):
 _SERVE_OPTIONS = (
     _ServeOption("--host", "0.0.0.0"),
     _ServeOption("--port", "8443", _port, help="0 picks a free port (logged at start)"),
-    _ServeOption("--policies", "policies", Path, metavar="DIR"),
-    _ServeOption("--cert-dir", "certs", Path, metavar="DIR", help="holds tls.crt and tls.key"),
+    _ServeOption("--policies", "./policies", Path, metavar="DIR"),
+    _ServeOption("--cert-dir", "./certs", Path, metavar="DIR", help="holds tls.crt and tls.key"),
     _ServeOption("--log-level", "info", choices=("debug", "info", "warning", "error")),
     _ServeOption("--log-format", "json", choices=("json", "text")),
     _ServeOption("--failure-policy", "Fail", choices=("Fail", "Ignore"),
@@ -122,6 +122,8 @@ def _build_parser() -> argparse.ArgumentParser:
     for option in _SERVE_OPTIONS:
         # default None: "not given", so that _serve_settings can tell a flag from the environment
         env = f"env {_env_name(option.flag[2:])}"
+        if option.flag != "--workers":   # whose help says its default (the CPUs available)
+            env = f"default {option.default}; {env}"
         serve.add_argument(option.flag, type=option.type, choices=option.choices or None, default=None,
                            metavar=option.metavar, help=f"{option.help} ({env})" if option.help else f"({env})")
 
@@ -131,10 +133,11 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", type=Path, required=True, metavar="DIR")
     gen.add_argument("--service", required=True)
     gen.add_argument("--namespace", required=True)
-    gen.add_argument("--days", type=int, default=365)
+    gen.add_argument("--days", type=int, default=365,
+                     help="validity of the serving certificate (default 365, at most 36500)")
     gen.add_argument("--if-missing", action="store_true",
                      help="do nothing when DIR already holds a tls.crt/tls.key pair that is valid for "
-                          "7 more days and covers the service's names")
+                          "7 more days, covers the service's names and is issued by DIR/ca.crt")
 
     policies = sub.add_parser("policies", help="policy tools").add_subparsers(
         dest="policies_command", required=True, metavar="COMMAND")
@@ -360,8 +363,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _certs_generate(args: argparse.Namespace) -> int:
-    from webhook.certs import generate, reissue_reason
+    from webhook.certs import check_days, generate, reissue_reason
 
+    try:
+        check_days(args.days)
+    except ValueError as exc:
+        # A usage error (exit 2), as `--days x` and install-ca's own --days check are.
+        print(f"webhook certs generate: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.if_missing:
             reason = reissue_reason(args.out, service=args.service, namespace=args.namespace)

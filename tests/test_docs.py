@@ -1,0 +1,38 @@
+"""The operator documentation names metrics as the server defines them."""
+
+from __future__ import annotations
+
+import re
+
+from tests.conftest import ROOT
+from webhook import metrics
+
+_MENTION = re.compile(r"`(webhook_[a-z_]+)(?:\{([a-z_,]*)\})?")
+
+
+def _defined() -> dict[str, tuple[str, ...]]:
+    """Metric name as scraped (counters with `_total`) -> its label names."""
+    out = {}
+    for value in vars(metrics).values():
+        if isinstance(value, (metrics.Counter, metrics.Gauge, metrics.Histogram)):
+            suffix = "_total" if isinstance(value, metrics.Counter) else ""
+            out[value._name + suffix] = tuple(value._labelnames)
+    return out
+
+
+def test_every_metric_the_docs_name_exists_with_those_labels() -> None:
+    defined = _defined()
+    for doc in ("README.md", "docs/operations.md"):
+        for name, labels in _MENTION.findall((ROOT / doc).read_text()):
+            assert name in defined, f"{doc} names {name}, which the server does not export"
+            if labels:
+                assert tuple(labels.split(",")) == defined[name], \
+                    f"{doc}: {name}{{{labels}}}, but the server's labels are {defined[name]}"
+
+
+def test_the_readme_lists_every_metric_with_its_labels() -> None:
+    text = (ROOT / "README.md").read_text()
+    listed = text[text.index("**Metrics.**"):text.index("**Logs.**")]
+    for name, labels in _defined().items():
+        shown = f"`{name}{{{','.join(labels)}}}`" if labels else f"`{name}`"
+        assert shown in listed, f"README's metric list lacks {shown}"
