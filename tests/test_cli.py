@@ -142,6 +142,35 @@ def test_a_bad_environment_value_stops_the_start_naming_the_variable(
     assert result.stderr.strip() == f"webhook: environment variable {variable}: {reason} (see 'webhook --help')"
 
 
+@pytest.mark.parametrize(("variable", "default"), [("WEBHOOK_POLICIES", " (./policies)"),
+                                                 ("WEBHOOK_CERT_DIR", " (./certs)"), ("WEBHOOK_HOST", " (0.0.0.0)"),
+                                                 ("WEBHOOK_WORKERS", "")])
+def test_an_empty_environment_value_stops_the_start_naming_the_variable(
+        tmp_path: Path, variable: str, default: str) -> None:
+    # WEBHOOK_POLICIES= served the working directory: Path("") is ".".
+    flags = [] if variable == "WEBHOOK_CERT_DIR" else ["--cert-dir", str(tmp_path)]
+    result = webhook("serve", *flags, env={variable: ""})
+    assert result.returncode == 2, result.stderr
+    assert f"environment variable {variable} is empty; unset it to use the default{default}" in result.stderr
+
+
+def test_policies_check_on_a_file_or_a_missing_path_says_which(tmp_path: Path) -> None:
+    (tmp_path / "one.yaml").write_text("kind: ValidationPolicy\n")
+    given_file = webhook("policies", "check", str(tmp_path / "one.yaml"))
+    assert given_file.returncode == 1
+    assert f"{tmp_path / 'one.yaml'}: not a directory; give the directory that holds the policy files" \
+        in given_file.stderr
+    missing = webhook("policies", "check", str(tmp_path / "nope"))
+    assert missing.returncode == 1 and f"{tmp_path / 'nope'}: policy directory not found" in missing.stderr
+
+
+def test_an_empty_policies_variable_reads_as_unset_in_the_offline_tools(tmp_path: Path) -> None:
+    (tmp_path / "pod.yaml").write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n"
+                                       "spec: {containers: [{name: app, image: a:1}]}\n")
+    result = webhook("mutate", "-f", str(tmp_path / "pod.yaml"), env={"WEBHOOK_POLICIES": ""})
+    assert result.returncode == 0 and "identity-init" in result.stdout, result.stderr
+
+
 def test_flags_win_over_the_environment_and_other_commands_ignore_serve_variables(tmp_path: Path) -> None:
     given = webhook("serve", "--port", "0", "--cert-dir", str(tmp_path), env={"WEBHOOK_PORT": "abc"})
     assert given.returncode == 1 and "tls.crt not found" in given.stderr

@@ -21,7 +21,9 @@ from webhook import __version__
 
 
 def _env(name: str, default: str) -> str:
-    return os.environ.get(_env_name(name), default)
+    # Set but empty (an empty ConfigMap key, `VAR=`) reads as unset: Path("") is the
+    # working directory, which nobody means.
+    return os.environ.get(_env_name(name)) or default
 
 
 def _env_name(option: str) -> str:
@@ -103,6 +105,11 @@ def _serve_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         if text is None:
             setattr(args, dest, option.type(option.default))
             continue
+        if not text.strip():
+            # e.g. WEBHOOK_POLICIES= would serve from the working directory (Path("") is ".").
+            parser.error(f"environment variable {name} is empty; unset it to use the default "
+                         f"({option.default})" if option.flag != "--workers" else
+                         f"environment variable {name} is empty; unset it to use the default")
         try:
             value = option.type(text)
         except argparse.ArgumentTypeError as exc:

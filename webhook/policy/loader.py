@@ -71,7 +71,9 @@ def load_policy_dir(directory: Path) -> PolicySet:
     file has an error, or when it holds no policy at all."""
     try:
         if not directory.is_dir():
-            raise PolicyLoadError([PolicyError(str(directory), None, "policy directory not found")])
+            raise PolicyLoadError([PolicyError(str(directory), None, "not a directory; give the directory "
+                                               "that holds the policy files" if directory.exists()
+                                               else "policy directory not found")])
         paths = policy_files(directory)
     except OSError as exc:   # e.g. a directory the server may not list
         raise PolicyLoadError([PolicyError(str(directory), None,
