@@ -142,6 +142,49 @@ def test_sigterm_fails_readiness_then_finishes_in_flight_requests(start_server) 
     assert server.proc.wait(timeout=20) == 0
 
 
+def _read_reply(tls: ssl.SSLSocket) -> bytes:
+    reply = b""
+    while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+        chunk = tls.recv(65536)
+        if not chunk:
+            break
+        reply += chunk
+    return reply
+
+
+def test_a_body_still_arriving_when_the_listener_closes_is_read_and_answered(start_server) -> None:
+    # An API server's keep-alive connection can bring a request right up to the close:
+    # the connection outlives the endpoint's removal. A large pod's body spans many TLS
+    # records, so part of it may come after the listener has closed.
+    server = start_server(args=["--shutdown-delay", "0.2"])
+    client = server.client
+    body = json.dumps(make_review(POD)).encode()
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    tls = client.context.wrap_socket(sock, server_hostname=client.server_name)
+    tls.sendall(b"POST /validate?timeout=10s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:50])
+    time.sleep(0.2)
+    server.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:   # until the listener is closed
+        try:
+            socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+        except OSError:
+            break
+        time.sleep(0.02)
+    else:
+        raise AssertionError("the listener did not close")
+    time.sleep(0.1)
+    started = time.monotonic()
+    tls.sendall(body[50:])
+    reply = _read_reply(tls)
+    tls.close()
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["response"]["allowed"] is True
+    assert time.monotonic() - started < 2, "answered at once, not at the body deadline"
+    assert server.proc.wait(timeout=20) == 0
+
+
 class _InProcessServer:
     """The real app and TLS stack in a background event loop, with engines (and limits) chosen by the test."""
 

@@ -118,10 +118,22 @@ class _Connection(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._force_close or self._close:
-            return
         body = self._body
         in_body = body is not None and not body.is_eof()
+        if self._force_close or self._close:
+            # Shutting down, the runner marks every connection closing and then waits for
+            # its handler, and aiohttp drops whatever arrives meanwhile, the rest of a body
+            # included: a request in flight on a keep-alive connection got a 408 at its body
+            # deadline instead of its answer. Its body is still read while its handler may
+            # read it and the transport is open (a real force_close drops the transport).
+            if in_body and body.exception() is None and self.transport is not None:
+                flags = self._force_close, self._close
+                self._force_close = self._close = False
+                try:
+                    super().data_received(data)
+                finally:
+                    self._force_close, self._close = flags
+            return
         requests = self._request_count
         super().data_received(data)
         if self._request_count != requests:
