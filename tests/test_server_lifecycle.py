@@ -115,20 +115,20 @@ def test_server_refuses_to_start_without_certificates(tmp_path: Path) -> None:
     assert (tmp_path / "tls.crt").is_file() and (tmp_path / "tls.key").is_file()
 
 
-def test_sigterm_fails_readiness_then_finishes_in_flight_requests(start_server) -> None:
-    server = start_server(args=["--shutdown-delay", "1.5"])
+def _request_in_flight(server) -> tuple[ssl.SSLSocket, bytes]:
+    """A connection holding a request whose head and first 50 body bytes are sent; the rest
+    of the body is returned for the test to send."""
     client = server.client
     body = json.dumps(make_review(POD)).encode()
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     tls = client.context.wrap_socket(sock, server_hostname=client.server_name)
-    # A request in flight: headers and half the body sent before SIGTERM.
     tls.sendall(b"POST /validate?timeout=10s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:50])
-    time.sleep(0.2)
-    server.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
-    assert client.request("GET", "/readyz").status == 503
-    tls.sendall(body[50:])
+    return tls, body[50:]
+
+
+def _finish_and_read_answer(tls: ssl.SSLSocket, rest: bytes) -> dict:
+    tls.sendall(rest)
     reply = b""
     while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
         chunk = tls.recv(65536)
@@ -137,19 +137,18 @@ def test_sigterm_fails_readiness_then_finishes_in_flight_requests(start_server) 
         reply += chunk
     tls.close()
     assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
-    payload = json.loads(reply.split(b"\r\n\r\n", 1)[1])
-    assert payload["response"]["allowed"] is True
+    return json.loads(reply.split(b"\r\n\r\n", 1)[1])
+
+
+def test_sigterm_fails_readiness_then_finishes_in_flight_requests(start_server) -> None:
+    server = start_server(args=["--shutdown-delay", "1.5"])
+    tls, rest = _request_in_flight(server)   # headers and part of the body sent before SIGTERM
+    time.sleep(0.2)
+    server.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert server.client.request("GET", "/readyz").status == 503
+    assert _finish_and_read_answer(tls, rest)["response"]["allowed"] is True
     assert server.proc.wait(timeout=20) == 0
-
-
-def _read_reply(tls: ssl.SSLSocket) -> bytes:
-    reply = b""
-    while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
-        chunk = tls.recv(65536)
-        if not chunk:
-            break
-        reply += chunk
-    return reply
 
 
 def test_a_body_still_arriving_when_the_listener_closes_is_read_and_answered(start_server) -> None:
@@ -157,12 +156,7 @@ def test_a_body_still_arriving_when_the_listener_closes_is_read_and_answered(sta
     # the connection outlives the endpoint's removal. A large pod's body spans many TLS
     # records, so part of it may come after the listener has closed.
     server = start_server(args=["--shutdown-delay", "0.2"])
-    client = server.client
-    body = json.dumps(make_review(POD)).encode()
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-    tls = client.context.wrap_socket(sock, server_hostname=client.server_name)
-    tls.sendall(b"POST /validate?timeout=10s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:50])
+    tls, rest = _request_in_flight(server)
     time.sleep(0.2)
     server.proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + 5
@@ -176,11 +170,7 @@ def test_a_body_still_arriving_when_the_listener_closes_is_read_and_answered(sta
         raise AssertionError("the listener did not close")
     time.sleep(0.1)
     started = time.monotonic()
-    tls.sendall(body[50:])
-    reply = _read_reply(tls)
-    tls.close()
-    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
-    assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["response"]["allowed"] is True
+    assert _finish_and_read_answer(tls, rest)["response"]["allowed"] is True
     assert time.monotonic() - started < 2, "answered at once, not at the body deadline"
     assert server.proc.wait(timeout=20) == 0
 
