@@ -107,9 +107,8 @@ def _serve_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -
             continue
         if not text.strip():
             # e.g. WEBHOOK_POLICIES= would serve from the working directory (Path("") is ".").
-            parser.error(f"environment variable {name} is empty; unset it to use the default "
-                         f"({option.default})" if option.flag != "--workers" else
-                         f"environment variable {name} is empty; unset it to use the default")
+            default = "" if option.flag == "--workers" else f" ({option.default})"  # workers: the CPUs
+            parser.error(f"environment variable {name} is empty; unset it to use the default{default}")
         try:
             value = option.type(text)
         except argparse.ArgumentTypeError as exc:

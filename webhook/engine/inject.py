@@ -219,10 +219,11 @@ def _unread_choices(annotations: Mapping[str, str], policies: PolicySet) -> list
     the sidecars that came anyway."""
     warnings: list[str] = []
     for key, value in annotations.items():
-        if not key.startswith(INJECT_ANNOTATION):
-            continue
-        policy = key[len(INJECT_ANNOTATION) + 1:] if key.startswith(INJECT_ANNOTATION + "-") else None
-        if key != INJECT_ANNOTATION and policy is None:
+        if key == INJECT_ANNOTATION:
+            policy = None
+        elif key.startswith(INJECT_ANNOTATION + "-"):
+            policy = key[len(INJECT_ANNOTATION) + 1:]
+        else:
             continue
         if value not in ("true", "false"):
             warnings.append(f"annotation {key}: {value!r} is ignored; it takes \"true\" or \"false\"")

@@ -39,6 +39,12 @@ def valid_label_value(text: str) -> bool:
     return len(text) <= 63 and _LABEL_VALUE.match(text) is not None
 
 
+def check_label_value(key: str, value: str) -> None:
+    """ValueError naming the label when `value` is not a valid label value."""
+    if not valid_label_value(value):
+        raise ValueError(f"label {key!r}: {LABEL_VALUE_RULE}, not {value!r}")
+
+
 def check_label_key(key: str) -> str:
     """A Kubernetes label or annotation key, or ValueError naming it."""
     if len(key) > _MAX_LABEL_KEY or not LABEL_KEY.match(key):
@@ -89,8 +95,8 @@ def _selector_label(key: str, value: str | None = None) -> None:
     character) would never match, silently: refused, as the API server refuses it in a
     Deployment's selector."""
     check_label_key(key)
-    if value is not None and not valid_label_value(value):
-        raise ValueError(f"label {key!r}: {LABEL_VALUE_RULE}, not {value!r}")
+    if value is not None:
+        check_label_value(key, value)
 
 
 class LabelSelectorRequirement(Strict):

@@ -10,14 +10,13 @@ from pydantic import Field, field_validator, model_validator
 
 from webhook.policy.common import (
     ANNOTATION_PREFIX,
-    LABEL_VALUE_RULE,
     ContainerName,
     Match,
     Metadata,
     Mode,
     Strict,
     check_label_key,
-    valid_label_value,
+    check_label_value,
 )
 from webhook.policy.template import TemplateError, compile_template, has_template
 
@@ -186,8 +185,8 @@ class Inject(Strict):
         # The API server refuses a pod with such a label: every matching pod would fail.
         # A template's value is checked once rendered, at admission.
         for key, text in value.items():
-            if not has_template(text) and not valid_label_value(text):
-                raise ValueError(f"label {key!r}: {LABEL_VALUE_RULE}, not {text!r}")
+            if not has_template(text):
+                check_label_value(key, text)
         return value
 
     @model_validator(mode="after")
