@@ -248,6 +248,7 @@ def test_pointer_escaping(text: str, escaped: str) -> None:
     ("match: {podSelector: {matchExpressions: [{key: \"-tier\", operator: Exists}]}}\ninject: {}\n",
      "invalid label/annotation key '-tier'"),
     ("inject:\n  annotations: {runtime.platform.io/status: x}\n", "reserved"),
+    ("priority: true\ninject: {}\n", "bad/spec.priority: Input should be a valid integer"),
 ])
 def test_policy_errors_name_file_line_policy_and_field(document: str, message: str) -> None:
     with pytest.raises(PolicyLoadError) as info:

@@ -70,6 +70,9 @@ def test_cel_syntax_error_is_a_load_error_naming_file_line_and_policy() -> None:
     ("    - requiredLabels: []\n", "at least 1 item"),
     ("    - hostPorts: {allowed: ['90-80']}\n", "invalid port or range"),
     ("    - hostPorts: {allowed: [http]}\n", "invalid port or range"),
+    # YAML's true is not a number (pydantic's lax int read it as 1).
+    ("    - hostPorts: {allowed: [true]}\n", "allowed[0]"),
+    ("    - resources: {maximum: {cpu: true}}\n", "maximum.cpu"),
     ("    - hostPath: {allowed: [{pathPrefix: var/log}]}\n", "should match pattern"),
     ("    - reservedContainerNames: {names: [Bad_Name]}\n", "invalid container name"),
     ("    - {cel: {expression: 'true', message: a}}\n    - {cel: {expression: 'true', message: b}}\n",

@@ -271,6 +271,11 @@ HOST_PATH_CASES = [
     ([{"pathPrefix": "/var/log"}], "/var/logs", None, [("hostPath", V)]),
     ([{"pathPrefix": "/var/log"}], "/var/log/../../etc", None, [("hostPath", V)]),
     ([{"pathPrefix": "/var/log"}], "var/log", None, [("hostPath", V)]),
+    # Linux reads "//var/log" as "/var/log"; POSIX's normpath keeps the leading "//".
+    ([{"pathPrefix": "/var/log"}], "//var/log/app", None, []),
+    ([{"pathPrefix": "/var/log", "readOnly": True}], "///var/log", None,
+     [("hostPathReadOnly", "spec.containers[app].volumeMounts[0].readOnly")]),
+    ([{"pathPrefix": "/var/log"}], "//etc", None, [("hostPath", V)]),
     ([{"pathPrefix": "/var/log", "readOnly": True}], "/var/log/app", True, []),
     ([{"pathPrefix": "/var/log", "readOnly": True}], "/var/log/app", None,
      [("hostPathReadOnly", "spec.containers[app].volumeMounts[0].readOnly")]),

@@ -6,7 +6,7 @@ from enum import Enum
 from itertools import combinations
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StrictInt, field_validator, model_validator
 
 from webhook.policy.common import (
     ANNOTATION_PREFIX,
@@ -224,7 +224,7 @@ def _overlap(a: Target, b: Target) -> bool:
 
 
 class InjectionSpec(Strict):
-    priority: int = Field(100, description="lower runs first; ties are broken by policy name")
+    priority: StrictInt = Field(100, description="lower runs first; ties are broken by policy name")
     mode: Mode = Mode.ENFORCE
     opt_in: bool = Field(False, alias="optIn",
                          description="apply only to pods annotated runtime.platform.io/inject-NAME: 'true'")

@@ -27,7 +27,7 @@ from enum import Enum
 from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StrictFloat, StrictInt, field_validator, model_validator
 
 from webhook.policy.common import DNS_LABEL, LabelSelector, Match, Metadata, Strict, check_label_key
 from webhook.rules import labels
@@ -138,9 +138,10 @@ class ResourcesRule(Strict):
     init_containers: ResourceRequirement | None = Field(None, alias="initContainers")
     sidecars: ResourceRequirement | None = Field(
         None, description="native sidecars: init containers with restartPolicy Always")
-    maximum: dict[str, str | int | float] = Field(
+    # Strict numbers: YAML's `true` would otherwise read as 1.
+    maximum: dict[str, str | StrictInt | StrictFloat] = Field(
         default_factory=dict, description="per resource, the largest request or limit, e.g. {memory: 8Gi}")
-    max_limit_request_ratio: dict[str, str | int | float] = Field(
+    max_limit_request_ratio: dict[str, str | StrictInt | StrictFloat] = Field(
         default_factory=dict, alias="maxLimitRequestRatio", description="per resource, e.g. {cpu: 4}")
 
     @field_validator("maximum", "max_limit_request_ratio")
@@ -203,8 +204,8 @@ _PORT_RANGE = re.compile(r"^(\d{1,5})-(\d{1,5})$")
 
 
 class HostPortsRule(Strict):
-    allowed: list[int | str] = Field(default_factory=list,
-                                     description="ports or inclusive ranges 'LOW-HIGH'; empty forbids all")
+    allowed: list[StrictInt | str] = Field(default_factory=list,  # `true` is not port 1
+                                           description="ports or inclusive ranges 'LOW-HIGH'; empty forbids all")
 
     @field_validator("allowed")
     @classmethod

@@ -89,8 +89,11 @@ def check_host_paths(spec: Mapping[str, Any], *,
             continue
         name = as_str(volume.get("name"))
         raw_path = as_str(as_dict(volume.get("hostPath")).get("path"))
-        # Normalise so that /var/log/../../etc cannot pass as /var/log.
+        # Normalise so that /var/log/../../etc cannot pass as /var/log. normpath keeps a
+        # leading "//" (POSIX leaves its meaning to the system; on Linux it is "/").
         path = posixpath.normpath(raw_path) if raw_path else ""
+        if path.startswith("//"):
+            path = "/" + path.lstrip("/")
         vpath = f"spec.volumes[{name or index}].hostPath"
         allowance = _allowance_for(path, allowed)
         if allowance is None:
