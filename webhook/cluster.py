@@ -30,14 +30,18 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from webhook.certs import (CA_CERT, CA_KEY, TLS_CERT, TLS_KEY, check_days, generate, service_dns_names,
-                           uncovered_names)
+from webhook.certs import (BACKDATE, CA_CERT, CA_KEY, TLS_CERT, TLS_KEY, check_days, generate,
+                           service_dns_names, uncovered_names)
 from webhook.policy.loader import PolicySet
 
 TLS_SECRET_TYPE = "kubernetes.io/tls"
 REQUEST_TIMEOUT = 30.0
 _PAGE = 500
 MUTATING, VALIDATING = "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"
+# After a CA change the previous CA stays in the caBundle until the serving certificate
+# from the new one has been in the Secret this long: replicas serve the old pair until
+# the kubelet syncs the Secret volume (about a minute) and they reload it (two seconds).
+CA_OVERLAP = timedelta(minutes=10)
 
 
 class ClusterError(RuntimeError):
@@ -245,11 +249,20 @@ def install_ca(api_client: Any, *, namespace: str, service: str = "webhook", sec
     """Create or reuse the CA, issue the serving certificate when needed, store both, and
     put the caBundle into every webhook of both configurations. Safe to run again."""
     check_install_args(days=days, renew_before_days=renew_before_days)
-    now = now or datetime.now(timezone.utc)
     kube = _Kube(api_client)
+    return _install_once(kube, namespace=namespace, service=service, secret=secret,
+                         ca_secret=ca_secret, webhook_configuration=webhook_configuration,
+                         days=days, renew_before_days=renew_before_days, now=now, created_ca=[])
+
+
+def _install_once(kube: _Kube, *, namespace: str, service: str, secret: str, ca_secret: str,
+                  webhook_configuration: str, days: int, renew_before_days: int, now: datetime | None,
+                  created_ca: list[bool]) -> InstallResult:
+    """One pass of install_ca; `created_ca` records across passes that one created the CA."""
     dns_names = service_dns_names(service, namespace)
     warnings: list[str] = []
 
+    now = now or datetime.now(timezone.utc)
     ca_obj = kube.get_secret(namespace, ca_secret)
     ca = _read_ca(ca_obj, f"{namespace}/{ca_secret}") if ca_obj is not None else None
     tls_obj = kube.get_secret(namespace, secret)
@@ -264,13 +277,44 @@ def install_ca(api_client: Any, *, namespace: str, service: str = "webhook", sec
     else:
         reason = _why_reissue(tls_obj, ca, dns_names, now=now, renew_before=timedelta(days=renew_before_days))
 
+    issued: tuple[bytes, bytes] | None = None
     if ca is None or tls_obj is None or reason:
-        certificate = "created" if tls_obj is None else "renewed"
         ca, tls_pem, key_pem, ca_created = _issue(ca, service=service, namespace=namespace, days=days, now=now)
+        issued = (tls_pem, key_pem)
         if ca_created:
-            # The CA first: if storing the serving pair fails, the next run reuses this CA.
+            # The CA first: if anything after it fails, the next run reuses this CA.
             kube.create_secret(namespace, _secret_body(ca_secret, "Opaque", {CA_CERT: ca.cert_pem,
                                                                              CA_KEY: ca.key_pem}))
+            created_ca.append(True)
+
+    ca_left = ca.cert.not_valid_after_utc - now
+    if ca_left <= timedelta(days=renew_before_days):
+        warnings.append(f"the CA in Secret {namespace}/{ca_secret} expires on "
+                        f"{ca.cert.not_valid_after_utc:%Y-%m-%d}; serving certificates cannot outlive it "
+                        "(rotating it changes the caBundle: see docs/operations.md)")
+
+    # The caBundle before the serving pair: the replicas serve the pair the Secret holds
+    # now until the kubelet syncs the new one into their volume, so every webhook must
+    # trust the CA of the new pair before it is stored, and keep trusting the CA of the
+    # old one until the replicas have had time to load the new pair.
+    configs = [(kind, kube.get_webhook_configuration(kind, webhook_configuration))
+               for kind in (MUTATING, VALIDATING)]
+    current = _served_certificate(tls_obj)
+    new_issued_at = now if issued else None
+    ca_pem, previous, retire_at = _desired_bundle(ca, [obj for _, obj in configs], current=current,
+                                                  new_issued_at=new_issued_at, now=now)
+    if previous:
+        names = ", ".join(f"{_subject(c)} (expires {c.not_valid_after_utc:%Y-%m-%d})" for c in previous)
+        warnings.append(f"the caBundle also trusts the previous CA {names} while the replicas may still "
+                        f"serve a certificate it issued; a run after {retire_at:%Y-%m-%d %H:%M} UTC "
+                        "removes it")
+    ca_bundle = base64.b64encode(ca_pem).decode("ascii")
+    configurations = [_patch_ca_bundle(kube, kind, webhook_configuration, obj, ca_bundle)
+                      for kind, obj in configs]
+
+    if issued is not None:
+        tls_pem, key_pem = issued
+        certificate = "created" if tls_obj is None else "renewed"
         data = {TLS_CERT: tls_pem, TLS_KEY: key_pem, CA_CERT: ca.cert_pem}
         if tls_obj is None:
             kube.create_secret(namespace, _secret_body(secret, TLS_SECRET_TYPE, data))
@@ -280,6 +324,7 @@ def install_ca(api_client: Any, *, namespace: str, service: str = "webhook", sec
             secret_action = "updated"
         served = x509.load_pem_x509_certificate(tls_pem)
     else:
+        assert tls_obj is not None
         certificate = "reused"
         data = _secret_data(tls_obj)
         if data.get(CA_CERT) != ca.cert_pem:
@@ -289,20 +334,82 @@ def install_ca(api_client: Any, *, namespace: str, service: str = "webhook", sec
             secret_action = "unchanged"
         served = x509.load_pem_x509_certificate(data[TLS_CERT])
 
-    ca_left = ca.cert.not_valid_after_utc - now
-    if ca_left <= timedelta(days=renew_before_days):
-        warnings.append(f"the CA in Secret {namespace}/{ca_secret} expires on "
-                        f"{ca.cert.not_valid_after_utc:%Y-%m-%d}; serving certificates cannot outlive it "
-                        "(rotating it changes the caBundle: see docs/operations.md)")
-
-    ca_bundle = base64.b64encode(ca.cert_pem).decode("ascii")
-    configurations = [_patch_ca_bundle(kube, kind, webhook_configuration, ca_bundle)
-                      for kind in (MUTATING, VALIDATING)]
     return InstallResult(namespace=namespace, ca_secret=ca_secret, secret=secret,
-                         ca="created" if ca_obj is None else "reused", certificate=certificate,
+                         ca="created" if created_ca else "reused", certificate=certificate,
                          secret_action=secret_action, reason=reason, not_after=served.not_valid_after_utc,
                          dns_names=dns_names, ca_bundle=ca_bundle, configurations=configurations,
                          warnings=warnings)
+
+
+def _subject(cert: x509.Certificate) -> str:
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return f"'{names[0].value}'" if names else cert.subject.rfc4514_string()
+
+
+def _served_certificate(tls_obj: dict[str, Any] | None) -> x509.Certificate | None:
+    """The certificate in the serving Secret as read (what the replicas serve, or will
+    once the kubelet syncs it); None when there is none or it is unreadable."""
+    if tls_obj is None:
+        return None
+    pem = _secret_data(tls_obj).get(TLS_CERT)
+    try:
+        return x509.load_pem_x509_certificate(pem) if pem else None
+    except ValueError:
+        return None
+
+
+def _bundle_certificates(value: Any) -> list[x509.Certificate]:
+    """The certificates of a caBundle value (base64 of PEM); what does not parse is left out."""
+    if not isinstance(value, str) or not value:
+        return []
+    try:
+        pem = base64.b64decode(value, validate=True)
+        return x509.load_pem_x509_certificates(pem)
+    except (binascii.Error, ValueError):
+        return []
+
+
+def _desired_bundle(ca: _CA, configs: list[dict[str, Any]], *, current: x509.Certificate | None,
+                    new_issued_at: datetime | None,
+                    now: datetime) -> tuple[bytes, list[x509.Certificate], datetime]:
+    """(caBundle PEM, the previous CAs it keeps, when they may go).
+
+    The bundle is the CA alone once the Secret has held a pair issued by it for
+    CA_OVERLAP. Until then it also keeps every other CA that a webhook's caBundle holds
+    (and that has not expired): the replicas may still serve a pair one of them issued."""
+    ca_der = ca.cert.public_bytes(serialization.Encoding.DER)
+    if new_issued_at is not None:
+        issued_at = new_issued_at
+    elif current is not None and _issued_by(current, ca.cert):
+        issued_at = current.not_valid_before_utc + BACKDATE
+    else:   # not reached: a pair not issued by the CA is reissued
+        issued_at = now
+    retire_at = issued_at + CA_OVERLAP
+    previous: list[x509.Certificate] = []
+    if now < retire_at:
+        seen = {ca_der}
+        for obj in configs:
+            for webhook in obj.get("webhooks") or []:
+                client_config = webhook.get("clientConfig") if isinstance(webhook, dict) else None
+                if not isinstance(client_config, dict):
+                    continue
+                for cert in _bundle_certificates(client_config.get("caBundle")):
+                    der = cert.public_bytes(serialization.Encoding.DER)
+                    if der not in seen and cert.not_valid_after_utc > now:
+                        seen.add(der)
+                        previous.append(cert)
+    if not previous:
+        return ca.cert_pem, [], retire_at
+    pem = ca.cert_pem if ca.cert_pem.endswith(b"\n") else ca.cert_pem + b"\n"
+    return pem + b"".join(c.public_bytes(serialization.Encoding.PEM) for c in previous), previous, retire_at
+
+
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def _secret_data(obj: dict[str, Any]) -> dict[str, bytes]:
@@ -400,8 +507,9 @@ def _issue(ca: _CA | None, *, service: str, namespace: str, days: int,
     return ca, tls_pem, key_pem, not generated.ca_reused
 
 
-def _patch_ca_bundle(kube: _Kube, kind: str, name: str, ca_bundle: str) -> ConfigurationPatch:
-    obj = kube.get_webhook_configuration(kind, name)
+def _patch_ca_bundle(kube: _Kube, kind: str, name: str, obj: dict[str, Any],
+                     ca_bundle: str) -> ConfigurationPatch:
+    """Set `ca_bundle` on every webhook of `obj` (as read) that holds another value."""
     webhooks = obj.get("webhooks") or []
     ops: list[dict[str, Any]] = []
     for index, webhook in enumerate(webhooks):

@@ -1,0 +1,161 @@
+"""`webhook install-ca` when things go wrong: CA rotation and a write failing part-way.
+
+The invariant throughout: every certificate a replica may be serving (the one in the
+Secret, or the one before it until the kubelet syncs the volume) verifies, as the API
+server checks it, against the caBundle of every webhook. Run against the in-process
+fake API server (tests/fake_apiserver.py), not a real cluster.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.x509 import verification
+
+from tests.fake_apiserver import FakeApiServer
+from tests.test_cluster import CONFIG_KINDS, NS, SERVICE_NAME, webhook_configurations
+from webhook.cluster import ClusterError, install_ca, load_api_client
+
+CONFIG = "pod-runtime-webhook"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeApiServer]:
+    with FakeApiServer() as server:
+        for obj in webhook_configurations():
+            server.put(obj)
+        yield server
+
+
+@pytest.fixture
+def api(fake: FakeApiServer, tmp_path: Path) -> Iterator[object]:
+    with load_api_client(fake.write_kubeconfig(tmp_path / "kubeconfig")) as client:
+        yield client
+
+
+def bundles(fake: FakeApiServer) -> list[bytes]:
+    """The decoded caBundle of every webhook of both configurations (b"" when unset)."""
+    out = []
+    for kind in CONFIG_KINDS:
+        for webhook in fake.get(kind, CONFIG)["webhooks"]:
+            out.append(base64.b64decode((webhook.get("clientConfig") or {}).get("caBundle") or ""))
+    return out
+
+
+def served(fake: FakeApiServer) -> x509.Certificate:
+    obj = fake.get("secrets", "webhook-tls", NS)
+    assert obj is not None
+    return x509.load_pem_x509_certificate(base64.b64decode(obj["data"]["tls.crt"]))
+
+
+def trusts(bundle: bytes, cert: x509.Certificate, at: datetime | None = None) -> bool:
+    """Whether a TLS client trusting `bundle` accepts `cert` for the service name at `at`."""
+    if not bundle:
+        return False
+    store = verification.Store(x509.load_pem_x509_certificates(bundle))
+    verifier = (verification.PolicyBuilder().store(store).time(at or datetime.now(timezone.utc))
+                .build_server_verifier(verification.DNSName(SERVICE_NAME)))
+    try:
+        verifier.verify(cert, [])
+    except verification.VerificationError:
+        return False
+    return True
+
+
+def watch_trust(fake: FakeApiServer, *certs: x509.Certificate) -> list[str]:
+    """After every write, record any webhook whose caBundle does not trust one of `certs`
+    or the certificate then in the Secret (the ones replicas may be serving)."""
+    breaches: list[str] = []
+
+    def check(verb: str, resource: str, _ns: str, name: str) -> None:
+        serving = [*certs]
+        if fake.get("secrets", "webhook-tls", NS) is not None:
+            serving.append(served(fake))
+        for bundle in bundles(fake):
+            for cert in serving:
+                if not trusts(bundle, cert):
+                    breaches.append(f"after {verb} {resource} {name}: certificate {cert.serial_number} "
+                                    "not trusted by a caBundle")
+
+    fake.after_write.append(check)
+    return breaches
+
+
+def test_rotating_the_ca_never_leaves_a_served_certificate_untrusted(fake: FakeApiServer, api) -> None:
+    install_ca(api, namespace=NS)
+    old_ca, old_cert = bundles(fake)[0], served(fake)
+
+    # The documented rotation: delete both Secrets and run again.
+    fake.remove("secrets", "webhook-ca", NS)
+    fake.remove("secrets", "webhook-tls", NS)
+    breaches = watch_trust(fake, old_cert)   # replicas serve old_cert until the kubelet syncs
+    rotated = install_ca(api, namespace=NS)
+    assert rotated.ca == "created"
+    assert breaches == []
+    new_cert = served(fake)
+    assert new_cert.issuer == old_cert.issuer and new_cert.serial_number != old_cert.serial_number
+    assert all(not trusts(old_ca, new_cert) and trusts(b, old_cert) and trusts(b, new_cert)
+               for b in bundles(fake))
+    assert any("previous CA" in w for w in rotated.warnings), rotated.warnings
+
+    # Runs while the replicas may still be loading the new pair write nothing ...
+    writes = len(fake.writes())
+    again = install_ca(api, namespace=NS)
+    assert not again.changed and len(fake.writes()) == writes
+    # ... and a run once they have had ample time drops the old CA from the bundle.
+    later = install_ca(api, namespace=NS, now=datetime.now(timezone.utc) + timedelta(hours=1))
+    assert [c.action for c in later.configurations] == ["patched", "patched"]
+    assert later.certificate == "reused" and later.secret_action == "unchanged"
+    new_ca = base64.b64decode(later.ca_bundle)
+    assert bundles(fake) == [new_ca, new_ca] and trusts(new_ca, new_cert) and not trusts(new_ca, old_cert)
+    assert len(x509.load_pem_x509_certificates(new_ca)) == 1
+    steady = install_ca(api, namespace=NS, now=datetime.now(timezone.utc) + timedelta(hours=2))
+    assert not steady.changed
+
+
+def test_a_lost_ca_secret_alone_is_rotated_without_an_outage(fake: FakeApiServer, api) -> None:
+    install_ca(api, namespace=NS)
+    old_cert = served(fake)
+    fake.remove("secrets", "webhook-ca", NS)   # deleted by mistake; webhook-tls still there
+    breaches = watch_trust(fake, old_cert)
+    result = install_ca(api, namespace=NS)
+    assert (result.ca, result.certificate, result.secret_action) == ("created", "renewed", "updated")
+    assert breaches == []
+
+
+@pytest.mark.parametrize("failing", ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"])
+def test_a_failed_bundle_patch_during_rotation_leaves_the_old_pair_in_place(
+        fake: FakeApiServer, api, failing: str) -> None:
+    install_ca(api, namespace=NS)
+    old_cert = served(fake)
+    fake.remove("secrets", "webhook-ca", NS)
+    breaches = watch_trust(fake, old_cert)
+    fake.fail("patch", failing, CONFIG, code=500)
+    with pytest.raises(ClusterError, match="500"):
+        install_ca(api, namespace=NS)
+    # The Secret the replicas mount still holds a pair every caBundle trusts.
+    assert served(fake).serial_number == old_cert.serial_number
+    assert breaches == []
+
+    done = install_ca(api, namespace=NS)     # the Job's next attempt completes it
+    assert done.ca == "reused" and done.secret_action == "updated"
+    assert breaches == []
+    assert all(trusts(b, served(fake)) for b in bundles(fake))
+
+
+def test_a_failed_secret_write_during_rotation_is_completed_by_the_next_run(fake: FakeApiServer, api) -> None:
+    install_ca(api, namespace=NS)
+    old_cert = served(fake)
+    fake.remove("secrets", "webhook-ca", NS)
+    breaches = watch_trust(fake, old_cert)
+    fake.fail("patch", "secrets", "webhook-tls", code=503, reason="ServiceUnavailable")
+    with pytest.raises(ClusterError, match="patch Secret webhook-system/webhook-tls: 503"):
+        install_ca(api, namespace=NS)
+    done = install_ca(api, namespace=NS)
+    assert (done.ca, done.certificate) == ("reused", "renewed")
+    assert breaches == [] and all(trusts(b, served(fake)) for b in bundles(fake))
