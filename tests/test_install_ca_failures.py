@@ -1,4 +1,5 @@
-"""`webhook install-ca` when things go wrong: CA rotation and a write failing part-way.
+"""`webhook install-ca` when things go wrong: CA rotation, a write failing part-way,
+and an API server whose clock differs from the Job's.
 
 The invariant throughout: every certificate a replica may be serving (the one in the
 Secret, or the one before it until the kubelet syncs the volume) verifies, as the API
@@ -159,3 +160,23 @@ def test_a_failed_secret_write_during_rotation_is_completed_by_the_next_run(fake
     done = install_ca(api, namespace=NS)
     assert (done.ca, done.certificate) == ("reused", "renewed")
     assert breaches == [] and all(trusts(b, served(fake)) for b in bundles(fake))
+
+
+def test_certificates_are_dated_by_the_api_servers_clock(fake: FakeApiServer, api) -> None:
+    # The Job's node runs ten minutes ahead of the API server (the party that checks
+    # notBefore): a certificate dated by the node's clock is "not yet valid" there.
+    fake.clock_offset = -timedelta(minutes=10)
+    result = install_ca(api, namespace=NS)
+    apiserver_now = datetime.now(timezone.utc) - timedelta(minutes=10)
+    cert = served(fake)
+    assert cert.not_valid_before_utc <= apiserver_now
+    assert all(trusts(b, cert, at=apiserver_now) for b in bundles(fake))
+    assert any("clock" in w for w in result.warnings), result.warnings
+
+
+def test_a_certificate_not_yet_valid_is_reissued(fake: FakeApiServer, api) -> None:
+    install_ca(api, namespace=NS, now=datetime.now(timezone.utc) + timedelta(minutes=8))
+    assert served(fake).not_valid_before_utc > datetime.now(timezone.utc)
+    result = install_ca(api, namespace=NS)
+    assert result.certificate == "renewed" and "not valid before" in result.reason
+    assert served(fake).not_valid_before_utc <= datetime.now(timezone.utc)

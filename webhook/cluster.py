@@ -19,9 +19,11 @@ import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,8 @@ MUTATING, VALIDATING = "MutatingWebhookConfiguration", "ValidatingWebhookConfigu
 # from the new one has been in the Secret this long: replicas serve the old pair until
 # the kubelet syncs the Secret volume (about a minute) and they reload it (two seconds).
 CA_OVERLAP = timedelta(minutes=10)
+# A difference between this machine's clock and the API server's worth a warning.
+_SKEW_WARNING = timedelta(minutes=1)
 
 
 class ClusterError(RuntimeError):
@@ -99,6 +103,7 @@ class _Kube:
         self.admission = client.AdmissionregistrationV1Api(api_client)
         self.host = api_client.configuration.host
         self.timeout = timeout
+        self._server_date: tuple[datetime, float] | None = None   # (Date header, monotonic clock then)
 
     def _call(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
@@ -107,7 +112,9 @@ class _Kube:
         try:
             response = method(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
             body = response.data
+            self._note_date(response.headers)
         except ApiException as exc:
+            self._note_date(exc.headers)
             raise ApiCallError(f"{what}: {_api_error_text(exc)}", exc.status) from None
         except MaxRetryError as exc:
             raise ApiCallError(f"{what}: cannot reach the API server at {self.host}: "
@@ -122,6 +129,22 @@ class _Kube:
         if not isinstance(obj, dict):
             raise ApiCallError(f"{what}: unexpected answer from the API server", None)
         return obj
+
+    def _note_date(self, headers: Any) -> None:
+        try:
+            value = headers.get("Date") if headers is not None else None
+            date = parsedate_to_datetime(value) if value else None
+        except (TypeError, ValueError, AttributeError):
+            return
+        if date is not None and date.tzinfo is not None:
+            self._server_date = (date.astimezone(timezone.utc), time.monotonic())
+
+    def server_now(self) -> datetime | None:
+        """The API server's time, from the Date header of its last answer; None without one."""
+        if self._server_date is None:
+            return None
+        date, seen = self._server_date
+        return date + timedelta(seconds=time.monotonic() - seen)
 
     # Secrets
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -247,7 +270,10 @@ def install_ca(api_client: Any, *, namespace: str, service: str = "webhook", sec
                ca_secret: str = "webhook-ca", webhook_configuration: str = "pod-runtime-webhook",
                days: int = 365, renew_before_days: int = 30, now: datetime | None = None) -> InstallResult:
     """Create or reuse the CA, issue the serving certificate when needed, store both, and
-    put the caBundle into every webhook of both configurations. Safe to run again."""
+    put the caBundle into every webhook of both configurations. Safe to run again.
+
+    Certificates are dated by the API server's clock (the Date header of its answers),
+    the clock that checks them, unless `now` is given."""
     check_install_args(days=days, renew_before_days=renew_before_days)
     kube = _Kube(api_client)
     return _install_once(kube, namespace=namespace, service=service, secret=secret,
@@ -262,8 +288,14 @@ def _install_once(kube: _Kube, *, namespace: str, service: str, secret: str, ca_
     dns_names = service_dns_names(service, namespace)
     warnings: list[str] = []
 
-    now = now or datetime.now(timezone.utc)
     ca_obj = kube.get_secret(namespace, ca_secret)
+    if now is None:
+        local, server = datetime.now(timezone.utc), kube.server_now()
+        now = server or local
+        if server is not None and abs(server - local) > _SKEW_WARNING:
+            ahead = "ahead of" if server > local else "behind"
+            warnings.append(f"the API server's clock is {_duration(abs(server - local))} {ahead} this "
+                            "machine's; certificates are dated by the API server's")
     ca = _read_ca(ca_obj, f"{namespace}/{ca_secret}") if ca_obj is not None else None
     tls_obj = kube.get_secret(namespace, secret)
     if tls_obj is not None and tls_obj.get("type") != TLS_SECRET_TYPE:
@@ -339,6 +371,11 @@ def _install_once(kube: _Kube, *, namespace: str, service: str, secret: str, ca_
                          secret_action=secret_action, reason=reason, not_after=served.not_valid_after_utc,
                          dns_names=dns_names, ca_bundle=ca_bundle, configurations=configurations,
                          warnings=warnings)
+
+
+def _duration(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"
 
 
 def _subject(cert: x509.Certificate) -> str:
@@ -481,8 +518,9 @@ def _why_reissue(obj: dict[str, Any], ca: _CA, dns_names: tuple[str, ...], *, no
     uncovered = uncovered_names(cert, dns_names)
     if uncovered:
         return f"does not cover {', '.join(uncovered)}"
-    if cert.not_valid_before_utc > now + timedelta(minutes=5):
-        return f"not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M}"
+    if cert.not_valid_before_utc > now:
+        # Issued on a clock ahead of the API server's, which refuses it until then.
+        return f"not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
     if cert.not_valid_after_utc - now <= renew_before:
         return f"expires {cert.not_valid_after_utc:%Y-%m-%d} (within {renew_before.days} days)"
     return ""
