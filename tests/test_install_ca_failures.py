@@ -1,5 +1,5 @@
 """`webhook install-ca` when things go wrong: CA rotation, a write failing part-way,
-and an API server whose clock differs from the Job's.
+concurrent runs, and an API server whose clock differs from the Job's.
 
 The invariant throughout: every certificate a replica may be serving (the one in the
 Secret, or the one before it until the kubelet syncs the volume) verifies, as the API
@@ -10,6 +10,7 @@ fake API server (tests/fake_apiserver.py), not a real cluster.
 from __future__ import annotations
 
 import base64
+import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -20,6 +21,7 @@ from cryptography.x509 import verification
 
 from tests.fake_apiserver import FakeApiServer
 from tests.test_cluster import CONFIG_KINDS, NS, SERVICE_NAME, webhook_configurations
+from webhook.certs import generate
 from webhook.cluster import ClusterError, install_ca, load_api_client
 
 CONFIG = "pod-runtime-webhook"
@@ -180,3 +182,61 @@ def test_a_certificate_not_yet_valid_is_reissued(fake: FakeApiServer, api) -> No
     result = install_ca(api, namespace=NS)
     assert result.certificate == "renewed" and "not valid before" in result.reason
     assert served(fake).not_valid_before_utc <= datetime.now(timezone.utc)
+
+
+def _other_runs_ca() -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        generate(Path(tmp), service="webhook", namespace=NS)
+        data = {k: base64.b64encode((Path(tmp) / k).read_bytes()).decode() for k in ("ca.crt", "ca.key")}
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": "webhook-ca", "namespace": NS}, "data": data}
+
+
+def test_two_first_runs_at_once_agree_on_one_ca(fake: FakeApiServer, api) -> None:
+    # Another run creates the CA Secret between this run's read (404) and its create.
+    other = _other_runs_ca()
+
+    def race(verb: str, resource: str, _ns: str, _name: str) -> None:
+        if (verb, resource) == ("create", "secrets") and fake.get("secrets", "webhook-ca", NS) is None:
+            fake.put(other)
+
+    fake.before_request = race
+    result = install_ca(api, namespace=NS)
+    assert result.ca == "reused"
+    their_ca = base64.b64decode(other["data"]["ca.crt"])
+    assert bundles(fake) == [their_ca, their_ca] and trusts(their_ca, served(fake))
+
+
+def test_a_concurrent_renewal_is_not_an_error(fake: FakeApiServer, api, tmp_path: Path) -> None:
+    install_ca(api, namespace=NS, now=datetime.now(timezone.utc) - timedelta(days=350))
+    raced = []
+
+    def race(verb: str, resource: str, _ns: str, name: str) -> None:
+        if (verb, resource, name) == ("patch", "secrets", "webhook-tls") and not raced:
+            raced.append(True)
+            obj = fake.get("secrets", "webhook-tls", NS)
+            obj["metadata"]["labels"]["touched-by"] = "the-other-run"
+            fake.put(obj)   # a new resourceVersion: this run's guarded patch fails
+
+    fake.before_request = race
+    result = install_ca(api, namespace=NS)
+    assert raced and result.certificate == "renewed"
+    assert served(fake).not_valid_after_utc > datetime.now(timezone.utc) + timedelta(days=300)
+
+
+def test_a_webhook_inserted_concurrently_still_gets_the_bundle(fake: FakeApiServer, api) -> None:
+    inserted = []
+
+    def race(verb: str, resource: str, _ns: str, name: str) -> None:
+        if (verb, resource) == ("patch", "validatingwebhookconfigurations") and not inserted:
+            inserted.append(True)
+            obj = fake.get(resource, name)
+            first = {**obj["webhooks"][0], "name": "first.runtime.platform.io"}
+            first["clientConfig"] = {k: v for k, v in first["clientConfig"].items() if k != "caBundle"}
+            obj["webhooks"].insert(0, first)
+            fake.put(obj)   # the name `test` on index 0 fails
+
+    fake.before_request = race
+    result = install_ca(api, namespace=NS)
+    assert inserted and [c.total for c in result.configurations] == [1, 2]
+    assert all(trusts(b, served(fake)) for b in bundles(fake))

@@ -44,6 +44,9 @@ MUTATING, VALIDATING = "MutatingWebhookConfiguration", "ValidatingWebhookConfigu
 # from the new one has been in the Secret this long: replicas serve the old pair until
 # the kubelet syncs the Secret volume (about a minute) and they reload it (two seconds).
 CA_OVERLAP = timedelta(minutes=10)
+# install-ca runs again from its reads when a write meets a concurrent change (409, or
+# 422 from a failed JSON patch `test`): a concurrent run, an edit of a configuration.
+_ATTEMPTS = 3
 # A difference between this machine's clock and the API server's worth a warning.
 _SKEW_WARNING = timedelta(minutes=1)
 
@@ -270,15 +273,24 @@ def install_ca(api_client: Any, *, namespace: str, service: str = "webhook", sec
                ca_secret: str = "webhook-ca", webhook_configuration: str = "pod-runtime-webhook",
                days: int = 365, renew_before_days: int = 30, now: datetime | None = None) -> InstallResult:
     """Create or reuse the CA, issue the serving certificate when needed, store both, and
-    put the caBundle into every webhook of both configurations. Safe to run again.
+    put the caBundle into every webhook of both configurations. Safe to run again, and
+    to run twice at once: a write that meets a concurrent change starts over from the reads.
 
     Certificates are dated by the API server's clock (the Date header of its answers),
     the clock that checks them, unless `now` is given."""
     check_install_args(days=days, renew_before_days=renew_before_days)
     kube = _Kube(api_client)
-    return _install_once(kube, namespace=namespace, service=service, secret=secret,
-                         ca_secret=ca_secret, webhook_configuration=webhook_configuration,
-                         days=days, renew_before_days=renew_before_days, now=now, created_ca=[])
+    created_ca: list[bool] = []
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            return _install_once(kube, namespace=namespace, service=service, secret=secret,
+                                 ca_secret=ca_secret, webhook_configuration=webhook_configuration,
+                                 days=days, renew_before_days=renew_before_days, now=now,
+                                 created_ca=created_ca)
+        except ApiCallError as exc:
+            if exc.status not in (409, 422) or attempt == _ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _install_once(kube: _Kube, *, namespace: str, service: str, secret: str, ca_secret: str,
@@ -314,7 +326,9 @@ def _install_once(kube: _Kube, *, namespace: str, service: str, secret: str, ca_
         ca, tls_pem, key_pem, ca_created = _issue(ca, service=service, namespace=namespace, days=days, now=now)
         issued = (tls_pem, key_pem)
         if ca_created:
-            # The CA first: if anything after it fails, the next run reuses this CA.
+            # The CA first: if anything after it fails, the next run reuses this CA. A
+            # concurrent run that stored its CA first makes this a 409, and the retry
+            # reads and uses that one.
             kube.create_secret(namespace, _secret_body(ca_secret, "Opaque", {CA_CERT: ca.cert_pem,
                                                                              CA_KEY: ca.key_pem}))
             created_ca.append(True)
@@ -554,8 +568,8 @@ def _patch_ca_bundle(kube: _Kube, kind: str, name: str, obj: dict[str, Any],
         client_config = webhook.get("clientConfig")
         if isinstance(client_config, dict) and client_config.get("caBundle") == ca_bundle:
             continue
-        # `test` the name so a concurrent edit that reorders webhooks fails instead of
-        # putting the bundle on the wrong one.
+        # `test` the name so a concurrent edit that reorders webhooks fails (422, and
+        # install_ca reads again) instead of putting the bundle on the wrong one.
         ops.append({"op": "test", "path": f"/webhooks/{index}/name", "value": webhook.get("name")})
         if isinstance(client_config, dict):
             ops.append({"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": ca_bundle})
