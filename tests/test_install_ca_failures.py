@@ -240,3 +240,38 @@ def test_a_webhook_inserted_concurrently_still_gets_the_bundle(fake: FakeApiServ
     result = install_ca(api, namespace=NS)
     assert inserted and [c.total for c in result.configurations] == [1, 2]
     assert all(trusts(b, served(fake)) for b in bundles(fake))
+
+
+def test_a_missing_configuration_does_not_keep_the_other_from_its_bundle(fake: FakeApiServer, api) -> None:
+    fake.remove("mutatingwebhookconfigurations", CONFIG)   # deleted, or renamed by a new manifest
+    with pytest.raises(ClusterError, match=f"get MutatingWebhookConfiguration {CONFIG}: 404 Not Found"):
+        install_ca(api, namespace=NS)
+    # Everything else is done: the validating webhook trusts the pair the Secret holds.
+    validating = fake.get("validatingwebhookconfigurations", CONFIG)["webhooks"]
+    assert trusts(base64.b64decode(validating[0]["clientConfig"]["caBundle"]), served(fake))
+
+
+def test_a_missing_configuration_does_not_hold_back_a_renewal(fake: FakeApiServer, api) -> None:
+    install_ca(api, namespace=NS, now=datetime.now(timezone.utc) - timedelta(days=350))
+    old_cert = served(fake)
+    fake.remove("validatingwebhookconfigurations", CONFIG)
+    with pytest.raises(ClusterError, match=f"get ValidatingWebhookConfiguration {CONFIG}: 404"):
+        install_ca(api, namespace=NS)
+    renewed = served(fake)
+    assert renewed.serial_number != old_cert.serial_number
+    assert renewed.not_valid_after_utc > datetime.now(timezone.utc) + timedelta(days=300)
+
+
+def test_a_configuration_that_cannot_be_read_holds_back_a_new_ca(fake: FakeApiServer, api) -> None:
+    install_ca(api, namespace=NS)
+    old_cert = served(fake)
+    fake.remove("secrets", "webhook-ca", NS)
+    breaches = watch_trust(fake, old_cert)
+    fake.fail("get", "validatingwebhookconfigurations", CONFIG, code=403, reason="Forbidden",
+              message="forbidden")
+    with pytest.raises(ClusterError, match="ValidatingWebhookConfiguration .*403"):
+        install_ca(api, namespace=NS)
+    # Its caBundle may not trust the new CA: the replicas keep the pair it does trust.
+    assert served(fake).serial_number == old_cert.serial_number and breaches == []
+    install_ca(api, namespace=NS)
+    assert breaches == [] and served(fake).serial_number != old_cert.serial_number

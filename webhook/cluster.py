@@ -343,8 +343,18 @@ def _install_once(kube: _Kube, *, namespace: str, service: str, secret: str, ca_
     # now until the kubelet syncs the new one into their volume, so every webhook must
     # trust the CA of the new pair before it is stored, and keep trusting the CA of the
     # old one until the replicas have had time to load the new pair.
-    configs = [(kind, kube.get_webhook_configuration(kind, webhook_configuration))
-               for kind in (MUTATING, VALIDATING)]
+    # One configuration that cannot be read or patched (deleted, renamed, forbidden) must
+    # not keep the other from its caBundle, nor hold back a renewal: its error is raised
+    # once the rest is done.
+    errors: list[ApiCallError] = []
+    configs: list[tuple[str, dict[str, Any]]] = []
+    for kind in (MUTATING, VALIDATING):
+        try:
+            configs.append((kind, kube.get_webhook_configuration(kind, webhook_configuration)))
+        except ApiCallError as exc:
+            if exc.status in (409, 422):
+                raise
+            errors.append(exc)
     current = _served_certificate(tls_obj)
     new_issued_at = now if issued else None
     ca_pem, previous, retire_at = _desired_bundle(ca, [obj for _, obj in configs], current=current,
@@ -355,9 +365,22 @@ def _install_once(kube: _Kube, *, namespace: str, service: str, secret: str, ca_
                         f"serve a certificate it issued; a run after {retire_at:%Y-%m-%d %H:%M} UTC "
                         "removes it")
     ca_bundle = base64.b64encode(ca_pem).decode("ascii")
-    configurations = [_patch_ca_bundle(kube, kind, webhook_configuration, obj, ca_bundle)
-                      for kind, obj in configs]
+    configurations = []
+    for kind, obj in configs:
+        try:
+            configurations.append(_patch_ca_bundle(kube, kind, webhook_configuration, obj, ca_bundle))
+        except ApiCallError as exc:
+            if exc.status in (409, 422):
+                raise
+            errors.append(exc)
 
+    if issued is not None and (current is None or not _issued_by(current, ca.cert)):
+        # A new CA (or no telling what the replicas serve): a configuration that exists
+        # but did not get it would reject the new pair, while it may still accept the
+        # one the replicas serve now.
+        unsettled = [exc for exc in errors if exc.status != 404]
+        if unsettled:
+            raise unsettled[0]
     if issued is not None:
         tls_pem, key_pem = issued
         certificate = "created" if tls_obj is None else "renewed"
@@ -379,6 +402,8 @@ def _install_once(kube: _Kube, *, namespace: str, service: str, secret: str, ca_
         else:
             secret_action = "unchanged"
         served = x509.load_pem_x509_certificate(data[TLS_CERT])
+    if errors:
+        raise errors[0]
 
     return InstallResult(namespace=namespace, ca_secret=ca_secret, secret=secret,
                          ca="created" if created_ca else "reused", certificate=certificate,
