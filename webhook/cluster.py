@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 
 from webhook.certs import (BACKDATE, CA_CERT, CA_KEY, TLS_CERT, TLS_KEY, check_days, generate,
                            service_dns_names, uncovered_names)
@@ -360,7 +360,8 @@ def _install_once(kube: _Kube, *, namespace: str, service: str, secret: str, ca_
     ca_pem, previous, retire_at = _desired_bundle(ca, [obj for _, obj in configs], current=current,
                                                   new_issued_at=new_issued_at, now=now)
     if previous:
-        names = ", ".join(f"{_subject(c)} (expires {c.not_valid_after_utc:%Y-%m-%d})" for c in previous)
+        names = ", ".join(f"{_subject(c)} (SHA-256 {c.fingerprint(hashes.SHA256()).hex()[:16]}, expires "
+                          f"{c.not_valid_after_utc:%Y-%m-%d})" for c in previous)
         warnings.append(f"the caBundle also trusts the previous CA {names} while the replicas may still "
                         f"serve a certificate it issued; a run after {retire_at:%Y-%m-%d %H:%M} UTC "
                         "removes it")
