@@ -22,9 +22,15 @@ from cryptography.x509 import verification
 from tests.fake_apiserver import FakeApiServer
 from tests.test_cluster import CONFIG_KINDS, NS, SERVICE_NAME, webhook_configurations
 from webhook.certs import generate
+from webhook import cluster
 from webhook.cluster import ClusterError, install_ca, load_api_client
 
 CONFIG = "pod-runtime-webhook"
+
+
+@pytest.fixture(autouse=True)
+def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cluster, "_sleep", lambda seconds: None)
 
 
 @pytest.fixture
@@ -275,3 +281,17 @@ def test_a_configuration_that_cannot_be_read_holds_back_a_new_ca(fake: FakeApiSe
     assert served(fake).serial_number == old_cert.serial_number and breaches == []
     install_ca(api, namespace=NS)
     assert breaches == [] and served(fake).serial_number != old_cert.serial_number
+
+
+def test_a_new_ca_has_time_to_reach_the_api_servers_before_its_pair_is_stored(
+        fake: FakeApiServer, api, monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[str] = []
+    monkeypatch.setattr(cluster, "_sleep", lambda seconds: events.append(f"wait {seconds:g}s"))
+    fake.after_write.append(lambda verb, resource, _ns, name: events.append(f"{verb} {resource} {name}"))
+    install_ca(api, namespace=NS)
+    assert not any(e.startswith("wait") for e in events)   # a first install has nothing to wait for
+    events.clear()
+    fake.remove("secrets", "webhook-ca", NS)
+    install_ca(api, namespace=NS)
+    assert events == ["create secrets ", f"patch mutatingwebhookconfigurations {CONFIG}",
+                      f"patch validatingwebhookconfigurations {CONFIG}", "wait 10s", "patch secrets webhook-tls"]

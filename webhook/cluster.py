@@ -44,6 +44,11 @@ MUTATING, VALIDATING = "MutatingWebhookConfiguration", "ValidatingWebhookConfigu
 # from the new one has been in the Secret this long: replicas serve the old pair until
 # the kubelet syncs the Secret volume (about a minute) and they reload it (two seconds).
 CA_OVERLAP = timedelta(minutes=10)
+# Seconds to wait, after adding a CA to the caBundle, before storing a pair it issued:
+# every API server picks the configuration change up from its own watch, and a
+# replica could load the new pair soon after the Secret changes.
+BUNDLE_PROPAGATION = 10.0
+_sleep = time.sleep
 # install-ca runs again from its reads when a write meets a concurrent change (409, or
 # 422 from a failed JSON patch `test`): a concurrent run, an edit of a configuration.
 _ATTEMPTS = 3
@@ -382,6 +387,8 @@ def _install_once(kube: _Kube, *, namespace: str, service: str, secret: str, ca_
         unsettled = [exc for exc in errors if exc.status != 404]
         if unsettled:
             raise unsettled[0]
+        if previous and any(c.patched for c in configurations):
+            _sleep(BUNDLE_PROPAGATION)
     if issued is not None:
         tls_pem, key_pem = issued
         certificate = "created" if tls_obj is None else "renewed"
