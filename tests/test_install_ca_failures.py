@@ -295,3 +295,10 @@ def test_a_new_ca_has_time_to_reach_the_api_servers_before_its_pair_is_stored(
     install_ca(api, namespace=NS)
     assert events == ["create secrets ", f"patch mutatingwebhookconfigurations {CONFIG}",
                       f"patch validatingwebhookconfigurations {CONFIG}", "wait 10s", "patch secrets webhook-tls"]
+
+
+def test_a_renewal_window_as_long_as_the_ca_is_refused() -> None:
+    from webhook.cluster import check_install_args
+    with pytest.raises(ValueError, match="less than the CA's 3650 days"):
+        check_install_args(days=36500, renew_before_days=3650)
+    check_install_args(days=36500, renew_before_days=3649)

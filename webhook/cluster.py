@@ -32,7 +32,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 
-from webhook.certs import (BACKDATE, CA_CERT, CA_KEY, TLS_CERT, TLS_KEY, check_days, generate,
+from webhook.certs import (BACKDATE, CA_CERT, CA_DAYS, CA_KEY, TLS_CERT, TLS_KEY, check_days, generate,
                            service_dns_names, uncovered_names)
 from webhook.policy.loader import PolicySet
 
@@ -241,7 +241,7 @@ class InstallResult:
     namespace: str
     ca_secret: str
     secret: str
-    ca: str                 # created | reused
+    ca: str                 # created | reused | renewed
     certificate: str        # created | reused | renewed
     secret_action: str      # created | updated | unchanged
     reason: str             # why a certificate was issued ("" when reused)
@@ -253,7 +253,7 @@ class InstallResult:
 
     @property
     def changed(self) -> bool:
-        return (self.ca == "created" or self.certificate != "reused" or self.secret_action != "unchanged"
+        return (self.ca != "reused" or self.certificate != "reused" or self.secret_action != "unchanged"
                 or any(c.patched for c in self.configurations))
 
 
@@ -272,6 +272,9 @@ def check_install_args(*, days: int, renew_before_days: int) -> None:
     if days <= renew_before_days:
         raise ValueError(f"--days ({days}) must be more than --renew-before-days ({renew_before_days}), "
                          "or every run would renew the certificate")
+    if renew_before_days >= CA_DAYS:
+        raise ValueError(f"--renew-before-days ({renew_before_days}) must be less than the CA's {CA_DAYS} "
+                         "days, or every run would replace the CA")
 
 
 def install_ca(api_client: Any, *, namespace: str, service: str = "webhook", secret: str = "webhook-tls",
@@ -285,7 +288,7 @@ def install_ca(api_client: Any, *, namespace: str, service: str = "webhook", sec
     the clock that checks them, unless `now` is given."""
     check_install_args(days=days, renew_before_days=renew_before_days)
     kube = _Kube(api_client)
-    created_ca: list[bool] = []
+    created_ca: list[str] = []
     for attempt in range(1, _ATTEMPTS + 1):
         try:
             return _install_once(kube, namespace=namespace, service=service, secret=secret,
@@ -300,8 +303,9 @@ def install_ca(api_client: Any, *, namespace: str, service: str = "webhook", sec
 
 def _install_once(kube: _Kube, *, namespace: str, service: str, secret: str, ca_secret: str,
                   webhook_configuration: str, days: int, renew_before_days: int, now: datetime | None,
-                  created_ca: list[bool]) -> InstallResult:
-    """One pass of install_ca; `created_ca` records across passes that one created the CA."""
+                  created_ca: list[str]) -> InstallResult:
+    """One pass of install_ca; `created_ca` records across passes that one created or
+    renewed the CA."""
     dns_names = service_dns_names(service, namespace)
     warnings: list[str] = []
 
@@ -319,12 +323,21 @@ def _install_once(kube: _Kube, *, namespace: str, service: str, secret: str, ca_
         raise ClusterError(f"Secret {namespace}/{secret} has type {tls_obj.get('type')!r}, not "
                            f"{TLS_SECRET_TYPE!r} (a Secret's type cannot change): delete it and run again")
 
-    if ca is None:
+    renew_before = timedelta(days=renew_before_days)
+    expiring_ca = ca is not None and ca.cert.not_valid_after_utc - now <= renew_before
+    if expiring_ca:
+        # Serving certificates cannot outlive their CA: renewing them under this one
+        # would give ever shorter ones, and none once it expires. A new CA goes into the
+        # caBundle beside this one, as in a rotation.
+        assert ca is not None
+        reason = f"the CA expires {ca.cert.not_valid_after_utc:%Y-%m-%d} (within {renew_before_days} days)"
+        ca = None
+    elif ca is None:
         reason = "new CA"
     elif tls_obj is None:
         reason = ""
     else:
-        reason = _why_reissue(tls_obj, ca, dns_names, now=now, renew_before=timedelta(days=renew_before_days))
+        reason = _why_reissue(tls_obj, ca, dns_names, now=now, renew_before=renew_before)
 
     issued: tuple[bytes, bytes] | None = None
     if ca is None or tls_obj is None or reason:
@@ -334,15 +347,13 @@ def _install_once(kube: _Kube, *, namespace: str, service: str, secret: str, ca_
             # The CA first: if anything after it fails, the next run reuses this CA. A
             # concurrent run that stored its CA first makes this a 409, and the retry
             # reads and uses that one.
-            kube.create_secret(namespace, _secret_body(ca_secret, "Opaque", {CA_CERT: ca.cert_pem,
-                                                                             CA_KEY: ca.key_pem}))
-            created_ca.append(True)
-
-    ca_left = ca.cert.not_valid_after_utc - now
-    if ca_left <= timedelta(days=renew_before_days):
-        warnings.append(f"the CA in Secret {namespace}/{ca_secret} expires on "
-                        f"{ca.cert.not_valid_after_utc:%Y-%m-%d}; serving certificates cannot outlive it "
-                        "(rotating it changes the caBundle: see docs/operations.md)")
+            ca_data = {CA_CERT: ca.cert_pem, CA_KEY: ca.key_pem}
+            if ca_obj is None:
+                kube.create_secret(namespace, _secret_body(ca_secret, "Opaque", ca_data))
+                created_ca.append("created")
+            else:   # guarded by the resourceVersion read: a concurrent renewal wins
+                kube.patch_secret(namespace, ca_secret, _data_patch(ca_obj, ca_data))
+                created_ca.append("renewed")
 
     # The caBundle before the serving pair: the replicas serve the pair the Secret holds
     # now until the kubelet syncs the new one into their volume, so every webhook must
@@ -414,7 +425,7 @@ def _install_once(kube: _Kube, *, namespace: str, service: str, secret: str, ca_
         raise errors[0]
 
     return InstallResult(namespace=namespace, ca_secret=ca_secret, secret=secret,
-                         ca="created" if created_ca else "reused", certificate=certificate,
+                         ca=created_ca[-1] if created_ca else "reused", certificate=certificate,
                          secret_action=secret_action, reason=reason, not_after=served.not_valid_after_utc,
                          dns_names=dns_names, ca_bundle=ca_bundle, configurations=configurations,
                          warnings=warnings)
