@@ -302,3 +302,17 @@ def test_a_renewal_window_as_long_as_the_ca_is_refused() -> None:
     with pytest.raises(ValueError, match="less than the CA's 3650 days"):
         check_install_args(days=36500, renew_before_days=3650)
     check_install_args(days=36500, renew_before_days=3649)
+
+
+def test_a_rotation_needs_only_the_overlays_rbac(tmp_path: Path) -> None:
+    from tests.test_cluster import install_ca_rules
+    with FakeApiServer(rbac=install_ca_rules()) as server:
+        for obj in webhook_configurations():
+            server.put(obj)
+        with load_api_client(server.write_kubeconfig(tmp_path / "kc")) as client:
+            install_ca(client, namespace=NS)
+            renewed = install_ca(client, namespace=NS, now=datetime.now(timezone.utc) + timedelta(days=3640))
+            assert renewed.ca == "renewed"
+            server.remove("secrets", "webhook-ca", NS)
+            assert install_ca(client, namespace=NS).ca == "created"
+        assert not any(r for r in server.requests if r[1] == "secrets" and r[0] not in ("get", "create", "patch"))
