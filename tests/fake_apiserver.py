@@ -18,6 +18,12 @@ With `rbac` set, every request is authorized against those rules first (Role rul
 scoped to their namespace, ClusterRole rules everywhere; `resourceNames` never
 match create or list, as in Kubernetes RBAC), and anything else is a 403. Every
 request is recorded in `requests` as (verb, resource, namespace, name).
+
+For failure tests: `fail()` makes the next matching requests answer an error
+(a 5xx, a 403) without touching the store; `before_request` runs before each request
+is handled (to change the store as a concurrent client would); `after_write`
+callbacks run after each successful write; `clock_offset` shifts the `Date` header
+(an API server whose clock differs from the client's).
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ import itertools
 import json
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +132,12 @@ class FakeApiServer:
     rbac: list[Rule] | None = None
     objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     requests: list[tuple[str, str, str, str]] = field(default_factory=list)
+    clock_offset: timedelta = timedelta(0)
+    before_request: Callable[[str, str, str, str], None] | None = None
+    after_write: list[Callable[[str, str, str, str], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self._failures: list[list[Any]] = []
         self._lock = threading.Lock()
         self._versions = itertools.count(1000)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -212,6 +224,18 @@ class FakeApiServer:
             obj = self.objects.get((resource, namespace, name))
             return copy.deepcopy(obj) if obj is not None else None
 
+    def remove(self, resource: str, name: str, namespace: str = "") -> None:
+        """Delete an object (as `kubectl delete` would)."""
+        with self._lock:
+            del self.objects[(resource, namespace, name)]
+
+    def fail(self, verb: str, resource: str, name: str = "", *, code: int = 500,
+             reason: str = "InternalError", message: str = "etcdserver: request timed out",
+             times: int = 1) -> None:
+        """Answer the next `times` requests for (verb, resource[, name]) with this error."""
+        with self._lock:
+            self._failures.append([verb, resource, name, ApiError(code, reason, message), times])
+
     def writes(self) -> list[tuple[str, str, str, str]]:
         return [r for r in self.requests if r[0] not in ("get", "list")]
 
@@ -228,9 +252,13 @@ class FakeApiServer:
     @web.middleware
     async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
         try:
-            return await handler(request)
+            response = await handler(request)
         except ApiError as exc:
-            return web.json_response(exc.status(), status=exc.code)
+            response = web.json_response(exc.status(), status=exc.code)
+        if self.clock_offset:
+            response.headers["Date"] = format_datetime(datetime.now(timezone.utc) + self.clock_offset,
+                                                       usegmt=True)
+        return response
 
     async def _dispatch(self, request: web.Request) -> web.Response:
         parts = [p for p in request.path.split("/") if p]
@@ -248,7 +276,14 @@ class FakeApiServer:
                 "PATCH": "patch", "DELETE": "delete"}.get(request.method, request.method.lower())
         with self._lock:
             self.requests.append((verb, resource, namespace or "", name))
+        if self.before_request is not None:
+            self.before_request(verb, resource, namespace or "", name)
         self._authorize(verb, group, resource, namespace, name)
+        with self._lock:
+            for failure in self._failures:
+                if failure[4] > 0 and failure[0] == verb and failure[1] == resource and failure[2] in ("", name):
+                    failure[4] -= 1
+                    raise failure[3]
         key = (group, resource)
         with self._lock:
             if key == ("", "secrets") and namespace is not None:
@@ -261,6 +296,9 @@ class FakeApiServer:
                 raise ApiError(405 if name or verb == "list" else 404, "MethodNotAllowed" if name else "NotFound",
                                f"{verb} {resource} is not supported by the fake API server")
         status, obj = result
+        if verb not in ("get", "list"):
+            for callback in list(self.after_write):
+                callback(verb, resource, namespace or "", name)
         return web.json_response(obj, status=status)
 
     def _authorize(self, verb: str, group: str, resource: str, namespace: str | None, name: str) -> None:

@@ -167,13 +167,23 @@ def test_near_expiry_certificate_is_renewed_with_the_same_ca(fake: FakeApiServer
     assert (kept.certificate, kept.secret_action, kept.changed) == ("reused", "unchanged", False)
 
 
-def test_warns_when_the_ca_itself_nears_expiry(fake: FakeApiServer, kubeconfig: Path) -> None:
+def test_a_ca_near_its_expiry_is_renewed_and_both_are_trusted_meanwhile(
+        fake: FakeApiServer, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # It used to be reused (with a warning) until it expired: each run then issued a
+    # serving certificate capped at the CA's expiry, and none once it had expired.
+    monkeypatch.setattr(cluster, "_sleep", lambda seconds: None)
     with load_api_client(kubeconfig) as api:
         install_ca(api, namespace=NS)
+        old_ca = secret_data(fake, "webhook-ca")["ca.crt"]
         late = install_ca(api, namespace=NS, now=datetime.now(timezone.utc) + timedelta(days=3640))
-    assert late.certificate == "renewed" and late.ca == "reused"
-    assert late.not_after <= datetime.now(timezone.utc) + timedelta(days=3651)  # capped by the CA
-    assert any("the CA in Secret webhook-system/webhook-ca expires" in w for w in late.warnings)
+    assert late.certificate == "renewed" and late.ca == "renewed"
+    assert "the CA expires" in late.reason and "within 30 days" in late.reason
+    new_ca = secret_data(fake, "webhook-ca")["ca.crt"]
+    assert new_ca != old_ca
+    assert late.not_after >= datetime.now(timezone.utc) + timedelta(days=3640 + 364)  # no longer capped
+    serving_cert(fake).verify_directly_issued_by(x509.load_pem_x509_certificate(new_ca))
+    assert set(ca_bundles(fake)) == {base64.b64encode(new_ca + old_ca).decode()}   # both, for the overlap
+    assert any("also trusts the previous CA" in w for w in late.warnings)
 
 
 def test_reissues_for_another_service_and_patches_a_stale_bundle(fake: FakeApiServer, kubeconfig: Path) -> None:

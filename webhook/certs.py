@@ -25,8 +25,9 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_CERT, CA_KEY, TLS_CERT, TLS_KEY = "ca.crt", "ca.key", "tls.crt", "tls.key"
-# Tolerates clock skew between this machine and the API server.
-_BACKDATE = timedelta(minutes=5)
+# Tolerates clock skew between this machine and the API server: a certificate's
+# notBefore is this long before the `now` it is issued at.
+BACKDATE = timedelta(minutes=5)
 # The CA outlives many serving certificates so that the caBundle rarely changes.
 CA_DAYS = 3650
 # A century: ample (a serving certificate ends with its CA anyway), and far from the
@@ -153,7 +154,7 @@ def _ca_certificate(key: ec.EllipticCurvePrivateKey, *, now: datetime, service: 
         .subject_name(name).issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
+        .not_valid_before(now - BACKDATE)
         .not_valid_after(now + timedelta(days=CA_DAYS))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
@@ -177,7 +178,7 @@ def _serving_certificate(key: ec.EllipticCurvePrivateKey, *, ca_key: Certificate
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
+        .not_valid_before(now - BACKDATE)
         .not_valid_after(not_after)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
