@@ -14,9 +14,11 @@ several times (an entry becomes recallable without parsing on its first repeat).
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 import time
+import tracemalloc
 import types
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -557,3 +559,40 @@ def test_the_differential_sequences_reach_every_path() -> None:
     assert memo.recall("mutate", _replicas(6, review, named=False)[5], policies) is not None
     recalled = memo.recall("validate", _replicas(6, review, named=True)[5], policies)
     assert recalled is not None and recalled.value.outcome == "denied"
+
+
+def test_the_shapes_the_memo_keeps_are_within_its_byte_bound() -> None:
+    # A validation's shape is kept by body length and outlives its entries; a uid the memo
+    # cannot cut out (it holds what JSON escapes) is part of the shape. Reviews of 70 KB,
+    # over the size whose key is serialised again, are shaped on their first sight: with
+    # long uids, the shapes held many times what the memo counts and bounds.
+    memo = answer_memo(max_entries=16)
+    memo.max_bytes = 512 * 1024
+    state = ServerState(policies=types.SimpleNamespace(current=POLICY_SETS[0]), certificate=None,  # type: ignore[arg-type]
+                        memo=memo)
+    logger = server_module.log
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    tracemalloc.start()
+    try:
+        for i in range(64):  # 4 shapes for each of 16 lengths
+            review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+                "uid": '"' + "u" * (70_000 + i // 4) + str(i % 4), "name": "web-7d4b9c-00001",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"}, "namespace": "shop",
+                "operation": "CREATE", "userInfo": {"username": "bob"},
+                "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-7d4b9c-00001"},
+                           "spec": {"containers": [{"name": "app", "image": "registry.example.com/app:1.0"}]}}}}
+            body = orjson.dumps(review)
+            assert memo_module.DEFAULT_MAX_OBJECT_BYTES < len(body) < memo_module.DEFAULT_MAX_BODY_KEY_BYTES
+            response = server_module._admit(body, state, "validate", validate, False, time.perf_counter(),
+                                            float("inf"))
+            assert orjson.loads(response.body)["response"]["uid"] == review["request"]["uid"]
+        del review, body, response
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+        logger.setLevel(level)
+    assert memo.size_bytes <= memo.max_bytes
+    assert held < 2 * memo.max_bytes, (held, memo.size_bytes)
