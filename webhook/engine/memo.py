@@ -233,6 +233,12 @@ _PLAIN_TEXT = re.compile(rb'[\x20\x21\x23-\x5b\x5d-\x7e]+')
 _MAX_SHAPE_SPANS = 16
 # Shapes kept per body length: replicas share one; other pods of that length are rare.
 _SHAPES_PER_LENGTH = 4
+# A shape keeps the request's uid when no place of it holds the uid (one holding what JSON
+# escapes), and shapes outlive their entries, unweighed: a review whose uid is longer than
+# this and not cut out is not shaped, so that what shapes keep stays small (under 2 KB each,
+# at most `_SHAPES_PER_LENGTH` for each of `max_entries` lengths). The API server's uids are
+# UUIDs, always cut out.
+_MAX_UNCUT_UID = 128
 
 
 # Where a field lies in the request: member names and list indexes. The last is the member
@@ -346,8 +352,10 @@ class _Shape:
         kept = [i for i in range(len(spans)) if i in landed]
         if not kept:
             return None
-        return cls(len(body), tuple(spans[i] for i in kept), tuple(landed[i] for i in kept), raw["uid"],
-                   api_version, operation_of(raw))
+        paths = tuple(landed[i] for i in kept)
+        if _UID not in paths and len(raw["uid"]) > _MAX_UNCUT_UID:
+            return None  # the shape would keep it, unweighed
+        return cls(len(body), tuple(spans[i] for i in kept), paths, raw["uid"], api_version, operation_of(raw))
 
     def key(self, body: bytes, day: bytes) -> bytes | None:
         """The key of a body of this shape, or None when one of its places holds other than
