@@ -20,7 +20,8 @@ from cryptography import x509
 from cryptography.x509 import verification
 
 from tests.fake_apiserver import FakeApiServer
-from tests.test_cluster import CONFIG_KINDS, NS, SERVICE_NAME, webhook_configurations
+# `fake`: the fake API server holding the shipped webhook configurations (a fixture).
+from tests.test_cluster import CONFIG_KINDS, NS, SERVICE_NAME, fake, webhook_configurations  # noqa: F401
 from webhook.certs import generate
 from webhook import cluster
 from webhook.cluster import ClusterError, install_ca, load_api_client
@@ -31,14 +32,6 @@ CONFIG = "pod-runtime-webhook"
 @pytest.fixture(autouse=True)
 def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cluster, "_sleep", lambda seconds: None)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeApiServer]:
-    with FakeApiServer() as server:
-        for obj in webhook_configurations():
-            server.put(obj)
-        yield server
 
 
 @pytest.fixture
