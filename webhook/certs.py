@@ -134,11 +134,18 @@ def reissue_reason(out_dir: Path, *, service: str, namespace: str) -> str | None
         return f"{ca_path} is missing"
     except (OSError, ValueError) as exc:
         return f"{ca_path} is unreadable: {exc}"
-    try:
-        cert.verify_directly_issued_by(ca_cert)
-    except (ValueError, TypeError, InvalidSignature):
+    if not issued_by(cert, ca_cert):
         return f"{cert_path} is not issued by {ca_path}"
     return None
+
+
+def issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    """Whether `ca` signed `cert` (names and signature)."""
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def _spki(public_key: PublicKeyTypes) -> bytes:

@@ -29,11 +29,10 @@ from typing import Any
 
 import yaml
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 
 from webhook.certs import (BACKDATE, CA_CERT, CA_DAYS, CA_KEY, TLS_CERT, TLS_KEY, check_days, generate,
-                           service_dns_names, uncovered_names)
+                           issued_by, service_dns_names, uncovered_names)
 from webhook.policy.loader import PolicySet
 
 TLS_SECRET_TYPE = "kubernetes.io/tls"
@@ -391,7 +390,7 @@ def _install_once(kube: _Kube, *, namespace: str, service: str, secret: str, ca_
                 raise
             errors.append(exc)
 
-    if issued is not None and (current is None or not _issued_by(current, ca.cert)):
+    if issued is not None and (current is None or not issued_by(current, ca.cert)):
         # A new CA (or no telling what the replicas serve): a configuration that exists
         # but did not get it would reject the new pair, while it may still accept the
         # one the replicas serve now.
@@ -412,7 +411,7 @@ def _install_once(kube: _Kube, *, namespace: str, service: str, secret: str, ca_
             secret_action = "updated"
         served = x509.load_pem_x509_certificate(tls_pem)
     else:
-        assert tls_obj is not None
+        assert tls_obj is not None and current is not None   # a pair kept is one that was read
         certificate = "reused"
         data = _secret_data(tls_obj)
         if data.get(CA_CERT) != ca.cert_pem:
@@ -420,7 +419,7 @@ def _install_once(kube: _Kube, *, namespace: str, service: str, secret: str, ca_
             secret_action = "updated"
         else:
             secret_action = "unchanged"
-        served = x509.load_pem_x509_certificate(data[TLS_CERT])
+        served = current
     if errors:
         raise errors[0]
 
@@ -475,7 +474,7 @@ def _desired_bundle(ca: _CA, configs: list[dict[str, Any]], *, current: x509.Cer
     ca_der = ca.cert.public_bytes(serialization.Encoding.DER)
     if new_issued_at is not None:
         issued_at = new_issued_at
-    elif current is not None and _issued_by(current, ca.cert):
+    elif current is not None and issued_by(current, ca.cert):
         issued_at = current.not_valid_before_utc + BACKDATE
     else:   # not reached: a pair not issued by the CA is reissued
         issued_at = now
@@ -497,14 +496,6 @@ def _desired_bundle(ca: _CA, configs: list[dict[str, Any]], *, current: x509.Cer
         return ca.cert_pem, [], retire_at
     pem = ca.cert_pem if ca.cert_pem.endswith(b"\n") else ca.cert_pem + b"\n"
     return pem + b"".join(c.public_bytes(serialization.Encoding.PEM) for c in previous), previous, retire_at
-
-
-def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 def _secret_data(obj: dict[str, Any]) -> dict[str, bytes]:
@@ -569,9 +560,7 @@ def _why_reissue(obj: dict[str, Any], ca: _CA, dns_names: tuple[str, ...], *, no
         return "unreadable tls.crt or tls.key"
     if _spki(cert.public_key()) != _spki(key.public_key()):
         return "tls.key does not match tls.crt"
-    try:
-        cert.verify_directly_issued_by(ca.cert)
-    except (ValueError, TypeError, InvalidSignature):
+    if not issued_by(cert, ca.cert):
         return "not issued by the current CA"
     uncovered = uncovered_names(cert, dns_names)
     if uncovered:

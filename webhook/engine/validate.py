@@ -33,10 +33,9 @@ from webhook.engine.validation.exceptions import ALL_RULES, lifted_rules
 from webhook.engine.validation.report import build_decision
 from webhook.engine.validation.rules import RuleEnv, run_rule
 from webhook.engine.validation.target import POD, Target, target_of
-from webhook.jsonvalue import as_list, as_str
 from webhook.policy.loader import PolicySet
 from webhook.review import AdmissionRequest
-from webhook.rules.containers import CONTAINER_FIELDS
+from webhook.rules.containers import iter_containers
 
 VALIDATED_OPERATIONS = frozenset({"CREATE", "UPDATE"})
 EPHEMERAL_CONTAINERS = "ephemeralcontainers"
@@ -104,8 +103,7 @@ def _touched_containers(target: Target, old_target: Target | None) -> frozenset[
     def entries(t: Target | None) -> dict[str, object]:
         if t is None:
             return {}
-        return {as_str(c.get("name")): c for field in CONTAINER_FIELDS
-                for c in as_list(t.spec.get(field)) if isinstance(c, dict)}
+        return {c.name: c.raw for c in iter_containers(t.spec)}
     old = entries(old_target)
     # "" is no name (the API server requires one): it must not let pod-level findings through.
     return frozenset(name for name, c in entries(target).items() if name and old.get(name) != c)

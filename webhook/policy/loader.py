@@ -201,10 +201,10 @@ def _repeated_keys(root: yaml.Node) -> list[tuple[str, int, int]]:
         if id(node) in seen:
             continue
         seen.add(id(node))
+        stack.extend(_children(node))
         if isinstance(node, yaml.MappingNode):
             first: dict[tuple[str, str], int] = {}
-            for key, value in node.value:
-                stack.append(value)
+            for key, _value in node.value:
                 if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
                     continue
                 line, ident = key.start_mark.line + 1, (key.tag, key.value)
@@ -212,8 +212,6 @@ def _repeated_keys(root: yaml.Node) -> list[tuple[str, int, int]]:
                     repeated.append((key.value, line, first[ident]))
                 else:
                     first[ident] = line
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
     return sorted(repeated, key=lambda r: r[1])
 
 
