@@ -51,6 +51,10 @@ def _integer(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
+def _optional_path(text: str) -> Path | None:
+    return Path(text) if text else None
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -91,6 +95,10 @@ _SERVE_OPTIONS = (
                       "replicas of one rollout are decided once; 0 turns it off"),
     _ServeOption("--shutdown-delay", "5", _seconds, metavar="SECONDS",
                  help="after SIGTERM, fail readiness this long before closing"),
+    _ServeOption("--kubeconfig", "", _optional_path, metavar="PATH",
+                 help="cluster access for the namespace label cache (only while a policy has a "
+                      "namespaceSelector); default: in-cluster when KUBERNETES_SERVICE_HOST is set, "
+                      "else $KUBECONFIG or ~/.kube/config"),
 )
 
 
@@ -128,7 +136,7 @@ def _build_parser() -> argparse.ArgumentParser:
     for option in _SERVE_OPTIONS:
         # default None: "not given", so that _serve_settings can tell a flag from the environment
         env = f"env {_env_name(option.flag[2:])}"
-        if option.flag != "--workers":   # whose help says its default (the CPUs available)
+        if option.flag != "--workers" and option.default:   # those say their defaults in their help
             env = f"default {option.default}; {env}"
         serve.add_argument(option.flag, type=option.type, choices=option.choices or None, default=None,
                            metavar=option.metavar, help=f"{option.help} ({env})" if option.help else f"({env})")
@@ -344,7 +352,8 @@ def _serve(args: argparse.Namespace) -> int:
     logs.configure(level=args.log_level, fmt=args.log_format)
     config = ServeConfig(host=args.host, port=args.port, policies=args.policies,
                          cert_dir=args.cert_dir, failure_policy=args.failure_policy,
-                         shutdown_delay=args.shutdown_delay, decision_memo=args.decision_memo)
+                         shutdown_delay=args.shutdown_delay, decision_memo=args.decision_memo,
+                         kubeconfig=args.kubeconfig)
     workers = args.workers if args.workers > 0 else available_cpus()
     try:
         if workers == 1:

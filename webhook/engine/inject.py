@@ -15,6 +15,7 @@ from typing import Any
 from webhook.engine import patch as jp
 from webhook.engine.ledger import LEDGER_ANNOTATION, Ledger, LedgerError, PolicyRecord, parse_ledger
 from webhook.engine.match import mismatch
+from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
 from webhook.engine.pod import PodFacts, pod_facts
 from webhook.jsonvalue import as_dict, as_str, dicts_in, str_map
 from webhook.engine.pod_rules import pod_problems
@@ -105,7 +106,10 @@ def _name(obj: dict[str, Any]) -> str:
     return as_str(obj.get("name"))
 
 
-def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet) -> InjectionResult:
+def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet,
+           namespace_labels: NamespaceLabels = NOT_GIVEN) -> InjectionResult:
+    """Raises NamespaceLabelsUnavailable when a policy's namespaceSelector needs labels
+    that `namespace_labels` does not know."""
     metadata = as_dict(pod.get("metadata"))
     spec = as_dict(pod.get("spec"))
     annotations = str_map(metadata.get("annotations"))
@@ -143,7 +147,7 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet) -> Injec
     # added (labels, annotations) must not change which policies apply, or a second
     # pass would differ from the first.
     facts = pod_facts({"metadata": {**metadata, "labels": sections.labels, "annotations": sections.annotations},
-                       "spec": spec}, namespace=namespace)
+                       "spec": spec}, namespace=namespace, namespace_labels=namespace_labels)
     ctx = TemplateContext(namespace=facts.namespace, pod_name=facts.name,
                           service_account_name=facts.service_account,
                           workload_kind=facts.workload_kind.value, workload_name=facts.workload_name,

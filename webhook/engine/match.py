@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from fnmatch import fnmatchcase
 
+from webhook.engine.namespaces import known_labels
 from webhook.engine.pod import PodFacts
 from webhook.policy.common import LabelSelector, Match
 
@@ -35,6 +36,10 @@ def mismatch(match: Match, facts: PodFacts) -> str | None:
     excluded_by = next((p for p in namespaces.exclude if fnmatchcase(facts.namespace, p)), None)
     if excluded_by is not None:
         return f"namespace {facts.namespace!r} is excluded by {excluded_by!r}"
+    if match.namespace_selector is not None:
+        miss = namespace_selector_mismatch(match.namespace_selector, facts)
+        if miss is not None:
+            return miss
     if match.pod_selector is not None and not selector_matches(match.pod_selector, facts.labels):
         return "podSelector does not match the pod's labels"
     if match.workloads and facts.workload_kind not in match.workloads:
@@ -44,3 +49,13 @@ def mismatch(match: Match, facts: PodFacts) -> str | None:
     if match.host_network is not None and facts.host_network != match.host_network:
         return f"pod hostNetwork is {str(facts.host_network).lower()}"
     return None
+
+
+def namespace_selector_mismatch(selector: LabelSelector, facts: PodFacts) -> str | None:
+    """Why the namespace's labels miss `selector` (naming them), or None. Raises
+    NamespaceLabelsUnavailable when they are unknown: never a silent non-match."""
+    labels = known_labels(facts.namespace, facts.namespace_labels)
+    if selector_matches(selector, labels):
+        return None
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "none"
+    return f"namespaceSelector does not match namespace {facts.namespace!r} (its labels: {shown})"

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
 from webhook.jsonvalue import as_dict, as_list, as_str, dicts_in, str_map
 from webhook.policy.common import ANNOTATION_PREFIX, Workload
 
@@ -40,6 +41,8 @@ class PodFacts:
     workload_name: str
     os: str                     # "linux" unless the pod says or is pinned to "windows"
     host_network: bool
+    # The namespace's labels (not the pod's: the author cannot set them), or why unknown.
+    namespace_labels: NamespaceLabels = NOT_GIVEN
 
 
 def controller_owner(metadata: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -82,7 +85,7 @@ def workload_of(metadata: Mapping[str, Any], labels: Mapping[str, str]) -> tuple
     return detected, name
 
 
-def pod_facts(pod: Mapping[str, Any], *, namespace: str) -> PodFacts:
+def pod_facts(pod: Mapping[str, Any], *, namespace: str, namespace_labels: NamespaceLabels = NOT_GIVEN) -> PodFacts:
     metadata = as_dict(pod.get("metadata"))
     spec = as_dict(pod.get("spec"))
     labels = str_map(metadata.get("labels"))
@@ -101,6 +104,7 @@ def pod_facts(pod: Mapping[str, Any], *, namespace: str) -> PodFacts:
         workload_name=workload_name,
         os=os_name,
         host_network=spec.get("hostNetwork") is True,
+        namespace_labels=namespace_labels,
     )
 
 
