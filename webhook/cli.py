@@ -55,6 +55,14 @@ def _optional_path(text: str) -> Path | None:
     return Path(text) if text else None
 
 
+def _namespace_labels(text: str) -> dict[str, str]:
+    from webhook.offline import parse_namespace_labels
+    try:
+        return parse_namespace_labels(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -166,6 +174,9 @@ def _build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--namespace", "-n", default=None,
                          help="the request's namespace (default: the object's, else 'default')")
         cmd.add_argument("--policies", type=Path, default=Path(_env("policies", "policies")), metavar="DIR")
+        cmd.add_argument("--namespace-labels", type=_namespace_labels, default=None, metavar="KEY=VALUE,...",
+                         help="the labels of the namespace, for policies with a namespaceSelector "
+                              "('' for none); a Namespace object in the input gives its own")
         return cmd
 
     mutate = offline("mutate", "show what injection does to a manifest (offline)")
@@ -318,7 +329,8 @@ def _report(args: argparse.Namespace) -> int:
 
 def _offline(args: argparse.Namespace) -> int:
     from webhook import commands
-    from webhook.offline import InputError, read_documents
+    from webhook.engine.namespaces import NamespaceLabelsUnavailable
+    from webhook.offline import InputError, NamespaceLabelSource, read_documents
     from webhook.policy.errors import PolicyLoadError
     from webhook.policy.loader import load_policy_dir
     from webhook.policytest import run_tests
@@ -334,11 +346,18 @@ def _offline(args: argparse.Namespace) -> int:
     except PolicyLoadError as exc:
         print(f"webhook {args.command}: invalid policies in {args.policies}:\n{exc}", file=sys.stderr)
         return 2
-    if args.command == "mutate":
-        return commands.run_mutate(documents, policies=policies, namespace=args.namespace, output=args.output)
-    run = commands.run_validate if args.command == "validate" else commands.run_explain
-    return run(documents, policies=policies, namespace=args.namespace, username=args.user,
-               groups=tuple(args.group))
+    labels = NamespaceLabelSource.of(documents, args.namespace_labels)
+    try:
+        if args.command == "mutate":
+            return commands.run_mutate(documents, policies=policies, namespace=args.namespace, output=args.output,
+                                       namespace_labels=labels)
+        run = commands.run_validate if args.command == "validate" else commands.run_explain
+        return run(documents, policies=policies, namespace=args.namespace, username=args.user,
+                   groups=tuple(args.group), namespace_labels=labels)
+    except NamespaceLabelsUnavailable as exc:
+        # A policy matches namespaces by label: guessing "no labels" could hide an injection.
+        print(f"webhook {args.command}: a policy has a namespaceSelector, and {exc}", file=sys.stderr)
+        return 2
 
 
 def _serve(args: argparse.Namespace) -> int:
