@@ -302,6 +302,11 @@ class FakeApiServer:
         with self._lock:
             self._failures.append([verb, resource, name, ApiError(code, reason, message), times])
 
+    def heal(self) -> None:
+        """Drop the failures `fail()` armed that have not fired yet (the outage is over)."""
+        with self._lock:
+            self._failures.clear()
+
     def writes(self) -> list[tuple[str, str, str, str]]:
         return [r for r in self.requests if r[0] not in ("get", "list")]
 
