@@ -17,8 +17,8 @@ answers the way kube-apiserver does for the requests `webhook install-ca` and
   when `allowWatchBookmarks` is set, the stream ended after `timeoutSeconds`. A watch
   from a version older than the retained history (`compact()` forgets it) gets a 200
   with one ERROR event holding a 410 Expired Status, as kube-apiserver answers;
-  `drop_watches()` cuts every open watch connection. Tests change namespaces with
-  `put` / `set_labels` / `remove`, which record the events.
+  `drop_watches()` cuts every open watch connection, `watch_delay` delays events.
+  Tests change namespaces with `put` / `set_labels` / `remove`, which record the events.
 - Errors are `Status` objects (404 NotFound, 409 AlreadyExists/Conflict, 403
   Forbidden, 415, 422 Invalid).
 
@@ -144,6 +144,8 @@ class FakeApiServer:
     before_request: Callable[[str, str, str, str], None] | None = None
     after_write: list[Callable[[str, str, str, str], None]] = field(default_factory=list)
     bookmark_interval: float = 1.0
+    # How late watches deliver events (an API server under load; a lagging cache).
+    watch_delay: float = 0.0
 
     def __post_init__(self) -> None:
         # Namespace changes as a watch replays them: (resourceVersion, type, object).
@@ -540,6 +542,8 @@ class FakeApiServer:
                 changed = self._ns_changed
                 with self._lock:
                     pending = [(v, k, copy.deepcopy(o)) for v, k, o in self._ns_events if v > since]
+                if pending and self.watch_delay:
+                    await asyncio.sleep(self.watch_delay)
                 for version, kind, obj in pending:
                     await send(kind, obj)
                     since = version

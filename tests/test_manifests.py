@@ -123,6 +123,20 @@ def test_deployment_is_highly_available() -> None:
     assert container["resources"]["requests"] and container["resources"]["limits"]
 
 
+def test_the_server_may_read_namespaces_and_nothing_else() -> None:
+    """get, list, watch on namespaces (the label cache for namespaceSelector), bound to the
+    account the Deployment runs as, whose token it mounts; no other grant to that account."""
+    from tests.fake_apiserver import rules_from_manifests
+
+    spec = _find("Deployment", "webhook")["spec"]["template"]["spec"]
+    account = spec["serviceAccountName"]
+    assert spec["automountServiceAccountToken"] is True
+    rules = rules_from_manifests([d for _, d in DOCUMENTS], account, "webhook-system")
+    assert [(set(r.api_groups), set(r.resources), set(r.verbs), r.namespace) for r in rules] == [
+        ({""}, {"namespaces"}, {"get", "list", "watch"}, None)]
+    assert "rbac.yaml" in (MANIFESTS / "base" / "kustomization.yaml").read_text()
+
+
 def test_the_namespace_opts_itself_out_of_injection_and_validation() -> None:
     labels = _find("Namespace", "webhook-system")["metadata"]["labels"]
     assert labels["runtime.platform.io/injection"] == labels["runtime.platform.io/validation"] == "disabled"
