@@ -43,9 +43,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from prometheus_client import Counter, Gauge
-
 from webhook.engine.namespaces import LabelsUnknown, NamespaceLabels
+from webhook.metrics import NAMESPACE_CACHE_ERRORS as ERRORS
+from webhook.metrics import NAMESPACE_CACHE_LISTS as LISTS
+from webhook.metrics import NAMESPACE_CACHE_NAMESPACES as NAMESPACES
+from webhook.metrics import NAMESPACE_CACHE_STATE as STATE
 from webhook.policy.loader import PolicySet
 
 log = logging.getLogger(__name__)
@@ -69,15 +71,6 @@ MAX_STALE_SECONDS = 30.0
 PENDING_WAIT_SECONDS = 2.0
 
 STATES = ("off", "syncing", "synced", "stale")
-STATE = Gauge("webhook_namespace_cache_state",
-              "Namespace label cache state per worker: off (no policy has a namespaceSelector), "
-              "syncing (before the first list), synced, stale (out of touch with the API server)",
-              ["state"], multiprocess_mode="livesum")  # workers in each state
-NAMESPACES = Gauge("webhook_namespace_cache_namespaces", "Namespaces in the label cache",
-                   multiprocess_mode="livemax")
-LISTS = Counter("webhook_namespace_cache_lists_total",
-                "Full lists of the namespaces: initial, expired (410 Gone), after_error", ["reason"])
-ERRORS = Counter("webhook_namespace_cache_errors_total", "Failed namespace list or watch requests")
 
 
 def needs_namespace_labels(policies: PolicySet) -> bool:
