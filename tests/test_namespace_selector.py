@@ -212,3 +212,18 @@ def test_policy_test_cases_give_namespace_labels(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "PASS ns/audited" in result.stdout
     assert "FAIL ns/no labels" in result.stdout and "give the case namespaceLabels" in result.stdout
+
+
+def test_policies_check_warns_about_a_namespace_selector_nothing_satisfies() -> None:
+    from webhook.policy.lint import never_matches
+
+    contradictory = Match.model_validate({"namespaceSelector": {
+        "matchLabels": {"env": "prod"},
+        "matchExpressions": [{"key": "env", "operator": "In", "values": ["dev"]},
+                             {"key": "team", "operator": "Exists"},
+                             {"key": "team", "operator": "DoesNotExist"}]}})
+    assert never_matches(contradictory) == [
+        "namespace label 'env' can take no value that every requirement allows",
+        "namespace label 'team' is both required and required absent",
+        "namespace label 'team' must both exist and not exist"]
+    assert never_matches(_match(matchLabels={"env": "prod"})) == []
