@@ -242,3 +242,35 @@ def test_the_manifests_rbac_is_enough(tmp_path: Path) -> None:
                 cache.stop()
 
         _run(forbidden)
+
+
+def test_report_reads_namespace_labels_when_a_policy_needs_them(fake: FakeApiServer, tmp_path: Path) -> None:
+    from webhook.cluster import load_api_client, report
+
+    policies = policies_from_yaml("""
+        apiVersion: runtime.platform.io/v1
+        kind: InjectionPolicy
+        metadata: {name: payments-audit}
+        spec:
+          match: {namespaceSelector: {matchLabels: {team: payments}}}
+          inject: {env: [{name: AUDIT, value: "on"}]}
+    """)
+    for namespace in ("checkout", "shop", "gone"):
+        fake.put({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": namespace},
+                  "spec": {"containers": [{"name": "app", "image": "registry.example.com/web:1"}]},
+                  "status": {"phase": "Running"}})
+    with load_api_client(fake.write_kubeconfig(tmp_path / "kubeconfig")) as api_client:
+        everywhere = report(api_client, policies)
+        assert {(f.namespace, f.status) for f in everywhere.findings} == {("checkout", "stale"), ("gone", "unknown")}
+        assert "labels of namespace 'gone' are not known" in next(f.detail for f in everywhere.findings
+                                                                 if f.status == "unknown")
+        assert [r[:2] for r in fake.requests[-2:]] == [("list", "pods"), ("list", "namespaces")]
+        one = report(api_client, policies, namespace="shop")
+        assert one.findings == [] and fake.requests[-1][:2] == ("get", "namespaces")
+        assert report(api_client, policies_from_yaml("""
+            apiVersion: runtime.platform.io/v1
+            kind: InjectionPolicy
+            metadata: {name: everywhere}
+            spec: {inject: {env: [{name: A, value: "1"}]}}
+        """), namespace="shop").findings[0].status == "stale"
+        assert fake.requests[-1][:2] == ("list", "pods")   # no namespace read without a selector
