@@ -274,3 +274,18 @@ def test_report_reads_namespace_labels_when_a_policy_needs_them(fake: FakeApiSer
             spec: {inject: {env: [{name: A, value: "1"}]}}
         """), namespace="shop").findings[0].status == "stale"
         assert fake.requests[-1][:2] == ("list", "pods")   # no namespace read without a selector
+
+
+def test_a_request_waiting_before_the_cache_starts_gets_the_labels(fake: FakeApiServer, tmp_path: Path) -> None:
+    """A reload swaps in the first namespaceSelector policy, then starts the cache: a
+    request in between waits for it rather than meeting the failure rule."""
+    async def test() -> None:
+        cache = _cache(fake, tmp_path)
+        asyncio.get_running_loop().call_later(0.2, cache.start)
+        try:
+            await cache.wait_known("shop", 5)
+            assert dict(cache.labels_for("shop"))["team"] == "shop"
+        finally:
+            cache.stop()
+
+    _run(test)

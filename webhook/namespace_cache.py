@@ -159,8 +159,13 @@ class NamespaceCache:
         while True:
             found = self.labels_for(namespace)
             left = deadline - time.monotonic()
-            if not (isinstance(found, LabelsUnknown) and found.pending) or left <= 0 or self._changed is None:
+            if not (isinstance(found, LabelsUnknown) and found.pending) or left <= 0:
                 return
+            if self._changed is None or not self.running:
+                # Not started yet: a reload that adds the first namespaceSelector swaps the
+                # policies in before it starts the cache.
+                await asyncio.sleep(min(0.05, left))
+                continue
             try:
                 await asyncio.wait_for(self._changed.wait(), left)
             except TimeoutError:
