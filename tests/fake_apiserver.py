@@ -11,14 +11,16 @@ answers the way kube-apiserver does for the requests `webhook install-ca` and
 - Mutating/ValidatingWebhookConfigurations: GET, PATCH.
 - Pods: GET list in a namespace and across all namespaces, with `limit` and
   `continue` paging. List items carry no kind/apiVersion, as on a real server.
-- Namespaces: GET one, list (paged; the list's resourceVersion is the store's) and
-  watch (`?watch=true&resourceVersion=RV`): the changes after RV as ADDED / MODIFIED /
-  DELETED events, then live ones, BOOKMARK events every `bookmark_interval` seconds
-  when `allowWatchBookmarks` is set, the stream ended after `timeoutSeconds`. A watch
-  from a version older than the retained history (`compact()` forgets it) gets a 200
-  with one ERROR event holding a 410 Expired Status, as kube-apiserver answers;
+- Namespaces: GET one, list (paged; the list's resourceVersion is the store's).
+- Watches of namespaces and of pods (in one namespace or all), `?watch=true&
+  resourceVersion=RV`: the changes after RV as ADDED / MODIFIED / DELETED events, then
+  live ones, BOOKMARK events every `bookmark_interval` seconds when
+  `allowWatchBookmarks` is set, the stream ended after `timeoutSeconds`. A watch from a
+  version older than the retained history (`compact()` forgets it) gets a 200 with one
+  ERROR event holding a 410 Expired Status, as kube-apiserver answers;
   `drop_watches()` cuts every open watch connection, `watch_delay` delays events.
-  Tests change namespaces with `put` / `set_labels` / `remove`, which record the events.
+  Tests change watched objects with `put` / `set_labels` / `remove`, which record the
+  events (writes over HTTP to other kinds record none).
 - Errors are `Status` objects (404 NotFound, 409 AlreadyExists/Conflict, 403
   Forbidden, 415, 422 Invalid).
 
@@ -58,6 +60,8 @@ ADMISSION = "admissionregistration.k8s.io"
 WEBHOOK_CONFIG_KINDS = {"mutatingwebhookconfigurations": "MutatingWebhookConfiguration",
                         "validatingwebhookconfigurations": "ValidatingWebhookConfiguration"}
 JSON_PATCH = "application/json-patch+json"
+# Resources whose changes are recorded for watches: resource -> kind.
+WATCHED = {"namespaces": "Namespace", "pods": "Pod"}
 MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -148,10 +152,11 @@ class FakeApiServer:
     watch_delay: float = 0.0
 
     def __post_init__(self) -> None:
-        # Namespace changes as a watch replays them: (resourceVersion, type, object).
-        self._ns_events: list[tuple[int, str, dict[str, Any]]] = []
-        self._ns_oldest = 0           # a watch from a version below this gets 410 Expired
-        self._ns_changed: asyncio.Event | None = None
+        # Changes to watched kinds as a watch replays them:
+        # (resourceVersion, resource, namespace, type, object).
+        self._events: list[tuple[int, str, str, str, dict[str, Any]]] = []
+        self._history_start = 0       # a watch from a version below this gets 410 Expired
+        self._changed: asyncio.Event | None = None
         self._watches: set[Any] = set()   # transports of open watch streams
         self._failures: list[list[Any]] = []
         self._lock = threading.Lock()
@@ -236,8 +241,8 @@ class FakeApiServer:
             existed = key in self.objects
             self._stamp(obj, new=True)
             self.objects[key] = obj
-            if resource == "namespaces":
-                self._ns_event("MODIFIED" if existed else "ADDED", obj)
+            if resource in WATCHED:
+                self._event(resource, namespace, "MODIFIED" if existed else "ADDED", obj)
         return copy.deepcopy(obj)
 
     def put_namespace(self, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -252,14 +257,14 @@ class FakeApiServer:
             obj = self.objects[("namespaces", "", name)]
             obj["metadata"]["labels"] = {"kubernetes.io/metadata.name": name, **labels}
             self._stamp(obj, new=False)
-            self._ns_event("MODIFIED", obj)
+            self._event("namespaces", "", "MODIFIED", obj)
 
     def compact(self) -> None:
-        """Forget the namespace change history, as etcd compaction does: a watch from an
-        older version is answered 410 Expired."""
+        """Forget the change history, as etcd compaction does: a watch from an older
+        version is answered 410 Expired."""
         with self._lock:
-            self._ns_oldest = int(next(self._versions))
-            self._ns_events.clear()
+            self._history_start = int(next(self._versions))
+            self._events.clear()
 
     def drop_watches(self) -> None:
         """Cut every open watch connection (a restarted API server, a load balancer's idle cut)."""
@@ -273,14 +278,15 @@ class FakeApiServer:
     def open_watches(self) -> int:
         return len(self._watches)
 
-    def _ns_event(self, kind: str, obj: dict[str, Any]) -> None:
-        """Record a namespace change (under the lock) and wake the watches."""
-        self._ns_events.append((int(obj["metadata"]["resourceVersion"]), kind, copy.deepcopy(obj)))
+    def _event(self, resource: str, namespace: str, kind: str, obj: dict[str, Any]) -> None:
+        """Record a change of a watched kind (under the lock) and wake the watches."""
+        self._events.append((int(obj["metadata"]["resourceVersion"]), resource, namespace, kind,
+                             copy.deepcopy(obj)))
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake_watches)
 
     def _wake_watches(self) -> None:
-        changed, self._ns_changed = self._ns_changed, asyncio.Event()
+        changed, self._changed = self._changed, asyncio.Event()
         if changed is not None:
             changed.set()
     def get(self, resource: str, name: str, namespace: str = "") -> dict[str, Any] | None:
@@ -292,10 +298,10 @@ class FakeApiServer:
         """Delete an object (as `kubectl delete` would)."""
         with self._lock:
             obj = self.objects.pop((resource, namespace, name))
-            if resource == "namespaces":
+            if resource in WATCHED:
                 obj = copy.deepcopy(obj)
                 self._stamp(obj, new=False)
-                self._ns_event("DELETED", obj)
+                self._event(resource, namespace, "DELETED", obj)
 
     def fail(self, verb: str, resource: str, name: str = "", *, code: int = 500,
              reason: str = "InternalError", message: str = "etcdserver: request timed out",
@@ -361,8 +367,8 @@ class FakeApiServer:
                     failure[4] -= 1
                     raise failure[3]
         key = (group, resource)
-        if key == ("", "namespaces") and verb == "watch" and namespace is None:
-            return await self._watch_namespaces(request)
+        if group == "" and resource in WATCHED and verb == "watch":
+            return await self._watch(request, resource, namespace)
         with self._lock:
             if key == ("", "namespaces") and namespace is None and verb in ("get", "list"):
                 result = self._namespaces(request, verb, name)
@@ -507,10 +513,10 @@ class FakeApiServer:
 
     def _current_version(self) -> int:
         versions = [int(o["metadata"]["resourceVersion"]) for o in self.objects.values()]
-        versions += [v for v, _, _ in self._ns_events] + [self._ns_oldest]
+        versions += [e[0] for e in self._events] + [self._history_start]
         return max(versions, default=0)
 
-    async def _watch_namespaces(self, request: web.Request) -> web.StreamResponse:
+    async def _watch(self, request: web.Request, resource: str, namespace: str | None) -> web.StreamResponse:
         raw_version = request.query.get("resourceVersion") or ""
         timeout = float(request.query.get("timeoutSeconds") or 1800)
         bookmarks = request.query.get("allowWatchBookmarks") in ("true", "1")
@@ -526,8 +532,8 @@ class FakeApiServer:
         try:
             with self._lock:
                 since = int(raw_version) if raw_version.isdigit() else self._current_version()
-                expired = since < self._ns_oldest
-                oldest = self._ns_oldest
+                expired = since < self._history_start
+                oldest = self._history_start
             if expired:
                 await send("ERROR", {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                                      "message": f"too old resource version: {since} ({oldest})",
@@ -537,11 +543,12 @@ class FakeApiServer:
             ends = loop.time() + timeout
             next_bookmark = loop.time() + self.bookmark_interval
             while loop.time() < ends:
-                if self._ns_changed is None:
-                    self._ns_changed = asyncio.Event()
-                changed = self._ns_changed
+                if self._changed is None:
+                    self._changed = asyncio.Event()
+                changed = self._changed
                 with self._lock:
-                    pending = [(v, k, copy.deepcopy(o)) for v, k, o in self._ns_events if v > since]
+                    pending = [(v, k, copy.deepcopy(o)) for v, r, ns, k, o in self._events
+                               if v > since and r == resource and namespace in (None, ns)]
                 if pending and self.watch_delay:
                     await asyncio.sleep(self.watch_delay)
                 for version, kind, obj in pending:
@@ -550,7 +557,7 @@ class FakeApiServer:
                 if bookmarks and loop.time() >= next_bookmark:
                     with self._lock:
                         current = self._current_version()
-                    await send("BOOKMARK", {"kind": "Namespace", "apiVersion": "v1",
+                    await send("BOOKMARK", {"kind": WATCHED[resource], "apiVersion": "v1",
                                             "metadata": {"resourceVersion": str(max(current, since))}})
                     since = max(current, since)
                     next_bookmark = loop.time() + self.bookmark_interval

@@ -289,3 +289,27 @@ def test_a_request_waiting_before_the_cache_starts_gets_the_labels(fake: FakeApi
             cache.stop()
 
     _run(test)
+
+
+def test_the_fake_api_server_watches_pods_per_namespace_as_well(fake: FakeApiServer) -> None:
+    """The same watch semantics serve pods (for the controller of issue 19), filtered by namespace."""
+    import json
+    import urllib.request
+
+    def pod(name: str, namespace: str) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
+                "spec": {"containers": [{"name": "app", "image": "x"}]}}
+
+    first = fake.put(pod("a", "shop"))
+    fake.put(pod("b", "checkout"))
+    fake.remove("pods", "a", "shop")
+    since = first["metadata"]["resourceVersion"]
+    url = f"{fake.url}/api/v1/namespaces/shop/pods?watch=true&resourceVersion={int(since) - 1}&timeoutSeconds=1"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        events = [json.loads(line) for line in response.read().splitlines() if line]
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "a"), ("DELETED", "a")]
+    assert ("watch", "pods", "shop", "") in fake.requests
+    fake.compact()
+    with urllib.request.urlopen(url, timeout=5) as response:
+        gone = json.loads(response.read().splitlines()[0])
+    assert gone["type"] == "ERROR" and gone["object"]["code"] == 410 and gone["object"]["reason"] == "Expired"
