@@ -124,12 +124,12 @@ def test_a_selector_injects_and_validates_by_namespace_label_and_follows_changes
 
 def test_readiness_waits_for_the_first_sync(fake: FakeApiServer, tmp_path: Path,
                                             start_server: Callable[..., ServerProcess]) -> None:
-    fake.fail("list", "namespaces", code=503, reason="ServiceUnavailable", message="etcd is down", times=3)
+    fake.fail("list", "namespaces", code=503, reason="ServiceUnavailable", message="etcd is down", times=4)
     server = _start(start_server, tmp_path, fake.write_kubeconfig(tmp_path / "kubeconfig"), INJECT)
     waiting = server.client.request("GET", "/readyz")
     assert waiting.status == 503
     assert waiting.json()["namespaceCache"]["state"] == "syncing"
-    _until(lambda: server.client.request("GET", "/readyz").status == 200, timeout=15)
+    _until(lambda: server.client.request("GET", "/readyz").status == 200, timeout=30)
     assert _env_of(server.client.admit(POD, namespace="checkout")) is not None
 
 
@@ -184,8 +184,8 @@ def test_every_worker_keeps_its_own_cache(fake: FakeApiServer, tmp_path: Path,
 class _InProcess:
     """The real app over TLS in a background loop, with a cache whose staleness bound is short."""
 
-    def __init__(self, certs: Path, policies: Path, kubeconfig: Path) -> None:
-        self.certs, self.policies, self.kubeconfig = certs, policies, kubeconfig
+    def __init__(self, certs: Path, policies: Path, kubeconfig: Path, **state: Any) -> None:
+        self.certs, self.policies, self.kubeconfig, self.extra = certs, policies, kubeconfig, state
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -196,7 +196,8 @@ class _InProcess:
             holder = PolicyHolder.load(self.policies)
             self.state = ServerState(policies=holder, certificate=cert,
                                      namespaces=NamespaceCache(client_factory(self.kubeconfig), max_stale=0.5,
-                                                               backoff_max=0.2))
+                                                               backoff_max=0.2),
+                                     **{"wait_for_namespaces": True, **self.extra})
             assert self.state.namespaces is not None
             self.state.namespaces.ensure(holder.current)
             self.runner = web.AppRunner(create_app(self.state), handle_signals=False)
@@ -241,3 +242,25 @@ def test_a_cache_out_of_touch_too_long_decides_by_the_failure_rule_even_for_reme
         assert readyz.status == 200 and readyz.json()["namespaceCache"]["state"] == "stale"
         fake.heal()
         _until(lambda: _env_of(client.admit(POD, namespace="checkout")) is not None)
+
+
+def test_only_so_many_requests_wait_for_namespace_labels(tmp_path: Path, pki: Path) -> None:
+    gone = FakeApiServer().start()
+    kubeconfig = gone.write_kubeconfig(tmp_path / "kubeconfig")
+    gone.stop()
+    with _InProcess(pki, _policies(tmp_path, INJECT), kubeconfig, max_namespace_waits=1) as client:
+        results: list[tuple[float, AdmissionResult]] = []
+
+        def admit() -> None:
+            started = time.monotonic()
+            result = client.admit(POD, namespace="checkout")
+            results.append((time.monotonic() - started, result))
+
+        threads = [threading.Thread(target=admit) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(15)
+        assert all(r.response["status"]["code"] == 500 and not r.allowed for _, r in results)
+        seconds = sorted(s for s, _ in results)
+        assert len(seconds) == 3 and seconds[1] < 1.5 and seconds[2] >= 1.9   # one waited 2 s

@@ -69,6 +69,8 @@ TLS_WRITE_PIECE_BYTES = 16 * 1024
 # warning from the fifth on. A turn after every piece cost a 50-container mutation
 # about 15 % more CPU, after every fourth write about 6 %.
 WRITES_PER_LOOP_TURN = 4
+# Requests that may wait at once for a namespace's labels (see ServerState.namespace_waits).
+DEFAULT_MAX_NAMESPACE_WAITS = 32
 _TIMEOUT_PARAM = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
 
 # (request, policies, *, namespace_labels=...) -> Decision
@@ -96,6 +98,11 @@ class ServerState:
     wait_for_namespaces: bool = False
     # The cache's memo_epoch() that the memo's entries were decided under.
     memo_epoch: tuple[int, bool] | None = None
+    # Requests waiting for a namespace's labels, and how many may (more: the failure rule at once).
+    # The API server sends pods of existing namespaces only, so many waiting means a client
+    # other than the API server, or a cache far behind; each holds its body (up to 8 MiB).
+    namespace_waits: int = 0
+    max_namespace_waits: int = DEFAULT_MAX_NAMESPACE_WAITS
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -270,9 +277,14 @@ def _admission_handler(endpoint: str, engine: Engine, *, mutating: bool) -> Hand
             if isinstance(response, _Pending):
                 # A namespace created a moment ago (its watch event is on its way), or a cache
                 # still syncing: wait briefly, then decide again (by the failure rule if still unknown).
+                # A waiting request keeps its body, so only so many wait at once.
                 wait = min(PENDING_WAIT_SECONDS, answer_by - time.perf_counter())
-                if wait > 0 and state.namespaces is not None:
-                    await state.namespaces.wait_known(response.namespace, wait)
+                if wait > 0 and state.namespaces is not None and state.namespace_waits < state.max_namespace_waits:
+                    state.namespace_waits += 1
+                    try:
+                        await state.namespaces.wait_known(response.namespace, wait)
+                    finally:
+                        state.namespace_waits -= 1
                 response = _admit(body, state, endpoint, engine, mutating, started, answer_by, may_wait=False)
             assert isinstance(response, web.Response)
         except Exception:  # a bug outside the decision logic (that one has a failure rule)
