@@ -227,3 +227,11 @@ def test_policies_check_warns_about_a_namespace_selector_nothing_satisfies() -> 
         "namespace label 'team' is both required and required absent",
         "namespace label 'team' must both exist and not exist"]
     assert never_matches(_match(matchLabels={"env": "prod"})) == []
+
+
+def test_serve_refuses_a_kubeconfig_that_does_not_exist(tmp_path: Path) -> None:
+    for args, env in (((("--kubeconfig", str(tmp_path / "missing")),), {}),
+                      ((), {"WEBHOOK_KUBECONFIG": str(tmp_path / "missing")})):
+        result = webhook("serve", "--cert-dir", str(tmp_path), *[a for pair in args for a in pair], env=env)
+        assert result.returncode == 2, result.stderr
+        assert f"--kubeconfig {tmp_path / 'missing'}: no such file" in result.stderr

@@ -368,6 +368,10 @@ def _serve(args: argparse.Namespace) -> int:
     from webhook.tls import CertificateError, ServingCertificate
     from webhook.workers import available_cpus, supervise
 
+    if args.kubeconfig is not None and not args.kubeconfig.is_file():
+        # Read only once a policy selects namespaces by label: a typo would surface much later.
+        print(f"webhook: --kubeconfig {args.kubeconfig}: no such file", file=sys.stderr)
+        return 2
     logs.configure(level=args.log_level, fmt=args.log_format)
     config = ServeConfig(host=args.host, port=args.port, policies=args.policies,
                          cert_dir=args.cert_dir, failure_policy=args.failure_policy,
