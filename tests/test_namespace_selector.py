@@ -197,6 +197,8 @@ def test_explain_names_the_namespace_labels_when_the_selector_misses(tmp_path: P
     result = webhook("explain", "-f", str(pod_file), "--policies", str(policies), "-n", "checkout",
                      "--namespace-labels", "team=payments,env=dev")
     assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Pod/web (namespace checkout [env=dev, kubernetes.io/metadata.name=checkout, "
+                                    "team=payments], workload Pod/web")
     assert ("payments-audit  not applied: namespaceSelector does not match namespace 'checkout' "
             "(its labels: env=dev, kubernetes.io/metadata.name=checkout, team=payments)") in result.stdout
 

@@ -663,9 +663,8 @@ class Report:
 
 def report(api_client: Any, policies: PolicySet, *, namespace: str | None = None) -> Report:
     """Running pods (all namespaces when `namespace` is None) that are stale or would be denied."""
-    from webhook.engine.namespaces import LabelsUnknown
-    from webhook.namespace_cache import needs_namespace_labels
-
+    from webhook.engine.namespaces import LabelsUnknown, needs_namespace_labels
+    
     kube = _Kube(api_client)
     findings: list[Finding] = []
     count = 0

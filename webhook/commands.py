@@ -17,7 +17,7 @@ from webhook.engine.ledger import Ledger, ledger_of
 from webhook.engine.match import mismatch
 from webhook.engine.pod import pod_facts
 from webhook.engine.validation.exceptions import ALL_RULES, lifted_rules
-from webhook.engine.namespaces import NamespaceLabels
+from webhook.engine.namespaces import LabelsUnknown, NamespaceLabels, needs_namespace_labels
 from webhook.offline import Admission, Document, admit, make_request, no_namespace_labels, pod_of
 from webhook.policy.loader import PolicySet
 
@@ -124,6 +124,8 @@ def run_explain(documents: Sequence[Document], *, policies: PolicySet, namespace
         pod = pod_of(doc.obj)
         facts = pod_facts(pod, namespace=result.namespace, namespace_labels=labels) if pod is not None else None
         head = f"{doc.title} (namespace {result.namespace}"
+        if needs_namespace_labels(policies) and not isinstance(labels, LabelsUnknown):
+            head += f" [{', '.join(f'{k}={v}' for k, v in sorted(labels.items())) or 'no labels'}]"
         if facts is not None:
             head += f", workload {facts.workload_kind.value}/{facts.workload_name or '?'}, os {facts.os}"
         out.write(head + ")\n")

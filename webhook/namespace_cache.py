@@ -43,7 +43,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from webhook.engine.namespaces import LabelsUnknown, NamespaceLabels
+from webhook.engine.namespaces import LabelsUnknown, NamespaceLabels, needs_namespace_labels
 from webhook.metrics import NAMESPACE_CACHE_ERRORS as ERRORS
 from webhook.metrics import NAMESPACE_CACHE_LISTS as LISTS
 from webhook.metrics import NAMESPACE_CACHE_NAMESPACES as NAMESPACES
@@ -71,11 +71,6 @@ MAX_STALE_SECONDS = 30.0
 PENDING_WAIT_SECONDS = 2.0
 
 STATES = ("off", "syncing", "synced", "stale")
-
-
-def needs_namespace_labels(policies: PolicySet) -> bool:
-    """Whether any loaded policy matches namespaces by label."""
-    return any(p.spec.match.namespace_selector is not None for p in (*policies.injection, *policies.validation))
 
 
 class _Gone(Exception):

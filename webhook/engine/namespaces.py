@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from webhook.policy.loader import PolicySet
+
 
 @dataclass(frozen=True)
 class LabelsUnknown:
@@ -41,3 +43,8 @@ def known_labels(namespace: str, labels: NamespaceLabels) -> Mapping[str, str]:
     if isinstance(labels, LabelsUnknown):
         raise NamespaceLabelsUnavailable(namespace, labels)
     return labels
+
+
+def needs_namespace_labels(policies: PolicySet) -> bool:
+    """Whether any loaded policy matches namespaces by label."""
+    return any(p.spec.match.namespace_selector is not None for p in (*policies.injection, *policies.validation))
