@@ -56,7 +56,7 @@ def test_mutate_renders_controllers_and_reads_stdin() -> None:
     assert "ownerReferences" not in template["metadata"] and "generateName" not in template["metadata"]
     assert template["metadata"]["labels"] == {"app": "root"}
     env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
-    assert env["SERVICE_NAME"] == "root"
+    assert env["SERVICE_DISPLAY_NAME"] == "root" and env["SERVICE_NAME"] == "default.default"
 
 
 def test_validate_exit_codes_and_messages(tmp_path: Path) -> None:

@@ -1,0 +1,139 @@
+"""The names reserved in one pod, and whether each holder of one is what injection put there.
+
+A name is reserved for a pod only when an injection policy that applies to that pod
+(its match, the pod's opt-outs as far as the policy allows them, Enforce mode)
+injects a container or volume of that name with onConflict: Deny. A pod's container
+of such a name passes only when it is what an applying policy renders for this pod:
+the ledger annotation is the pod's to write, so it vouches for nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from webhook.engine.applies import skip_reason
+from webhook.engine.inject import template_context
+from webhook.engine.ledger import LEDGER_ANNOTATION, ledger_of
+from webhook.engine.pod import PodFacts
+from webhook.engine.validation.target import Target
+from webhook.jsonvalue import as_list, as_str
+from webhook.policy.common import Mode, OptOut
+from webhook.policy.compiled import CompiledInjection, Item
+from webhook.policy.injection import OnConflict
+from webhook.policy.loader import PolicySet
+from webhook.rules.containers import iter_containers
+from webhook.rules.reserved_names import ItemKind, ReservedName, Verify, check_reserved_names
+from webhook.rules.finding import Finding
+
+# What a container runs: compared exactly, present or absent, whatever the policy sets.
+_RUNS = ("image", "command", "args", "workingDir", "restartPolicy")
+# Adjusted by other admission plugins (a vertical pod autoscaler's webhook, LimitRanger).
+_ADJUSTED = frozenset({"resources"})
+
+
+def check(target: Target, policies: PolicySet, *, extra: list[str], from_injection: bool) -> list[Finding]:
+    spec = target.spec
+    deny = _deny_names(policies.injectors) if from_injection else ({}, {})
+    present = {c.name for c in iter_containers(spec)}
+    present_volumes = {as_str(v.get("name")) for v in as_list(spec.get("volumes")) if isinstance(v, dict)}
+    if present.isdisjoint(extra) and present.isdisjoint(deny[0]) and present_volumes.isdisjoint(deny[1]):
+        return []   # the common case: no name to look into
+    facts = _authored_facts(target)
+    applying = [p for p in policies.injectors if p.mode is Mode.ENFORCE and skip_reason(p, facts) is None]
+    containers: dict[str, ReservedName] = {}
+    volumes: dict[str, ReservedName] = {}
+    if from_injection:
+        for policy in applying:
+            for item in (*policy.init_containers, *policy.classic_sidecars):
+                if item.on_conflict is OnConflict.DENY:
+                    containers.setdefault(item.name, ReservedName(policy.name))
+            for item in policy.volumes:
+                if item.on_conflict is OnConflict.DENY:
+                    volumes.setdefault(item.name, ReservedName(policy.name))
+    for name in extra:
+        containers.setdefault(name, ReservedName(""))
+    verify = None if target.is_template else _verifier(applying, facts)
+    return check_reserved_names(spec, containers=containers, volumes=volumes, verify=verify)
+
+
+def _deny_names(injectors: tuple[CompiledInjection, ...]) -> tuple[set[str], set[str]]:
+    containers = {i.name for p in injectors for i in (*p.init_containers, *p.classic_sidecars)
+                  if i.on_conflict is OnConflict.DENY}
+    volumes = {i.name for p in injectors for i in p.volumes if i.on_conflict is OnConflict.DENY}
+    return containers, volumes
+
+
+def _authored_facts(target: Target) -> PodFacts:
+    """The facts injection matched and rendered with: the pod less the labels, annotations and
+    containers its ledger says injection added. The ledger can only take facts away here, which
+    can make a container differ from its rendering, never make a foreign one pass."""
+    facts = target.facts
+    if target.is_template or LEDGER_ANNOTATION not in facts.annotations:
+        return facts
+    ledger = ledger_of(facts.annotations)
+    labels = {k for r in ledger.policies for k in r.labels}
+    annotations = {k for r in ledger.policies for k in r.annotations} | {LEDGER_ANNOTATION}
+    containers = {c for r in ledger.policies for c in r.containers}
+    return dataclasses.replace(
+        facts, labels={k: v for k, v in facts.labels.items() if k not in labels},
+        annotations={k: v for k, v in facts.annotations.items() if k not in annotations},
+        container_names=facts.container_names - containers)
+
+
+def _verifier(applying: list[CompiledInjection], facts: PodFacts) -> Verify:
+    contexts = {OptOut.ALLOWED: template_context(facts), OptOut.FORBIDDEN: template_context(facts.from_owners())}
+
+    def verify(what: ItemKind, field: str, raw: Mapping[str, Any]) -> str | None:
+        name = as_str(raw.get("name"))
+        reasons: list[str] = []
+        for policy in applying:
+            if what == "volume":
+                candidates = [(i, "volumes") for i in policy.volumes]
+            else:
+                candidates = [(i, "initContainers") for i in policy.init_containers] + \
+                             [(i, "containers") for i in policy.classic_sidecars]
+            for item, where in candidates:
+                if item.name != name:
+                    continue
+                why = _differs(item, where, field, raw, contexts[policy.opt_out], what)
+                if why is None:
+                    return None
+                reasons.append(f"not what policy {policy.name} injects: {why}")
+        return "; ".join(reasons) or "no injection policy that applies to this pod injects it"
+    return verify
+
+
+def _differs(item: Item, where: str, field: str, raw: Mapping[str, Any], ctx: Any, what: ItemKind) -> str | None:
+    if field != where:
+        return f"it is in {field}, not {where}"
+    expected = item.render(ctx)
+    if what == "container":
+        for key in _RUNS:
+            if raw.get(key) != expected.get(key):
+                return f"its {key} is {_short(raw.get(key))}, not {_short(expected.get(key))}"
+    for key, value in expected.items():
+        if key in _ADJUSTED or key in _RUNS:
+            continue
+        if not _conforms(value, raw.get(key)):
+            return f"its {key} differs"
+    return None
+
+
+def _conforms(expected: Any, actual: Any) -> bool:
+    """`actual` holds `expected`, allowing what the API server's defaulting and other
+    admission plugins add: extra keys in a mapping (a probe's timeoutSeconds, a secret
+    volume's defaultMode, a fieldRef's apiVersion), extra entries in a list (env vars
+    another webhook appends)."""
+    if isinstance(expected, dict):
+        return isinstance(actual, dict) and all(_conforms(v, actual.get(k)) for k, v in expected.items())
+    if isinstance(expected, list):
+        return isinstance(actual, list) and all(any(_conforms(e, a) for a in actual) for e in expected)
+    return expected == actual
+
+
+def _short(value: Any) -> str:
+    """A value for a message: the pod's side is the pod author's, so it is cut."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
