@@ -127,6 +127,8 @@ def run_explain(documents: Sequence[Document], *, policies: PolicySet, namespace
             for outcome in result.injection.outcomes:
                 state = "shadow " if outcome.shadow else ("applied" if outcome.applied else "not applied")
                 out.write(f"    {outcome.policy:<{width}}  {state}: {outcome.reason}\n")
+            for warning in result.injection.warnings:
+                out.write(f"    warning: {warning}\n")
             for name, conflicts in _ledger_conflicts(result).items():
                 for c in conflicts:
                     where = f" in container {c['container']}" if "container" in c else ""

@@ -13,13 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.jsonvalue import as_dict, as_list, as_str, dicts_in, str_map
-from webhook.policy.common import ANNOTATION_PREFIX, Workload
+from webhook.policy.common import ANNOTATION_PREFIX, TRAINING_OWNER_KINDS, Workload
 
 WORKLOAD_LABEL = f"{ANNOTATION_PREFIX}/workload"
 OS_LABEL = "kubernetes.io/os"
-# Kinds of training operators (Kubeflow, Ray) whose pods count as Training.
-TRAINING_OWNER_KINDS = frozenset({"PyTorchJob", "TFJob", "MPIJob", "XGBoostJob", "PaddleJob",
-                                  "JAXJob", "TrainJob", "RayJob", "RayCluster"})
 # The CronJob controller names each Job `<cronjob>-<scheduled time in minutes since
 # the epoch>` (8 digits today); a Job's pods carry only the Job as owner, so this
 # name shape is how a CronJob's pods are told apart from a plain Job's. Times before

@@ -141,6 +141,9 @@ KIND_NAME = re.compile(r"^[A-Z][A-Za-z0-9]{0,62}$")
 # Kinds a `workloads` entry names that are not also profile names; an operator's kind
 # (PyTorchJob, Workflow, ...) is accepted as well, see docs/policies.md.
 BUILTIN_OWNER_KINDS = ("Deployment", "ReplicaSet", "ReplicationController")
+# Kinds of training operators (Kubeflow, Ray) whose pods count as Training.
+TRAINING_OWNER_KINDS = frozenset({"PyTorchJob", "TFJob", "MPIJob", "XGBoostJob", "PaddleJob",
+                                  "JAXJob", "TrainJob", "RayJob", "RayCluster"})
 
 
 def _workload_names(value: list[str] | None) -> list[str] | None:

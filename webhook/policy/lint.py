@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from difflib import get_close_matches
 from fnmatch import fnmatchcase
 
-from webhook.policy.common import Match
+from webhook.policy.common import BUILTIN_OWNER_KINDS, TRAINING_OWNER_KINDS, Match, Workload
 from webhook.policy.loader import PolicySet
 
 
@@ -20,10 +21,28 @@ def lint(policy_set: PolicySet) -> list[str]:
     matches = [(p.metadata.name, p.spec.match) for p in policy_set.injection]
     matches += [(p.metadata.name, p.spec.match) for p in policy_set.validation]
     for name, match in matches:
+        source = policy_set.sources.get(name, "?")
         for reason in never_matches(match):
-            source = policy_set.sources.get(name, "?")
             warnings.append(f"{source}: policy {name} can never match: {reason}")
+        for entry, known in unknown_kinds(match):
+            warnings.append(f"{source}: policy {name}: workload {entry!r} is neither a profile nor a built-in "
+                            f"kind, so it matches only pods owned by an operator's {entry}; did you mean {known!r}?")
     return warnings
+
+
+def unknown_kinds(match: Match) -> list[tuple[str, str]]:
+    """`workloads` entries that look like a misspelt profile or built-in kind, with the likely
+    intent. An operator's kind (PyTorchJob, Workflow) is valid, so a typo would silently
+    match nothing."""
+    known = [w.value for w in Workload] + list(BUILTIN_OWNER_KINDS) + sorted(TRAINING_OWNER_KINDS)
+    out = []
+    for entry in match.workloads or ():
+        if entry not in known:
+            close = get_close_matches(entry, known, n=1, cutoff=0.75) or \
+                [k for k in known if k.lower() == entry.lower()]
+            if close:
+                out.append((entry, close[0]))
+    return out
 
 
 def _injected(policy_set: PolicySet, what: str) -> dict[str, list[str]]:
