@@ -558,3 +558,26 @@ def test_explicit_reserved_names_and_opting_out_of_injection_names() -> None:
     obj = pod(container("traffic-proxy", "x:1"), container("vault-agent", "y:1"))
     rule = {"names": ["vault-agent"], "fromInjectionPolicies": False}
     assert _reserved(obj, rule) == [("reservedName", "spec.containers[vault-agent].name")]
+
+
+def test_what_depends_on_the_pods_name_is_not_compared() -> None:
+    """The API server names a generateName pod after the mutating webhooks ran, and the
+    decision memo answers /validate without the name: a rendering that reads it (podName, a
+    bare pod's workload.name) cannot be compared, the rest still is."""
+    policies = policy_set(policy("names", [{"reservedContainerNames": {}}]), extra_files={"inject.yaml": """
+apiVersion: runtime.platform.io/v1
+kind: InjectionPolicy
+metadata: {name: agent}
+spec:
+  inject:
+    sidecars:
+      - {name: agent, image: "registry.example.com/agent:1", args: ["--pod={{ podName }}", "--ns={{ namespace }}"]}
+"""})
+    # Mutated while it had only a generateName; validated under the name it was given.
+    injected = container("agent", "registry.example.com/agent:1", args=["--pod=", "--ns=default"],
+                         restartPolicy="Always")
+    obj = pod(container("app"), initContainers=[injected], name="web-x7k2p")
+    obj["metadata"]["generateName"] = "web-"
+    assert run(policies, obj).violations == ()
+    injected["image"] = "evil.example.com/agent:1"
+    assert [v.path for v in run(policies, obj).violations] == ["spec.initContainers[agent].name"]

@@ -23,6 +23,7 @@ from webhook.policy.common import Mode, OptOut
 from webhook.policy.compiled import CompiledInjection, Item
 from webhook.policy.injection import OnConflict
 from webhook.policy.loader import PolicySet
+from webhook.policy.template import TemplateContext
 from webhook.rules.containers import iter_containers
 from webhook.rules.reserved_names import ItemKind, ReservedName, Verify, check_reserved_names
 from webhook.rules.finding import Finding
@@ -31,6 +32,8 @@ from webhook.rules.finding import Finding
 _RUNS = ("image", "command", "args", "workingDir", "restartPolicy")
 # Adjusted by other admission plugins (a vertical pod autoscaler's webhook, LimitRanger).
 _ADJUSTED = frozenset({"resources"})
+# Stands for the pod's name in the second rendering of `_name_free`; no name holds it.
+_NAME_PROBE = "\x00name"
 
 
 def check(target: Target, policies: PolicySet, *, extra: list[str], from_injection: bool) -> list[Finding]:
@@ -83,7 +86,9 @@ def _authored_facts(target: Target) -> PodFacts:
 
 
 def _verifier(applying: list[CompiledInjection], facts: PodFacts) -> Verify:
-    contexts = {OptOut.ALLOWED: template_context(facts), OptOut.FORBIDDEN: template_context(facts.from_owners())}
+    bare = facts.owner_kind == "Pod"
+    contexts = {opt_out: _name_free(template_context(f), bare=bare) for opt_out, f in
+                ((OptOut.ALLOWED, facts), (OptOut.FORBIDDEN, facts.from_owners()))}
 
     def verify(what: ItemKind, field: str, raw: Mapping[str, Any]) -> str | None:
         name = as_str(raw.get("name"))
@@ -105,16 +110,29 @@ def _verifier(applying: list[CompiledInjection], facts: PodFacts) -> Verify:
     return verify
 
 
-def _differs(item: Item, where: str, field: str, raw: Mapping[str, Any], ctx: Any, what: ItemKind) -> str | None:
+def _name_free(ctx: TemplateContext, *, bare: bool) -> tuple[TemplateContext, TemplateContext]:
+    """Two renderings that differ exactly where a template reads the pod's name (`podName`, or
+    `workload.name` of a bare pod). The API server names a generateName pod only after the
+    mutating webhooks ran, and the decision memo keys /validate without the name, so what
+    depends on it is not compared."""
+    first = dataclasses.replace(ctx, pod_name="", workload_name="" if bare else ctx.workload_name)
+    second = dataclasses.replace(ctx, pod_name=_NAME_PROBE, workload_name=_NAME_PROBE if bare else ctx.workload_name)
+    return first, second
+
+
+def _differs(item: Item, where: str, field: str, raw: Mapping[str, Any],
+             contexts: tuple[TemplateContext, TemplateContext], what: ItemKind) -> str | None:
     if field != where:
         return f"it is in {field}, not {where}"
-    expected = item.render(ctx)
+    expected = item.render(contexts[0])
+    probe = item.render(contexts[1]) if item.renderer is not None else expected
+    named = {key for key, value in expected.items() if probe.get(key) != value}
     if what == "container":
         for key in _RUNS:
-            if raw.get(key) != expected.get(key):
+            if key not in named and raw.get(key) != expected.get(key):
                 return f"its {key} is {_short(raw.get(key))}, not {_short(expected.get(key))}"
     for key, value in expected.items():
-        if key in _ADJUSTED or key in _RUNS:
+        if key in _ADJUSTED or key in _RUNS or key in named:
             continue
         if not _conforms(value, raw.get(key)):
             return f"its {key} differs"
