@@ -579,5 +579,10 @@ spec:
     obj = pod(container("app"), initContainers=[injected], name="web-x7k2p")
     obj["metadata"]["generateName"] = "web-"
     assert run(policies, obj).violations == ()
-    injected["image"] = "evil.example.com/agent:1"
-    assert [v.path for v in run(policies, obj).violations] == ["spec.initContainers[agent].name"]
+    for change in ({"args": ["--pod=web-x7k2p", "--ns=shop"]}, {"args": ["--pod="]},
+                   {"image": "evil.example.com/agent:1"}):
+        changed = {**injected, **change}
+        obj["spec"]["initContainers"] = [changed]
+        assert [v.path for v in run(policies, obj).violations] == ["spec.initContainers[agent].name"], change
+    obj["spec"]["initContainers"] = [{**injected, "args": ["--pod=web-x7k2p", "--ns=default"]}]
+    assert run(policies, obj).violations == ()

@@ -126,17 +126,34 @@ def _differs(item: Item, where: str, field: str, raw: Mapping[str, Any],
         return f"it is in {field}, not {where}"
     expected = item.render(contexts[0])
     probe = item.render(contexts[1]) if item.renderer is not None else expected
-    named = {key for key, value in expected.items() if probe.get(key) != value}
     if what == "container":
         for key in _RUNS:
-            if key not in named and raw.get(key) != expected.get(key):
+            if not _matches(expected.get(key), probe.get(key), raw.get(key), exact=True):
                 return f"its {key} is {_short(raw.get(key))}, not {_short(expected.get(key))}"
     for key, value in expected.items():
-        if key in _ADJUSTED or key in _RUNS or key in named:
+        if key in _ADJUSTED or key in _RUNS:
             continue
-        if not _conforms(value, raw.get(key)):
+        if not _matches(value, probe.get(key), raw.get(key), exact=False):
             return f"its {key} differs"
     return None
+
+
+def _matches(expected: Any, probe: Any, actual: Any, *, exact: bool) -> bool:
+    """`actual` is `expected` (`exact`) or holds it (`_conforms`), except where the two
+    renderings differ, which is what was read from the pod's name."""
+    if expected == probe:
+        return expected == actual if exact else _conforms(expected, actual)
+    if isinstance(expected, dict) and isinstance(probe, dict):
+        return isinstance(actual, dict) and (not exact or actual.keys() == expected.keys()) and \
+            all(_matches(v, probe.get(k), actual.get(k), exact=exact) for k, v in expected.items())
+    if isinstance(expected, list) and isinstance(probe, list) and len(expected) == len(probe):
+        if not isinstance(actual, list):
+            return False
+        if exact:
+            return len(actual) == len(expected) and \
+                all(_matches(e, p, a, exact=True) for e, p, a in zip(expected, probe, actual))
+        return all(any(_matches(e, p, a, exact=False) for a in actual) for e, p in zip(expected, probe))
+    return True   # a value taken from the pod's name
 
 
 def _conforms(expected: Any, actual: Any) -> bool:
