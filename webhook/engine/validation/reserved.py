@@ -38,7 +38,7 @@ _NAME_PROBE = "\x00name"
 
 def check(target: Target, policies: PolicySet, *, extra: list[str], from_injection: bool) -> list[Finding]:
     spec = target.spec
-    deny = _deny_names(policies.injectors) if from_injection else ({}, {})
+    deny = _deny_names(policies.injectors) if from_injection else (set(), set())
     present = {c.name for c in iter_containers(spec)}
     present_volumes = {as_str(v.get("name")) for v in as_list(spec.get("volumes")) if isinstance(v, dict)}
     if present.isdisjoint(extra) and present.isdisjoint(deny[0]) and present_volumes.isdisjoint(deny[1]):
