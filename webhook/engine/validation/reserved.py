@@ -10,6 +10,7 @@ the ledger annotation is the pod's to write, so it vouches for nothing.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,14 +37,44 @@ _ADJUSTED = frozenset({"resources"})
 _NAME_PROBE = "\x00name"
 
 
+@dataclass(frozen=True)
+class _Summary:
+    """What every request would otherwise work out again from the policy set."""
+
+    containers: frozenset[str]    # injected with onConflict: Deny, by any policy
+    volumes: frozenset[str]
+    ledger_matters: bool          # see _ledger_matters
+
+
+# Policy set revision (a digest of its files) -> its summary; a handful of sets at most
+# live at once (the serving one, the one a reload replaces).
+_SUMMARIES: dict[str, _Summary] = {}
+
+
+def _summary(policies: PolicySet) -> _Summary:
+    summary = _SUMMARIES.get(policies.revision)
+    if summary is None:
+        injectors = policies.injectors
+        summary = _Summary(
+            frozenset(i.name for p in injectors for i in (*p.init_containers, *p.classic_sidecars)
+                      if i.on_conflict is OnConflict.DENY),
+            frozenset(i.name for p in injectors for i in p.volumes if i.on_conflict is OnConflict.DENY),
+            _ledger_matters(policies))
+        if len(_SUMMARIES) >= 8:
+            _SUMMARIES.clear()
+        _SUMMARIES[policies.revision] = summary
+    return summary
+
+
 def check(target: Target, policies: PolicySet, *, extra: list[str], from_injection: bool) -> list[Finding]:
     spec = target.spec
-    deny = _deny_names(policies.injectors) if from_injection else (set(), set())
+    summary = _summary(policies)
     present = {c.name for c in iter_containers(spec)}
     present_volumes = {as_str(v.get("name")) for v in as_list(spec.get("volumes")) if isinstance(v, dict)}
-    if present.isdisjoint(extra) and present.isdisjoint(deny[0]) and present_volumes.isdisjoint(deny[1]):
+    if present.isdisjoint(extra) and (not from_injection or (present.isdisjoint(summary.containers)
+                                                             and present_volumes.isdisjoint(summary.volumes))):
         return []   # the common case: no name to look into
-    facts = _authored_facts(target)
+    facts = _authored_facts(target, policies)
     applying = [p for p in policies.injectors if p.mode is Mode.ENFORCE and skip_reason(p, facts) is None]
     containers: dict[str, ReservedName] = {}
     volumes: dict[str, ReservedName] = {}
@@ -61,19 +92,23 @@ def check(target: Target, policies: PolicySet, *, extra: list[str], from_injecti
     return check_reserved_names(spec, containers=containers, volumes=volumes, verify=verify)
 
 
-def _deny_names(injectors: tuple[CompiledInjection, ...]) -> tuple[set[str], set[str]]:
-    containers = {i.name for p in injectors for i in (*p.init_containers, *p.classic_sidecars)
-                  if i.on_conflict is OnConflict.DENY}
-    volumes = {i.name for p in injectors for i in p.volumes if i.on_conflict is OnConflict.DENY}
-    return containers, volumes
+def _ledger_matters(policies: PolicySet) -> bool:
+    """Whether what the ledger says was injected can change a policy's match or rendering:
+    only when a policy injects labels or annotations (read by templates and podSelectors) or
+    excludes pods by a container name that a policy injects."""
+    injected = {i.name for p in policies.injectors for i in (*p.init_containers, *p.classic_sidecars)}
+    return any(p.labels or p.annotations or not injected.isdisjoint(p.match.exclude.containers)
+               for p in policies.injectors)
 
 
-def _authored_facts(target: Target) -> PodFacts:
+def _authored_facts(target: Target, policies: PolicySet) -> PodFacts:
     """The facts injection matched and rendered with: the pod less the labels, annotations and
     containers its ledger says injection added. The ledger can only take facts away here, which
     can make a container differ from its rendering, never make a foreign one pass."""
     facts = target.facts
     if target.is_template or LEDGER_ANNOTATION not in facts.annotations:
+        return facts
+    if not _summary(policies).ledger_matters:
         return facts
     ledger = ledger_of(facts.annotations)
     labels = {k for r in ledger.policies for k in r.labels}
@@ -87,8 +122,13 @@ def _authored_facts(target: Target) -> PodFacts:
 
 def _verifier(applying: list[CompiledInjection], facts: PodFacts) -> Verify:
     bare = facts.owner_kind == "Pod"
-    contexts = {opt_out: _name_free(template_context(f), bare=bare) for opt_out, f in
-                ((OptOut.ALLOWED, facts), (OptOut.FORBIDDEN, facts.from_owners()))}
+    contexts: dict[OptOut, tuple[TemplateContext, TemplateContext]] = {}
+
+    def context(opt_out: OptOut) -> tuple[TemplateContext, TemplateContext]:
+        if opt_out not in contexts:
+            contexts[opt_out] = _name_free(template_context(
+                facts.from_owners() if opt_out is OptOut.FORBIDDEN else facts), bare=bare)
+        return contexts[opt_out]
 
     def verify(what: ItemKind, field: str, raw: Mapping[str, Any]) -> str | None:
         name = as_str(raw.get("name"))
@@ -102,7 +142,7 @@ def _verifier(applying: list[CompiledInjection], facts: PodFacts) -> Verify:
             for item, where in candidates:
                 if item.name != name:
                     continue
-                why = _differs(item, where, field, raw, contexts[policy.opt_out], what)
+                why = _differs(item, where, field, raw, context(policy.opt_out), what)
                 if why is None:
                     return None
                 reasons.append(f"not what policy {policy.name} injects: {why}")
@@ -125,7 +165,15 @@ def _differs(item: Item, where: str, field: str, raw: Mapping[str, Any],
     if field != where:
         return f"it is in {field}, not {where}"
     expected = item.render(contexts[0])
-    probe = item.render(contexts[1]) if item.renderer is not None else expected
+    why = _compare(expected, expected, raw, what)
+    if why is None or item.renderer is None:
+        return why
+    # Only when the pod's own name made a difference is the second rendering needed.
+    return _compare(expected, item.render(contexts[1]), raw, what)
+
+
+def _compare(expected: Mapping[str, Any], probe: Mapping[str, Any], raw: Mapping[str, Any],
+             what: ItemKind) -> str | None:
     if what == "container":
         for key in _RUNS:
             if not _matches(expected.get(key), probe.get(key), raw.get(key), exact=True):
@@ -141,6 +189,8 @@ def _differs(item: Item, where: str, field: str, raw: Mapping[str, Any],
 def _matches(expected: Any, probe: Any, actual: Any, *, exact: bool) -> bool:
     """`actual` is `expected` (`exact`) or holds it (`_conforms`), except where the two
     renderings differ, which is what was read from the pod's name."""
+    if expected == actual:   # the common case, compared in C
+        return True
     if expected == probe:
         return expected == actual if exact else _conforms(expected, actual)
     if isinstance(expected, dict) and isinstance(probe, dict):
@@ -161,6 +211,8 @@ def _conforms(expected: Any, actual: Any) -> bool:
     admission plugins add: extra keys in a mapping (a probe's timeoutSeconds, a secret
     volume's defaultMode, a fieldRef's apiVersion), extra entries in a list (env vars
     another webhook appends)."""
+    if expected == actual:
+        return True
     if isinstance(expected, dict):
         return isinstance(actual, dict) and all(_conforms(v, actual.get(k)) for k, v in expected.items())
     if isinstance(expected, list):
