@@ -249,3 +249,11 @@ def test_an_opt_out_of_everything_still_gets_forbidden_policies_only() -> None:
     assert result.applied == ("agent",)
     assert [(o.policy, o.applied) for o in result.outcomes] == [("agent", True), ("optional", False)]
     assert names(result.pod["spec"].get("initContainers")) == []
+
+
+def test_an_ignored_label_warning_cuts_the_owner_kind_the_pod_wrote() -> None:
+    pod = owned_pod(("K" * 5000, "x"), labels={"runtime.platform.io/workload": "Job"})
+    result = run(pod, policies=policies_from_yaml(workloads_policy("[Other]", opt_out="Forbidden")))
+    assert result.applied == ("agent",)
+    warning = next(w for w in result.warnings if w.startswith("label runtime.platform.io/workload"))
+    assert len(warning) < 250 and warning.endswith("KKK...)")

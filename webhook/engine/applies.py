@@ -48,10 +48,15 @@ def ignored_choices(policy: CompiledInjection, facts: PodFacts) -> list[str]:
                 for key in (INJECT_ANNOTATION, policy_annotation(policy.name))
                 if facts.annotations.get(key) == "false"]
     if facts.workload_kind is not facts.owner_profile:
-        warnings.append(f"label {WORKLOAD_LABEL}: {facts.labels.get(WORKLOAD_LABEL)!r} is ignored for policy "
+        # The label holds a profile name here; the owner kind is the pod's to write, so it is cut.
+        warnings.append(f"label {WORKLOAD_LABEL}: {facts.workload_kind.value!r} is ignored for policy "
                         f"{policy.name} (optOut: Forbidden), which takes the workload from the pod's "
-                        f"ownerReferences ({facts.owner_kind})")
+                        f"ownerReferences ({_cut(facts.owner_kind)})")
     return warnings
+
+
+def _cut(text: str, limit: int = 63) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def opted_out_of_all(annotations: Mapping[str, str], policies: tuple[CompiledInjection, ...]) -> bool:
