@@ -147,11 +147,12 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet) -> Injec
             outcomes.append(PolicyOutcome(policy.name, False, reason))
             continue
         warnings += ignored_choices(policy, facts)
+        # A mandatory policy's templates read the workload from the owner, as its match does.
+        policy_ctx = template_context(facts.from_owners()) if policy.opt_out is OptOut.FORBIDDEN else ctx
         trial = sections.copy()
         record = PolicyRecord(name=policy.name, revision=policy.revision)
         try:
-            _apply(policy, trial, record, template_context(facts.from_owners()) if policy.opt_out is OptOut.FORBIDDEN
-                   else ctx, policies.init_order)
+            _apply(policy, trial, record, policy_ctx, policies.init_order)
         except _Deny as exc:
             if policy.mode is Mode.SHADOW:
                 warnings.append(f"shadow policy {policy.name} would deny this pod: {exc}")

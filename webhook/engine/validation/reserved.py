@@ -10,8 +10,8 @@ the ledger annotation is the pod's to write, so it vouches for nothing.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from webhook.engine.applies import skip_reason
@@ -103,8 +103,8 @@ def _ledger_matters(policies: PolicySet) -> bool:
 
 def _authored_facts(target: Target, policies: PolicySet) -> PodFacts:
     """The facts injection matched and rendered with: the pod less the labels, annotations and
-    containers its ledger says injection added. The ledger can only take facts away here, which
-    can make a container differ from its rendering, never make a foreign one pass."""
+    containers its ledger says injection added. Injection strips the same keys before matching
+    (engine.inject._strip), so a ledger the pod's author wrote changes both sides alike."""
     facts = target.facts
     if target.is_template or LEDGER_ANNOTATION not in facts.annotations:
         return facts
