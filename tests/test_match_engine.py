@@ -257,3 +257,15 @@ def test_an_ignored_label_warning_cuts_the_owner_kind_the_pod_wrote() -> None:
     assert result.applied == ("agent",)
     warning = next(w for w in result.warnings if w.startswith("label runtime.platform.io/workload"))
     assert len(warning) < 250 and warning.endswith("KKK...)")
+
+
+def test_policies_check_warns_of_a_mandatory_policy_the_author_can_still_leave() -> None:
+    steered = workloads_policy("[Pod]", opt_out="Forbidden").replace(
+        "match: {workloads: [Pod]}", "match: {podSelector: {matchLabels: {tier: web}}, exclude: {containers: [x]}}")
+    warnings = [w.split(": ", 1)[1] for w in lint(policies_from_yaml(steered))]
+    assert warnings == [
+        "policy agent has optOut: Forbidden but matches on podSelector (the pod's labels), which the pod's author "
+        "writes: a pod can still leave it that way",
+        "policy agent has optOut: Forbidden but matches on exclude.containers (the pod's container names), which "
+        "the pod's author writes: a pod can still leave it that way"]
+    assert lint(policies_from_yaml(steered.replace("Forbidden", "Allowed"))) == []

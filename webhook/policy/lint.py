@@ -6,7 +6,8 @@ from collections import defaultdict
 from difflib import get_close_matches
 from fnmatch import fnmatchcase
 
-from webhook.policy.common import BUILTIN_OWNER_KINDS, TRAINING_OWNER_KINDS, Match, Workload
+from webhook.policy.common import BUILTIN_OWNER_KINDS, TRAINING_OWNER_KINDS, Match, OptOut, Workload
+from webhook.policy.injection import InjectionPolicy
 from webhook.policy.loader import PolicySet
 
 
@@ -18,6 +19,11 @@ def lint(policy_set: PolicySet) -> list[str]:
             if len(policies) > 1:
                 warnings.append(f"{kind} {name!r} is injected by {len(policies)} policies "
                                 f"({', '.join(policies)}); the first by priority wins")
+    for policy in policy_set.injection:
+        for field in author_steered(policy):
+            warnings.append(f"{policy_set.sources.get(policy.metadata.name, '?')}: policy {policy.metadata.name} "
+                            f"has optOut: Forbidden but matches on {field}, which the pod's author writes: "
+                            "a pod can still leave it that way")
     matches = [(p.metadata.name, p.spec.match) for p in policy_set.injection]
     matches += [(p.metadata.name, p.spec.match) for p in policy_set.validation]
     for name, match in matches:
@@ -28,6 +34,16 @@ def lint(policy_set: PolicySet) -> list[str]:
             warnings.append(f"{source}: policy {name}: workload {entry!r} is neither a profile nor a built-in "
                             f"kind, so it matches only pods owned by an operator's {entry}; did you mean {known!r}?")
     return warnings
+
+
+def author_steered(policy: InjectionPolicy) -> list[str]:
+    """The parts of a mandatory policy's match that the pod's author decides."""
+    if policy.spec.opt_out is not OptOut.FORBIDDEN:
+        return []
+    match = policy.spec.match
+    return [field for field, used in (("podSelector (the pod's labels)", match.pod_selector is not None),
+                                      ("exclude.containers (the pod's container names)",
+                                       bool(match.exclude.containers))) if used]
 
 
 def unknown_kinds(match: Match) -> list[tuple[str, str]]:
