@@ -259,7 +259,7 @@ class Report:
         self.results["multi_workers"] = {"workers": n, "series": {k: v.as_dict() for k, v in m.series.items()},
                                          "peak_mib": m.memory.peak_mib, "per_process": m.memory.per_process}
 
-    def mixes(self, main: Main, earlier: dict[str, Any] | None) -> None:
+    def mixes(self, series: dict[str, Series], earlier: dict[str, Any] | None) -> None:
         """Issue 21: the webhook as it serves on rollout repeats and on pods never seen
         before, each against the baseline of this run; the memo off for reference."""
         before = (earlier or {}).get("mixes") or {}
@@ -268,7 +268,7 @@ class Report:
         out: dict[str, dict[str, dict[str, float]]] = {}
         for mix, variant in MIXES:
             for path in PATHS:
-                w, b = main.series[f"{variant} {path}"], main.series[f"baseline {path}"]
+                w, b = series[f"{variant} {path}"], series[f"baseline {path}"]
                 ratio = w.rps / b.rps
                 out.setdefault(mix, {})[path] = {"ratio": ratio, "rps": w.rps, "baseline_rps": b.rps,
                                                  "p99_ratio": w.p99_ms / b.p99_ms, "memo_hit_share": w.memo_hit_share}

@@ -123,7 +123,7 @@ def run(s: settings.Settings) -> int:
             report.soak(soak)
         if multi:
             report.multi(multi)
-        report.mixes(main, earlier)
+        report.mixes(main.series, earlier)
         errors = sum(x.errors for d in (main.series, pods, policies.series) for x in d.values())
         report.summary(time.perf_counter() - began, errors)
         if s.json:

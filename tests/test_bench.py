@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +17,10 @@ import orjson
 import pytest
 
 from bench import corpus, pyload, settings, targets
-from bench.load import Run, Series
-from bench.phases import Main
+from bench.load import LoadGenerator, Run, Series
+from bench.proc import free_port
 from bench.report import SECTIONS, Report
+from bench.servers import Fleet, Pinning, baseline_argv, make_certs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,10 +118,9 @@ def test_compare_judges_never_seen_pods_against_an_earlier_run(capsys: pytest.Ca
         series[f"webhook {path}"] = _series_of("w", 3_600, 22, {"hit": 99, "miss": 1})
         series[f"webhook-new {path}"] = _series_of("n", new_rps, 60, {"miss": 100})
         series[f"webhook-off {path}"] = _series_of("o", 1_000, 50, {"skip": 100})
-    main = Main(baseline=None, webhooks={}, series=series)  # type: ignore[arg-type]  # mixes reads series only
     earlier = {"mixes": {"never-seen": {"/mutate": {"ratio": 0.25}, "/validate": {"ratio": 0.25}}}}
     report = Report(settings.parse(["--quick"]))
-    report.mixes(main, earlier)
+    report.mixes(series, earlier)
     assert report.verdicts_21 == [
         ("rollout repeats /mutate", "0.90x", ">= 0.8x", "PASS"),
         ("rollout repeats /validate", "0.90x", ">= 0.8x", "PASS"),
@@ -136,6 +137,25 @@ def test_compare_refuses_a_missing_file(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "bench/run.py", "--quick", "--compare", str(tmp_path / "none.json")],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--compare: no such file" in done.stderr
+
+
+def test_pinned_servers_and_load_generator_run_on_their_cpus(tmp_path: Path) -> None:
+    """--server-cpus and --loadgen-cpus: the server runs under taskset on its CPU (the pid
+    the benchmark reads /proc by is the server's own), and a pinned load generator's run
+    is measured as an unpinned one is."""
+    pinning = Pinning(server="0", loadgen=str(max(os.sched_getaffinity(0))))
+    fleet = Fleet(make_certs(tmp_path / "certs"), tmp_path, pinning)
+    bodies = corpus.write_bodies(tmp_path / "pod.txt", [corpus.body(corpus.synthetic_pod(1))])
+    try:
+        port = free_port()
+        server = fleet.start("baseline", baseline_argv(port, fleet.certs), port)
+        assert os.sched_getaffinity(server.pid) == {0}
+        assert "baseline_server.py" in Path(f"/proc/{server.pid}/cmdline").read_text()
+        load = LoadGenerator("python", threads=1, processes=1, pinning=pinning)
+        run = load.run(server.url("/mutate"), bodies, 0.3, server_pid=server.pid)
+        assert run.requests > 0 and run.errors == 0 and run.server_cpu > 0
+    finally:
+        fleet.stop_all()
 
 
 @pytest.mark.parametrize("limit, value, expected", [
