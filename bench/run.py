@@ -1,9 +1,8 @@
 """Benchmark the webhook against a no-op aiohttp TLS server, in one run on one machine.
 
-    .venv/bin/python bench/run.py                 # what `make bench` runs; about 7 minutes
-    .venv/bin/python bench/run.py --soak 200000   # with the issue's RSS growth check (`make bench
-                                                  # SOAK=200000`); about 9 minutes
-    .venv/bin/python bench/run.py --quick         # every section in about a minute (the tests' run)
+    .venv/bin/python bench/run.py                 # what `make bench` runs
+    .venv/bin/python bench/run.py --soak 200000   # with the issue's RSS growth check (`make bench SOAK=200000`)
+    .venv/bin/python bench/run.py --quick         # every section, briefly (what the tests run)
     .venv/bin/python bench/run.py --server-cpus 0 --loadgen-cpus 1   # pinned with taskset
 
 See bench/README.md for what is measured and how. Everything the run needs is made
@@ -110,7 +109,8 @@ def run(s: settings.Settings) -> int:
             soak = phases.soak(load, main.webhooks["webhook"], inp, s)
         multi = None
         if s.multi_workers and s.multi_workers != s.workers:
-            log(f"webhook with --workers {s.multi_workers}: corpus mix, {s.repeats} x {s.duration:g}s per figure")
+            log(f"webhook with --workers {s.multi_workers}: corpus mix, {s.repeats} x {s.duration:g}s per figure"
+                + (f" (its workers share CPUs {s.pinning.server})" if s.pinning.server else ""))
             multi = phases.several_workers(fleet, measurer, main, inp, s)
 
         report.main(main)
