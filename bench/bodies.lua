@@ -36,8 +36,8 @@ local function cut(whole)
       break
     end
     search = last + 1
-    if string.find(string.sub(whole, last + 1, last + UID_DIGITS), "^%d+$") and
-        #string.sub(whole, last + 1, last + UID_DIGITS) == UID_DIGITS then
+    local digits = string.sub(whole, last + 1, last + UID_DIGITS)
+    if #digits == UID_DIGITS and string.find(digits, "^%d+$") then
       pieces[#pieces + 1] = string.sub(whole, piece_start, last)
       piece_start = last + UID_DIGITS + 1
       search = piece_start
