@@ -290,6 +290,8 @@ class Report:
                  "request a pod not seen before); memo hits: of the memo's decisions in the measured runs"]
         if earlier is None:
             notes.append("never-seen against an earlier run: pass --compare EARLIER.json")
+        elif not before:
+            notes.append("the earlier run's JSON has no never-seen figures (it predates them): nothing to compare")
         show(f"== Rollout repeats and pods never seen before (issue 21): corpus mix, the webhook as it serves, "
              f"ratios to this run's baseline, {self._reps} of {self.settings.duration:g}s ==", t, *notes)
         self.results["mixes"] = out
