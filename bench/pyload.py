@@ -147,11 +147,14 @@ def main() -> None:
     stop = [args.stop_after // procs + (1 if i < args.stop_after % procs else 0) if args.stop_after else 0
             for i in range(procs)]
     duration = args.duration if not args.stop_after else max(args.duration, 3600.0)
-    start_at = time.time() + 0.5
-    with multiprocessing.get_context("spawn").Pool(procs) as pool:
-        paths = [p for p in args.paths.split(",") if p]
-        results = pool.map(_worker, [(args.url, str(args.bodies), share[i], start_at, duration, stop[i], i, paths)
-                                     for i in range(procs)])
+    paths = [p for p in args.paths.split(",") if p]
+    if procs == 1:   # no pool to start: the run begins at once
+        results = [_worker((args.url, str(args.bodies), share[0], time.time(), duration, stop[0], 0, paths))]
+    else:
+        start_at = time.time() + 0.5   # every process started and ready
+        with multiprocessing.get_context("spawn").Pool(procs) as pool:
+            results = pool.map(_worker, [(args.url, str(args.bodies), share[i], start_at, duration, stop[i], i,
+                                          paths) for i in range(procs)])
     latencies = sorted(x for r in results for x in r["latencies"])
     elapsed = max(r.get("elapsed", 0.0) for r in results) or 1e-9
     us = 1e6

@@ -83,7 +83,8 @@ def corpus_line(inp: Inputs) -> str:
 def run(s: settings.Settings) -> int:
     began = time.perf_counter()
     earlier: dict[str, Any] | None = json.loads(s.compare.read_text()) if s.compare else None
-    load = LoadGenerator(s.loadgen, s.wrk_threads, processes=2, pinning=s.pinning)
+    # --quick: pyload.py in one process, which starts at once (figures are not quoted)
+    load = LoadGenerator(s.loadgen, s.wrk_threads, processes=1 if s.quick else 2, pinning=s.pinning)
     measurer = Measurer(load, s.warmup, log)
     report = Report(s)
     tmp = Path(tempfile.mkdtemp(prefix="webhook-bench-"))
