@@ -155,6 +155,12 @@ def test_network_policy_admits_only_the_serving_port_from_anywhere_and_no_egress
     assert {name for name, _ in ports} == {"https"}  # /metrics has no port of its own (yet)
     # The server opens no connections: with Egress listed and no rule, none are allowed.
     assert policy["policyTypes"] == ["Ingress", "Egress"] and policy["egress"] == []
+    # ... which must not select the install Job's pods: they talk to the API server.
+    for kind, name in (("Job", "webhook-install-ca"), ("CronJob", "webhook-renew-certificate")):
+        spec = _find(kind, name)["spec"]
+        template = (spec["jobTemplate"]["spec"] if kind == "CronJob" else spec)["template"]
+        labels = template.get("metadata", {}).get("labels", {})
+        assert not policy["podSelector"]["matchLabels"].items() <= labels.items(), name
 
 
 def test_service_maps_443_to_the_server_port() -> None:
