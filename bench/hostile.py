@@ -385,7 +385,10 @@ class Case:
     later: float = 0.0          # also report RSS this many seconds after the last answer
 
 
-def _one(path: str, build: Callable[[], bytes], **kwargs: Any) -> Callable[[Worker], tuple[list[Answer], list[Extra]]]:
+Send = Callable[["Worker"], tuple[list["Answer"], list["Extra"]]]
+
+
+def one_request(path: str, build: Callable[[], bytes], **kwargs: Any) -> Send:
     def send(worker: Worker) -> tuple[list[Answer], list[Extra]]:
         return [post(worker, path, build(), **kwargs)], []
     return send
@@ -410,7 +413,7 @@ def _alongside(worker: Worker) -> tuple[list[Answer], list[Extra]]:
                            f"normal {normal_answer.describe()} in {normal_answer.seconds:.2f}s")]
 
 
-def _quantities(count: int = 35) -> Callable[[Worker], tuple[list[Answer], list[Extra]]]:
+def _quantities(count: int = 35) -> Send:
     def send(worker: Worker) -> tuple[list[Answer], list[Extra]]:
         answers = []
         for i in range(count):
@@ -420,7 +423,7 @@ def _quantities(count: int = 35) -> Callable[[Worker], tuple[list[Answer], list[
     return send
 
 
-def _connections(count: int = 1_100) -> Callable[[Worker], tuple[list[Answer], list[Extra]]]:
+def many_connections(count: int = 1_100) -> Send:
     def send(worker: Worker) -> tuple[list[Answer], list[Extra]]:
         with idle_connections(worker, count) as held:
             answer = post(worker, f"/validate?timeout={ALONGSIDE_TIMEOUT_S}s", normal_review(),
@@ -436,32 +439,33 @@ NOT_GZIP = b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}'
 
 CASES: tuple[Case, ...] = (
     Case("label-100k-600-containers", "/mutate: 100,000-char app label, 600 containers (0.11 MiB)",
-         _one("/mutate?timeout=30s", label_600)),
-    Case("mutate-44k-containers", "/mutate: 44,000 containers (7.9 MiB)", _one("/mutate?timeout=30s", pod_44k)),
+         one_request("/mutate?timeout=30s", label_600)),
+    Case("mutate-44k-containers", "/mutate: 44,000 containers (7.9 MiB)",
+         one_request("/mutate?timeout=30s", pod_44k)),
     Case("mutate-44k-containers-x2", "/mutate: two of the above at once", _two_at_once),
     Case("validate-deployment-40k", "/validate: Deployment with 40,000 containers (7.2 MiB)",
-         _one("/validate?timeout=30s", deployment_40k)),
+         one_request("/validate?timeout=30s", deployment_40k)),
     Case("validate-200k-with-normal", "/validate: pod with 200,000 containers (6.6 MiB), and a normal "
          f"/validate?timeout={ALONGSIDE_TIMEOUT_S}s 0.5 s later", _alongside),
     Case("quantities-35x1-2mb", "/validate: 35 reviews, each with two 1-2 MB quantity strings, then idle 20 s",
          _quantities(), later=20.0),
     Case("connections-1100", "1,100 idle TLS connections from 127.0.0.1, then a /validate from 127.0.0.2",
-         _connections(), heavy=False),
+         many_connections(), heavy=False),
     Case("malformed-apiversion-list", '/mutate: {"apiVersion": []}',
-         _one("/mutate", lambda: b'{"apiVersion": []}'), heavy=False),
+         one_request("/mutate", lambda: b'{"apiVersion": []}'), heavy=False),
     Case("malformed-apiversion-object", '/mutate: {"apiVersion": {}}',
-         _one("/mutate", lambda: b'{"apiVersion": {}}'), heavy=False),
+         one_request("/mutate", lambda: b'{"apiVersion": {}}'), heavy=False),
     Case("malformed-gzip", "/mutate: Content-Encoding: gzip, body not gzip",
-         _one("/mutate", lambda: NOT_GZIP, headers={"Content-Encoding": "gzip"}), heavy=False),
+         one_request("/mutate", lambda: NOT_GZIP, headers={"Content-Encoding": "gzip"}), heavy=False),
     Case("malformed-deflate", "/mutate: Content-Encoding: deflate, body not deflate",
-         _one("/mutate", lambda: NOT_GZIP, headers={"Content-Encoding": "deflate"}), heavy=False),
+         one_request("/mutate", lambda: NOT_GZIP, headers={"Content-Encoding": "deflate"}), heavy=False),
     Case("update-nested-990", "/validate: UPDATE, object and oldObject equal, nested ~990 deep",
-         _one("/validate", deep_update), heavy=False),
+         one_request("/validate", deep_update), heavy=False),
     Case("patch-nested-300", "/mutate: the patch carries pod content nested 300 deep",
-         _one("/mutate", deep_patch), heavy=False),
+         one_request("/mutate", deep_patch), heavy=False),
     Case("privileged-30k-log", "/validate: 30,000 privileged containers (2.7 MB): largest log line",
-         _one("/validate?timeout=30s", privileged_30k)),
-    Case("uid-3mb-log", "/mutate: a 3 MB uid: largest log line", _one("/mutate?timeout=30s", uid_3mb)),
+         one_request("/validate?timeout=30s", privileged_30k)),
+    Case("uid-3mb-log", "/mutate: a 3 MB uid: largest log line", one_request("/mutate?timeout=30s", uid_3mb)),
 )
 
 
@@ -485,11 +489,7 @@ class Outcome:
             out.append(f"peak {self.peak_mib:.0f} > {TARGET_PEAK_MIB:.0f} MiB")
         if self.settled_mib is not None and self.settled_mib > TARGET_SETTLED_MIB:
             out.append(f"RSS after {self.settled_mib:.0f} > {TARGET_SETTLED_MIB:.0f} MiB")
-        for answer in self.answers:
-            if answer.server_error:
-                out.append(f"{answer.label}: {answer.describe()}")
-            elif not answer.status:
-                out.append(f"{answer.label}: {answer.describe()}")
+        out.extend(f"{a.label}: {a.describe()}" for a in self.answers if a.server_error or not a.status)
         for extra in self.extras:
             if not extra.ok:
                 out.append(extra.seen)

@@ -86,8 +86,8 @@ def test_small_cases_against_a_real_worker() -> None:
     connections, each against its own pinned worker."""
     cases = [
         next(c for c in hostile.CASES if c.name == "malformed-apiversion-object"),
-        Case("normal", "a normal review", hostile._one("/validate?timeout=5s", hostile.normal_review)),
-        Case("connections-5", "5 connections, then another address", hostile._connections(5), heavy=False),
+        Case("normal", "a normal review", hostile.one_request("/validate?timeout=5s", hostile.normal_review)),
+        Case("connections-5", "5 connections, then another address", hostile.many_connections(5), heavy=False),
     ]
     malformed, normal, connections = hostile.run(cases, settle=0.3)
     # The malformed body gets an answer (a 4xx once fixed, a 500 before) and is judged by it.
