@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 import hostile  # noqa: E402  (bench/hostile.py)
+import hostile_bodies as bodies  # noqa: E402
 from hostile import Answer, Case, Extra, Outcome  # noqa: E402
 
 
@@ -50,26 +51,26 @@ def test_an_outcome_misses_exactly_the_targets_it_misses(outcome: Outcome, misse
 
 
 def test_the_bodies_are_the_issues_cases() -> None:
-    label = json.loads(hostile.label_600())
+    label = json.loads(bodies.label_600())
     assert len(label["request"]["object"]["metadata"]["labels"]["app"]) == 100_000
     assert len(label["request"]["object"]["spec"]["containers"]) == 600
-    privileged = hostile.privileged_30k()
+    privileged = bodies.privileged_30k()
     assert 2.6e6 < len(privileged) < 2.8e6
     assert len(json.loads(privileged)["request"]["object"]["spec"]["containers"]) == 30_000
-    assert len(json.loads(hostile.uid_3mb())["request"]["uid"]) == 3_000_000
-    resources = json.loads(hostile.quantity_review(0, 1_000_000))["request"]["object"]["spec"]["containers"][0][
+    assert len(json.loads(bodies.uid_3mb())["request"]["uid"]) == 3_000_000
+    resources = json.loads(bodies.quantity_review(0, 1_000_000))["request"]["object"]["spec"]["containers"][0][
         "resources"]
     quantities = {resources["requests"]["memory"], resources["limits"]["memory"]}
     assert len(quantities) == 2 and all(len(q) > 1e6 for q in quantities)
     # Nested as deep as the issue's case, and still within what the server's JSON parser reads.
     # (Comparing the two halves in Python would itself raise RecursionError: the issue's bug.)
-    deep = orjson.loads(hostile.deep_update())["request"]
+    deep = orjson.loads(bodies.deep_update())["request"]
     assert deep["operation"] == "UPDATE" and deep["object"].keys() == deep["oldObject"].keys()
-    assert hostile.deep_update().count(b'{"a":') == 2 * (990 - 5)
+    assert bodies.deep_update().count(b'{"a":') == 2 * (990 - 5)
     # The second /mutate pass's answer carries the pod's own nested volume.
-    patch_case = json.loads(hostile.deep_patch())["request"]["object"]
+    patch_case = json.loads(bodies.deep_patch())["request"]["object"]
     assert [v["name"] for v in patch_case["spec"]["volumes"]][-1] == "data"
-    assert all(len(body) < hostile.BODY_LIMIT for body in (privileged, hostile.uid_3mb()))
+    assert all(len(body) < bodies.BODY_LIMIT for body in (privileged, bodies.uid_3mb()))
 
 
 def test_the_case_list_is_complete_and_named_once(capsys: pytest.CaptureFixture[str]) -> None:
@@ -86,7 +87,7 @@ def test_small_cases_against_a_real_worker() -> None:
     connections, each against its own pinned worker."""
     cases = [
         next(c for c in hostile.CASES if c.name == "malformed-apiversion-object"),
-        Case("normal", "a normal review", hostile.one_request("/validate?timeout=5s", hostile.normal_review)),
+        Case("normal", "a normal review", hostile.one_request("/validate?timeout=5s", bodies.normal_review)),
         Case("connections-5", "5 connections, then another address", hostile.many_connections(5), heavy=False),
     ]
     malformed, normal, connections = hostile.run(cases, settle=0.3)
