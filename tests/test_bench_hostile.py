@@ -93,7 +93,7 @@ def test_small_cases_against_a_real_worker() -> None:
     malformed, normal, connections = hostile.run(cases, settle=0.3)
     # The malformed body gets an answer (a 4xx once fixed, a 500 before) and is judged by it.
     [answer] = malformed.answers
-    assert answer.status in (400, 500) and answer.size > 0
+    assert 400 <= answer.status < 600 and answer.size > 0
     assert (f"{answer.label}: {answer.describe()}" in malformed.misses()) is answer.server_error
     assert malformed.settled_mib is None and malformed.log_line > 0
     # A normal review passes every target, RSS read before, at its peak and after.
