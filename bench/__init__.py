@@ -10,4 +10,6 @@
     inprocess.py CPU per review in process
     phases.py    the phases of a run, each returning what it measured
     report.py    the printed report and the run's JSON
+    hostile.py   hostile inputs against a fresh worker each (make bench-hostile), apart from the run
+    hostile_bodies.py  its request bodies
 """
