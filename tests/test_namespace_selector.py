@@ -237,3 +237,30 @@ def test_serve_refuses_a_kubeconfig_that_does_not_exist(tmp_path: Path) -> None:
         result = webhook("serve", "--cert-dir", str(tmp_path), *[a for pair in args for a in pair], env=env)
         assert result.returncode == 2, result.stderr
         assert f"--kubeconfig {tmp_path / 'missing'}: no such file" in result.stderr
+
+
+def test_a_container_name_is_reserved_only_where_the_selector_would_inject_it() -> None:
+    """reservedContainerNames asks which injection policies would apply: their
+    namespaceSelector needs the labels too (and unknown labels are not a miss)."""
+    policies = policies_from_yaml("""
+        apiVersion: runtime.platform.io/v1
+        kind: InjectionPolicy
+        metadata: {name: audit}
+        spec:
+          match: {namespaceSelector: {matchLabels: {team: payments}}}
+          inject:
+            sidecars: [{name: audit-agent, image: registry.example.com/audit:1}]
+    """, """
+        apiVersion: runtime.platform.io/v1
+        kind: ValidationPolicy
+        metadata: {name: reserved}
+        spec:
+          action: Enforce
+          rules: [{reservedContainerNames: {}}]
+    """)
+    own = pod(container(), container("audit-agent"))
+    denied = validate(request(own, namespace="checkout"), policies, namespace_labels={"team": "payments"})
+    assert not denied.allowed and "audit-agent" in (denied.message or "")
+    assert validate(request(own, namespace="shop"), policies, namespace_labels={"team": "shop"}).allowed
+    with pytest.raises(NamespaceLabelsUnavailable):
+        validate(request(own, namespace="shop"), policies)
