@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import orjson
 from aiohttp import StreamReader, web
+from aiohttp.web_protocol import RequestPayloadError
 
 from webhook import decision as decisions
 from webhook import metrics
@@ -21,11 +22,12 @@ from webhook.decision import Decision
 from webhook.engine import mutate, validate
 from webhook.engine.memo import DEFAULT_MAX_ENTRIES, DecisionMemo, FieldPath, compact
 from webhook.jsonvalue import as_dict, dicts_in
-from webhook.logs import shown
+from webhook.logs import LIST_SHOWN_MAX, shown, shown_items, shown_message
 from webhook.policy.holder import PolicyHolder
 from webhook.policy.loader import PolicySet
-from webhook.review import (AdmissionRequest, BadReview, envelope_json, operation_of, read_envelope, request_uid,
-                            response_fields)
+from webhook.connections import head_arrived
+from webhook.review import (MAX_REVIEW_DEPTH, AdmissionRequest, BadReview, envelope_json, nests_deeper_than,
+                            operation_of, read_envelope, request_uid, response_fields)
 from webhook.tls import ServingCertificate
 
 log = logging.getLogger(__name__)
@@ -208,10 +210,25 @@ async def _not_found(request: web.Request) -> web.Response:
     return _error(404, f"no such path {request.path}; admission endpoints are /mutate and /validate")
 
 
-@functools.lru_cache(maxsize=64)
+# Query strings up to this long are remembered (the API server's is "timeout=10s"): the
+# cache then holds at most 64 of them, whatever clients send.
+_CACHED_QUERY_MAX = 128
+
+
 def _deadline(query_string: str) -> float:
     """Seconds from the `timeout` query parameter. The API server sends the same query on
     every call of one webhook, so the parse is remembered by the raw query string."""
+    if len(query_string) <= _CACHED_QUERY_MAX:
+        return _cached_deadline(query_string)
+    return _parse_deadline(query_string)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_deadline(query_string: str) -> float:
+    return _parse_deadline(query_string)
+
+
+def _parse_deadline(query_string: str) -> float:
     raw = next((v for k, v in urllib.parse.parse_qsl(query_string) if k == "timeout"), "")
     match = _TIMEOUT_PARAM.match(raw)
     if not match:
@@ -226,7 +243,10 @@ def _admission_handler(endpoint: str, engine: Engine, *, mutating: bool) -> Hand
     async def handle(request: web.Request) -> web.StreamResponse:
         try:
             state = request.app[STATE]
-            started = time.perf_counter()
+            # The deadline runs from when the request's head was read, not from when the
+            # event loop got to this handler: requests read in one turn of the loop wait
+            # for each other's decisions, and the API server's clock started before either.
+            started = head_arrived(request) or time.perf_counter()
             budget = _deadline(request.query_string)
             # Answer a little before the API server gives up, so that a late answer is
             # still a decision (by the failure rule) rather than a timeout.
@@ -257,6 +277,14 @@ def _admission_handler(endpoint: str, engine: Engine, *, mutating: bool) -> Hand
                 return _bad(endpoint, 413, f"body exceeds the {MAX_BODY_BYTES} byte limit")
             except TimeoutError:
                 return _bad(endpoint, 408, "timed out reading the request body")
+            except RequestPayloadError:
+                # A body aiohttp could not decode (Content-Encoding gzip or deflate on bytes
+                # that are not). The parser is left mid-body, so the connection is closed.
+                request.content.feed_eof()  # nothing left for aiohttp to drain after the answer
+                response = _bad(endpoint, 400, f"the body is not what its Content-Encoding "
+                                f"{shown(request.headers.get('Content-Encoding', ''))!r} says: it could not be decoded")
+                response.force_close()
+                return response
             response = _admit(body, state, endpoint, engine, mutating, started, answer_by)
         except Exception:  # a bug outside the decision logic (that one has a failure rule)
             return _internal_error(request)
@@ -285,10 +313,19 @@ async def _arrives(content: StreamReader) -> bool:
     return True
 
 
+# aiohttp decodes these itself (and would pass any other coding through undecoded).
+# Its size limit applies to the decoded body.
+_CONTENT_ENCODINGS = frozenset({"identity", "gzip", "deflate"})
+
+
 def _refuse_before_reading(request: web.Request, endpoint: str) -> web.Response | None:
     length = request.content_length
     if length is not None and length > MAX_BODY_BYTES:
         return _bad(endpoint, 413, f"body of {length} bytes exceeds the {MAX_BODY_BYTES} byte limit")
+    encoding = request.headers.get("Content-Encoding")
+    if encoding is not None and encoding.strip().lower() not in _CONTENT_ENCODINGS:
+        return _bad(endpoint, 415, f"Content-Encoding {shown(encoding)!r} is not supported; "
+                    f"send {', '.join(sorted(_CONTENT_ENCODINGS))} (the API server sends none)")
     if request.headers.get("Content-Type") != "application/json" and \
             request.content_type not in ("application/json", "application/octet-stream") and request.body_exists:
         return _bad(endpoint, 415, f"content type {request.content_type!r} is not supported; "
@@ -352,20 +389,32 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
             answer = _answer(_failure(state, endpoint, "the request's deadline passed before a decision"),
                              mutating=mutating)
         else:
+            def decide() -> Answer:
+                # Only a miss pays for the depth check: a hit's body nested like one decided before.
+                if nests_deeper_than(body):
+                    return _answer(_TOO_DEEP, mutating=mutating)
+                return _answer(engine(parse(), policies), mutating=mutating)
+
             # The memo keys on the request as sent; only a miss parses it (a hit's key equals
             # that of a request already parsed) and runs the engine.
             answer, memo_result = state.memo.decide(
-                endpoint, raw, policies, lambda: _answer(engine(parse(), policies), mutating=mutating),
+                endpoint, raw, policies, decide,
                 # below info nothing reads what the memo keeps for the log line
                 body=body, api_version=api_version, context=subject if logged else lambda: None)
     except BadReview as exc:
         return _bad(endpoint, 400, str(exc))
     except Exception:
-        log.exception("decision logic failed", extra={"uid": uid, "endpoint": endpoint})
+        log.exception("decision logic failed", extra={"uid": shown(uid), "endpoint": endpoint})
         answer = _answer(_failure(state, endpoint, "internal error"), mutating=mutating)
     _record(state, endpoint, raw, uid, subject if logged else None, answer, memo_result,
             time.perf_counter() - started, policies.revision)
     return _reply(api_version, uid, answer)
+
+
+# A content problem, so a denial whatever the failure policy says.
+_TOO_DEEP = decisions.denied(f"the review nests objects and arrays more than {MAX_REVIEW_DEPTH} levels deep; "
+                             f"this webhook decides reviews of at most {MAX_REVIEW_DEPTH} levels (a Kubernetes "
+                             "object nests fewer than 20)", code=400, reason="BadRequest")
 
 
 def _reply(api_version: str, uid: str, answer: Answer) -> web.Response:
@@ -485,15 +534,17 @@ def _log_decision(endpoint: str, subject: Subject, uid: str, answer: Answer, ela
     decision, outcome = answer.logged, answer.outcome
     log.info("%s %s %s/%s: %s", endpoint, subject.operation, subject.namespace or "-",
              subject.pod_name or subject.generate_name or subject.request_name or "-", outcome,
-             extra={"event": "decision", "endpoint": endpoint, "uid": uid,
+             extra={"event": "decision", "endpoint": endpoint, "uid": shown(uid),
                     "namespace": subject.namespace, "podName": subject.pod_name or subject.request_name,
                     "generateName": subject.generate_name, "owner": subject.owner,
                     "operation": subject.operation, "kind": subject.kind,
-                    "outcome": outcome, "policies": list(decision.applied_policies),
-                    "denyMessage": decision.message, "warnings": len(decision.warnings),
-                    "violations": [f"{v.action} {v.policy}/{v.rule}"
-                                   f"{'[' + v.check + ']' if v.check else ''} {v.path}"
-                                   for v in decision.violations],
+                    "outcome": outcome, "policies": shown_items(decision.applied_policies),
+                    "denyMessage": shown_message(decision.message), "warnings": len(decision.warnings),
+                    # Bounded (logs.py): 30,000 privileged containers are 30,000 violations.
+                    "violations": shown_items([f"{v.action} {v.policy}/{v.rule}"
+                                               f"{'[' + v.check + ']' if v.check else ''} {v.path}"
+                                               for v in decision.violations[:LIST_SHOWN_MAX]],
+                                              total=len(decision.violations)),
                     "policyRevision": revision, "dryRun": subject.dry_run,
                     "latencyMs": round(elapsed * 1000, 3)})
 
