@@ -280,3 +280,16 @@ def test_requests_are_served_while_a_client_holds_its_limit_of_idle_connections(
     assert all(tls is None or _status_on(tls) is None for tls in extra)
     for tls in idle:
         tls.close()
+
+
+def test_a_remembered_answer_keeps_no_more_than_its_log_line_shows() -> None:
+    # The memo weighs an answer by its serialised response; the violations it keeps for the
+    # log line (one per container per check) must not outweigh that many times over.
+    from webhook import decision as decisions
+    from webhook.server import _answer
+
+    found = tuple(decisions.Violation("baseline", "podSecurity", "Enforce", f"spec.containers[c{i}]", "privileged")
+                  for i in range(5000))
+    answer = _answer(decisions.denied("privileged containers", violations=found), mutating=False)
+    assert len(answer.logged.violations) == LIST_SHOWN_MAX and answer.violations == 5000
+    assert answer.counted[3] == ((("baseline", "podSecurity", "Enforce"), 5000),)

@@ -8,6 +8,7 @@ import logging
 import re
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
@@ -97,12 +98,15 @@ class Answer:
     many requests, so it is serialised (and its patch encoded) once."""
 
     fields_json: bytes  # the AdmissionResponse's fields but the uid, serialised
-    # The decision for the log line, without its patch: the line names what was applied,
-    # and a remembered answer should not keep the patch twice.
+    # The decision for the log line, without its patch and with only the violations the
+    # line shows: the line names what was applied, and a remembered answer is weighed by
+    # fields_json alone, so it must not keep the patch twice or a violation per container.
     logged: Decision
-    # What the answer adds to the metrics, as plain values (the outcome first): the metrics
-    # tally keeps this (not the answer, which may hold a large patch) until it folds.
-    counted: tuple[str, tuple[str, ...], tuple[str, ...], tuple[tuple[str, str, str], ...]]
+    # What the answer adds to the metrics, as plain values (the outcome first; violations
+    # as (policy, rule, action) with how many): the metrics tally keeps this (not the
+    # answer, which may hold a large patch) until it folds.
+    counted: tuple[str, tuple[str, ...], tuple[str, ...], tuple[tuple[tuple[str, str, str], int], ...]]
+    violations: int  # how many the decision found, for the log line
 
     @property
     def outcome(self) -> str:
@@ -116,10 +120,14 @@ def answer_memo(max_entries: int = DEFAULT_MAX_ENTRIES) -> DecisionMemo[Answer]:
 
 def _answer(decision: Decision, *, mutating: bool) -> Answer:
     outcome = _outcome(decision)
+    violations = decision.violations
     counted = (outcome, decision.applied_policies if decision.patch else (), decision.shadow_policies,
-               tuple((v.policy, v.rule, v.action) for v in decision.violations))
+               tuple(Counter((v.policy, v.rule, v.action) for v in violations).items()))
     fields_json = compact(orjson.dumps(response_fields(decision, mutating=mutating)))
-    return Answer(fields_json, replace(decision, patch=None) if decision.patch else decision, counted)
+    logged = decision
+    if decision.patch or len(violations) > LIST_SHOWN_MAX:
+        logged = replace(decision, patch=None, violations=violations[:LIST_SHOWN_MAX])
+    return Answer(fields_json, logged, counted, len(violations))
 
 
 STATE = web.AppKey("state", ServerState)
@@ -453,8 +461,8 @@ def _fold_counts(key: tuple[str, str, str, Any], latencies: list[float]) -> None
         metrics.child(metrics.INJECTIONS, name).inc(count)
     for name in shadowed:
         metrics.child(metrics.SHADOW_INJECTIONS, name).inc(count)
-    for labels in violations:
-        metrics.child(metrics.VIOLATIONS, *labels).inc(count)
+    for labels, found in violations:
+        metrics.child(metrics.VIOLATIONS, *labels).inc(count * found)
 
 
 async def _fold_metrics(app: web.Application) -> AsyncIterator[None]:
@@ -544,7 +552,7 @@ def _log_decision(endpoint: str, subject: Subject, uid: str, answer: Answer, ela
                     "violations": shown_items([f"{v.action} {v.policy}/{v.rule}"
                                                f"{'[' + v.check + ']' if v.check else ''} {v.path}"
                                                for v in decision.violations[:LIST_SHOWN_MAX]],
-                                              total=len(decision.violations)),
+                                              total=answer.violations),
                     "policyRevision": revision, "dryRun": subject.dry_run,
                     "latencyMs": round(elapsed * 1000, 3)})
 
