@@ -97,33 +97,52 @@ def _with_deep_field(review: dict[str, Any], depth: int, *paths: tuple[str, ...]
     return json.dumps(review).encode().replace(b'"\\u0000DEEP\\u0000"', _nested(depth).encode())
 
 
-def test_a_review_nested_beyond_the_limit_is_denied_with_a_4xx_code(server: ServerProcess) -> None:
-    # An UPDATE whose object and oldObject are equal and nested about 990 deep (the
-    # comparison of the two recursed past Python's limit), and pod content nested 300 deep
-    # (past orjson's when a patch copies it).
+def test_a_review_too_deep_to_decide_is_denied_with_a_4xx_code(server: ServerProcess) -> None:
+    # An UPDATE whose object and oldObject are equal and nested about 990 deep: comparing
+    # the two recursed past Python's limit (a 500 by the failure rule).
     update = make_review(json.loads(json.dumps(POD)), operation="UPDATE", old_object=json.loads(json.dumps(POD)))
-    cases = [("/validate", _with_deep_field(update, 990, ("request", "object", "spec", "x"),
-                                            ("request", "oldObject", "spec", "x"))),
-             ("/mutate", _with_deep_field(make_review(json.loads(json.dumps(POD))), 300,
-                                          ("request", "object", "spec", "containers", 0, "x")))]
-    for endpoint, body in cases:
-        raw = _post(server, endpoint, body)
+    body = _with_deep_field(update, 990, ("request", "object", "spec", "x"), ("request", "oldObject", "spec", "x"))
+    for _ in range(2):  # twice: a refusal is not remembered as a decision
+        raw = _post(server, "/validate", body)
         assert raw.status == 200, raw.body[:300]
         response = raw.json()["response"]
         assert response["allowed"] is False and "patch" not in response
         assert response["status"]["code"] == 400
         assert f"more than {MAX_REVIEW_DEPTH} levels deep" in response["status"]["message"]
     _no_tracebacks(server)
+    assert any(e.get("event") == "too_deep" for e in server.log_lines())
 
 
 def test_a_review_at_the_depth_limit_is_decided(server: ServerProcess) -> None:
-    # review{ request{ object{ spec{ x: 60 levels }}}}: 64 in all.
+    # review{ request{ object{ spec{ x: 96 levels }}}}: 100 in all, in both objects.
     review = make_review(json.loads(json.dumps(POD)), operation="UPDATE", old_object=json.loads(json.dumps(POD)))
-    body = _with_deep_field(review, MAX_REVIEW_DEPTH - 4, ("request", "object", "spec", "x"))
+    body = _with_deep_field(review, MAX_REVIEW_DEPTH - 4, ("request", "object", "spec", "x"),
+                            ("request", "oldObject", "spec", "x"))
     result = verify_response(review, _post(server, "/validate", body), mutating=False)
-    assert result.allowed and "status" not in result.response
-    body = _with_deep_field(review, MAX_REVIEW_DEPTH - 3, ("request", "object", "spec", "x"))
-    assert verify_response(review, _post(server, "/validate", body), mutating=False).response["status"]["code"] == 400
+    assert result.allowed and result.response.get("status", {}).get("code") is None
+
+
+def _fails_as_deep_nesting_does(error: Exception):
+    def engine(request, policies, **_kwargs):
+        raise error
+    return engine
+
+
+@pytest.mark.parametrize("error", [RecursionError("maximum recursion depth exceeded in comparison"),
+                                   TypeError("Recursion limit reached")])
+def test_a_decision_stopped_by_deep_nesting_is_a_4xx_only_when_the_review_is_that_deep(
+        pki: Path, error: Exception) -> None:
+    # The engine or the answer's serialiser stopped by nesting (orjson's error for a patch
+    # copying pod content 300 deep is this TypeError): denied with code 400 when the review
+    # nests past the limit; a bug (the same error from a shallow review) stays a 500.
+    deep = make_review(json.loads(json.dumps(POD)))
+    body = _with_deep_field(deep, MAX_REVIEW_DEPTH, ("request", "object", "spec", "x"))
+    with _InProcessServer(pki, mutate_engine=_fails_as_deep_nesting_does(error)) as client:
+        raw = client.request("POST", "/mutate?timeout=10s", body, headers=JSON)
+        status = verify_response(deep, raw, mutating=True).response["status"]
+        assert status["code"] == 400 and f"more than {MAX_REVIEW_DEPTH} levels deep" in status["message"]
+        shallow = client.admit(POD)
+        assert shallow.response["status"]["code"] == 500 and not shallow.allowed
 
 
 def _slow_validate(request, policies, **kwargs):  # kwargs: whatever else the server passes

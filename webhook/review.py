@@ -244,14 +244,13 @@ def _quoted(value: Any) -> str:
     return repr(value)
 
 
-# A review's objects and arrays nest at most this deep: the pod, inside
-# review.request.object, two levels fewer. Kubernetes objects nest about 16 levels at
-# most (a CronJob's pod template's affinity terms), and the API server decodes into
-# typed structs before admission, so only a client calling the webhook directly can
-# send deeper. Deeper content would reach the limits of the code that reads it:
-# orjson's serialiser stops at 255 levels (a patch copying pod content), Python's
-# comparisons at about 1000 (an UPDATE's object against its oldObject). 100 leaves real
-# objects five times their depth, and lets most bodies be passed on a bracket count.
+# Reviews nesting objects and arrays up to this deep are always decided: the code
+# reading them has room (orjson serialises 255 levels, a patch may copy pod content;
+# Python compares about 1000, an UPDATE compares object and oldObject). A deeper one
+# whose decision reaches one of those limits is denied instead of failing. Kubernetes
+# objects nest about 16 levels at most (a CronJob's pod template's affinity terms), and
+# the API server decodes into typed structs before admission, so only a client calling
+# the webhook directly can send deeper.
 MAX_REVIEW_DEPTH = 100
 # What a depth check keeps of a body: brackets (braces read as brackets, since only
 # their nesting counts) and, for the exact check, the quotes that say which brackets
@@ -264,8 +263,7 @@ _NOT_STRUCTURE = bytes(set(range(256)) - set(b'{}[]"'))
 def nests_deeper_than(body: bytes, limit: int = MAX_REVIEW_DEPTH) -> bool:
     """Whether the JSON text `body` (already known to be valid) nests objects and arrays
     more than `limit` levels deep. Works on the bytes with C-speed translations and
-    replacements, not a walk of the parsed value, which costs as much as a small pod's
-    whole decision; most bodies hold too few brackets to nest that deep and are passed
+    replacements; most bodies hold too few brackets to nest that deep and are passed
     after one translation."""
     if len(body.translate(None, _NOT_BRACKETS)) <= 2 * limit:
         return False  # brackets in strings included: an upper bound

@@ -397,32 +397,34 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
             answer = _answer(_failure(state, endpoint, "the request's deadline passed before a decision"),
                              mutating=mutating)
         else:
-            def decide() -> Answer:
-                # Only a miss pays for the depth check: a hit's body nested like one decided before.
-                if nests_deeper_than(body):
-                    return _answer(_TOO_DEEP, mutating=mutating)
-                return _answer(engine(parse(), policies), mutating=mutating)
-
             # The memo keys on the request as sent; only a miss parses it (a hit's key equals
             # that of a request already parsed) and runs the engine.
             answer, memo_result = state.memo.decide(
-                endpoint, raw, policies, decide,
+                endpoint, raw, policies, lambda: _answer(engine(parse(), policies), mutating=mutating),
                 # below info nothing reads what the memo keeps for the log line
                 body=body, api_version=api_version, context=subject if logged else lambda: None)
     except BadReview as exc:
         return _bad(endpoint, 400, str(exc))
-    except Exception:
-        log.exception("decision logic failed", extra={"uid": shown(uid), "endpoint": endpoint})
-        answer = _answer(_failure(state, endpoint, "internal error"), mutating=mutating)
+    except Exception as exc:
+        # Deep nesting stops the code reading the review where it recurses (a RecursionError)
+        # or serialises (orjson's TypeError): measured only then, since measuring every body
+        # costs more than deciding a large pod (docs/operations.md, "Nesting depth").
+        if isinstance(exc, (RecursionError, TypeError)) and nests_deeper_than(body):
+            log.warning("refused a review nested more than %d levels deep", MAX_REVIEW_DEPTH,
+                        extra={"event": "too_deep", "uid": shown(uid), "endpoint": endpoint})
+            answer = _answer(_TOO_DEEP, mutating=mutating)
+        else:
+            log.exception("decision logic failed", extra={"uid": shown(uid), "endpoint": endpoint})
+            answer = _answer(_failure(state, endpoint, "internal error"), mutating=mutating)
     _record(state, endpoint, raw, uid, subject if logged else None, answer, memo_result,
             time.perf_counter() - started, policies.revision)
     return _reply(api_version, uid, answer)
 
 
 # A content problem, so a denial whatever the failure policy says.
-_TOO_DEEP = decisions.denied(f"the review nests objects and arrays more than {MAX_REVIEW_DEPTH} levels deep; "
-                             f"this webhook decides reviews of at most {MAX_REVIEW_DEPTH} levels (a Kubernetes "
-                             "object nests fewer than 20)", code=400, reason="BadRequest")
+_TOO_DEEP = decisions.denied(f"the review nests objects and arrays more than {MAX_REVIEW_DEPTH} levels deep, "
+                             f"too deep to decide; this webhook decides reviews of up to {MAX_REVIEW_DEPTH} "
+                             "levels (a Kubernetes object nests fewer than 20)", code=400, reason="BadRequest")
 
 
 def _reply(api_version: str, uid: str, answer: Answer) -> web.Response:
