@@ -59,7 +59,7 @@ def shown_message(value: str | None) -> str | None:
     """A message for a log line: cut to MESSAGE_SHOWN_MAX characters, saying how long it was."""
     if value is None or len(value) <= MESSAGE_SHOWN_MAX:
         return shown(value, MESSAGE_SHOWN_MAX)
-    return f"{shown(value[:MESSAGE_SHOWN_MAX], MESSAGE_SHOWN_MAX)} ({len(value)} characters in all)"
+    return f"{shown(value[:MESSAGE_SHOWN_MAX], MESSAGE_SHOWN_MAX).removesuffix('…')}… ({len(value)} characters in all)"
 
 
 def shown_items(values: Sequence[str], *, total: int | None = None) -> list[str]:
