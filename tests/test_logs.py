@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from webhook.logs import (ENTRY_SHOWN_MAX, LINE_MAX, LIST_SHOWN_MAX, MESSAGE_SHOWN_MAX, SHOWN_MAX, JsonFormatter,
-                          shown, shown_items, shown_message)
+                          cut_items, cut_message, shown)
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -27,8 +27,8 @@ def test_shown_cuts_and_escapes(value: object, expected: str | None) -> None:
 
 
 def test_a_message_is_cut_saying_how_long_it_was() -> None:
-    assert shown_message("short") == "short"
-    cut = shown_message("m" * 100_000)
+    assert cut_message("short") == "short"
+    cut = cut_message("m" * 100_000)
     assert cut == "m" * MESSAGE_SHOWN_MAX + "… (100000 characters in all)"
 
 
@@ -38,7 +38,7 @@ def test_a_message_is_cut_saying_how_long_it_was() -> None:
 ])
 def test_a_list_shows_its_first_entries_and_how_many_it_left_out(count: int, total: int | None,
                                                                    last: str | None) -> None:
-    items = shown_items([f"v{i}" + "x" * 1000 for i in range(count)], total=total)
+    items = cut_items([f"v{i}" + "x" * 1000 for i in range(count)], total=total)
     shown_count = min(count, LIST_SHOWN_MAX)
     assert len(items) == shown_count + (last is not None)
     assert all(len(item) == ENTRY_SHOWN_MAX + 1 for item in items[:shown_count])

@@ -55,18 +55,22 @@ def shown(value: Any, limit: int = SHOWN_MAX) -> str | None:
     return value + "…" if cut else value
 
 
-def shown_message(value: str | None) -> str | None:
-    """A message for a log line: cut to MESSAGE_SHOWN_MAX characters, saying how long it was."""
+# The helpers below only cut: they are for JSON fields, which the JSON format escapes
+# (the text format writes the message alone, whose names go through `shown`).
+
+
+def cut_message(value: str | None) -> str | None:
+    """A message for a JSON log field: cut to MESSAGE_SHOWN_MAX characters, saying how long it was."""
     if value is None or len(value) <= MESSAGE_SHOWN_MAX:
-        return shown(value, MESSAGE_SHOWN_MAX)
-    return f"{shown(value[:MESSAGE_SHOWN_MAX], MESSAGE_SHOWN_MAX).removesuffix('…')}… ({len(value)} characters in all)"
+        return value
+    return f"{value[:MESSAGE_SHOWN_MAX]}… ({len(value)} characters in all)"
 
 
-def shown_items(values: Sequence[str], *, total: int | None = None) -> list[str]:
-    """The first LIST_SHOWN_MAX of `values`, each cut to ENTRY_SHOWN_MAX characters, and
-    then, if any were left out, an entry saying how many. `total`: how many there are
-    when `values` holds only the first of them (so that the rest need not be built)."""
-    items = [shown(value, ENTRY_SHOWN_MAX) for value in values[:LIST_SHOWN_MAX]]
+def cut_items(values: Sequence[str], *, total: int | None = None) -> list[str]:
+    """The first LIST_SHOWN_MAX of `values` for a JSON log field, each cut to ENTRY_SHOWN_MAX
+    characters, and then, if any were left out, an entry saying how many. `total`: how many
+    there are when `values` holds only the first of them (so that the rest need not be built)."""
+    items = [v if len(v) <= ENTRY_SHOWN_MAX else v[:ENTRY_SHOWN_MAX] + "…" for v in values[:LIST_SHOWN_MAX]]
     left_out = (len(values) if total is None else total) - len(items)
     if left_out > 0:
         items.append(f"… {left_out} more")

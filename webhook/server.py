@@ -19,14 +19,14 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from webhook import decision as decisions
 from webhook import metrics
+from webhook.connections import head_arrived
 from webhook.decision import Decision
 from webhook.engine import mutate, validate
 from webhook.engine.memo import DEFAULT_MAX_ENTRIES, DecisionMemo, FieldPath, compact
 from webhook.jsonvalue import as_dict, dicts_in
-from webhook.logs import LIST_SHOWN_MAX, shown, shown_items, shown_message
+from webhook.logs import LIST_SHOWN_MAX, cut_items, cut_message, shown
 from webhook.policy.holder import PolicyHolder
 from webhook.policy.loader import PolicySet
-from webhook.connections import head_arrived
 from webhook.review import (MAX_REVIEW_DEPTH, AdmissionRequest, BadReview, envelope_json, nests_deeper_than,
                             operation_of, read_envelope, request_uid, response_fields)
 from webhook.tls import ServingCertificate
@@ -548,13 +548,13 @@ def _log_decision(endpoint: str, subject: Subject, uid: str, answer: Answer, ela
                     "namespace": subject.namespace, "podName": subject.pod_name or subject.request_name,
                     "generateName": subject.generate_name, "owner": subject.owner,
                     "operation": subject.operation, "kind": subject.kind,
-                    "outcome": outcome, "policies": shown_items(decision.applied_policies),
-                    "denyMessage": shown_message(decision.message), "warnings": len(decision.warnings),
-                    # Bounded (logs.py): 30,000 privileged containers are 30,000 violations.
-                    "violations": shown_items([f"{v.action} {v.policy}/{v.rule}"
-                                               f"{'[' + v.check + ']' if v.check else ''} {v.path}"
-                                               for v in decision.violations[:LIST_SHOWN_MAX]],
-                                              total=answer.violations),
+                    "outcome": outcome, "policies": list(decision.applied_policies),
+                    "denyMessage": cut_message(decision.message), "warnings": len(decision.warnings),
+                    # Bounded (logs.py): 30,000 privileged containers are 270,000 violations.
+                    "violations": cut_items([f"{v.action} {v.policy}/{v.rule}"
+                                             f"{'[' + v.check + ']' if v.check else ''} {v.path}"
+                                             for v in decision.violations[:LIST_SHOWN_MAX]],
+                                            total=answer.violations),
                     "policyRevision": revision, "dryRun": subject.dry_run,
                     "latencyMs": round(elapsed * 1000, 3)})
 
