@@ -230,10 +230,12 @@ def _unread_choices(annotations: Mapping[str, str], policies: PolicySet) -> list
     return warnings
 
 
-def template_context(facts: PodFacts) -> TemplateContext:
-    return TemplateContext(namespace=facts.namespace, pod_name=facts.name,
-                           service_account_name=facts.service_account,
-                           workload_kind=facts.workload_kind.value, workload_name=facts.workload_name,
+def template_context(facts: PodFacts, *, pod_name: str | None = None,
+                     workload_name: str | None = None) -> TemplateContext:
+    """What templates read of the pod; `pod_name` and `workload_name` stand in for the pod's own."""
+    return TemplateContext(namespace=facts.namespace, pod_name=facts.name if pod_name is None else pod_name,
+                           service_account_name=facts.service_account, workload_kind=facts.workload_kind.value,
+                           workload_name=facts.workload_name if workload_name is None else workload_name,
                            labels=facts.labels, annotations=facts.annotations)
 
 
