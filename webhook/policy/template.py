@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from operator import attrgetter
 
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}")
 _LITERAL = re.compile(r"""^'([^']*)'$|^"([^"]*)"$""")
@@ -41,18 +42,22 @@ class TemplateContext:
     annotations: Mapping[str, str]
 
     def lookup(self, ref: tuple[str, str]) -> str:
-        kind, key = ref
-        if kind == "labels":
-            return str(self.labels.get(key, ""))
-        if kind == "annotations":
-            return str(self.annotations.get(key, ""))
-        return {
-            "namespace": self.namespace,
-            "podName": self.pod_name,
-            "serviceAccountName": self.service_account_name,
-            "workload.kind": self.workload_kind,
-            "workload.name": self.workload_name,
-        }[kind]
+        return _getter(ref)(self)
+
+
+# Simple references -> the context attribute that holds them.
+_ATTRIBUTES = {"namespace": "namespace", "podName": "pod_name", "serviceAccountName": "service_account_name",
+               "workload.kind": "workload_kind", "workload.name": "workload_name"}
+
+
+def _getter(ref: tuple[str, str]) -> Callable[[TemplateContext], str]:
+    """A function reading `ref` from a context, made once per template at compile time."""
+    kind, key = ref
+    if kind == "labels":
+        return lambda ctx: str(ctx.labels.get(key, ""))
+    if kind == "annotations":
+        return lambda ctx: str(ctx.annotations.get(key, ""))
+    return attrgetter(_ATTRIBUTES[kind])
 
 
 # An alternative is a reference ("ref", (kind, key)) or a literal ("lit", text).
@@ -83,18 +88,28 @@ def compile_template(value: str, *, expanded: bool = False) -> Renderer:
         raise TemplateError(f"unbalanced '{{{{' or '}}}}' in {value!r}")
     pieces.append(tail)
 
+    # Each placeholder as (reader, literal) alternatives: a reader for a reference, None for a
+    # literal; empty text between placeholders is dropped.
+    compiled = tuple(piece if isinstance(piece, str) else
+                     tuple((_getter(arg), "") if kind == "ref" else (None, arg)  # type: ignore[arg-type]
+                           for kind, arg in piece)
+                     for piece in pieces if piece != "")
+
     def render(ctx: TemplateContext) -> str:
         out = []
-        for piece in pieces:
+        for piece in compiled:
             if isinstance(piece, str):
                 out.append(piece)
                 continue
-            for kind, arg in piece:
-                text = arg if kind == "lit" else ctx.lookup(arg)  # type: ignore[arg-type]
+            for read, literal in piece:
+                if read is None:
+                    text = literal
+                else:
+                    text = read(ctx)
+                    if expanded:
+                        text = text.replace("$", "$$")
                 if text:
-                    if expanded and kind == "ref":
-                        text = text.replace("$", "$$")  # type: ignore[union-attr]
-                    out.append(text)  # type: ignore[arg-type]
+                    out.append(text)
                     break
         return "".join(out)
 

@@ -10,7 +10,7 @@ the ledger annotation is the pod's to write, so it vouches for nothing.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,9 +38,32 @@ _ADJUSTED = frozenset({"resources"})
 _NAME_PROBE = "\x00name"
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How a holder of an item's name is compared with it, worked out once per policy set."""
+
+    static_keys: tuple[str, ...]        # the compared fields without templates ...
+    static_values: tuple[Any, ...]      # ... and their values
+    exact: frozenset[str]               # which of them are compared exactly (what runs)
+    templated: tuple[tuple[str, Callable[[TemplateContext], Any], bool], ...]  # key, renderer, exact
+    unset_runs: frozenset[str]          # what runs that the policy leaves unset: must be absent
+
+
+def _plan(item: Item, what: ItemKind) -> _Plan:
+    container = what == "container"
+    compared = [(key, value, render) for key, value, render in item.fields
+                if not (container and key in _ADJUSTED)]
+    static = [(key, value) for key, value, render in compared if render is None]
+    return _Plan(
+        tuple(key for key, _ in static), tuple(value for _, value in static),
+        frozenset(key for key, _ in static if container and key in _RUNS_SET),
+        tuple((key, render, container and key in _RUNS_SET) for key, _, render in compared if render is not None),
+        frozenset(key for key in _RUNS if key not in item.value) if container else frozenset())
+
+
 # What injects an item of some name: the index of its policy in `PolicySet.injectors`, the
-# item, and the list of the pod it goes in.
-_Candidate = tuple[int, Item, str]
+# item, the list of the pod it goes in, and how a holder is compared with it.
+_Candidate = tuple[int, Item, str, _Plan]
 
 
 @dataclass(frozen=True)
@@ -71,19 +94,19 @@ def _summary(policies: PolicySet) -> _Summary:
             frozenset(i.name for p in injectors for i in p.volumes if i.on_conflict is OnConflict.DENY),
             _ledger_matters(policies),
             _candidates([[(i, "initContainers") for i in p.init_containers] +
-                         [(i, "containers") for i in p.classic_sidecars] for p in injectors]),
-            _candidates([[(i, "volumes") for i in p.volumes] for p in injectors]))
+                         [(i, "containers") for i in p.classic_sidecars] for p in injectors], "container"),
+            _candidates([[(i, "volumes") for i in p.volumes] for p in injectors], "volume"))
         if len(_SUMMARIES) >= 8:
             _SUMMARIES.clear()
         _SUMMARIES[policies.revision] = summary
     return summary
 
 
-def _candidates(per_policy: list[list[tuple[Item, str]]]) -> dict[str, tuple[_Candidate, ...]]:
+def _candidates(per_policy: list[list[tuple[Item, str]]], what: ItemKind) -> dict[str, tuple[_Candidate, ...]]:
     out: dict[str, list[_Candidate]] = {}
     for index, entries in enumerate(per_policy):
         for item, where in entries:
-            out.setdefault(item.name, []).append((index, item, where))
+            out.setdefault(item.name, []).append((index, item, where, _plan(item, what)))
     return {name: tuple(candidates) for name, candidates in out.items()}
 
 
@@ -152,7 +175,7 @@ def _verifier(policies: PolicySet, summary: _Summary, applying: frozenset[int], 
     def verify(what: ItemKind, field: str, raw: Mapping[str, Any]) -> str | None:
         name = as_str(raw.get("name"))
         reasons: list[str] = []
-        for index, item, where in (summary.volume_items if what == "volume" else summary.container_items).get(
+        for index, item, where, plan in (summary.volume_items if what == "volume" else summary.container_items).get(
                 name, ()):
             if index not in applying:
                 continue
@@ -161,7 +184,7 @@ def _verifier(policies: PolicySet, summary: _Summary, applying: frozenset[int], 
             if renderings is None:
                 renderings = contexts[policy.opt_out] = _Renderings(
                     facts.from_owners() if policy.opt_out is OptOut.FORBIDDEN else facts, bare=bare)
-            why = _differs(item, where, field, raw, renderings, what)
+            why = _differs(item, plan, where, field, raw, renderings, what)
             if why is None:
                 return None
             reasons.append(f"not what policy {policy.name} injects: {why}")
@@ -192,11 +215,11 @@ class _Renderings:
         return template_context(facts, pod_name=name, workload_name=name if self._bare else facts.workload_name)
 
 
-def _differs(item: Item, where: str, field: str, raw: Mapping[str, Any], renderings: _Renderings,
+def _differs(item: Item, plan: _Plan, where: str, field: str, raw: Mapping[str, Any], renderings: _Renderings,
              what: ItemKind) -> str | None:
     if field != where:
         return f"it is in {field}, not {where}"
-    if _holds(item, raw, renderings, what):
+    if _holds(plan, raw, renderings):
         return None
     # Only to say why: render the whole item both ways and compare in order.
     expected = item.render(renderings.first)
@@ -207,27 +230,24 @@ def _differs(item: Item, where: str, field: str, raw: Mapping[str, Any], renderi
     return _compare(expected, item.render(renderings.second), raw, what)
 
 
-def _holds(item: Item, raw: Mapping[str, Any], renderings: _Renderings, what: ItemKind) -> bool:
-    """Whether `_differs` finds nothing, worked out field by field: a field without templates
-    is compared as the policy holds it, a templated one is rendered alone, and the second
-    rendering is made only for a field that differs under the first. Saying why is left to
-    `_differs`' full comparison, for the holders that fail."""
-    container = what == "container"
-    for key, value, render in item.fields:
-        if container and key in _ADJUSTED:
-            continue
-        exact = container and key in _RUNS_SET
-        actual = raw.get(key)
-        if render is None:
-            if value == actual or (not exact and _conforms(value, actual)):
-                continue
-            return False
+def _holds(plan: _Plan, raw: Mapping[str, Any], renderings: _Renderings) -> bool:
+    """Whether `_differs` finds nothing, worked out field by field: the fields without
+    templates are compared as the policy holds them (all at once when they are equal), a
+    templated one is rendered alone, and the second rendering is made only for a field that
+    differs under the first. Saying why is left to `_differs`' full comparison, for the
+    holders that fail."""
+    if tuple(map(raw.get, plan.static_keys)) != plan.static_values:
+        for key, value in zip(plan.static_keys, plan.static_values):
+            actual = raw.get(key)
+            if not (value == actual or (key not in plan.exact and _conforms(value, actual))):
+                return False
+    for key, render, exact in plan.templated:
         expected = render(renderings.first)
-        if expected == actual or _matches(expected, render(renderings.second), actual, exact=exact):
-            continue
-        return False
+        actual = raw.get(key)
+        if not (expected == actual or _matches(expected, render(renderings.second), actual, exact=exact)):
+            return False
     # A field that decides what runs must be absent when the policy does not set it.
-    return not container or all(raw.get(key) is None for key in _RUNS if key not in item.value)
+    return plan.unset_runs.isdisjoint(raw.keys()) or all(raw.get(key) is None for key in plan.unset_runs)
 
 
 def _compare(expected: Mapping[str, Any], probe: Mapping[str, Any], raw: Mapping[str, Any],
