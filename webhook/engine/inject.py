@@ -141,8 +141,10 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet,
     # pass would differ from the first.
     facts = pod_facts({"metadata": {**metadata, "labels": sections.labels, "annotations": sections.annotations},
                        "spec": {**spec, "initContainers": sections.init, "containers": sections.containers}},
-                      namespace=namespace, namespace_labels=namespace_labels)
+                      namespace=namespace, namespace_labels=namespace_labels,
+                      names=sections.init_names | sections.container_names | sections.ephemeral_names)
     ctx = template_context(facts)
+    owner_ctx: TemplateContext | None = None   # for mandatory policies; made when one applies
     ledger = Ledger()
     outcomes: list[PolicyOutcome] = []
     for policy in policies.injectors:
@@ -152,7 +154,12 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet,
             continue
         warnings += ignored_choices(policy, facts)
         # A mandatory policy's templates read the workload from the owner, as its match does.
-        policy_ctx = template_context(facts.from_owners()) if policy.opt_out is OptOut.FORBIDDEN else ctx
+        policy_ctx = ctx
+        if policy.opt_out is OptOut.FORBIDDEN:
+            if owner_ctx is None:
+                owners = facts.from_owners()
+                owner_ctx = ctx if owners is facts else template_context(owners)
+            policy_ctx = owner_ctx
         trial = sections.copy()
         record = PolicyRecord(name=policy.name, revision=policy.revision)
         try:

@@ -50,8 +50,9 @@ def mismatch(match: Match, facts: PodFacts) -> str | None:
         return f"pod OS {facts.os} is not in {match.os}"
     if match.host_network is not None and facts.host_network != match.host_network:
         return f"pod hostNetwork is {str(facts.host_network).lower()}"
-    present = next((n for n in match.exclude.containers if n in facts.container_names), None)
-    if present is not None:
+    excluded = match.exclude.containers
+    if excluded and not facts.container_names.isdisjoint(excluded):
+        present = next(n for n in excluded if n in facts.container_names)
         return f"pod already has container {present!r} (match.exclude.containers)"
     return None
 
