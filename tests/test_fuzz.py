@@ -9,6 +9,7 @@ from typing import Any
 
 import jsonpatch
 import orjson
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -69,6 +70,7 @@ def review(obj: Any, *, operation: str = "CREATE", kind: str = "Pod") -> dict[st
         "namespace": "default", "operation": operation, "object": obj}}
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.binary(max_size=300))
 def test_parser_never_raises_anything_but_bad_review_on_bytes(body: bytes) -> None:
@@ -78,6 +80,7 @@ def test_parser_never_raises_anything_but_bad_review_on_bytes(body: bytes) -> No
         pass
 
 
+@pytest.mark.slow
 @FUZZ
 @given(json_values)
 def test_parser_on_arbitrary_json_and_requests(value: Any) -> None:
@@ -88,6 +91,7 @@ def test_parser_on_arbitrary_json_and_requests(value: Any) -> None:
             pass
 
 
+@pytest.mark.slow
 @FUZZ
 @given(pods)
 def test_engines_never_crash_and_patches_apply(pod: dict[str, Any]) -> None:
@@ -118,6 +122,7 @@ def test_server_answers_every_body_with_a_4xx_or_a_valid_review(server: ServerPr
             assert "Traceback" not in answer["error"]
 
 
+@pytest.mark.slow
 @given(st.sampled_from(["admission.k8s.io/v1", "admission.k8s.io/v1beta1"]), st.text(min_size=1),
        st.dictionaries(st.text(), json_values, max_size=4).map(lambda d: {"allowed": True, **d}))
 def test_the_serialised_envelope_is_the_envelope(api_version: str, uid: str, fields: dict[str, Any]) -> None:

@@ -40,6 +40,7 @@ def test_server_answers_are_the_golden_ones(server: ServerProcess) -> None:
     _fail_on(problems)
 
 
+@pytest.mark.process
 def test_cli_outputs_are_the_golden_ones() -> None:
     files = cli_files(cli.run(cases.cli_invocations()))
     problems = [diff_transcripts(_golden(name), text, file=name) for name, text in sorted(files.items())]
