@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import tests.fuzzing  # noqa: F401  (loads the Hypothesis profile before any test module)
 from tests.apiserver import ApiServerClient
 from webhook.certs import generate
 
