@@ -3,6 +3,7 @@ fixtures, a few malformed requests, and the CLI invocations on the example input
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,6 @@ _POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "web-", 
 
 
 def _review(request: dict[str, Any], api_version: str = "admission.k8s.io/v1") -> bytes:
-    import json
     return json.dumps({"apiVersion": api_version, "kind": "AdmissionReview", "request": request}).encode()
 
 
