@@ -154,7 +154,8 @@ def test_pinned_servers_and_load_generator_run_on_their_cpus(tmp_path: Path) -> 
         assert os.sched_getaffinity(server.pid) == {0}
         assert "baseline_server.py" in Path(f"/proc/{server.pid}/cmdline").read_text()
         load = LoadGenerator("python", threads=1, processes=1, pinning=pinning)
-        run = load.run(server.url("/mutate"), bodies, 0.3, server_pid=server.pid)
+        # Long enough for a loaded machine to start the generator and answer some requests.
+        run = load.run(server.url("/mutate"), bodies, 2.0, server_pid=server.pid)
         assert run.requests > 0 and run.errors == 0 and run.server_cpu > 0
     finally:
         fleet.stop_all()
