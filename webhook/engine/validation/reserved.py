@@ -77,6 +77,8 @@ class _Summary:
     # then init containers before classic sidecars)
     container_items: Mapping[str, tuple[_Candidate, ...]]
     volume_items: Mapping[str, tuple[_Candidate, ...]]
+    # per policy (as in `PolicySet.injectors`): the container and volume names it reserves
+    reserves: tuple[tuple[tuple[tuple[str, ReservedName], ...], tuple[tuple[str, ReservedName], ...]], ...]
 
 
 # Policy set revision (a digest of its files) -> its summary; a handful of sets at most
@@ -95,7 +97,11 @@ def _summary(policies: PolicySet) -> _Summary:
             _ledger_matters(policies),
             _candidates([[(i, "initContainers") for i in p.init_containers] +
                          [(i, "containers") for i in p.classic_sidecars] for p in injectors], "container"),
-            _candidates([[(i, "volumes") for i in p.volumes] for p in injectors], "volume"))
+            _candidates([[(i, "volumes") for i in p.volumes] for p in injectors], "volume"),
+            tuple((tuple((i.name, ReservedName(p.name)) for i in (*p.init_containers, *p.classic_sidecars)
+                         if i.on_conflict is OnConflict.DENY),
+                   tuple((i.name, ReservedName(p.name)) for i in p.volumes if i.on_conflict is OnConflict.DENY))
+                  for p in injectors))
         if len(_SUMMARIES) >= 8:
             _SUMMARIES.clear()
         _SUMMARIES[policies.revision] = summary
@@ -127,13 +133,12 @@ def check(target: Target, policies: PolicySet, *, extra: list[str], from_injecti
     containers: dict[str, ReservedName] = {}
     volumes: dict[str, ReservedName] = {}
     if from_injection:
-        for policy in (injectors[index] for index in applying):
-            for item in (*policy.init_containers, *policy.classic_sidecars):
-                if item.on_conflict is OnConflict.DENY:
-                    containers.setdefault(item.name, ReservedName(policy.name))
-            for item in policy.volumes:
-                if item.on_conflict is OnConflict.DENY:
-                    volumes.setdefault(item.name, ReservedName(policy.name))
+        for index in applying:
+            policy_containers, policy_volumes = summary.reserves[index]
+            for name, owner in policy_containers:
+                containers.setdefault(name, owner)
+            for name, owner in policy_volumes:
+                volumes.setdefault(name, owner)
     for name in extra:
         containers.setdefault(name, ReservedName(""))
     verify = None if target.is_template else _verifier(policies, summary, frozenset(applying), facts)
