@@ -315,6 +315,8 @@ class FakeApiServer:
             def abort() -> None:
                 for transport in list(self._watches):
                     transport.abort()
+                self._watches.clear()
+                self._wake_watches()   # so each stream's handler sees its cut and ends
             self._loop.call_soon_threadsafe(abort)
 
     @property
@@ -680,7 +682,7 @@ class FakeApiServer:
             loop = asyncio.get_running_loop()
             ends = loop.time() + timeout
             next_bookmark = loop.time() + self.bookmark_interval
-            while loop.time() < ends:
+            while loop.time() < ends and not (transport is not None and transport.is_closing()):
                 if self._changed is None:
                     self._changed = asyncio.Event()
                 changed = self._changed

@@ -89,7 +89,7 @@ def pod_update_problems(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         comparable["terminationGracePeriodSeconds"] = 1
     for key in ("containers", "initContainers"):
         old_list, new_list = old_spec.get(key) or [], new_spec.get(key) or []
-        if len(old_list) == len(new_list):
+        if key in old_spec and len(old_list) == len(new_list):
             comparable[key] = [{**o, "image": n.get("image")} if isinstance(o, dict) and isinstance(n, dict) else o
                                for o, n in zip(old_list, new_list)]
     for key in ("containers", "initContainers"):
@@ -99,14 +99,6 @@ def pod_update_problems(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     if comparable != new_spec:
         problems.append("spec: Forbidden: " + POD_UPDATE_MESSAGE)
     return problems
-
-
-def metadata_problems(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """metadata.name, namespace, uid and creationTimestamp are immutable on every kind."""
-    old_meta, new_meta = old.get("metadata") or {}, new.get("metadata") or {}
-    return [f"metadata.{key}: Invalid value: {new_meta.get(key)!r}: field is immutable"
-            for key in ("namespace", "uid", "creationTimestamp")
-            if key in new_meta and new_meta.get(key) != old_meta.get(key)]
 
 
 def create_problems(resource: str, obj: dict[str, Any]) -> list[str]:

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from tests.fake_kinds import (KINDS, create_problems, invalid, metadata_problems, pod_update_problems,
-                              workload_update_problems)
+from tests.fake_kinds import KINDS, create_problems, invalid, pod_update_problems, workload_update_problems
 
 
 class ApiError(Exception):
@@ -57,6 +56,16 @@ class Change:
     type: str
     obj: dict[str, Any]
     previous: dict[str, Any] | None
+
+
+# A new object's status, as the real server serializes its zero value (non-omitempty fields).
+EMPTY_STATUS: dict[str, dict[str, Any]] = {
+    "pods": {"phase": "Pending", "qosClass": "BestEffort"},
+    "replicasets": {"replicas": 0},
+    "statefulsets": {"replicas": 0, "availableReplicas": 0},
+    "daemonsets": {"currentNumberScheduled": 0, "desiredNumberScheduled": 0, "numberMisscheduled": 0,
+                   "numberReady": 0},
+}
 
 
 def not_found(resource: str, name: str) -> ApiError:
@@ -146,10 +155,8 @@ class ObjectStore:
             meta.pop(server_field, None)
         if info.generation:
             meta["generation"] = 1
-        if resource == "pods":
-            obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
-        elif info.status and resource != "namespaces":
-            obj["status"] = {}
+        if info.status and resource != "namespaces":
+            obj["status"] = copy.deepcopy(EMPTY_STATUS.get(resource, {}))
         if dry_run:
             return obj
         self.stamp(obj, new=True)
@@ -179,7 +186,14 @@ class ObjectStore:
             raise ApiError(404, "NotFound", f"the server could not find the requested resource ({subresource})")
         elif info.status:
             new["status"] = copy.deepcopy(current.get("status") or {})
-        problems = metadata_problems(current, new)
+        if meta.get("namespace", current["metadata"].get("namespace")) != current["metadata"].get("namespace"):
+            raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the "
+                           "namespace sent on the request")
+        if meta.get("uid") and meta["uid"] != current["metadata"]["uid"]:
+            raise ApiError(409, "Conflict", f"Operation cannot be fulfilled on {resource} \"{name}\": Precondition "
+                           f"failed: UID in precondition: {meta['uid']}, UID in object meta: "
+                           f"{current['metadata']['uid']}", name=name, kind=resource)
+        problems: list[str] = []
         if resource == "pods" and not subresource:
             problems += pod_update_problems(current, new)
         elif info.generation and not subresource:
