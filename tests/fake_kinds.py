@@ -117,16 +117,17 @@ def create_problems(resource: str, obj: dict[str, Any]) -> list[str]:
                 problems.append(f"spec.containers[{i}].image: Required value")
         duplicates = sorted({n for n in names if names.count(n) > 1 and n})
         problems += [f"spec.containers: Duplicate value: {n!r}" for n in duplicates]
-    elif resource in ("deployments", "replicasets", "statefulsets", "daemonsets"):
+    elif resource in WORKLOADS:
         problems += _selector_problems(spec)
     return problems
 
 
 def workload_update_problems(resource: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    if resource not in WORKLOADS:
+        return []
     old_spec, new_spec = old.get("spec") or {}, new.get("spec") or {}
     problems = _selector_problems(new_spec)
-    if resource in ("deployments", "replicasets", "statefulsets", "daemonsets") and \
-            old_spec.get("selector") != new_spec.get("selector"):
+    if old_spec.get("selector") != new_spec.get("selector"):
         problems.append("spec.selector: Invalid value: field is immutable")
     if resource == "statefulsets":
         for key in ("serviceName", "podManagementPolicy", "volumeClaimTemplates"):

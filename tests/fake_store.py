@@ -241,6 +241,7 @@ class ObjectStore:
 def _suffix(number: int) -> str:
     """Five characters from the alphabet the real server draws generateName suffixes from."""
     alphabet = "bcdfghjklmnpqrstvwxz2456789"
+    number = (number * 7919 + 104729) % len(alphabet) ** 5   # spread consecutive numbers apart
     out = ""
     for _ in range(5):
         number, digit = divmod(number, len(alphabet))
