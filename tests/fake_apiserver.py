@@ -480,6 +480,10 @@ class FakeApiServer:
 
     def _admit(self, operation: str, resource: str, namespace: str, obj: dict[str, Any],
                old: dict[str, Any] | None) -> dict[str, Any]:
+        if self.admission:   # a webhook sees the object whole, its kind included
+            obj = {**obj, "kind": KINDS[resource].kind, "apiVersion": KINDS[resource].api_version}
+            if KINDS[resource].namespaced:
+                obj["metadata"] = {**(obj.get("metadata") or {}), "namespace": namespace}
         for review in self.admission:
             changed = review(operation, resource, namespace, copy.deepcopy(obj), copy.deepcopy(old) if old else None)
             if changed is not None:

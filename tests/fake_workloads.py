@@ -278,15 +278,12 @@ class FakeWorkloads:
             spec["nodeName"] = node
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
         title = f"{owner['kind']}/{owner['metadata']['name']}"
-        admission = admit(Document(where=title, obj=pod), policies=self.policies, namespace=namespace,
-                          namespace_labels=self._namespace_labels())
-        why = (admission.injection.denial if admission.injection and admission.injection.denial else
-               "; ".join(d.message for _, d in admission.validations if not d.allowed) if admission.denied else "")
-        if why or admission.mutated is None:
-            self.failed_creates.append((namespace, title, why or "not admitted"))
+        mutated, why = self._admit(pod, namespace, title)
+        if mutated is None:
+            self.failed_creates.append((namespace, title, why))
             return None
         try:
-            created = self.api.create("pods", admission.mutated, namespace)
+            created = self.api.create("pods", mutated, namespace)
         except ApiError as exc:
             self.failed_creates.append((namespace, title, exc.message))
             return None
@@ -302,6 +299,29 @@ class FakeWorkloads:
             self._failing_pods[(namespace, pod_name)] = failure
         self.created.append((namespace, pod_name, title))
         return pod_name
+
+    def _admit(self, pod: dict[str, Any], namespace: str, title: str) -> tuple[dict[str, Any] | None, str]:
+        """The pod as the webhook admits it (None and why when it refuses)."""
+        admission = admit(Document(where=title, obj=pod), policies=self.policies, namespace=namespace,
+                          namespace_labels=self._namespace_labels())
+        if admission.injection and admission.injection.denial:
+            return None, admission.injection.denial
+        if admission.denied or admission.mutated is None:
+            return None, "; ".join(d.message for _, d in admission.validations if not d.allowed) or "not admitted"
+        return admission.mutated, ""
+
+    def webhook(self, operation: str, resource: str, namespace: str, obj: dict[str, Any],
+                old: dict[str, Any] | None) -> dict[str, Any] | None:
+        """An admission callback for the fake API server (`api.admission.append(w.webhook)`):
+        pods created over HTTP (bare pods, a Job's) are admitted by the engine too, as the
+        MutatingWebhookConfiguration sends the webhook every pod CREATE."""
+        if resource != "pods" or operation != "CREATE":
+            return None
+        mutated, why = self._admit(obj, namespace, f"Pod/{(obj.get('metadata') or {}).get('name', '')}")
+        if mutated is None:
+            raise ApiError(403, "Forbidden", f"admission webhook \"inject.runtime.platform.io\" denied the "
+                           f"request: {why}")
+        return mutated
 
     def _namespace_labels(self) -> NamespaceLabelSource:
         return NamespaceLabelSource({ns["metadata"]["name"]: ns["metadata"].get("labels") or {}

@@ -292,3 +292,18 @@ def test_a_background_thread_steps_until_stopped(fake: FakeApiServer, workloads:
     moment = workloads.now
     time.sleep(0.05)
     assert workloads.now == moment
+
+
+def test_the_engine_admits_pods_created_over_http_when_installed_as_a_webhook(
+        fake: FakeApiServer, workloads: FakeWorkloads, tmp_path: Path) -> None:
+    fake.admission.append(workloads.webhook)
+    with config.new_client_from_config(config_file=str(fake.write_kubeconfig(tmp_path / "kubeconfig"))) as api:
+        core = client.CoreV1Api(api)
+        created = core.create_namespaced_pod(NS, {"metadata": {"name": "bare"}, "spec": template("bare")["spec"]})
+        assert LEDGER in created.metadata.annotations
+        assert "log-shipper" in [c.name for c in created.spec.init_containers]
+        with pytest.raises(client.ApiException) as denied:
+            core.create_namespaced_pod(NS, {"metadata": {"name": "root"}, "spec": template(
+                "root", hostNetwork=True)["spec"]})
+    assert denied.value.status == 403 and "denied the request" in json.loads(denied.value.body)["message"]
+    assert fake.get("pods", "root", NS) is None
