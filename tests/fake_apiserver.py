@@ -53,7 +53,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import copy
 import json
 import threading
 from collections.abc import Callable
@@ -69,7 +68,7 @@ from aiohttp import web
 from tests.fake_kinds import KINDS, RESOURCE_OF_KIND
 from tests.fake_patch import JSON_PATCH, MERGE_PATCH, PatchError, apply_patch, merge_patch
 from tests.fake_selectors import SelectorError, field_selector, label_selector
-from tests.fake_store import ApiError, Change, ObjectStore, not_found
+from tests.fake_store import ApiError, Change, ObjectStore, clone, not_found
 
 __all__ = ["ADMISSION", "ApiError", "FakeApiServer", "JSON_PATCH", "MERGE_PATCH", "Rule", "merge_patch",
            "rules_from_manifests"]
@@ -146,6 +145,7 @@ class FakeApiServer:
     def __post_init__(self) -> None:
         self.store = ObjectStore()
         self._changed: asyncio.Event | None = None
+        self._wake_pending = False
         self._watches: set[Any] = set()   # transports of open watch streams
         self._failures: list[list[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -228,7 +228,7 @@ class FakeApiServer:
         """Store an object as is (a test fixture: no validation, status kept), completing
         its server-set metadata and recording the watch event."""
         resource = RESOURCE_OF_KIND[obj["kind"]]
-        obj = copy.deepcopy(obj)
+        obj = clone(obj)
         if resource == "secrets":
             _fold_string_data(obj)
         namespace = obj["metadata"].get("namespace", "") if KINDS[resource].namespaced else ""
@@ -241,7 +241,7 @@ class FakeApiServer:
             self.objects[key] = obj
             self.store.record(resource, namespace, "ADDED" if previous is None else "MODIFIED", obj, previous)
         self._wake()
-        return copy.deepcopy(obj)
+        return clone(obj)
 
     def put_namespace(self, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
         return self.put({"apiVersion": "v1", "kind": "Namespace",
@@ -253,7 +253,7 @@ class FakeApiServer:
         """Replace a namespace's labels (kubectl label --overwrite), recording MODIFIED."""
         with self._lock:
             current = self.objects[("namespaces", "", name)]
-            obj = copy.deepcopy(current)
+            obj = clone(current)
             obj["metadata"]["labels"] = {"kubernetes.io/metadata.name": name, **labels}
             self.store.stamp(obj, new=False)
             self.objects[("namespaces", "", name)] = obj
@@ -294,7 +294,7 @@ class FakeApiServer:
 
     def list(self, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
-            return [copy.deepcopy(obj) for (r, ns, _), obj in sorted(self.objects.items())
+            return [clone(obj) for (r, ns, _), obj in sorted(self.objects.items())
                     if r == resource and namespace in (None, ns)]
 
     def compact(self) -> None:
@@ -324,10 +324,13 @@ class FakeApiServer:
         return len(self._watches)
 
     def _wake(self) -> None:
-        if self._loop is not None and not self._loop.is_closed():
+        # One wake-up pending at a time: a burst of writes costs the loop one callback.
+        if self._loop is not None and not self._loop.is_closed() and not self._wake_pending:
+            self._wake_pending = True
             self._loop.call_soon_threadsafe(self._wake_watches)
 
     def _wake_watches(self) -> None:
+        self._wake_pending = False
         changed, self._changed = self._changed, asyncio.Event()
         if changed is not None:
             changed.set()
@@ -335,13 +338,13 @@ class FakeApiServer:
     def get(self, resource: str, name: str, namespace: str = "") -> dict[str, Any] | None:
         with self._lock:
             obj = self.objects.get((resource, namespace, name))
-            return copy.deepcopy(obj) if obj is not None else None
+            return clone(obj) if obj is not None else None
 
     def remove(self, resource: str, name: str, namespace: str = "") -> None:
         """Delete an object (as `kubectl delete` would), recording DELETED."""
         with self._lock:
             obj = self.objects.pop((resource, namespace, name))
-            gone = copy.deepcopy(obj)
+            gone = clone(obj)
             self.store.stamp(gone, new=False)
             self.store.record(resource, namespace, "DELETED", gone, obj)
         self._wake()
@@ -436,7 +439,7 @@ class FakeApiServer:
                 obj = self.objects.get((resource, namespace, name))
             if obj is None:
                 raise not_found(resource, name)
-            return 200, copy.deepcopy(obj)
+            return 200, clone(obj)
         if verb == "create":
             if subresource:
                 raise ApiError(405, "MethodNotAllowed", f"create {resource}/{subresource} is not supported")
@@ -485,7 +488,7 @@ class FakeApiServer:
             if KINDS[resource].namespaced:
                 obj["metadata"] = {**(obj.get("metadata") or {}), "namespace": namespace}
         for review in self.admission:
-            changed = review(operation, resource, namespace, copy.deepcopy(obj), copy.deepcopy(old) if old else None)
+            changed = review(operation, resource, namespace, clone(obj), clone(old) if old else None)
             if changed is not None:
                 obj = changed
         return obj
@@ -533,7 +536,7 @@ class FakeApiServer:
                 [version, last_meta.get("namespace", ""), last_meta["name"]]).encode()).decode()
         out = []
         for obj in items:  # list items carry no kind/apiVersion on a real server either
-            item = copy.deepcopy(obj)
+            item = clone(obj)
             item.pop("kind", None)
             item.pop("apiVersion", None)
             out.append(item)
@@ -561,7 +564,7 @@ class FakeApiServer:
         if verb == "get":
             if store_key not in self.objects:
                 raise self._not_found("secrets", name)
-            return 200, copy.deepcopy(self.objects[store_key])
+            return 200, clone(self.objects[store_key])
         if verb == "create":
             obj = _json_body(body)
             obj_name = (obj.get("metadata") or {}).get("name", "")
@@ -574,7 +577,7 @@ class FakeApiServer:
             obj["metadata"].pop("resourceVersion", None)
             self._stamp(obj, new=True)
             self.objects[("secrets", namespace, obj_name)] = obj
-            return 201, copy.deepcopy(obj)
+            return 201, clone(obj)
         if verb in ("update", "patch"):
             current = self.objects.get(store_key)
             if current is None:
@@ -598,12 +601,12 @@ class FakeApiServer:
                 new["metadata"][server_field] = current["metadata"][server_field]
             self._stamp(new, new=False)
             self.objects[store_key] = new
-            return 200, copy.deepcopy(new)
+            return 200, clone(new)
         raise ApiError(405, "MethodNotAllowed", f"{verb} secrets is not supported by the fake API server")
 
     @staticmethod
     def _prepare_secret(obj: dict[str, Any], namespace: str) -> dict[str, Any]:
-        obj = copy.deepcopy(obj)
+        obj = clone(obj)
         obj["kind"], obj["apiVersion"] = "Secret", "v1"
         obj.setdefault("type", "Opaque")
         meta = obj.setdefault("metadata", {})
@@ -629,7 +632,7 @@ class FakeApiServer:
         if current is None:
             raise self._not_found(resource, name, ADMISSION)
         if verb == "get":
-            return 200, copy.deepcopy(current)
+            return 200, clone(current)
         new = _apply_patch(current, body, request.content_type)
         if (new.get("metadata") or {}).get("name") != name:
             raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
@@ -642,7 +645,7 @@ class FakeApiServer:
                     raise ApiError(400, "BadRequest", "caBundle: illegal base64 data") from None
         self._stamp(new, new=False)
         self.objects[store_key] = new
-        return 200, copy.deepcopy(new)
+        return 200, clone(new)
 
     async def _watch(self, request: web.Request, resource: str, namespace: str | None) -> web.StreamResponse:
         selected = self._selection(request, resource, namespace)
@@ -669,7 +672,7 @@ class FakeApiServer:
             with self._lock:
                 if raw_version in ("", "0"):
                     # No version: the current state as ADDED events, then what follows.
-                    initial = [copy.deepcopy(obj) for (r, _, _), obj in sorted(self.objects.items())
+                    initial = [clone(obj) for (r, _, _), obj in sorted(self.objects.items())
                                if r == resource and selected(obj)]
                     since = self._current_version()
                 else:
@@ -721,18 +724,19 @@ class FakeApiServer:
 
 
 def _visible(change: Change, selected: Callable[[dict[str, Any]], bool]) -> tuple[str, dict[str, Any]] | None:
-    """The event a watch with this selection sees for a change (None: none)."""
+    """The event a watch with this selection sees for a change (None: none); the object
+    is the stored one, to be serialized at once and never changed."""
     now = selected(change.obj)
     before = change.previous is not None and selected(change.previous)
     if change.type == "MODIFIED":
         if now and before:
-            return "MODIFIED", copy.deepcopy(change.obj)
+            return "MODIFIED", change.obj
         if now:
-            return "ADDED", copy.deepcopy(change.obj)
-        return ("DELETED", copy.deepcopy(change.obj)) if before else None
+            return "ADDED", change.obj
+        return ("DELETED", change.obj) if before else None
     if change.type == "DELETED":
-        return ("DELETED", copy.deepcopy(change.obj)) if (before or now) else None
-    return (change.type, copy.deepcopy(change.obj)) if now else None
+        return ("DELETED", change.obj) if (before or now) else None
+    return (change.type, change.obj) if now else None
 
 
 def _parse_path(path: str) -> tuple[str, str | None, str, str, str]:

@@ -19,8 +19,8 @@ Every method here is called with `lock` held.
 from __future__ import annotations
 
 import bisect
-import copy
 import itertools
+import json
 import threading
 import uuid
 from dataclasses import dataclass
@@ -68,6 +68,11 @@ EMPTY_STATUS: dict[str, dict[str, Any]] = {
 }
 
 
+def clone(obj: Any) -> Any:
+    """A deep copy of JSON data (faster than copy.deepcopy for it)."""
+    return json.loads(json.dumps(obj))
+
+
 def not_found(resource: str, name: str) -> ApiError:
     group = KINDS[resource].group if resource in KINDS else ""
     return ApiError(404, "NotFound", f"{resource}{'.' + group if group else ''} \"{name}\" not found",
@@ -112,8 +117,9 @@ class ObjectStore:
     def record(self, resource: str, namespace: str, kind: str, obj: dict[str, Any],
                previous: dict[str, Any] | None = None) -> None:
         version = int(obj["metadata"]["resourceVersion"])
-        self.changes.append(Change(version, resource, namespace, kind, copy.deepcopy(obj),
-                                   copy.deepcopy(previous) if previous is not None else None))
+        # Stored objects are never changed in place (a write stores a new one), so the
+        # history may share them.
+        self.changes.append(Change(version, resource, namespace, kind, obj, previous))
         self._change_versions.append(version)
 
     def changes_after(self, version: int) -> list[Change]:
@@ -128,7 +134,7 @@ class ObjectStore:
 
     def create(self, resource: str, namespace: str, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
         info = KINDS[resource]
-        obj = copy.deepcopy(obj)
+        obj = clone(obj)
         obj["kind"], obj["apiVersion"] = info.kind, info.api_version
         meta = obj.setdefault("metadata", {})
         if info.namespaced:
@@ -156,13 +162,13 @@ class ObjectStore:
         if info.generation:
             meta["generation"] = 1
         if info.status and resource != "namespaces":
-            obj["status"] = copy.deepcopy(EMPTY_STATUS.get(resource, {}))
+            obj["status"] = clone(EMPTY_STATUS.get(resource, {}))
         if dry_run:
             return obj
         self.stamp(obj, new=True)
         self.objects[key] = obj
         self.record(resource, key[1], "ADDED", obj)
-        return copy.deepcopy(obj)
+        return clone(obj)
 
     def update(self, resource: str, namespace: str, name: str, new: dict[str, Any], *,
                subresource: str = "", dry_run: bool = False) -> dict[str, Any]:
@@ -171,7 +177,7 @@ class ObjectStore:
         current = self.objects.get(key)
         if current is None:
             raise not_found(resource, name)
-        new = copy.deepcopy(new)
+        new = clone(new)
         meta = new.setdefault("metadata", {})
         if meta.get("name", name) != name:
             raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
@@ -181,11 +187,11 @@ class ObjectStore:
         new["kind"], new["apiVersion"] = info.kind, info.api_version
         if subresource == "status":
             # The status subresource writes status only.
-            new = {**copy.deepcopy(current), "status": new.get("status") or {}}
+            new = {**clone(current), "status": new.get("status") or {}}
         elif subresource:
             raise ApiError(404, "NotFound", f"the server could not find the requested resource ({subresource})")
         elif info.status:
-            new["status"] = copy.deepcopy(current.get("status") or {})
+            new["status"] = clone(current.get("status") or {})
         if meta.get("namespace", current["metadata"].get("namespace")) != current["metadata"].get("namespace"):
             raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the "
                            "namespace sent on the request")
@@ -206,11 +212,11 @@ class ObjectStore:
         if info.generation and (new.get("spec") != current.get("spec")):
             new["metadata"]["generation"] = int(current["metadata"].get("generation", 1)) + 1
         if new == current or dry_run:
-            return copy.deepcopy(new)    # a no-op update writes nothing
+            return clone(new)    # a no-op update writes nothing
         self.stamp(new, new=False)
         self.objects[key] = new
         self.record(resource, key[1], "MODIFIED", new, current)
-        return copy.deepcopy(new)
+        return clone(new)
 
     def delete(self, resource: str, namespace: str, name: str, *, preconditions: dict[str, Any] | None = None,
                dry_run: bool = False) -> dict[str, Any]:
@@ -230,9 +236,9 @@ class ObjectStore:
                            f"failed: UID in precondition: {wanted['uid']}, UID in object meta: "
                            f"{current['metadata']['uid']}", name=name, kind=resource)
         if dry_run:
-            return copy.deepcopy(current)
+            return clone(current)
         del self.objects[key]
-        gone = copy.deepcopy(current)
+        gone = clone(current)
         self.stamp(gone, new=False)
         self.record(resource, key[1], "DELETED", gone, current)
         return gone

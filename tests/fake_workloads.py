@@ -70,6 +70,10 @@ class FakeWorkloads:
         self._failing_pods: dict[tuple[str, str], Failure] = {}
         self._revisions: dict[tuple[str, str, str], dict[str, Any]] = {}   # StatefulSet revisions' templates
         self._progress: dict[tuple[str, str], tuple[str, datetime]] = {}  # Deployment -> (last state, since)
+        self._by_owner: dict[str, list[dict[str, Any]]] = {}       # this step's pods by controller uid
+        self._replicasets: dict[str, list[dict[str, Any]]] = {}    # this step's ReplicaSets by Deployment uid
+        self._labels = NamespaceLabelSource()
+        self._collected: set[str] = set()   # uids the garbage collector deleted this step
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._step_lock = threading.Lock()
@@ -101,8 +105,18 @@ class FakeWorkloads:
         with self._step_lock:
             self.now += timedelta(seconds=self.seconds_per_step)
             actions: list[str] = []
-            self._kubelet()
-            actions += self._collect_garbage()
+            pods = self._kubelet()
+            actions += self._collect_garbage(pods)
+            # One snapshot a step, kept current with this step's own writes.
+            self._by_owner = {}
+            for pod in pods:
+                if pod["metadata"]["uid"] in self._collected:
+                    continue
+                self._by_owner.setdefault((_controller(pod) or {}).get("uid", ""), []).append(pod)
+            self._replicasets = {}
+            for rs in self.api.list("replicasets"):
+                self._replicasets.setdefault((_controller(rs) or {}).get("uid", ""), []).append(rs)
+            self._labels = self._namespace_labels()
             for deployment in self.api.list("deployments"):
                 actions += self._deployment(deployment)
             for statefulset in self.api.list("statefulsets"):
@@ -170,12 +184,15 @@ class FakeWorkloads:
 
     # -- the kubelet ----------------------------------------------------------------------------
 
-    def _kubelet(self) -> None:
+    def _kubelet(self) -> list[dict[str, Any]]:
+        pods = []
         for pod in self.api.list("pods"):
             status = self._pod_status(pod)
             if status != pod.get("status"):
-                self._ignore_gone(lambda p=pod, s=status: self.api.update_status(
-                    "pods", p["metadata"]["name"], p["metadata"]["namespace"], s))
+                pod = self._ignore_gone(lambda p=pod, s=status: self.api.update_status(
+                    "pods", p["metadata"]["name"], p["metadata"]["namespace"], s)) or pod
+            pods.append(pod)
+        return pods
 
     def _pod_status(self, pod: dict[str, Any]) -> dict[str, Any]:
         meta, spec, old = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
@@ -239,17 +256,20 @@ class FakeWorkloads:
 
     # -- garbage collection -----------------------------------------------------------------------
 
-    def _collect_garbage(self) -> list[str]:
+    def _collect_garbage(self, pods: list[dict[str, Any]]) -> list[str]:
         actions: list[str] = []
-        uids = {obj["metadata"]["uid"] for obj in self.api.objects.copy().values()}
+        self._collected = set()
+        with self.api.store.lock:
+            uids = {obj["metadata"]["uid"] for obj in self.api.objects.values()}
         for resource, owners in (("replicasets", ("Deployment",)),
                                  ("pods", ("ReplicaSet", "StatefulSet", "DaemonSet"))):
-            for obj in self.api.list(resource):
+            for obj in (pods if resource == "pods" else self.api.list(resource)):
                 owner = _controller(obj)
                 if owner and owner.get("kind") in owners and owner.get("uid") not in uids:
                     meta = obj["metadata"]
                     self._ignore_gone(lambda r=resource, m=meta: self.api.delete(r, m["name"], m["namespace"]))
                     actions.append(f"collect {resource} {meta['namespace']}/{meta['name']}")
+                    self._collected.add(meta["uid"])
                     if resource == "pods":
                         self.deleted.append((meta["namespace"], meta["name"], f"{owner['kind']}/{owner['name']}"))
         return actions
@@ -278,7 +298,7 @@ class FakeWorkloads:
             spec["nodeName"] = node
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
         title = f"{owner['kind']}/{owner['metadata']['name']}"
-        mutated, why = self._admit(pod, namespace, title)
+        mutated, why = self._admit(pod, namespace, title, self._labels)
         if mutated is None:
             self.failed_creates.append((namespace, title, why))
             return None
@@ -298,12 +318,14 @@ class FakeWorkloads:
                 failure = Failure("crash-loop", injected[0] if injected else None)
             self._failing_pods[(namespace, pod_name)] = failure
         self.created.append((namespace, pod_name, title))
+        self._by_owner.setdefault(owner["metadata"]["uid"], []).append(created)
         return pod_name
 
-    def _admit(self, pod: dict[str, Any], namespace: str, title: str) -> tuple[dict[str, Any] | None, str]:
+    def _admit(self, pod: dict[str, Any], namespace: str, title: str,
+               labels: NamespaceLabelSource) -> tuple[dict[str, Any] | None, str]:
         """The pod as the webhook admits it (None and why when it refuses)."""
         admission = admit(Document(where=title, obj=pod), policies=self.policies, namespace=namespace,
-                          namespace_labels=self._namespace_labels())
+                          namespace_labels=labels)
         if admission.injection and admission.injection.denial:
             return None, admission.injection.denial
         if admission.denied or admission.mutated is None:
@@ -317,7 +339,8 @@ class FakeWorkloads:
         MutatingWebhookConfiguration sends the webhook every pod CREATE."""
         if resource != "pods" or operation != "CREATE":
             return None
-        mutated, why = self._admit(obj, namespace, f"Pod/{(obj.get('metadata') or {}).get('name', '')}")
+        mutated, why = self._admit(obj, namespace, f"Pod/{(obj.get('metadata') or {}).get('name', '')}",
+                                   self._namespace_labels())
         if mutated is None:
             raise ApiError(403, "Forbidden", f"admission webhook \"inject.runtime.platform.io\" denied the "
                            f"request: {why}")
@@ -332,10 +355,12 @@ class FakeWorkloads:
         self._ignore_gone(lambda: self.api.delete("pods", meta["name"], meta["namespace"]))
         self._failing_pods.pop((meta["namespace"], meta["name"]), None)
         self.deleted.append((meta["namespace"], meta["name"], owner))
+        siblings = self._by_owner.get((_controller(pod) or {}).get("uid", ""), [])
+        siblings[:] = [p for p in siblings if p["metadata"]["uid"] != meta["uid"]]
         return f"delete pod {meta['namespace']}/{meta['name']} ({owner})"
 
-    def _pods_of(self, owner_uid: str, namespace: str) -> list[dict[str, Any]]:
-        return [p for p in self.api.list("pods", namespace) if (_controller(p) or {}).get("uid") == owner_uid]
+    def _pods_of(self, owner_uid: str) -> list[dict[str, Any]]:
+        return list(self._by_owner.get(owner_uid, []))
 
     def _write_status(self, resource: str, obj: dict[str, Any], status: dict[str, Any]) -> list[str]:
         meta = obj["metadata"]
@@ -346,14 +371,15 @@ class FakeWorkloads:
         return [f"status {resource} {meta['namespace']}/{meta['name']}"]
 
     @staticmethod
-    def _ignore_gone(write: Callable[[], Any]) -> None:
+    def _ignore_gone(write: Callable[[], Any]) -> Any:
         """A write racing a delete or an update by the test (or the controller under test)
-        is retried by the next step, as a real controller requeues."""
+        is retried by the next step, as a real controller requeues; None then."""
         try:
-            write()
+            return write()
         except ApiError as exc:
             if exc.code not in (404, 409):
                 raise
+            return None
 
     # -- Deployments -----------------------------------------------------------------------------------
 
@@ -364,8 +390,7 @@ class FakeWorkloads:
         replicas = int(spec.get("replicas", 1))
         template_hash = _hash(spec.get("template") or {})
         actions: list[str] = []
-        owned = [rs for rs in self.api.list("replicasets", namespace)
-                 if (_controller(rs) or {}).get("uid") == meta["uid"]]
+        owned = list(self._replicasets.get(meta["uid"], []))
         new_rs = next((rs for rs in owned if rs["metadata"]["labels"].get("pod-template-hash") == template_hash), None)
         if new_rs is None:
             revision = 1 + max((int(rs["metadata"].get("annotations", {}).get("deployment.kubernetes.io/revision", 0))
@@ -385,8 +410,8 @@ class FakeWorkloads:
                 "spec": {"replicas": 0, "selector": selector, "template": template}}, namespace)
             owned.append(new_rs)
             actions.append(f"create replicaset {namespace}/{new_rs['metadata']['name']}")
-        new_pods = self._pods_of(new_rs["metadata"]["uid"], namespace)
-        old_pods = [p for rs in owned if rs is not new_rs for p in self._pods_of(rs["metadata"]["uid"], namespace)]
+        new_pods = self._pods_of(new_rs["metadata"]["uid"])
+        old_pods = [p for rs in owned if rs is not new_rs for p in self._pods_of(rs["metadata"]["uid"])]
         strategy = spec.get("strategy") or {}
         if spec.get("paused"):
             pass
@@ -420,14 +445,13 @@ class FakeWorkloads:
                 for pod in sorted(new_pods, key=_ready)[:len(new_pods) - replicas]:
                     actions.append(self._delete_pod(pod, title))
         # Status from the pods as they are now.
-        new_pods = self._pods_of(new_rs["metadata"]["uid"], namespace)
-        all_pods = [p for rs in owned for p in self._pods_of(rs["metadata"]["uid"], namespace)]
+        new_pods = self._pods_of(new_rs["metadata"]["uid"])
+        all_pods = [p for rs in owned for p in self._pods_of(rs["metadata"]["uid"])]
         for rs in owned:
-            pods = self._pods_of(rs["metadata"]["uid"], namespace)
+            pods = self._pods_of(rs["metadata"]["uid"])
             if rs["spec"].get("replicas") != len(pods):
-                self._ignore_gone(lambda r=rs, n=len(pods): self.api.update("replicasets", {
-                    **r, "spec": {**r["spec"], "replicas": n}}))
-                rs = self.api.get("replicasets", rs["metadata"]["name"], namespace) or rs
+                rs = self._ignore_gone(lambda r=rs, n=len(pods): self.api.update("replicasets", {
+                    **r, "spec": {**r["spec"], "replicas": n}})) or rs
             ready = sum(_ready(p) for p in pods)
             self._write_status("replicasets", rs, {"replicas": len(pods), "fullyLabeledReplicas": len(pods),
                                                    "readyReplicas": ready, "availableReplicas": ready,
@@ -482,7 +506,7 @@ class FakeWorkloads:
         max_unavailable = _scaled(rolling.get("maxUnavailable", 1), replicas, round_up=False) or 1
         ordered = spec.get("podManagementPolicy", "OrderedReady") == "OrderedReady"
         actions: list[str] = []
-        pods = {_ordinal(p, name): p for p in self._pods_of(meta["uid"], namespace)}
+        pods = {_ordinal(p, name): p for p in self._pods_of(meta["uid"])}
         for ordinal in sorted((o for o in pods if o >= replicas), reverse=True):
             actions.append(self._delete_pod(pods.pop(ordinal), title))
             if ordered:
@@ -516,7 +540,7 @@ class FakeWorkloads:
                     break
                 actions.append(self._delete_pod(pod, title))
                 unavailable += 1
-        pods = {_ordinal(p, name): p for p in self._pods_of(meta["uid"], namespace)}
+        pods = {_ordinal(p, name): p for p in self._pods_of(meta["uid"])}
         ready = sum(_ready(p) for p in pods.values())
         updated = sum(p["metadata"]["labels"].get("controller-revision-hash") == update_revision for p in pods.values())
         if updated == replicas and len(pods) == replicas:
@@ -539,7 +563,7 @@ class FakeWorkloads:
         max_unavailable = _scaled((strategy.get("rollingUpdate") or {}).get("maxUnavailable", 1),
                                   len(self.nodes), round_up=True) or 1
         actions: list[str] = []
-        pods = self._pods_of(meta["uid"], namespace)
+        pods = self._pods_of(meta["uid"])
         by_node = {p["spec"].get("nodeName"): p for p in pods}
         for node in self.nodes:
             if node not in by_node and self._create_pod(
@@ -557,7 +581,7 @@ class FakeWorkloads:
                 elif unavailable < max_unavailable:
                     actions.append(self._delete_pod(pod, title))
                     unavailable += 1
-        pods = self._pods_of(meta["uid"], namespace)
+        pods = self._pods_of(meta["uid"])
         ready = sum(_ready(p) for p in pods)
         status = {"observedGeneration": meta.get("generation", 1), "desiredNumberScheduled": len(self.nodes),
                   "currentNumberScheduled": len(pods), "numberMisscheduled": 0, "numberReady": ready,
