@@ -179,7 +179,8 @@ class FakeWorkloads:
             return bool(status.get("updateRevision") == status.get("currentRevision"))
         if resource == "daemonsets":
             desired = status.get("desiredNumberScheduled", 0)
-            return bool(status.get("updatedNumberScheduled", 0) == desired and status.get("numberAvailable", 0) == desired)
+            return bool(status.get("updatedNumberScheduled", 0) == desired
+                        and status.get("numberAvailable", 0) == desired)
         raise ValueError(f"no rollout for {resource}")
 
     # -- the kubelet ----------------------------------------------------------------------------
@@ -414,13 +415,14 @@ class FakeWorkloads:
         old_pods = [p for rs in owned if rs is not new_rs for p in self._pods_of(rs["metadata"]["uid"])]
         strategy = spec.get("strategy") or {}
         if spec.get("paused"):
-            pass
+            pass   # a paused Deployment rolls nothing out until resumed
         elif strategy.get("type") == "Recreate":
             for pod in old_pods:
                 actions.append(self._delete_pod(pod, title))
             if not old_pods:
                 for _ in range(replicas - len(new_pods)):
-                    if self._create_pod(new_rs, new_rs["spec"]["template"], generate_name=f"{new_rs['metadata']['name']}-",
+                    if self._create_pod(new_rs, new_rs["spec"]["template"],
+                                        generate_name=f"{new_rs['metadata']['name']}-",
                                         workload=("deployments", namespace, name)):
                         actions.append(f"create pod for {title}")
         else:

@@ -174,7 +174,8 @@ def test_json_patch_and_strategic_merge_directives(api: client.ApiClient) -> Non
     one = apps.patch_namespaced_deployment("web", NS, {"spec": {"template": {"spec": {"containers": [
         {"name": "side", "$patch": "delete"}]}}}})
     assert [c.name for c in one.spec.template.spec.containers] == ["app"]
-    unsupported = error(core.patch_namespaced_pod, "p", NS, {"metadata": {}}, _content_type="application/apply-patch+yaml")
+    unsupported = error(core.patch_namespaced_pod, "p", NS, {"metadata": {}},
+                        _content_type="application/apply-patch+yaml")
     assert unsupported.status == 415
 
 

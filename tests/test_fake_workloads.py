@@ -78,7 +78,8 @@ def test_new_pods_are_admitted_by_the_engine_and_carry_real_ledgers(fake: FakeAp
         sidecars = {c["name"]: c["image"] for c in pod["spec"].get("initContainers") or []}
         assert sidecars["log-shipper"] == SHIPPER
         owner = pod["metadata"]["ownerReferences"][0]
-        assert owner["kind"] == "ReplicaSet" and owner["name"] == f"web-{pod['metadata']['labels']['pod-template-hash']}"
+        template_hash = pod["metadata"]["labels"]["pod-template-hash"]
+        assert owner["kind"] == "ReplicaSet" and owner["name"] == f"web-{template_hash}"
         assert pod["status"]["phase"] == "Running" and ready(pod)
         assert {s["name"] for s in pod["status"]["initContainerStatuses"]} >= {"identity-init", "log-shipper"}
     status = fake.get("deployments", "web", NS)["status"]
