@@ -24,7 +24,9 @@ class KindInfo:
 # resource -> what it is. Secrets and webhook configurations keep their own handlers.
 KINDS: dict[str, KindInfo] = {
     "namespaces": KindInfo("", "Namespace", namespaced=False, status=True),
-    "pods": KindInfo("", "Pod", status=True),
+    # Pods count generation too since Kubernetes 1.33 (KEP-5067), and the kubelet reports
+    # the one it acts on in status.observedGeneration.
+    "pods": KindInfo("", "Pod", status=True, generation=True),
     "configmaps": KindInfo("", "ConfigMap"),
     "secrets": KindInfo("", "Secret"),
     "deployments": KindInfo("apps", "Deployment", status=True, generation=True),

@@ -242,7 +242,8 @@ class FakeWorkloads:
         statuses = [container_status(c, previous.get(c["name"])) for c in spec.get("containers") or []]
         ready = all(s["ready"] for s in statuses + init_statuses)
         started = old.get("startTime") or stamp
-        out = {**old, "phase": "Running", "startTime": started, "hostIP": "10.0.0.1",
+        out = {**old, "phase": "Running", "observedGeneration": meta.get("generation", 1),
+               "startTime": started, "hostIP": "10.0.0.1",
                "podIP": _pod_ip(meta["uid"]),
                "conditions": [_condition("PodScheduled", True, started), _condition("Initialized", True, started),
                               _condition("ContainersReady", ready, stamp), _condition("Ready", ready, stamp)],

@@ -82,6 +82,9 @@ def test_a_stale_update_is_a_conflict_and_a_no_op_update_writes_nothing(api: cli
     created.data = {"k": "x"}   # still carries the old resourceVersion
     conflict = error(core.replace_namespaced_config_map, "c", NS, created)
     assert conflict.status == 409 and "the object has been modified" in conflict.body
+    stale_patch = error(core.patch_namespaced_config_map, "c", NS, {"metadata": {
+        "resourceVersion": created.metadata.resource_version}, "data": {"k": "z"}})
+    assert stale_patch.status == 409   # a patch naming a version is conditional on it
     again = core.replace_namespaced_config_map("c", NS, updated)
     assert again.metadata.resource_version == updated.metadata.resource_version
     # An update without a resourceVersion is unconditional, as on the real server.
@@ -143,7 +146,9 @@ def test_an_in_place_image_change_keeps_the_other_containers_and_the_status(api:
     fake.update_status("pods", "p", NS, {"phase": "Running"})
     patched = core.patch_namespaced_pod("p", NS, {"spec": {"containers": [{"name": "proxy", "image": "proxy:2"}]}})
     assert [(c.name, c.image) for c in patched.spec.containers] == [("app", "app:1"), ("proxy", "proxy:2")]
-    assert patched.status.phase == "Running"
+    assert patched.status.phase == "Running" and patched.metadata.generation == 2
+    labelled = core.patch_namespaced_pod("p", NS, {"metadata": {"labels": {"x": "1"}}})
+    assert labelled.metadata.generation == 2   # only spec changes count
     refused = error(core.patch_namespaced_pod, "p", NS, {"spec": {"containers": [{"name": "app", "image": "a:2",
                                                                                   "args": ["x"]}]}})
     assert "pod updates may not change fields other than `spec.containers[*].image`" in refused.body

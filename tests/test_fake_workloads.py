@@ -172,7 +172,9 @@ def test_an_image_changed_in_place_restarts_only_that_container(fake: FakeApiSer
             container["image"] = SHIPPER.replace("3.1.0", "3.2.0")
     fake.update("pods", pod)
     workloads.settle()
-    statuses = {s["name"]: s for s in fake.get("pods", name, NS)["status"]["initContainerStatuses"]}
+    changed = fake.get("pods", name, NS)
+    assert changed["metadata"]["generation"] == 2 and changed["status"]["observedGeneration"] == 2
+    statuses = {s["name"]: s for s in changed["status"]["initContainerStatuses"]}
     assert statuses["log-shipper"]["restartCount"] == 1 and statuses["log-shipper"]["image"].endswith(":3.2.0")
     app = fake.get("pods", name, NS)["status"]["containerStatuses"][0]
     assert app["restartCount"] == 0 and [p["metadata"]["name"] for p in pods(fake)] == [name]
