@@ -420,3 +420,29 @@ def test_events_are_created_listed_by_what_they_regard_and_patched(api: client.A
     patched = events.patch_namespaced_event("web.1", NS, {"series": {"count": 2, "lastObservedTime":
                                                                      "2026-01-01T00:01:00.000000Z"}})
     assert patched.series.count == 2
+
+
+def test_the_kubernetes_clients_lease_lock_elects_one_leader(api: client.ApiClient) -> None:
+    """The client's own leader election (LeaseLock) against the fake: one candidate
+    acquires, the other does not while the lease is fresh, and a candidate writing from
+    a stale read loses to the conflict."""
+    from kubernetes.leaderelection import electionconfig, leaderelection
+    from kubernetes.leaderelection.resourcelock.leaselock import LeaseLock
+
+    def candidate(identity: str) -> leaderelection.LeaderElection:
+        lock = LeaseLock("controller", NS, identity)
+        lock.api_instance = client.CoordinationV1Api(api)
+        return leaderelection.LeaderElection(electionconfig.Config(
+            lock, lease_duration=15, renew_deadline=10, retry_period=2,
+            onstarted_leading=lambda: None, onstopped_leading=lambda: None))
+
+    first, second = candidate("a"), candidate("b")
+    assert first.try_acquire_or_renew() is True
+    assert second.try_acquire_or_renew() is False
+    assert first.try_acquire_or_renew() is True   # renewing from its own fresh read
+    lease = client.CoordinationV1Api(api).read_namespaced_lease("controller", NS)
+    assert lease.spec.holder_identity == "a"
+    stale = first.election_config.lock.lease_reference   # as read before the next renewal
+    assert first.try_acquire_or_renew() is True
+    first.election_config.lock.lease_reference = stale
+    assert first.election_config.lock.update("controller", NS, first.observed_record) is False
