@@ -199,7 +199,16 @@ class FakeApiServer:
 
     def stop(self) -> None:
         if self._loop and self._thread:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            loop = self._loop
+
+            def shutdown() -> None:
+                # Open watches end first, so the runner's cleanup does not wait for them.
+                for transport in list(self._watches):
+                    transport.abort()
+                self._watches.clear()
+                self._wake_watches()
+                loop.stop()
+            loop.call_soon_threadsafe(shutdown)
             self._thread.join(10)
 
     def __enter__(self) -> FakeApiServer:
@@ -711,7 +720,9 @@ class FakeApiServer:
                     next_bookmark = loop.time() + self.bookmark_interval
                 wake = min(ends, next_bookmark if bookmarks else ends) - loop.time()
                 try:
-                    await asyncio.wait_for(changed.wait(), max(wake, 0.001))
+                    # At most a second between looks at the connection: a client that went
+                    # away leaves no handler behind for long.
+                    await asyncio.wait_for(changed.wait(), min(max(wake, 0.001), 1.0))
                 except TimeoutError:
                     pass
             await response.write_eof()

@@ -292,11 +292,12 @@ def test_paging_neither_repeats_nor_skips_and_an_expired_token_is_gone(api: clie
 # -- watches ---------------------------------------------------------------------------------
 
 def _events(stream: Iterator[dict[str, Any]], until: int) -> list[tuple[str, str]]:
+    """(type, name) of a watch's events until `until` of them (bookmarks not counted)."""
     seen: list[tuple[str, str]] = []
     for event in stream:
-        obj = event["raw_object"]
-        seen.append((event["type"], obj["metadata"].get("name", "")))
-        if len([s for s in seen if s[0] != "BOOKMARK"]) >= until:
+        if event["type"] != "BOOKMARK":
+            seen.append((event["type"], event["raw_object"]["metadata"].get("name", "")))
+        if len(seen) >= until:
             break
     return seen
 
@@ -328,17 +329,18 @@ def test_a_watch_from_a_list_sees_every_change_in_order_with_bookmarks(api: clie
     assert ("BOOKMARK", "") in seen
     # The client resumes from the last event's version; nothing is replayed from there.
     assert int(watcher.resource_version) >= int(listed.metadata.resource_version)
-    resumed = list(watch.Watch().stream(core.list_namespaced_pod, NS, resource_version=watcher.resource_version,
-                                        timeout_seconds=1))
-    assert resumed == []
+    core.create_namespaced_pod(NS, pod("later"))
+    resumed = _events(watch.Watch().stream(core.list_namespaced_pod, NS, resource_version=watcher.resource_version,
+                                           timeout_seconds=5), until=1)
+    assert resumed == [("ADDED", "later")]
 
 
 def test_a_watch_without_a_version_starts_with_the_current_state(api: client.ApiClient) -> None:
     core = client.CoreV1Api(api)
     core.create_namespaced_pod(NS, pod("a"))
     core.create_namespaced_pod(NS, pod("b"))
-    events = list(watch.Watch().stream(core.list_namespaced_pod, NS, timeout_seconds=1))
-    assert [(e["type"], e["object"].metadata.name) for e in events] == [("ADDED", "a"), ("ADDED", "b")]
+    events = _events(watch.Watch().stream(core.list_namespaced_pod, NS, timeout_seconds=5), until=2)
+    assert events == [("ADDED", "a"), ("ADDED", "b")]
 
 
 def test_a_watch_with_a_selector_sees_objects_leave_and_enter_it(api: client.ApiClient) -> None:
@@ -347,9 +349,9 @@ def test_a_watch_with_a_selector_sees_objects_leave_and_enter_it(api: client.Api
     core.patch_namespaced_pod("a", NS, {"metadata": {"labels": {"tier": "db"}}})
     core.patch_namespaced_pod("a", NS, {"metadata": {"labels": {"tier": "web"}}})
     core.patch_namespaced_pod("a", NS, {"metadata": {"labels": {"x": "1"}}})
-    events = list(watch.Watch().stream(core.list_namespaced_pod, NS, label_selector="tier=web",
-                                       resource_version=str(int(start) - 1), timeout_seconds=1))
-    assert [e["type"] for e in events] == ["ADDED", "DELETED", "ADDED", "MODIFIED"]
+    events = _events(watch.Watch().stream(core.list_namespaced_pod, NS, label_selector="tier=web",
+                                          resource_version=str(int(start) - 1), timeout_seconds=5), until=4)
+    assert [e[0] for e in events] == ["ADDED", "DELETED", "ADDED", "MODIFIED"]
 
 
 def test_a_watch_from_a_compacted_version_is_gone(api: client.ApiClient, fake: FakeApiServer) -> None:
@@ -361,16 +363,19 @@ def test_a_watch_from_a_compacted_version_is_gone(api: client.ApiClient, fake: F
     assert gone.value.status == 410 and "Expired" in str(gone.value.reason)
     # A fresh list gives a version the watch accepts.
     fresh = core.list_namespaced_pod(NS).metadata.resource_version
-    assert list(watch.Watch().stream(core.list_namespaced_pod, NS, resource_version=fresh, timeout_seconds=1)) == []
+    core.create_namespaced_pod(NS, pod("b"))
+    assert _events(watch.Watch().stream(core.list_namespaced_pod, NS, resource_version=fresh, timeout_seconds=5),
+                   until=1) == [("ADDED", "b")]
 
 
 def test_workload_watches_carry_status_changes(api: client.ApiClient, fake: FakeApiServer) -> None:
     apps = client.AppsV1Api(api)
     start = apps.create_namespaced_deployment(NS, deployment("web")).metadata.resource_version
     fake.update_status("deployments", "web", NS, {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2})
-    events = list(watch.Watch().stream(apps.list_deployment_for_all_namespaces, resource_version=start,
-                                       timeout_seconds=1))
-    assert [(e["type"], e["object"].status.updated_replicas) for e in events] == [("MODIFIED", 2)]
+    stream = watch.Watch().stream(apps.list_deployment_for_all_namespaces, resource_version=start, timeout_seconds=5)
+    event = next(stream)
+    stream.close()
+    assert (event["type"], event["object"].status.updated_replicas) == ("MODIFIED", 2)
 
 
 def test_a_dropped_watch_ends_the_stream(api: client.ApiClient, fake: FakeApiServer) -> None:
