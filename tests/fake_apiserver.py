@@ -306,6 +306,12 @@ class FakeApiServer:
             return [clone(obj) for (r, ns, _), obj in sorted(self.objects.items())
                     if r == resource and namespace in (None, ns)]
 
+    def snapshot(self, resource: str) -> list[dict[str, Any]]:
+        """The stored objects themselves, sorted, without copies: for readers that never
+        change what they get (the store replaces an object on each write, never edits it)."""
+        with self._lock:
+            return [obj for (r, _, _), obj in sorted(self.objects.items()) if r == resource]
+
     def compact(self) -> None:
         """Forget the change history, as etcd compaction does: a watch from an older
         version is answered 410 Expired."""
@@ -427,9 +433,11 @@ class FakeApiServer:
                     status, obj = self._secrets(request, verb, namespace, name, body)
                 elif group == ADMISSION and resource in WEBHOOK_CONFIG_KINDS and verb in ("get", "patch"):
                     status, obj = self._webhook_config(request, verb, resource, name, body)
-                else:
-                    raise ApiError(405 if name else 404, "MethodNotAllowed" if name else "NotFound",
+                elif resource in KINDS and KINDS[resource].group == group:
+                    raise ApiError(405, "MethodNotAllowed",
                                    f"{verb} {full_resource} is not supported by the fake API server")
+                else:   # a kind the server does not serve (a CRD not installed)
+                    raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if verb not in ("get", "list"):
             for callback in list(self.after_write):
                 callback(verb, full_resource, namespace or "", name)

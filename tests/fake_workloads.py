@@ -74,6 +74,8 @@ class FakeWorkloads:
         self._replicasets: dict[str, list[dict[str, Any]]] = {}    # this step's ReplicaSets by Deployment uid
         self._labels = NamespaceLabelSource()
         self._collected: set[str] = set()   # uids the garbage collector deleted this step
+        self._admitted: dict[tuple[str, str, str], tuple[dict[str, Any] | None, str]] = {}
+        self._admitted_by: PolicySet | None = None   # the policies the memo's answers came from
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._step_lock = threading.Lock()
@@ -97,6 +99,9 @@ class FakeWorkloads:
         self._failing_images.clear()
         self._failing_pods.clear()
 
+    # Objects read from the store are shared with it (FakeApiServer.snapshot): nothing here
+    # changes them in place; every write builds a new object.
+
     # -- driving it ----------------------------------------------------------------------------
 
     def step(self) -> list[str]:
@@ -114,14 +119,14 @@ class FakeWorkloads:
                     continue
                 self._by_owner.setdefault((_controller(pod) or {}).get("uid", ""), []).append(pod)
             self._replicasets = {}
-            for rs in self.api.list("replicasets"):
+            for rs in self.api.snapshot("replicasets"):
                 self._replicasets.setdefault((_controller(rs) or {}).get("uid", ""), []).append(rs)
             self._labels = self._namespace_labels()
-            for deployment in self.api.list("deployments"):
+            for deployment in self.api.snapshot("deployments"):
                 actions += self._deployment(deployment)
-            for statefulset in self.api.list("statefulsets"):
+            for statefulset in self.api.snapshot("statefulsets"):
                 actions += self._statefulset(statefulset)
-            for daemonset in self.api.list("daemonsets"):
+            for daemonset in self.api.snapshot("daemonsets"):
                 actions += self._daemonset(daemonset)
             return actions
 
@@ -187,7 +192,7 @@ class FakeWorkloads:
 
     def _kubelet(self) -> list[dict[str, Any]]:
         pods = []
-        for pod in self.api.list("pods"):
+        for pod in self.api.snapshot("pods"):
             status = self._pod_status(pod)
             if status != pod.get("status"):
                 pod = self._ignore_gone(lambda p=pod, s=status: self.api.update_status(
@@ -265,7 +270,7 @@ class FakeWorkloads:
             uids = {obj["metadata"]["uid"] for obj in self.api.objects.values()}
         for resource, owners in (("replicasets", ("Deployment",)),
                                  ("pods", ("ReplicaSet", "StatefulSet", "DaemonSet"))):
-            for obj in (pods if resource == "pods" else self.api.list(resource)):
+            for obj in (pods if resource == "pods" else self.api.snapshot(resource)):
                 owner = _controller(obj)
                 if owner and owner.get("kind") in owners and owner.get("uid") not in uids:
                     meta = obj["metadata"]
@@ -325,14 +330,27 @@ class FakeWorkloads:
 
     def _admit(self, pod: dict[str, Any], namespace: str, title: str,
                labels: NamespaceLabelSource) -> tuple[dict[str, Any] | None, str]:
-        """The pod as the webhook admits it (None and why when it refuses)."""
+        """The pod as the webhook admits it (None and why when it refuses). The engine is a
+        pure function of the pod, its namespace's labels and the policies, so the replicas
+        of one template are admitted once."""
+        if self._admitted_by is not self.policies or len(self._admitted) > 10_000:
+            self._admitted, self._admitted_by = {}, self.policies
+        key = (json.dumps(pod, sort_keys=True), namespace,
+               json.dumps(dict(labels.objects.get(namespace) or {}), sort_keys=True))
+        if key in self._admitted:
+            mutated, why = self._admitted[key]
+            return copy.deepcopy(mutated), why
         admission = admit(Document(where=title, obj=pod), policies=self.policies, namespace=namespace,
                           namespace_labels=labels)
         if admission.injection and admission.injection.denial:
-            return None, admission.injection.denial
-        if admission.denied or admission.mutated is None:
-            return None, "; ".join(d.message for _, d in admission.validations if not d.allowed) or "not admitted"
-        return admission.mutated, ""
+            answer: tuple[dict[str, Any] | None, str] = (None, admission.injection.denial)
+        elif admission.denied or admission.mutated is None:
+            answer = (None, "; ".join(d.message for _, d in admission.validations if not d.allowed)
+                      or "not admitted")
+        else:
+            answer = (admission.mutated, "")
+        self._admitted[key] = (copy.deepcopy(answer[0]), answer[1])
+        return answer
 
     def webhook(self, operation: str, resource: str, namespace: str, obj: dict[str, Any],
                 old: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -349,8 +367,8 @@ class FakeWorkloads:
         return mutated
 
     def _namespace_labels(self) -> NamespaceLabelSource:
-        return NamespaceLabelSource({ns["metadata"]["name"]: ns["metadata"].get("labels") or {}
-                                     for ns in self.api.list("namespaces")})
+        return NamespaceLabelSource({ns["metadata"]["name"]: dict(ns["metadata"].get("labels") or {})
+                                     for ns in self.api.snapshot("namespaces")})
 
     def _delete_pod(self, pod: dict[str, Any], owner: str) -> str:
         meta = pod["metadata"]

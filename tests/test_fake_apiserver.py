@@ -451,3 +451,11 @@ def test_the_kubernetes_clients_lease_lock_elects_one_leader(api: client.ApiClie
     assert first.try_acquire_or_renew() is True
     first.election_config.lock.lease_reference = stale
     assert first.election_config.lock.update("controller", NS, first.observed_record) is False
+
+
+def test_a_kind_the_server_does_not_serve_is_not_found(api: client.ApiClient) -> None:
+    """The owner of an operator's pods (a CRD not installed here) is a 404, as on a
+    cluster without that CRD."""
+    missing = error(client.CustomObjectsApi(api).get_namespaced_custom_object, "kubeflow.org", "v1", NS,
+                    "tfjobs", "train")
+    assert missing.status == 404 and missing.reason == "NotFound"
