@@ -21,6 +21,8 @@ model driven by `step()` (or by a background thread the test starts and stops):
 - the garbage collector: pods and ReplicaSets whose controlling owner is gone are deleted.
 
 Jobs, CronJobs, bare pods and pods of other owners are never replaced (the kubelet runs them).
+Its writes go to the store directly, not over HTTP, so `api.requests` and `api.writes()`
+show only what the code under test asked for; watches see them like any other write.
 Pods are deleted at once (no graceful termination), and there is no scheduler: a
 DaemonSet's pod names its node, other pods run nowhere in particular.
 """

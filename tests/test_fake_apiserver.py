@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-from tests.fake_apiserver import FakeApiServer
+from tests.fake_apiserver import FakeApiServer, Rule
 
 NS = "shop"
 
@@ -459,3 +459,28 @@ def test_a_kind_the_server_does_not_serve_is_not_found(api: client.ApiClient) ->
     missing = error(client.CustomObjectsApi(api).get_namespaced_custom_object, "kubeflow.org", "v1", NS,
                     "tfjobs", "train")
     assert missing.status == 404 and missing.reason == "NotFound"
+
+
+def test_rbac_covers_the_new_kinds_and_names_subresources(tmp_path: Path) -> None:
+    """A rule for `pods` does not grant `pods/status`, and a Role's rule holds in its
+    namespace only, as kube-apiserver's RBAC authorizer decides."""
+    rules = [Rule(api_groups=frozenset({""}), resources=frozenset({"pods"}),
+                  verbs=frozenset({"get", "list", "watch", "patch"}), namespace=NS),
+             Rule(api_groups=frozenset({"apps"}), resources=frozenset({"deployments"}),
+                  verbs=frozenset({"get", "patch"}), resource_names=frozenset({"web"}))]
+    with FakeApiServer(rbac=rules) as server:
+        server.put_namespace(NS)
+        server.put_namespace("other")
+        server.put(pod("p") | {"metadata": {"name": "p", "namespace": NS}})
+        server.put(pod("p") | {"metadata": {"name": "p", "namespace": "other"}})
+        server.put({"apiVersion": "apps/v1", "kind": "Deployment", **deployment("web"),
+                    "metadata": {"name": "web", "namespace": NS}})
+        kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+        with config.new_client_from_config(config_file=str(kubeconfig)) as api:
+            core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+            core.patch_namespaced_pod("p", NS, {"metadata": {"labels": {"a": "b"}}})
+            assert error(core.patch_namespaced_pod_status, "p", NS, {"status": {}}).status == 403
+            assert error(core.read_namespaced_pod, "p", "other").status == 403
+            assert error(core.list_pod_for_all_namespaces).status == 403
+            apps.patch_namespaced_deployment("web", NS, {"metadata": {"labels": {"a": "b"}}})
+            assert error(apps.list_namespaced_deployment, NS).status == 403
