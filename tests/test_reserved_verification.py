@@ -77,7 +77,7 @@ PODS = {
     "bare, named": pod(container("app")),
     "bare, generateName": {**pod(container("app"), name=None), "metadata": {"generateName": "web-"}},
     "deployment": {**pod(container("app")), "metadata": {"name": "web-5d8f-x7k2p", **OWNED}},
-    "labelled app": pod(container("app"), labels={"app": "shop$(HOME)"}),
+    "labelled app": pod(container("app"), labels={"app": "shop.v2"}),
 }
 
 
