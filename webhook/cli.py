@@ -44,6 +44,13 @@ def _count(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
 def _integer(text: str) -> int:
     try:
         return int(text)
@@ -91,6 +98,15 @@ _SERVE_OPTIONS = (
                       "replicas of one rollout are decided once; 0 turns it off"),
     _ServeOption("--shutdown-delay", "5", _seconds, metavar="SECONDS",
                  help="after SIGTERM, fail readiness this long before closing"),
+    # Per-request bounds (engine/bounds.py); the defaults are the engine's own.
+    _ServeOption("--max-containers", "1000", _positive, metavar="N",
+                 help="deny a pod (or pod template) with more containers than this, of all kinds together"),
+    _ServeOption("--max-object-bytes", str(3 * 1024 * 1024), _positive, metavar="BYTES",
+                 help="deny a pod that injection would make larger than this (JSON); the default is the "
+                      "API server's limit on a write request"),
+    _ServeOption("--max-copied-value", "1024", _positive, metavar="CHARS",
+                 help="deny a pod whose annotation or name a policy template would copy when longer than "
+                      "this (a label's value must be a valid label value)"),
 )
 
 
@@ -342,9 +358,13 @@ def _serve(args: argparse.Namespace) -> int:
     from webhook.workers import available_cpus, supervise
 
     logs.configure(level=args.log_level, fmt=args.log_format)
+    from webhook.engine.bounds import Limits
+
     config = ServeConfig(host=args.host, port=args.port, policies=args.policies,
                          cert_dir=args.cert_dir, failure_policy=args.failure_policy,
-                         shutdown_delay=args.shutdown_delay, decision_memo=args.decision_memo)
+                         shutdown_delay=args.shutdown_delay, decision_memo=args.decision_memo,
+                         limits=Limits(max_containers=args.max_containers, max_object_bytes=args.max_object_bytes,
+                                       max_copied_value=args.max_copied_value))
     workers = args.workers if args.workers > 0 else available_cpus()
     try:
         if workers == 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -13,6 +14,8 @@ from aiohttp import web
 
 from webhook import heap, metrics
 from webhook.connections import ConnectionLimits, LimitedSite
+from webhook.engine import mutate, validate
+from webhook.engine.bounds import Limits
 from webhook.engine.memo import DEFAULT_MAX_ENTRIES
 from webhook.filewatch import watch
 from webhook.policy.holder import PolicyHolder
@@ -43,6 +46,8 @@ class ServeConfig:
     reuse_port: bool = False
     # Idle and head timeouts, head size, connection cap per worker (connections.py).
     connections: ConnectionLimits = ConnectionLimits()
+    # Containers per pod, object size after injection, values copied from the pod (engine/bounds.py).
+    limits: Limits = Limits()
 
 
 async def _watch_policies(app: web.Application) -> AsyncIterator[None]:
@@ -85,7 +90,8 @@ async def serve(config: ServeConfig) -> None:
     state = ServerState(policies=holder, certificate=certificate,
                         failure_policy=config.failure_policy,
                         memo=answer_memo(config.decision_memo))
-    app = create_app(state)
+    app = create_app(state, mutate_engine=functools.partial(mutate, limits=config.limits),
+                     validate_engine=functools.partial(validate, limits=config.limits))
     if not heap.tune_allocator():
         log.info("not glibc: allocator left as it is")
     if not heap.limit_tls_read_buffer():

@@ -19,6 +19,7 @@ from webhook import decision as decisions
 from webhook import metrics
 from webhook.decision import Decision
 from webhook.engine import mutate, validate
+from webhook.engine.bounds import DeadlineExceeded
 from webhook.engine.memo import DEFAULT_MAX_ENTRIES, DecisionMemo, FieldPath, compact
 from webhook.jsonvalue import as_dict, dicts_in
 from webhook.logs import shown
@@ -69,7 +70,8 @@ TLS_WRITE_PIECE_BYTES = 16 * 1024
 WRITES_PER_LOOP_TURN = 4
 _TIMEOUT_PARAM = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
 
-Engine = Callable[[AdmissionRequest, PolicySet], Decision]
+# Called as engine(request, policies, deadline=...): the deadline is a time.perf_counter() time.
+Engine = Callable[..., Decision]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -355,11 +357,16 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
             # The memo keys on the request as sent; only a miss parses it (a hit's key equals
             # that of a request already parsed) and runs the engine.
             answer, memo_result = state.memo.decide(
-                endpoint, raw, policies, lambda: _answer(engine(parse(), policies), mutating=mutating),
+                endpoint, raw, policies,
+                lambda: _answer(engine(parse(), policies, deadline=answer_by), mutating=mutating),
                 # below info nothing reads what the memo keeps for the log line
                 body=body, api_version=api_version, context=subject if logged else lambda: None)
     except BadReview as exc:
         return _bad(endpoint, 400, str(exc))
+    except DeadlineExceeded:  # the engine stopped at the deadline: not a bug, no traceback
+        log.warning("the request's deadline passed while deciding it", extra={"uid": shown(uid), "endpoint": endpoint})
+        answer = _answer(_failure(state, endpoint, "the request's deadline passed before a decision"),
+                         mutating=mutating)
     except Exception:
         log.exception("decision logic failed", extra={"uid": uid, "endpoint": endpoint})
         answer = _answer(_failure(state, endpoint, "internal error"), mutating=mutating)

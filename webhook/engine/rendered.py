@@ -1,0 +1,174 @@
+"""What injection adds, checked as it is added: rendered values, and the answer's size.
+
+A policy's template copies values from the pod (labels, annotations, names) into what
+it injects. Those values are the pod author's, unchecked by the API server until after
+mutating admission, so each one is checked when rendered (webhook/policy/template.py),
+quantities rendered from a template must parse and keep request <= limit, and the
+bytes injection adds are counted against the object size bound as they are added, so
+a pod that would grow too large is denied before its patch is built or serialised.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import orjson
+
+from webhook.engine.bounds import DeadlineExceeded, Limits
+from webhook.policy.compiled import Item
+from webhook.policy.template import TemplateContext, TemplateValueError, has_template, quoted, references, source_of
+from webhook.rules.quantity import parse_quantity
+
+# JSON a patch operation adds around its value: {"op":"add","path":"/spec/containers/12/env/-","value":}
+OP_OVERHEAD_BYTES = 64
+
+
+class Refused(Exception):
+    """Injection would produce a value or a pod the API server refuses: a denial with this message."""
+
+
+class Budget:
+    """Bytes injection has added to the pod so far, against the object size bound, and the
+    request's deadline. A policy's additions are pending until it is applied."""
+
+    __slots__ = ("limit", "deadline", "committed", "pending")
+
+    def __init__(self, limits: Limits, deadline: float | None) -> None:
+        self.limit = limits.max_object_bytes
+        self.deadline = deadline
+        self.committed = 0
+        self.pending = 0
+
+    def add(self, size: int) -> None:
+        """Count `size` more bytes; Refused past the bound, DeadlineExceeded past the deadline.
+        Called per injected item and per container injected into, so it is the engine's clock."""
+        self.pending += size
+        if self.committed + self.pending > self.limit:
+            raise Refused(too_large(self.committed + self.pending, self.limit, what="injection would add"))
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            raise DeadlineExceeded("the request's deadline passed before a decision")
+
+    def commit(self) -> None:
+        self.committed += self.pending
+        self.pending = 0
+
+    def rollback(self) -> None:
+        self.pending = 0
+
+
+def too_large(size: int, limit: int, *, what: str) -> str:
+    return (f"{what} about {size} bytes, over the {limit} byte limit on an object this webhook admits "
+            "(the API server refuses larger ones); fewer containers, or smaller values for the policies "
+            "to copy, would fit")
+
+
+# Items are the policy set's, compiled at load: their sizes are kept by id, with the item
+# itself, so an id is never reused while its entry stands. Emptied when full (reloads).
+_STATIC_SIZES: dict[int, tuple[Item, int]] = {}
+_STATIC_SIZES_MAX = 4096
+
+
+def size_of(item: Item, value: Any) -> int:
+    """JSON bytes of `value`, the rendered `item`, plus a patch operation's overhead."""
+    if value is item.value:
+        cached = _STATIC_SIZES.get(id(item))
+        if cached is not None and cached[0] is item:
+            return cached[1]
+        size = len(orjson.dumps(value)) + OP_OVERHEAD_BYTES
+        if len(_STATIC_SIZES) >= _STATIC_SIZES_MAX:
+            _STATIC_SIZES.clear()
+        _STATIC_SIZES[id(item)] = (item, size)
+        return size
+    return len(orjson.dumps(value)) + OP_OVERHEAD_BYTES
+
+
+def object_size(obj: Mapping[str, Any]) -> int:
+    """JSON bytes of the pod as it came; 0 for what JSON cannot hold (offline YAML)."""
+    try:
+        return len(orjson.dumps(obj))
+    except (TypeError, orjson.JSONEncodeError):
+        return 0
+
+
+def render(item: Item, ctx: TemplateContext, *, policy: str, what: str) -> Any:
+    """`item` rendered for this pod, its pod values and its rendered quantities checked;
+    Refused naming the policy, the field and the pod field otherwise."""
+    try:
+        value = item.render(ctx)
+    except TemplateValueError as exc:
+        fields = ", ".join(_fields_using(item.value, exc.ref)) or "a template"
+        raise Refused(f"policy {policy}: {what} {fields}: {exc}") from None
+    if value is not item.value and isinstance(value, dict):
+        problem = _quantity_problem(item.value, value)
+        if problem:
+            raise Refused(f"policy {policy}: {what}: {problem}")
+    return value
+
+
+def _fields_using(value: Any, ref: tuple[str, str], path: str = "") -> Iterator[str]:
+    """Paths in `value` (an item as the policy wrote it) of the templates that read `ref`."""
+    if isinstance(value, str):
+        if has_template(value) and ref in references(value):
+            yield path or "value"
+    elif isinstance(value, dict):
+        for key, sub in value.items():
+            yield from _fields_using(sub, ref, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, sub in enumerate(value):
+            yield from _fields_using(sub, ref, f"{path}[{index}]")
+
+
+def _quantity_problem(template: dict[str, Any], value: dict[str, Any]) -> str | None:
+    """What is wrong with the quantities a template rendered in a container's resources or an
+    emptyDir's sizeLimit; None when fine. A rendered part is a new object (the renderer
+    copies only what holds templates), so parts without templates cost an identity check."""
+    resources, before = value.get("resources"), template.get("resources")
+    if isinstance(resources, dict) and resources is not before and isinstance(before, dict):
+        parsed: dict[str, dict[str, Any]] = {}
+        for section in ("requests", "limits"):
+            entries = resources.get(section)
+            if not isinstance(entries, dict):
+                continue
+            for name, text in entries.items():
+                problem = _parse(text, _template_at(before, section, name), f"resources.{section}.{name}")
+                if isinstance(problem, str):
+                    return problem
+                parsed.setdefault(section, {})[name] = problem
+        for name, request in parsed.get("requests", {}).items():
+            limit = parsed.get("limits", {}).get(name)
+            if limit is not None and request > limit:
+                sources = _from(_template_at(before, "requests", name)) or _from(_template_at(before, "limits", name))
+                return (f"resources.requests.{name} ({quoted(str(resources['requests'][name]))}) is over "
+                        f"resources.limits.{name} ({quoted(str(resources['limits'][name]))}){sources}; "
+                        "the API server refuses a request above its limit")
+    empty_dir, before_dir = value.get("emptyDir"), template.get("emptyDir")
+    if isinstance(empty_dir, dict) and empty_dir is not before_dir and isinstance(before_dir, dict) \
+            and "sizeLimit" in empty_dir:
+        problem = _parse(empty_dir["sizeLimit"], before_dir.get("sizeLimit"), "emptyDir.sizeLimit")
+        if isinstance(problem, str):
+            return problem
+    return None
+
+
+def _template_at(resources: dict[str, Any], section: str, name: str) -> Any:
+    entries = resources.get(section)
+    return entries.get(name) if isinstance(entries, dict) else None
+
+
+def _parse(text: Any, template: Any, field: str) -> Any:
+    """The quantity's value, or a message (str) saying why it is none."""
+    try:
+        return parse_quantity(text)
+    except ValueError:
+        shown = quoted(text) if isinstance(text, str) else repr(text)
+        return f"{field} rendered to {shown}{_from(template)}, which is not a quantity"
+
+
+def _from(template: Any) -> str:
+    """ ', from pod annotation 'x' (...)' for the pod fields a template string reads."""
+    if not isinstance(template, str):
+        return ""
+    refs = references(template)
+    return f", from {' or '.join(source_of(r) for r in refs)}" if refs else ""
