@@ -19,7 +19,8 @@ from webhook.engine.match import mismatch
 from webhook.engine.pod import PodFacts, pod_facts
 from webhook.jsonvalue import as_dict, as_str, dicts_in, str_map
 from webhook.engine.pod_rules import pod_problems
-from webhook.engine.rendered import OP_OVERHEAD_BYTES, Budget, Refused, object_size, render, size_of, too_large
+from webhook.engine.rendered import (MEASURE_POD_FROM_BYTES, OP_OVERHEAD_BYTES, Budget, Refused, field_sizes,
+                                     may_grow, object_size, render, size_of, too_large)
 from webhook.policy.common import ANNOTATION_PREFIX, LABEL_VALUE_RULE, Mode, valid_label_value
 from webhook.policy.compiled import CompiledInjection, ContainerField, Item
 from webhook.policy.injection import OnConflict
@@ -159,7 +160,8 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet, limits: 
                           max_copied_value=limits.max_copied_value)
     ledger = Ledger()
     outcomes: list[PolicyOutcome] = []
-    budget = Budget(limits, deadline)
+    budget = Budget(limits, deadline, measure=may_grow(
+        policies.injectors, len(sections.init) + len(sections.containers), limits))
     for policy in policies.injectors:
         check_deadline(deadline)
         budget.rollback()  # what a policy not applied would have added
@@ -197,8 +199,9 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet, limits: 
     new_init = [c for _, c in sorted(sections.injected_init, key=lambda rc: rc[0])] + sections.init
     if ledger.policies or ledger.skipped:
         sections.annotations[LEDGER_ANNOTATION] = ledger.dumps()
-        size = budget.committed + len(sections.annotations[LEDGER_ANNOTATION]) + object_size(pod)
-        if size > budget.limit:  # the pod after injection, estimated before the patch is built
+        size = budget.committed + len(sections.annotations[LEDGER_ANNOTATION])
+        if size >= MEASURE_POD_FROM_BYTES and (size := size + object_size(pod)) > budget.limit:
+            # the pod after injection, estimated before the patch is built
             return InjectionResult(patch=[], pod=pod, warnings=warnings, outcomes=outcomes,
                                    denial=too_large(size, budget.limit, what="after injection the pod would be"))
     else:
@@ -344,8 +347,10 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
                 continue
             s.init = [c for c in s.init if _name(c) != item.name]
             s.containers = [c for c in s.containers if _name(c) != item.name]
-        container = render(item, ctx, policy=policy.name, what=f"container {item.name!r}")
-        budget.add(size_of(item, container))
+        container = item.value if item.renderer is None else \
+            render(item, ctx, policy=policy.name, what=f"container {item.name!r}")
+        if budget.measure:
+            budget.add(size_of(item, container))
         s.injected_names[item.name] = policy.name
         record.containers.append(item.name)
         if id(item) in classic:
@@ -364,8 +369,10 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
                              theirs=f"volume {item.name!r} in spec.volumes"):
                 continue
             s.volumes = [v for v in s.volumes if _name(v) != item.name]
-        volume = render(item, ctx, policy=policy.name, what=f"volume {item.name!r}")
-        budget.add(size_of(item, volume))
+        volume = item.value if item.renderer is None else \
+            render(item, ctx, policy=policy.name, what=f"volume {item.name!r}")
+        if budget.measure:
+            budget.add(size_of(item, volume))
         s.volumes.append(volume)
         s.injected_volumes[item.name] = policy.name
         record.volumes.append(item.name)
@@ -373,9 +380,10 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
     if policy.container_fields:
         # Rendered once per pod, not once per container: a template reads only the pod. The
         # containers share the values, as they share an untemplated item's (nothing writes them).
-        rendered = {id(i): render(i, ctx, policy=policy.name, what=f"{f.kind} {i.name!r}")
+        rendered = {id(i): i.value if i.renderer is None else render(i, ctx, policy=policy.name,
+                                                                        what=f"{f.kind} {i.name!r}")
                     for f in policy.container_fields for i in f.items}
-        sizes = {id(i): size_of(i, rendered[id(i)]) for f in policy.container_fields for i in f.items}
+        sizes = field_sizes(policy, rendered, budget.limits) if budget.measure else None
         s.init = [_inject_into(c, policy, record, rendered, init=True, s=s, budget=budget, sizes=sizes)
                   for c in s.init]
         s.containers = [_inject_into(c, policy, record, rendered, init=False, s=s, budget=budget, sizes=sizes)
@@ -385,7 +393,9 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
                                  (s.annotations, policy.annotations, record.annotations)):
         for item in pairs:
             kind = "label" if target is s.labels else "annotation"
-            key, value = item.key, render(item, ctx, policy=policy.name, what=f"{kind} {item.key!r}")
+            key = item.key
+            value = item.value if item.renderer is None else render(item, ctx, policy=policy.name,
+                                                                    what=f"{kind} {item.key!r}")
             if target is s.labels and item.renderer is not None and not valid_label_value(value):
                 # A rendered value (a long workload name, an annotation's text) that the API
                 # server would refuse: say which policy and label, not an opaque API error.
@@ -397,14 +407,15 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
                     record.conflicts.append({"kind": "label" if target is s.labels else "annotation",
                                              "name": key, "resolution": "Keep"})
                 continue
-            budget.add(len(key) + len(value) + OP_OVERHEAD_BYTES)
+            if budget.measure:
+                budget.add(len(key) + len(value) + OP_OVERHEAD_BYTES)
             target[key] = value
             added.append(key)
 
 
 def _inject_into(container: dict[str, Any], policy: CompiledInjection, record: PolicyRecord,
                  rendered: dict[int, Any], *, init: bool, s: _Sections, budget: Budget,
-                 sizes: dict[int, int]) -> dict[str, Any]:
+                 sizes: dict[int, int] | None) -> dict[str, Any]:
     name = _name(container)
     if name in s.injected_names:
         return container  # our own containers declare their own env and mounts
@@ -419,8 +430,9 @@ def _inject_into(container: dict[str, Any], policy: CompiledInjection, record: P
         merged, added, inserted = _merge(container.get(field_.field_name), targeted, field_, record, policy,
                                          rendered, name, front)
         if added:
-            budget.add(sum(sizes[id(i)] for i in targeted if i.name in added) if len(added) < len(targeted)
-                       else sum(sizes[id(i)] for i in targeted))
+            if sizes is not None:
+                budget.add(sizes[id(field_)] if len(added) == len(field_.items)
+                           else sum(sizes[id(i)] for i in targeted if i.name in added))
             if updated is None:
                 updated = dict(container)
             updated[field_.field_name] = merged

@@ -11,18 +11,23 @@ a pod that would grow too large is denied before its patch is built or serialise
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from webhook.engine.bounds import DeadlineExceeded, Limits
-from webhook.policy.compiled import Item
+from webhook.policy.compiled import CompiledInjection, Item, MetadataItem
 from webhook.policy.template import TemplateContext, TemplateValueError, has_template, quoted, references, source_of
 from webhook.rules.quantity import parse_quantity
 
 # JSON a patch operation adds around its value: {"op":"add","path":"/spec/containers/12/env/-","value":}
 OP_OVERHEAD_BYTES = 64
+# Below this much added, the pod's own size is not measured (serialising every pod to
+# measure it would cost more than several steps of injection): the answer is small
+# anyway, and a pod the API server sent is within its write limit.
+MEASURE_POD_FROM_BYTES = 64 * 1024
 
 
 class Refused(Exception):
@@ -31,13 +36,16 @@ class Refused(Exception):
 
 class Budget:
     """Bytes injection has added to the pod so far, against the object size bound, and the
-    request's deadline. A policy's additions are pending until it is applied."""
+    request's deadline. A policy's additions are pending until it is applied. Measured only
+    when the pod could grow by MEASURE_POD_FROM_BYTES (`measure`): a few containers cannot."""
 
-    __slots__ = ("limit", "deadline", "committed", "pending")
+    __slots__ = ("limits", "limit", "deadline", "measure", "committed", "pending")
 
-    def __init__(self, limits: Limits, deadline: float | None) -> None:
+    def __init__(self, limits: Limits, deadline: float | None, *, measure: bool) -> None:
+        self.limits = limits
         self.limit = limits.max_object_bytes
         self.deadline = deadline
+        self.measure = measure
         self.committed = 0
         self.pending = 0
 
@@ -64,24 +72,92 @@ def too_large(size: int, limit: int, *, what: str) -> str:
             "to copy, would fit")
 
 
-# Items are the policy set's, compiled at load: their sizes are kept by id, with the item
-# itself, so an id is never reused while its entry stands. Emptied when full (reloads).
-_STATIC_SIZES: dict[int, tuple[Item, int]] = {}
-_STATIC_SIZES_MAX = 4096
-
-
-def size_of(item: Item, value: Any) -> int:
-    """JSON bytes of `value`, the rendered `item`, plus a patch operation's overhead."""
-    if value is item.value:
-        cached = _STATIC_SIZES.get(id(item))
-        if cached is not None and cached[0] is item:
-            return cached[1]
-        size = len(orjson.dumps(value)) + OP_OVERHEAD_BYTES
-        if len(_STATIC_SIZES) >= _STATIC_SIZES_MAX:
-            _STATIC_SIZES.clear()
-        _STATIC_SIZES[id(item)] = (item, size)
-        return size
+def _json_size(value: Any) -> int:
     return len(orjson.dumps(value)) + OP_OVERHEAD_BYTES
+
+
+def _placeholders(value: Any) -> int:
+    if isinstance(value, str):
+        return value.count("{{")
+    if isinstance(value, dict):
+        return sum(_placeholders(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_placeholders(v) for v in value)
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class _PolicySizes:
+    """What a policy can add to a pod, worked out once per policy."""
+
+    policy: CompiledInjection    # kept, so that its id is not reused while this entry stands
+    copied: int                  # the max_copied_value the bounds below assume
+    items: dict[int, int]        # JSON size of each env var and mount as written; each field's sum
+    fixed: int                   # at most this much added once per pod (containers, volumes, metadata)
+    per_container: int           # and at most this much per container (env vars, mounts)
+
+
+# By id of the policy; the policies are the policy set's, compiled at load. Emptied when
+# full (after many reloads).
+_SIZES: dict[int, _PolicySizes] = {}
+_SIZES_MAX = 256
+
+
+def _sizes(policy: CompiledInjection, copied: int) -> _PolicySizes:
+    cached = _SIZES.get(id(policy))
+    if cached is not None and cached.policy is policy and cached.copied == copied:
+        return cached
+    # A placeholder renders a literal from the template's own text or a value from the pod:
+    # at most `copied` characters, or 63 for a label; twice that where `$` is doubled.
+    per_placeholder = 2 * max(copied, 63)
+
+    def bound(value: Any) -> int:
+        return _json_size(value) + per_placeholder * _placeholders(value)
+
+    items: dict[int, int] = {}
+    per_container = 0
+    for field_ in policy.container_fields:
+        for item in field_.items:
+            items[id(item)] = _json_size(item.value)
+            per_container += bound(item.value)
+        items[id(field_)] = sum(items[id(i)] for i in field_.items)
+    fixed = sum(bound(i.value) for i in (*policy.init_containers, *policy.classic_sidecars, *policy.volumes))
+    fixed += sum(len(m.key) + bound(m.value) for m in (*policy.labels, *policy.annotations))
+    if len(_SIZES) >= _SIZES_MAX:
+        _SIZES.clear()
+    _SIZES[id(policy)] = sizes = _PolicySizes(policy, copied, items, fixed, per_container)
+    return sizes
+
+
+def may_grow(policies: Iterable[CompiledInjection], containers: int, limits: Limits) -> bool:
+    """Whether these policies could add MEASURE_POD_FROM_BYTES to a pod of `containers`
+    containers: only then are the additions measured (`Budget.measure`)."""
+    total = 0
+    for policy in policies:
+        sizes = _sizes(policy, limits.max_copied_value)
+        total += sizes.fixed + sizes.per_container * containers
+    return total >= MEASURE_POD_FROM_BYTES
+
+
+def size_of(item: Item | MetadataItem, value: Any) -> int:
+    """JSON bytes `value`, the rendered `item`, adds to the pod, with its patch operation."""
+    return _json_size(value)
+
+
+def field_sizes(policy: CompiledInjection, rendered: Mapping[int, Any], limits: Limits) -> dict[int, int]:
+    """Sizes (as `size_of`) of the policy's env vars and mounts rendered for this pod, by id
+    of the item, and by id of each ContainerField the sum of its items'. Only what a
+    template rendered is measured per pod; the rest once per policy."""
+    sizes = _sizes(policy, limits.max_copied_value).items
+    templated = [i for f in policy.container_fields for i in f.items if rendered[id(i)] is not i.value]
+    if not templated:
+        return sizes
+    sizes = dict(sizes)
+    for item in templated:
+        sizes[id(item)] = _json_size(rendered[id(item)])
+    for field_ in policy.container_fields:
+        sizes[id(field_)] = sum(sizes[id(i)] for i in field_.items)
+    return sizes
 
 
 def object_size(obj: Mapping[str, Any]) -> int:
@@ -92,16 +168,18 @@ def object_size(obj: Mapping[str, Any]) -> int:
         return 0
 
 
-def render(item: Item, ctx: TemplateContext, *, policy: str, what: str) -> Any:
-    """`item` rendered for this pod, its pod values and its rendered quantities checked;
-    Refused naming the policy, the field and the pod field otherwise."""
+def render(item: Item | MetadataItem, ctx: TemplateContext, *, policy: str, what: str) -> Any:
+    """`item`, which holds templates, rendered for this pod, its pod values and its rendered
+    quantities checked; Refused naming the policy, the field and the pod field otherwise.
+    An item without templates needs none of this: it is used as it stands."""
     try:
         value = item.render(ctx)
     except TemplateValueError as exc:
         fields = ", ".join(_fields_using(item.value, exc.ref)) or "a template"
         raise Refused(f"policy {policy}: {what} {fields}: {exc}") from None
-    if value is not item.value and isinstance(value, dict):
-        problem = _quantity_problem(item.value, value)
+    if value.__class__ is dict and (value.get("resources") is not item.value.get("resources")  # type: ignore[union-attr]
+                                    or value.get("emptyDir") is not item.value.get("emptyDir")):  # type: ignore[union-attr]
+        problem = _quantity_problem(item.value, value)  # type: ignore[arg-type]
         if problem:
             raise Refused(f"policy {policy}: {what}: {problem}")
     return value
