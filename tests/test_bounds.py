@@ -108,6 +108,15 @@ def test_an_update_leaving_an_over_limit_object_unchanged_is_still_admitted() ->
     assert not validate(_request(changed, operation="UPDATE", old=old), SHIPPED, limits=FIVE).allowed
 
 
+def test_the_serve_options_default_to_the_engines_bounds() -> None:
+    from webhook import cli
+
+    defaults = {o.flag: o.type(o.default) for o in cli._SERVE_OPTIONS}
+    assert defaults["--max-containers"] == DEFAULT_LIMITS.max_containers
+    assert defaults["--max-object-bytes"] == DEFAULT_LIMITS.max_object_bytes == 3 * 1024 * 1024
+    assert defaults["--max-copied-value"] == DEFAULT_LIMITS.max_copied_value
+
+
 # --- the size of the answer and of the pod it produces --------------------------------------------
 
 def test_a_pod_that_injection_would_grow_past_the_limit_is_denied_before_the_patch_is_built() -> None:
