@@ -399,3 +399,15 @@ def test_sign_symmetry(text: str) -> None:
     value = parse_quantity(text)
     assert parse_quantity("+" + text) == value
     assert parse_quantity("-" + text) == value.copy_negate()
+
+
+def test_only_short_text_is_cached() -> None:
+    """The cache is keyed by text a pod's author wrote: a long quantity is parsed, not kept."""
+    from webhook.rules.quantity import _parse_text
+
+    _parse_text.cache_clear()
+    long = "1" * 10_000 + "m"
+    assert parse_quantity(long) == Decimal("1" * 9_997 + ".111")
+    assert _parse_text.cache_info().currsize == 0
+    assert parse_quantity("128Mi") == 128 * 2**20
+    assert _parse_text.cache_info().currsize == 1

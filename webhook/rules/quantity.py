@@ -168,10 +168,15 @@ def _parse_string(text: str) -> Decimal:
     return _tidy(value)
 
 
+# Longest text the cache keeps: real quantities are a few characters, and the cache is
+# keyed by text the pod's author wrote (a megabyte of digits would stay in memory).
+_CACHED_MAX_CHARS = 64
+
+
 def parse_quantity(s: str | int | float) -> Decimal:
     """See `_parse_quantity`; text is cached, since the same few quantities ("100m",
     "128Mi") recur on every pod. Only exact str is cached: True == 1 for a cache."""
-    if type(s) is str:
+    if type(s) is str and len(s) <= _CACHED_MAX_CHARS:
         return _parse_text(s)
     return _parse_quantity(s)
 
