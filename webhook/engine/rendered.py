@@ -129,14 +129,25 @@ def _sizes(policy: CompiledInjection, copied: int) -> _PolicySizes:
     return sizes
 
 
-def may_grow(policies: Iterable[CompiledInjection], containers: int, limits: Limits) -> bool:
+# Per policy set (its tuple of injectors): (the tuple, copied, fixed, per container).
+_TOTALS: dict[int, tuple[tuple[CompiledInjection, ...], int, int, int]] = {}
+
+
+def may_grow(policies: tuple[CompiledInjection, ...], containers: int, limits: Limits) -> bool:
     """Whether these policies could add MEASURE_POD_FROM_BYTES to a pod of `containers`
     containers: only then are the additions measured (`Budget.measure`)."""
-    total = 0
-    for policy in policies:
-        sizes = _sizes(policy, limits.max_copied_value)
-        total += sizes.fixed + sizes.per_container * containers
-    return total >= MEASURE_POD_FROM_BYTES
+    copied = limits.max_copied_value
+    totals = _TOTALS.get(id(policies))
+    if totals is None or totals[0] is not policies or totals[1] != copied:
+        fixed = per_container = 0
+        for policy in policies:
+            sizes = _sizes(policy, copied)
+            fixed += sizes.fixed
+            per_container += sizes.per_container
+        if len(_TOTALS) >= _SIZES_MAX:
+            _TOTALS.clear()
+        _TOTALS[id(policies)] = totals = (policies, copied, fixed, per_container)
+    return totals[2] + totals[3] * containers >= MEASURE_POD_FROM_BYTES
 
 
 def size_of(item: Item | MetadataItem, value: Any) -> int:

@@ -161,7 +161,12 @@ def compile_template(value: str, *, expanded: bool = False) -> Renderer:
                 else:
                     text = ctx.lookup(arg)  # type: ignore[arg-type]
                     if text:
-                        text = ctx.checked(arg, text)  # type: ignore[arg-type]
+                        # The common case inline; `checked` raises with the message.
+                        if arg[0] == "labels":
+                            if not valid_label_value(text):
+                                ctx.checked(arg, text)  # type: ignore[arg-type]
+                        elif len(text) > ctx.max_copied_value:
+                            ctx.checked(arg, text)  # type: ignore[arg-type]
                         if expanded:
                             text = text.replace("$", "$$")
                 if text:
