@@ -401,13 +401,17 @@ def test_sign_symmetry(text: str) -> None:
     assert parse_quantity("-" + text) == value.copy_negate()
 
 
-def test_only_short_text_is_cached() -> None:
-    """The cache is keyed by text a pod's author wrote: a long quantity is parsed, not kept."""
-    from webhook.rules.quantity import _parse_text
+def test_the_cache_keeps_only_short_texts() -> None:
+    # A client can put megabyte quantity strings in a pod: cached by their text, a few
+    # thousand of them would keep gigabytes after the requests are gone.
+    from webhook.rules.quantity import _CACHED_TEXT_MAX, _parse_text
 
     _parse_text.cache_clear()
-    long = "1" * 10_000 + "m"
-    assert parse_quantity(long) == Decimal("1" * 9_997 + ".111")
+    long_texts = [f"{n}{'0' * 100_000}m" for n in range(1, 6)]
+    for text in long_texts:
+        assert parse_quantity(text) == Decimal(text[:-4])  # milli: three zeros fewer
     assert _parse_text.cache_info().currsize == 0
-    assert parse_quantity("128Mi") == 128 * 2**20
-    assert _parse_text.cache_info().currsize == 1
+    short = "1" * (_CACHED_TEXT_MAX - 1) + "m"
+    assert parse_quantity(short) == parse_quantity(short) == Decimal("1" * (_CACHED_TEXT_MAX - 4) + ".111")
+    info = _parse_text.cache_info()
+    assert (info.currsize, info.hits) == (1, 1)

@@ -102,7 +102,7 @@ def test_a_bad_bound_in_the_environment_stops_the_start(pki: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "webhook", "serve"], capture_output=True, text=True,
                             env=env, cwd=ROOT, timeout=30)
     assert result.returncode == 2
-    assert "WEBHOOK_MAX_CONTAINERS" in result.stderr and "not a positive whole number" in result.stderr
+    assert "WEBHOOK_MAX_CONTAINERS" in result.stderr and "not a whole number of at least 1" in result.stderr
 
 
 def test_a_heavy_request_is_answered_at_its_deadline_and_a_normal_one_soon_after(start_server) -> None:

@@ -48,7 +48,8 @@ LATENCY = Histogram("webhook_request_duration_seconds", "Time to answer an admis
                              2.5, 5.0, 10.0))
 SHED = Counter("webhook_shed_requests_total", "Requests refused with 429 under overload", ["endpoint"])
 CONNECTIONS_DROPPED = Counter("webhook_dropped_connections_total",
-                              "Connections closed by a limit: limit (too many open), head_timeout, "
+                              "Connections closed by a limit: limit (too many open), client_limit (too many open from "
+                              "one address), head_timeout, "
                               "head_too_large", ["reason"])
 BAD_REQUESTS = Counter("webhook_bad_requests_total", "Requests refused as malformed", ["endpoint"])
 INJECTIONS = Counter("webhook_injections_total", "Policies applied to pods", ["policy"])
@@ -68,6 +69,19 @@ POLICY_INFO = Gauge("webhook_policy_set_info", "The serving policy set's revisio
 CERT_NOT_AFTER = Gauge("webhook_certificate_expiry_timestamp_seconds",
                        "When the serving certificate expires", multiprocess_mode="livemin")
 CERT_RELOADS = Counter("webhook_certificate_reload_total", "Certificate reload attempts", ["result"])
+# The namespace label cache (namespace_cache.py), running while a policy has a namespaceSelector.
+NAMESPACE_CACHE_STATE = Gauge("webhook_namespace_cache_state",
+                              "Namespace label cache state per worker: off (no policy has a "
+                              "namespaceSelector), syncing (before the first list), synced, stale (out of "
+                              "touch with the API server)",
+                              ["state"], multiprocess_mode="livesum")  # workers in each state
+NAMESPACE_CACHE_NAMESPACES = Gauge("webhook_namespace_cache_namespaces", "Namespaces in the label cache",
+                                   multiprocess_mode="livemax")
+NAMESPACE_CACHE_LISTS = Counter("webhook_namespace_cache_lists_total",
+                                "Full lists of the namespaces: initial, expired (410 Gone), after_error",
+                                ["reason"])
+NAMESPACE_CACHE_ERRORS = Counter("webhook_namespace_cache_errors_total",
+                                 "Failed namespace list or watch requests")
 
 
 log = logging.getLogger(__name__)

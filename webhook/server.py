@@ -8,25 +8,30 @@ import logging
 import re
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import orjson
 from aiohttp import StreamReader, web
+from aiohttp.web_protocol import RequestPayloadError
 
 from webhook import decision as decisions
 from webhook import metrics
+from webhook.connections import head_arrived
 from webhook.decision import Decision
 from webhook.engine import mutate, validate
 from webhook.engine.bounds import DeadlineExceeded
 from webhook.engine.memo import DEFAULT_MAX_ENTRIES, DecisionMemo, FieldPath, compact
+from webhook.engine.namespaces import NamespaceLabelsUnavailable
 from webhook.jsonvalue import as_dict, dicts_in
-from webhook.logs import shown
+from webhook.logs import LIST_SHOWN_MAX, cut_items, cut_message, shown
+from webhook.namespace_cache import PENDING_WAIT_SECONDS, NamespaceCache
 from webhook.policy.holder import PolicyHolder
 from webhook.policy.loader import PolicySet
-from webhook.review import (AdmissionRequest, BadReview, envelope_json, operation_of, read_envelope, request_uid,
-                            response_fields)
+from webhook.review import (MAX_REVIEW_DEPTH, AdmissionRequest, BadReview, envelope_json, nests_deeper_than,
+                            operation_of, read_envelope, request_uid, response_fields)
 from webhook.tls import ServingCertificate
 
 log = logging.getLogger(__name__)
@@ -68,9 +73,12 @@ TLS_WRITE_PIECE_BYTES = 16 * 1024
 # warning from the fifth on. A turn after every piece cost a 50-container mutation
 # about 15 % more CPU, after every fourth write about 6 %.
 WRITES_PER_LOOP_TURN = 4
+# Requests that may wait at once for a namespace's labels (see ServerState.namespace_waits).
+DEFAULT_MAX_NAMESPACE_WAITS = 32
 _TIMEOUT_PARAM = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
 
-# Called as engine(request, policies, deadline=...): the deadline is a time.perf_counter() time.
+# (request, policies, *, deadline=..., namespace_labels=...) -> Decision; the deadline is a
+# time.perf_counter() time, past which the engine raises DeadlineExceeded.
 Engine = Callable[..., Decision]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -89,6 +97,17 @@ class ServerState:
     # Identical pods (one rollout's replicas) are decided once; see engine/memo.py.
     memo: DecisionMemo[Answer] = field(default_factory=lambda: answer_memo())  # defined below
     tally: metrics.Tally = field(default_factory=lambda: metrics.Tally(_fold_counts))
+    # Namespace labels for policies with a namespaceSelector (running only while one is loaded).
+    namespaces: NamespaceCache | None = None
+    # Readiness waits for the cache's first sync when the policies at start need it (set by serve).
+    wait_for_namespaces: bool = False
+    # The cache's memo_epoch() that the memo's entries were decided under.
+    memo_epoch: tuple[int, bool] | None = None
+    # Requests waiting for a namespace's labels, and how many may (more: the failure rule at once).
+    # The API server sends pods of existing namespaces only, so many waiting means a client
+    # other than the API server, or a cache far behind; each holds its body (up to 8 MiB).
+    namespace_waits: int = 0
+    max_namespace_waits: int = DEFAULT_MAX_NAMESPACE_WAITS
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -97,12 +116,15 @@ class Answer:
     many requests, so it is serialised (and its patch encoded) once."""
 
     fields_json: bytes  # the AdmissionResponse's fields but the uid, serialised
-    # The decision for the log line, without its patch: the line names what was applied,
-    # and a remembered answer should not keep the patch twice.
+    # The decision for the log line, without its patch and with only the violations the
+    # line shows: the line names what was applied, and a remembered answer is weighed by
+    # fields_json alone, so it must not keep the patch twice or a violation per container.
     logged: Decision
-    # What the answer adds to the metrics, as plain values (the outcome first): the metrics
-    # tally keeps this (not the answer, which may hold a large patch) until it folds.
-    counted: tuple[str, tuple[str, ...], tuple[str, ...], tuple[tuple[str, str, str], ...]]
+    # What the answer adds to the metrics, as plain values (the outcome first; violations
+    # as (policy, rule, action) with how many): the metrics tally keeps this (not the
+    # answer, which may hold a large patch) until it folds.
+    counted: tuple[str, tuple[str, ...], tuple[str, ...], tuple[tuple[tuple[str, str, str], int], ...]]
+    violations: int  # how many the decision found, for the log line
 
     @property
     def outcome(self) -> str:
@@ -116,10 +138,14 @@ def answer_memo(max_entries: int = DEFAULT_MAX_ENTRIES) -> DecisionMemo[Answer]:
 
 def _answer(decision: Decision, *, mutating: bool) -> Answer:
     outcome = _outcome(decision)
+    violations = decision.violations
     counted = (outcome, decision.applied_policies if decision.patch else (), decision.shadow_policies,
-               tuple((v.policy, v.rule, v.action) for v in decision.violations))
+               tuple(Counter((v.policy, v.rule, v.action) for v in violations).items()))
     fields_json = compact(orjson.dumps(response_fields(decision, mutating=mutating)))
-    return Answer(fields_json, replace(decision, patch=None) if decision.patch else decision, counted)
+    logged = decision
+    if decision.patch or len(violations) > LIST_SHOWN_MAX:
+        logged = replace(decision, patch=None, violations=violations[:LIST_SHOWN_MAX])
+    return Answer(fields_json, logged, counted, len(violations))
 
 
 STATE = web.AppKey("state", ServerState)
@@ -210,10 +236,25 @@ async def _not_found(request: web.Request) -> web.Response:
     return _error(404, f"no such path {request.path}; admission endpoints are /mutate and /validate")
 
 
-@functools.lru_cache(maxsize=64)
+# Query strings up to this long are remembered (the API server's is "timeout=10s"): the
+# cache then holds at most 64 of them, whatever clients send.
+_CACHED_QUERY_MAX = 128
+
+
 def _deadline(query_string: str) -> float:
     """Seconds from the `timeout` query parameter. The API server sends the same query on
     every call of one webhook, so the parse is remembered by the raw query string."""
+    if len(query_string) <= _CACHED_QUERY_MAX:
+        return _cached_deadline(query_string)
+    return _parse_deadline(query_string)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_deadline(query_string: str) -> float:
+    return _parse_deadline(query_string)
+
+
+def _parse_deadline(query_string: str) -> float:
     raw = next((v for k, v in urllib.parse.parse_qsl(query_string) if k == "timeout"), "")
     match = _TIMEOUT_PARAM.match(raw)
     if not match:
@@ -228,7 +269,10 @@ def _admission_handler(endpoint: str, engine: Engine, *, mutating: bool) -> Hand
     async def handle(request: web.Request) -> web.StreamResponse:
         try:
             state = request.app[STATE]
-            started = time.perf_counter()
+            # The deadline runs from when the request's head was read, not from when the
+            # event loop got to this handler: requests read in one turn of the loop wait
+            # for each other's decisions, and the API server's clock started before either.
+            started = head_arrived(request) or time.perf_counter()
             budget = _deadline(request.query_string)
             # Answer a little before the API server gives up, so that a late answer is
             # still a decision (by the failure rule) rather than a timeout.
@@ -259,7 +303,28 @@ def _admission_handler(endpoint: str, engine: Engine, *, mutating: bool) -> Hand
                 return _bad(endpoint, 413, f"body exceeds the {MAX_BODY_BYTES} byte limit")
             except TimeoutError:
                 return _bad(endpoint, 408, "timed out reading the request body")
+            except RequestPayloadError:
+                # A body aiohttp could not decode (Content-Encoding gzip or deflate on bytes
+                # that are not). The parser is left mid-body, so the connection is closed.
+                request.content.feed_eof()  # nothing left for aiohttp to drain after the answer
+                response = _bad(endpoint, 400, f"the body is not what its Content-Encoding "
+                                f"{shown(request.headers.get('Content-Encoding', ''))!r} says: it could not be decoded")
+                response.force_close()
+                return response
             response = _admit(body, state, endpoint, engine, mutating, started, answer_by)
+            if isinstance(response, _Pending):
+                # A namespace created a moment ago (its watch event is on its way), or a cache
+                # still syncing: wait briefly, then decide again (by the failure rule if still unknown).
+                # A waiting request keeps its body, so only so many wait at once.
+                wait = min(PENDING_WAIT_SECONDS, answer_by - time.perf_counter())
+                if wait > 0 and state.namespaces is not None and state.namespace_waits < state.max_namespace_waits:
+                    state.namespace_waits += 1
+                    try:
+                        await state.namespaces.wait_known(response.namespace, wait)
+                    finally:
+                        state.namespace_waits -= 1
+                response = _admit(body, state, endpoint, engine, mutating, started, answer_by, may_wait=False)
+            assert isinstance(response, web.Response)
         except Exception:  # a bug outside the decision logic (that one has a failure rule)
             return _internal_error(request)
         body = response.body
@@ -287,10 +352,19 @@ async def _arrives(content: StreamReader) -> bool:
     return True
 
 
+# aiohttp decodes these itself (and would pass any other coding through undecoded).
+# Its size limit applies to the decoded body.
+_CONTENT_ENCODINGS = frozenset({"identity", "gzip", "deflate"})
+
+
 def _refuse_before_reading(request: web.Request, endpoint: str) -> web.Response | None:
     length = request.content_length
     if length is not None and length > MAX_BODY_BYTES:
         return _bad(endpoint, 413, f"body of {length} bytes exceeds the {MAX_BODY_BYTES} byte limit")
+    encoding = request.headers.get("Content-Encoding")
+    if encoding is not None and encoding.strip().lower() not in _CONTENT_ENCODINGS:
+        return _bad(endpoint, 415, f"Content-Encoding {shown(encoding)!r} is not supported; "
+                    f"send {', '.join(sorted(_CONTENT_ENCODINGS))} (the API server sends none)")
     if request.headers.get("Content-Type") != "application/json" and \
             request.content_type not in ("application/json", "application/octet-stream") and request.body_exists:
         return _bad(endpoint, 415, f"content type {request.content_type!r} is not supported; "
@@ -298,9 +372,22 @@ def _refuse_before_reading(request: web.Request, endpoint: str) -> web.Response 
     return None
 
 
+class _Pending(NamedTuple):
+    """The request needs the labels of a namespace the cache may know in a moment."""
+
+    namespace: str
+
+
 def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutating: bool, started: float,
-           answer_by: float) -> web.Response:
+           answer_by: float, *, may_wait: bool = True) -> web.Response | _Pending:
     policies = state.policies.current  # one read: the whole request sees one set
+    namespaces = state.namespaces
+    if namespaces is not None:
+        # The memo keys on the request, which holds the namespace's name, not its labels.
+        epoch = namespaces.memo_epoch()
+        if epoch != state.memo_epoch:
+            state.memo.clear()
+            state.memo_epoch = epoch
     logged = log.isEnabledFor(logging.INFO)
     # A repeat of a review already decided (a rollout's replica) is answered without parsing
     # it (memo.recall), unless the deadline passed; its decision log line is built from what
@@ -326,6 +413,12 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
     def parse() -> AdmissionRequest:
         parsed.append(AdmissionRequest.from_dict(raw))
         return parsed[0]
+
+    def decide(request: AdmissionRequest) -> Decision:
+        if namespaces is None:
+            return engine(request, policies, deadline=answer_by)
+        return engine(request, policies, deadline=answer_by,
+                      namespace_labels=namespaces.labels_for(request.namespace))
 
     def request() -> AdmissionRequest | None:
         """The request, parsed once for everything after the decision: a memo hit was not
@@ -357,8 +450,7 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
             # The memo keys on the request as sent; only a miss parses it (a hit's key equals
             # that of a request already parsed) and runs the engine.
             answer, memo_result = state.memo.decide(
-                endpoint, raw, policies,
-                lambda: _answer(engine(parse(), policies, deadline=answer_by), mutating=mutating),
+                endpoint, raw, policies, lambda: _answer(decide(parse()), mutating=mutating),
                 # below info nothing reads what the memo keeps for the log line
                 body=body, api_version=api_version, context=subject if logged else lambda: None)
     except BadReview as exc:
@@ -367,12 +459,32 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
         log.warning("the request's deadline passed while deciding it", extra={"uid": shown(uid), "endpoint": endpoint})
         answer = _answer(_failure(state, endpoint, "the request's deadline passed before a decision"),
                          mutating=mutating)
-    except Exception:
-        log.exception("decision logic failed", extra={"uid": uid, "endpoint": endpoint})
-        answer = _answer(_failure(state, endpoint, "internal error"), mutating=mutating)
+    except NamespaceLabelsUnavailable as exc:
+        if may_wait and exc.unknown.pending:
+            return _Pending(exc.namespace)
+        log.warning("%s; failure policy %s", exc, state.failure_policy,
+                    extra={"uid": shown(uid), "endpoint": endpoint, "event": "namespace_labels_unknown"})
+        answer = _answer(_failure(state, endpoint, str(exc)), mutating=mutating)
+    except Exception as exc:
+        # Deep nesting stops the code reading the review where it recurses (a RecursionError)
+        # or serialises (orjson's TypeError): measured only then, since measuring every body
+        # costs more than deciding a large pod (docs/operations.md, "Nesting depth").
+        if isinstance(exc, (RecursionError, TypeError)) and nests_deeper_than(body):
+            log.warning("refused a review nested more than %d levels deep", MAX_REVIEW_DEPTH,
+                        extra={"event": "too_deep", "uid": shown(uid), "endpoint": endpoint})
+            answer = _answer(_TOO_DEEP, mutating=mutating)
+        else:
+            log.exception("decision logic failed", extra={"uid": shown(uid), "endpoint": endpoint})
+            answer = _answer(_failure(state, endpoint, "internal error"), mutating=mutating)
     _record(state, endpoint, raw, uid, subject if logged else None, answer, memo_result,
             time.perf_counter() - started, policies.revision)
     return _reply(api_version, uid, answer)
+
+
+# A content problem, so a denial whatever the failure policy says.
+_TOO_DEEP = decisions.denied(f"the review nests objects and arrays more than {MAX_REVIEW_DEPTH} levels deep, "
+                             f"too deep to decide; this webhook decides reviews of up to {MAX_REVIEW_DEPTH} "
+                             "levels (a Kubernetes object nests fewer than 20)", code=400, reason="BadRequest")
 
 
 def _reply(api_version: str, uid: str, answer: Answer) -> web.Response:
@@ -411,8 +523,8 @@ def _fold_counts(key: tuple[str, str, str, Any], latencies: list[float]) -> None
         metrics.child(metrics.INJECTIONS, name).inc(count)
     for name in shadowed:
         metrics.child(metrics.SHADOW_INJECTIONS, name).inc(count)
-    for labels in violations:
-        metrics.child(metrics.VIOLATIONS, *labels).inc(count)
+    for labels, found in violations:
+        metrics.child(metrics.VIOLATIONS, *labels).inc(count * found)
 
 
 async def _fold_metrics(app: web.Application) -> AsyncIterator[None]:
@@ -492,15 +604,17 @@ def _log_decision(endpoint: str, subject: Subject, uid: str, answer: Answer, ela
     decision, outcome = answer.logged, answer.outcome
     log.info("%s %s %s/%s: %s", endpoint, subject.operation, subject.namespace or "-",
              subject.pod_name or subject.generate_name or subject.request_name or "-", outcome,
-             extra={"event": "decision", "endpoint": endpoint, "uid": uid,
+             extra={"event": "decision", "endpoint": endpoint, "uid": shown(uid),
                     "namespace": subject.namespace, "podName": subject.pod_name or subject.request_name,
                     "generateName": subject.generate_name, "owner": subject.owner,
                     "operation": subject.operation, "kind": subject.kind,
                     "outcome": outcome, "policies": list(decision.applied_policies),
-                    "denyMessage": decision.message, "warnings": len(decision.warnings),
-                    "violations": [f"{v.action} {v.policy}/{v.rule}"
-                                   f"{'[' + v.check + ']' if v.check else ''} {v.path}"
-                                   for v in decision.violations],
+                    "denyMessage": cut_message(decision.message), "warnings": len(decision.warnings),
+                    # Bounded (logs.py): 30,000 privileged containers are 270,000 violations.
+                    "violations": cut_items([f"{v.action} {v.policy}/{v.rule}"
+                                             f"{'[' + v.check + ']' if v.check else ''} {v.path}"
+                                             for v in decision.violations[:LIST_SHOWN_MAX]],
+                                            total=answer.violations),
                     "policyRevision": revision, "dryRun": subject.dry_run,
                     "latencyMs": round(elapsed * 1000, 3)})
 
@@ -526,6 +640,16 @@ async def _readyz(request: web.Request) -> web.Response:
     if state.certificate is not None:
         body["certificateNotAfter"] = state.certificate.not_after.isoformat()
     ready = not state.draining and state.certificate is not None
+    if state.namespaces is not None:
+        body["namespaceCache"] = state.namespaces.detail()
+        if state.wait_for_namespaces:
+            # Only a replica that starts needing the cache waits for it: one already serving
+            # when a reload adds a namespaceSelector stays ready (all replicas failing at once
+            # would stop all pod creation); its requests wait briefly, then the failure rule.
+            if state.namespaces.synced or not state.namespaces.running:
+                state.wait_for_namespaces = False
+            else:
+                ready = False
     return _json(200 if ready else 503, body)
 
 

@@ -15,24 +15,18 @@ from typing import Any
 from webhook.engine import patch as jp
 from webhook.engine.bounds import DEFAULT_LIMITS, Limits, check_deadline, too_many_containers
 from webhook.engine.ledger import LEDGER_ANNOTATION, Ledger, LedgerError, PolicyRecord, parse_ledger
-from webhook.engine.match import mismatch
+from webhook.engine.applies import INJECT_ANNOTATION, ignored_choices, opted_out_of_all, skip_reason
+from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
 from webhook.engine.pod import PodFacts, pod_facts
 from webhook.jsonvalue import as_dict, as_str, dicts_in, str_map
 from webhook.engine.pod_rules import pod_problems
 from webhook.engine.rendered import (MEASURE_POD_FROM_BYTES, OP_OVERHEAD_BYTES, Budget, Refused, field_sizes,
                                      may_grow, object_size, render, size_of, too_large)
-from webhook.policy.common import ANNOTATION_PREFIX, LABEL_VALUE_RULE, Mode, valid_label_value
+from webhook.policy.common import LABEL_VALUE_RULE, Mode, OptOut, valid_label_value
 from webhook.policy.compiled import CompiledInjection, ContainerField, Item
 from webhook.policy.injection import OnConflict
 from webhook.policy.loader import PolicySet
 from webhook.policy.template import TemplateContext, quoted
-
-INJECT_ANNOTATION = f"{ANNOTATION_PREFIX}/inject"
-
-
-def policy_annotation(policy: str) -> str:
-    """Per-policy opt-in / opt-out annotation: `runtime.platform.io/inject-NAME: "true"|"false"`."""
-    return f"{INJECT_ANNOTATION}-{policy}"
 
 
 @dataclass
@@ -109,8 +103,10 @@ def _name(obj: dict[str, Any]) -> str:
 
 
 def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet, limits: Limits = DEFAULT_LIMITS,
-           deadline: float | None = None) -> InjectionResult:
-    """`deadline`: a `time.perf_counter()` time past which DeadlineExceeded is raised (None: none)."""
+           deadline: float | None = None, namespace_labels: NamespaceLabels = NOT_GIVEN) -> InjectionResult:
+    """`deadline`: a `time.perf_counter()` time past which DeadlineExceeded is raised (None: none).
+    Raises NamespaceLabelsUnavailable when a policy's namespaceSelector needs labels
+    that `namespace_labels` does not know."""
     metadata = as_dict(pod.get("metadata"))
     spec = as_dict(pod.get("spec"))
     too_many = too_many_containers(spec, limits)
@@ -119,7 +115,7 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet, limits: 
             PolicyOutcome(p.name, False, "the pod has too many containers") for p in policies.injectors])
     annotations = str_map(metadata.get("annotations"))
     warnings = _unread_choices(annotations, policies)
-    if annotations.get(INJECT_ANNOTATION) == "false":
+    if opted_out_of_all(annotations, policies.injectors):
         return InjectionResult(patch=[], pod=pod, warnings=warnings, outcomes=[
             PolicyOutcome(p.name, False, f"pod opted out ({INJECT_ANNOTATION}: \"false\")")
             for p in policies.injectors])
@@ -152,12 +148,9 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet, limits: 
     # added (labels, annotations) must not change which policies apply, or a second
     # pass would differ from the first.
     facts = pod_facts({"metadata": {**metadata, "labels": sections.labels, "annotations": sections.annotations},
-                       "spec": spec}, namespace=namespace)
-    ctx = TemplateContext(namespace=facts.namespace, pod_name=facts.name,
-                          service_account_name=facts.service_account,
-                          workload_kind=facts.workload_kind.value, workload_name=facts.workload_name,
-                          labels=facts.labels, annotations=facts.annotations,
-                          max_copied_value=limits.max_copied_value)
+                       "spec": {**spec, "initContainers": sections.init, "containers": sections.containers}},
+                      namespace=namespace, namespace_labels=namespace_labels)
+    ctx = template_context(facts, max_copied_value=limits.max_copied_value)
     ledger = Ledger()
     outcomes: list[PolicyOutcome] = []
     budget = Budget(limits, deadline, measure=may_grow(
@@ -165,14 +158,18 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet, limits: 
     for policy in policies.injectors:
         check_deadline(deadline)
         budget.rollback()  # what a policy not applied would have added
-        reason = _not_applicable(policy, facts)
+        reason = skip_reason(policy, facts)
         if reason:
             outcomes.append(PolicyOutcome(policy.name, False, reason))
             continue
+        warnings += ignored_choices(policy, facts)
+        # A mandatory policy's templates read the workload from the owner, as its match does.
+        policy_ctx = template_context(facts.from_owners(), max_copied_value=limits.max_copied_value) \
+            if policy.opt_out is OptOut.FORBIDDEN else ctx
         trial = sections.copy()
         record = PolicyRecord(name=policy.name, revision=policy.revision)
         try:
-            _apply(policy, trial, record, ctx, policies.init_order, budget)
+            _apply(policy, trial, record, policy_ctx, policies.init_order, budget)
         except (_Deny, Refused) as exc:
             if policy.mode is Mode.SHADOW:
                 warnings.append(f"shadow policy {policy.name} would deny this pod: {exc}")
@@ -252,13 +249,12 @@ def _unread_choices(annotations: Mapping[str, str], policies: PolicySet) -> list
     return warnings
 
 
-def _not_applicable(policy: CompiledInjection, facts: PodFacts) -> str | None:
-    choice = facts.annotations.get(policy_annotation(policy.name))
-    if choice == "false":
-        return f"pod opted out ({policy_annotation(policy.name)}: \"false\")"
-    if policy.opt_in and choice != "true":
-        return f"opt-in policy; pod is not annotated {policy_annotation(policy.name)}: \"true\""
-    return mismatch(policy.match, facts)
+def template_context(facts: PodFacts, *,
+                     max_copied_value: int = DEFAULT_LIMITS.max_copied_value) -> TemplateContext:
+    return TemplateContext(namespace=facts.namespace, pod_name=facts.name,
+                           service_account_name=facts.service_account,
+                           workload_kind=facts.workload_kind.value, workload_name=facts.workload_name,
+                           labels=facts.labels, annotations=facts.annotations, max_copied_value=max_copied_value)
 
 
 def _strip(sections: _Sections, ledger: Ledger) -> _Sections:

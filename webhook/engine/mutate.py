@@ -6,6 +6,7 @@ from webhook import decision
 from webhook.decision import Decision
 from webhook.engine.bounds import DEFAULT_LIMITS, MAX_MESSAGE_CHARS, Limits, bounded_warnings, clip
 from webhook.engine.inject import inject
+from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
 from webhook.policy.loader import PolicySet
 from webhook.review import AdmissionRequest
 
@@ -22,13 +23,13 @@ def pod_create(operation: object, sub_resource: object, group: object, resource:
 
 
 def mutate(request: AdmissionRequest, policies: PolicySet, *, limits: Limits = DEFAULT_LIMITS,
-           deadline: float | None = None) -> Decision:
+           deadline: float | None = None, namespace_labels: NamespaceLabels = NOT_GIVEN) -> Decision:
     """`deadline`: a `time.perf_counter()` time; past it, DeadlineExceeded (engine/bounds.py)."""
     # dryRun needs nothing special: computing a patch has no side effects.
     if not is_pod_create(request) or not policies.injectors:
         return decision.allowed()
     result = inject(request.object or {}, namespace=request.namespace, policies=policies, limits=limits,
-                    deadline=deadline)
+                    deadline=deadline, namespace_labels=namespace_labels)
     # Warnings and messages may quote the pod (an annotation's value): bounded like the patch.
     warnings = bounded_warnings(result.warnings) if result.warnings else ()
     if result.denial is not None:
