@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.apiserver import AdmissionResult, make_review, verify_response
 from tests.conftest import ROOT, ServerProcess
 
@@ -97,6 +99,7 @@ def test_the_bounds_are_serve_options(start_server) -> None:
     assert "workload.name" in message and "at most 16" in message
 
 
+@pytest.mark.process
 def test_a_bad_bound_in_the_environment_stops_the_start(pki: Path) -> None:
     env = {**os.environ, "WEBHOOK_MAX_CONTAINERS": "0", "WEBHOOK_CERT_DIR": str(pki), "WEBHOOK_PORT": "0"}
     result = subprocess.run([sys.executable, "-m", "webhook", "serve"], capture_output=True, text=True,
