@@ -24,7 +24,7 @@ from webhook.policy.common import Mode, OptOut
 from webhook.policy.compiled import CompiledInjection, Item
 from webhook.policy.injection import OnConflict
 from webhook.policy.loader import PolicySet
-from webhook.policy.template import TemplateContext
+from webhook.policy.template import TemplateContext, TemplateValueError
 from webhook.rules.containers import iter_containers
 from webhook.rules.reserved_names import ItemKind, ReservedName, Verify, check_reserved_names
 from webhook.rules.finding import Finding
@@ -164,12 +164,15 @@ def _differs(item: Item, where: str, field: str, raw: Mapping[str, Any],
              contexts: tuple[TemplateContext, TemplateContext], what: ItemKind) -> str | None:
     if field != where:
         return f"it is in {field}, not {where}"
-    expected = item.render(contexts[0])
-    why = _compare(expected, expected, raw, what)
-    if why is None or item.renderer is None:
-        return why
-    # Only when the pod's own name made a difference is the second rendering needed.
-    return _compare(expected, item.render(contexts[1]), raw, what)
+    try:
+        expected = item.render(contexts[0])
+        why = _compare(expected, expected, raw, what)
+        if why is None or item.renderer is None:
+            return why
+        # Only when the pod's own name made a difference is the second rendering needed.
+        return _compare(expected, item.render(contexts[1]), raw, what)
+    except TemplateValueError as exc:  # injection would have denied the pod, not injected this
+        return f"the policy injects nothing into this pod: {exc}"
 
 
 def _compare(expected: Mapping[str, Any], probe: Mapping[str, Any], raw: Mapping[str, Any],
