@@ -217,7 +217,7 @@ class _InProcessServer:
         self.thread.join(10)
 
 
-def _boom(request, policies):
+def _boom(request, policies, **_options):
     raise RuntimeError("engine bug")
 
 

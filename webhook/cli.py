@@ -110,6 +110,15 @@ _SERVE_OPTIONS = (
                       "replicas of one rollout are decided once; 0 turns it off"),
     _ServeOption("--shutdown-delay", "5", _seconds, metavar="SECONDS",
                  help="after SIGTERM, fail readiness this long before closing"),
+    # Per-request bounds (engine/bounds.py); the defaults are the engine's own.
+    _ServeOption("--max-containers", "1000", _positive, metavar="N",
+                 help="deny a pod (or pod template) with more containers than this, of all kinds together"),
+    _ServeOption("--max-object-bytes", str(3 * 1024 * 1024), _positive, metavar="BYTES",
+                 help="deny a pod that injection would make larger than this (JSON); the default is the "
+                      "API server's limit on a write request"),
+    _ServeOption("--max-copied-value", "1024", _positive, metavar="CHARS",
+                 help="deny a pod whose annotation or name a policy template would copy when longer than "
+                      "this (a label's value must be a valid label value)"),
     _ServeOption("--kubeconfig", "", _optional_path, metavar="PATH",
                  help="cluster access for the namespace label cache (only while a policy has a "
                       "namespaceSelector); default: in-cluster when KUBERNETES_SERVICE_HOST is set, "
@@ -384,11 +393,15 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"webhook: --kubeconfig {args.kubeconfig}: no such file", file=sys.stderr)
         return 2
     logs.configure(level=args.log_level, fmt=args.log_format)
+    from webhook.engine.bounds import Limits
+
     config = ServeConfig(host=args.host, port=args.port, policies=args.policies,
                          cert_dir=args.cert_dir, failure_policy=args.failure_policy,
                          shutdown_delay=args.shutdown_delay, decision_memo=args.decision_memo,
                          kubeconfig=args.kubeconfig,
-                         connections=ConnectionLimits(max_connections_per_client=args.max_connections_per_client))
+                         connections=ConnectionLimits(max_connections_per_client=args.max_connections_per_client),
+                         limits=Limits(max_containers=args.max_containers, max_object_bytes=args.max_object_bytes,
+                                       max_copied_value=args.max_copied_value))
     workers = args.workers if args.workers > 0 else available_cpus()
     try:
         if workers == 1:

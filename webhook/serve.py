@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -13,6 +14,8 @@ from aiohttp import web
 
 from webhook import heap, metrics
 from webhook.connections import ConnectionLimits, LimitedSite
+from webhook.engine import mutate, validate
+from webhook.engine.bounds import Limits
 from webhook.engine.memo import DEFAULT_MAX_ENTRIES
 from webhook.filewatch import watch
 from webhook.namespace_cache import NamespaceCache, client_factory, needs_namespace_labels
@@ -46,6 +49,8 @@ class ServeConfig:
     connections: ConnectionLimits = ConnectionLimits()
     # For the namespace label cache; None: in-cluster, else $KUBECONFIG, else ~/.kube/config.
     kubeconfig: Path | None = None
+    # Containers per pod, object size after injection, values copied from the pod (engine/bounds.py).
+    limits: Limits = Limits()
 
 
 async def _watch_policies(app: web.Application) -> AsyncIterator[None]:
@@ -97,7 +102,8 @@ async def serve(config: ServeConfig) -> None:
                         wait_for_namespaces=needs_namespace_labels(holder.current))
     assert state.namespaces is not None
     state.namespaces.ensure(holder.current)
-    app = create_app(state)
+    app = create_app(state, mutate_engine=functools.partial(mutate, limits=config.limits),
+                     validate_engine=functools.partial(validate, limits=config.limits))
     if not heap.tune_allocator():
         log.info("not glibc: allocator left as it is")
     if not heap.limit_tls_read_buffer():

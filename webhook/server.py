@@ -22,6 +22,7 @@ from webhook import metrics
 from webhook.connections import head_arrived
 from webhook.decision import Decision
 from webhook.engine import mutate, validate
+from webhook.engine.bounds import DeadlineExceeded
 from webhook.engine.memo import DEFAULT_MAX_ENTRIES, DecisionMemo, FieldPath, compact
 from webhook.engine.namespaces import NamespaceLabelsUnavailable
 from webhook.jsonvalue import as_dict, dicts_in
@@ -76,7 +77,8 @@ WRITES_PER_LOOP_TURN = 4
 DEFAULT_MAX_NAMESPACE_WAITS = 32
 _TIMEOUT_PARAM = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
 
-# (request, policies, *, namespace_labels=...) -> Decision
+# (request, policies, *, deadline=..., namespace_labels=...) -> Decision; the deadline is a
+# time.perf_counter() time, past which the engine raises DeadlineExceeded.
 Engine = Callable[..., Decision]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -414,8 +416,9 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
 
     def decide(request: AdmissionRequest) -> Decision:
         if namespaces is None:
-            return engine(request, policies)
-        return engine(request, policies, namespace_labels=namespaces.labels_for(request.namespace))
+            return engine(request, policies, deadline=answer_by)
+        return engine(request, policies, deadline=answer_by,
+                      namespace_labels=namespaces.labels_for(request.namespace))
 
     def request() -> AdmissionRequest | None:
         """The request, parsed once for everything after the decision: a memo hit was not
@@ -452,6 +455,10 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
                 body=body, api_version=api_version, context=subject if logged else lambda: None)
     except BadReview as exc:
         return _bad(endpoint, 400, str(exc))
+    except DeadlineExceeded:  # the engine stopped at the deadline: not a bug, no traceback
+        log.warning("the request's deadline passed while deciding it", extra={"uid": shown(uid), "endpoint": endpoint})
+        answer = _answer(_failure(state, endpoint, "the request's deadline passed before a decision"),
+                         mutating=mutating)
     except NamespaceLabelsUnavailable as exc:
         if may_wait and exc.unknown.pending:
             return _Pending(exc.namespace)

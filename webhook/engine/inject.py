@@ -13,17 +13,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.engine import patch as jp
+from webhook.engine.bounds import DEFAULT_LIMITS, Limits, check_deadline, too_many_containers
 from webhook.engine.ledger import LEDGER_ANNOTATION, Ledger, LedgerError, PolicyRecord, parse_ledger
 from webhook.engine.applies import INJECT_ANNOTATION, ignored_choices, opted_out_of_all, skip_reason
 from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
 from webhook.engine.pod import PodFacts, pod_facts
 from webhook.jsonvalue import as_dict, as_str, dicts_in, str_map
 from webhook.engine.pod_rules import pod_problems
+from webhook.engine.rendered import (MEASURE_POD_FROM_BYTES, OP_OVERHEAD_BYTES, Budget, Refused, field_sizes,
+                                     may_grow, object_size, render, size_of, too_large)
 from webhook.policy.common import LABEL_VALUE_RULE, Mode, OptOut, valid_label_value
 from webhook.policy.compiled import CompiledInjection, ContainerField, Item
 from webhook.policy.injection import OnConflict
 from webhook.policy.loader import PolicySet
-from webhook.policy.template import TemplateContext
+from webhook.policy.template import TemplateContext, quoted
 
 
 @dataclass
@@ -99,12 +102,17 @@ def _name(obj: dict[str, Any]) -> str:
     return as_str(obj.get("name"))
 
 
-def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet,
-           namespace_labels: NamespaceLabels = NOT_GIVEN) -> InjectionResult:
-    """Raises NamespaceLabelsUnavailable when a policy's namespaceSelector needs labels
+def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet, limits: Limits = DEFAULT_LIMITS,
+           deadline: float | None = None, namespace_labels: NamespaceLabels = NOT_GIVEN) -> InjectionResult:
+    """`deadline`: a `time.perf_counter()` time past which DeadlineExceeded is raised (None: none).
+    Raises NamespaceLabelsUnavailable when a policy's namespaceSelector needs labels
     that `namespace_labels` does not know."""
     metadata = as_dict(pod.get("metadata"))
     spec = as_dict(pod.get("spec"))
+    too_many = too_many_containers(spec, limits)
+    if too_many:  # before anything is built from the pod
+        return InjectionResult(patch=[], pod=pod, denial=too_many, outcomes=[
+            PolicyOutcome(p.name, False, "the pod has too many containers") for p in policies.injectors])
     annotations = str_map(metadata.get("annotations"))
     warnings = _unread_choices(annotations, policies)
     if opted_out_of_all(annotations, policies.injectors):
@@ -143,11 +151,15 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet,
                        "spec": {**spec, "initContainers": sections.init, "containers": sections.containers}},
                       namespace=namespace, namespace_labels=namespace_labels,
                       names=sections.init_names | sections.container_names | sections.ephemeral_names)
-    ctx = template_context(facts)
+    ctx = template_context(facts, max_copied_value=limits.max_copied_value)
     owner_ctx: TemplateContext | None = None   # for mandatory policies; made when one applies
     ledger = Ledger()
     outcomes: list[PolicyOutcome] = []
+    budget = Budget(limits, deadline, measure=may_grow(
+        policies.injectors, len(sections.init) + len(sections.containers), limits))
     for policy in policies.injectors:
+        check_deadline(deadline)
+        budget.rollback()  # what a policy not applied would have added
         reason = skip_reason(policy, facts)
         if reason:
             outcomes.append(PolicyOutcome(policy.name, False, reason))
@@ -158,13 +170,14 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet,
         if policy.opt_out is OptOut.FORBIDDEN:
             if owner_ctx is None:
                 owners = facts.from_owners()
-                owner_ctx = ctx if owners is facts else template_context(owners)
+                owner_ctx = ctx if owners is facts else \
+                    template_context(owners, max_copied_value=limits.max_copied_value)
             policy_ctx = owner_ctx
         trial = sections.copy()
         record = PolicyRecord(name=policy.name, revision=policy.revision)
         try:
-            _apply(policy, trial, record, policy_ctx, policies.init_order)
-        except _Deny as exc:
+            _apply(policy, trial, record, policy_ctx, policies.init_order, budget)
+        except (_Deny, Refused) as exc:
             if policy.mode is Mode.SHADOW:
                 warnings.append(f"shadow policy {policy.name} would deny this pod: {exc}")
                 outcomes.append(PolicyOutcome(policy.name, True, f"would deny: {exc}", shadow=True))
@@ -182,6 +195,7 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet,
             outcomes.append(PolicyOutcome(policy.name, True, summary or "nothing to add", shadow=True))
             continue
         _carry_replacements(record, previous.record(policy.name))
+        budget.commit()
         sections = trial
         ledger.policies.append(record)
         outcomes.append(PolicyOutcome(policy.name, True, record=record))
@@ -189,6 +203,11 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet,
     new_init = [c for _, c in sorted(sections.injected_init, key=lambda rc: rc[0])] + sections.init
     if ledger.policies or ledger.skipped:
         sections.annotations[LEDGER_ANNOTATION] = ledger.dumps()
+        size = budget.committed + len(sections.annotations[LEDGER_ANNOTATION])
+        if size >= MEASURE_POD_FROM_BYTES and (size := size + object_size(pod)) > budget.limit:
+            # the pod after injection, estimated before the patch is built
+            return InjectionResult(patch=[], pod=pod, warnings=warnings, outcomes=outcomes,
+                                   denial=too_large(size, budget.limit, what="after injection the pod would be"))
     else:
         sections.annotations.pop(LEDGER_ANNOTATION, None)
 
@@ -237,13 +256,13 @@ def _unread_choices(annotations: Mapping[str, str], policies: PolicySet) -> list
     return warnings
 
 
-def template_context(facts: PodFacts, *, pod_name: str | None = None,
-                     workload_name: str | None = None) -> TemplateContext:
+def template_context(facts: PodFacts, *, max_copied_value: int = DEFAULT_LIMITS.max_copied_value,
+                     pod_name: str | None = None, workload_name: str | None = None) -> TemplateContext:
     """What templates read of the pod; `pod_name` and `workload_name` stand in for the pod's own."""
     return TemplateContext(namespace=facts.namespace, pod_name=facts.name if pod_name is None else pod_name,
                            service_account_name=facts.service_account, workload_kind=facts.workload_kind.value,
                            workload_name=facts.workload_name if workload_name is None else workload_name,
-                           labels=facts.labels, annotations=facts.annotations)
+                           labels=facts.labels, annotations=facts.annotations, max_copied_value=max_copied_value)
 
 
 def _strip(sections: _Sections, ledger: Ledger) -> _Sections:
@@ -314,7 +333,7 @@ def _conflict(item: Item, what: str, record: PolicyRecord, *, policy: str, their
 
 
 def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: TemplateContext,
-           init_order: Mapping[str, int]) -> None:
+           init_order: Mapping[str, int], budget: Budget) -> None:
     classic = {id(i) for i in policy.classic_sidecars}
     for item in (*policy.init_containers, *policy.classic_sidecars):
         owner = s.injected_names.get(item.name)
@@ -332,7 +351,10 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
                 continue
             s.init = [c for c in s.init if _name(c) != item.name]
             s.containers = [c for c in s.containers if _name(c) != item.name]
-        container = item.render(ctx)
+        container = item.value if item.renderer is None else \
+            render(item, ctx, policy=policy.name, what=f"container {item.name!r}")
+        if budget.measure:
+            budget.add(size_of(item, container))
         s.injected_names[item.name] = policy.name
         record.containers.append(item.name)
         if id(item) in classic:
@@ -351,38 +373,53 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
                              theirs=f"volume {item.name!r} in spec.volumes"):
                 continue
             s.volumes = [v for v in s.volumes if _name(v) != item.name]
-        s.volumes.append(item.render(ctx))
+        volume = item.value if item.renderer is None else \
+            render(item, ctx, policy=policy.name, what=f"volume {item.name!r}")
+        if budget.measure:
+            budget.add(size_of(item, volume))
+        s.volumes.append(volume)
         s.injected_volumes[item.name] = policy.name
         record.volumes.append(item.name)
 
     if policy.container_fields:
         # Rendered once per pod, not once per container: a template reads only the pod. The
         # containers share the values, as they share an untemplated item's (nothing writes them).
-        rendered = {id(i): i.render(ctx) for f in policy.container_fields for i in f.items}
-        s.init = [_inject_into(c, policy, record, rendered, init=True, s=s) for c in s.init]
-        s.containers = [_inject_into(c, policy, record, rendered, init=False, s=s) for c in s.containers]
+        rendered = {id(i): i.value if i.renderer is None else render(i, ctx, policy=policy.name,
+                                                                        what=f"{f.kind} {i.name!r}")
+                    for f in policy.container_fields for i in f.items}
+        sizes = field_sizes(policy, rendered, budget.limits) if budget.measure else None
+        s.init = [_inject_into(c, policy, record, rendered, init=True, s=s, budget=budget, sizes=sizes)
+                  for c in s.init]
+        s.containers = [_inject_into(c, policy, record, rendered, init=False, s=s, budget=budget, sizes=sizes)
+                        for c in s.containers]
 
     for target, pairs, added in ((s.labels, policy.labels, record.labels),
                                  (s.annotations, policy.annotations, record.annotations)):
         for item in pairs:
-            key, value = item.key, item.render(ctx)
+            kind = "label" if target is s.labels else "annotation"
+            key = item.key
+            value = item.value if item.renderer is None else render(item, ctx, policy=policy.name,
+                                                                    what=f"{kind} {item.key!r}")
             if target is s.labels and item.renderer is not None and not valid_label_value(value):
                 # A rendered value (a long workload name, an annotation's text) that the API
                 # server would refuse: say which policy and label, not an opaque API error.
                 # A literal one was checked at load.
-                raise _Deny(f"policy {policy.name} sets label {key!r} to {value!r}, which is not a valid "
+                raise _Deny(f"policy {policy.name} sets label {key!r} to {quoted(value)}, which is not a valid "
                             f"label value ({LABEL_VALUE_RULE}); ask the platform team to change the policy")
             if key in target:
                 if target[key] != value:
                     record.conflicts.append({"kind": "label" if target is s.labels else "annotation",
                                              "name": key, "resolution": "Keep"})
                 continue
+            if budget.measure:
+                budget.add(len(key) + len(value) + OP_OVERHEAD_BYTES)
             target[key] = value
             added.append(key)
 
 
 def _inject_into(container: dict[str, Any], policy: CompiledInjection, record: PolicyRecord,
-                 rendered: dict[int, Any], *, init: bool, s: _Sections) -> dict[str, Any]:
+                 rendered: dict[int, Any], *, init: bool, s: _Sections, budget: Budget,
+                 sizes: dict[int, int] | None) -> dict[str, Any]:
     name = _name(container)
     if name in s.injected_names:
         return container  # our own containers declare their own env and mounts
@@ -397,6 +434,9 @@ def _inject_into(container: dict[str, Any], policy: CompiledInjection, record: P
         merged, added, inserted = _merge(container.get(field_.field_name), targeted, field_, record, policy,
                                          rendered, name, front)
         if added:
+            if sizes is not None:
+                budget.add(sizes[id(field_)] if len(added) == len(field_.items)
+                           else sum(sizes[id(i)] for i in targeted if i.name in added))
             if updated is None:
                 updated = dict(container)
             updated[field_.field_name] = merged

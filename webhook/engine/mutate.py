@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from webhook import decision
 from webhook.decision import Decision
+from webhook.engine.bounds import DEFAULT_LIMITS, MAX_MESSAGE_CHARS, Limits, bounded_warnings, clip
 from webhook.engine.inject import inject
 from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
 from webhook.policy.loader import PolicySet
@@ -21,15 +22,18 @@ def pod_create(operation: object, sub_resource: object, group: object, resource:
             and isinstance(obj, dict))
 
 
-def mutate(request: AdmissionRequest, policies: PolicySet, *,
-           namespace_labels: NamespaceLabels = NOT_GIVEN) -> Decision:
+def mutate(request: AdmissionRequest, policies: PolicySet, *, limits: Limits = DEFAULT_LIMITS,
+           deadline: float | None = None, namespace_labels: NamespaceLabels = NOT_GIVEN) -> Decision:
+    """`deadline`: a `time.perf_counter()` time; past it, DeadlineExceeded (engine/bounds.py)."""
     # dryRun needs nothing special: computing a patch has no side effects.
     if not is_pod_create(request) or not policies.injectors:
         return decision.allowed()
-    result = inject(request.object or {}, namespace=request.namespace, policies=policies,
-                    namespace_labels=namespace_labels)
-    warnings = tuple(result.warnings)
+    result = inject(request.object or {}, namespace=request.namespace, policies=policies, limits=limits,
+                    deadline=deadline, namespace_labels=namespace_labels)
+    # Warnings and messages may quote the pod (an annotation's value): bounded like the patch.
+    warnings = bounded_warnings(result.warnings) if result.warnings else ()
     if result.denial is not None:
-        return decision.denied(result.denial, warnings=warnings, applied_policies=result.applied)
+        return decision.denied(clip(result.denial, MAX_MESSAGE_CHARS), warnings=warnings,
+                               applied_policies=result.applied)
     return decision.patched(result.patch, warnings=warnings, applied_policies=result.applied,
                             shadow_policies=result.shadowed)

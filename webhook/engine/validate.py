@@ -20,6 +20,9 @@ What is evaluated, per request:
   lift any `maximum` or `maxLimitRequestRatio` the pod was admitted under.
 - Everything else (DELETE, CONNECT, other subresources such as status or binding,
   other kinds) is admitted untouched.
+- A pod (or pod template) with more containers than the limit is denied before any
+  rule runs, and the request's deadline is checked before each policy and each rule
+  (engine/bounds.py).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from datetime import date, datetime, timezone
 
 from webhook import decision
 from webhook.decision import Decision, Violation
+from webhook.engine.bounds import DEFAULT_LIMITS, Limits, check_deadline, too_many_containers
 from webhook.engine.match import mismatch
 from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
 from webhook.engine.validation.exceptions import ALL_RULES, lifted_rules
@@ -50,8 +54,10 @@ POD_SUBRESOURCE_RULES: dict[str, frozenset[str]] = {
 
 
 def validate(request: AdmissionRequest, policies: PolicySet, *, today: date | None = None,
+             limits: Limits = DEFAULT_LIMITS, deadline: float | None = None,
              namespace_labels: NamespaceLabels = NOT_GIVEN) -> Decision:
     """`today` (UTC) decides which exceptions have expired; a parameter so tests can pin it.
+    `deadline`: a `time.perf_counter()` time; past it, DeadlineExceeded (engine/bounds.py).
     Raises NamespaceLabelsUnavailable when a namespaceSelector needs unknown labels."""
     if request.operation not in VALIDATED_OPERATIONS or request.object is None:
         return decision.allowed()
@@ -69,6 +75,11 @@ def validate(request: AdmissionRequest, policies: PolicySet, *, today: date | No
     if old_target is not None and only_kinds is None and \
             old_target.evaluated_view() == target.evaluated_view():
         return decision.allowed()
+    # Counted on the parsed JSON, before any rule builds anything from it; after the check
+    # above, so that an object admitted before (under a higher limit) can still be updated.
+    too_many = too_many_containers(target.spec, limits, where="the pod template" if target.is_template else "the pod")
+    if too_many:
+        return decision.denied(too_many)
 
     # A subresource request is judged by the containers it adds or changes (podSecurity aside).
     touched = _touched_containers(target, old_target) if only_kinds is not None else None
@@ -77,6 +88,7 @@ def validate(request: AdmissionRequest, policies: PolicySet, *, today: date | No
     violations: list[Violation] = []
     applied: list[str] = []
     for policy in policies.validation:  # sorted by name at load: a stable message order
+        check_deadline(deadline)
         if mismatch(policy.spec.match, target.facts) is not None:
             continue
         lifted = lifted_rules(policy, facts=target.facts, request=request, today=today)
@@ -89,6 +101,7 @@ def validate(request: AdmissionRequest, policies: PolicySet, *, today: date | No
         applied.append(policy.metadata.name)
         action = policy.spec.action.value
         for rule in rules:
+            check_deadline(deadline)
             for finding in run_rule(rule, env):
                 if touched is not None and rule.kind != "podSecurity" and finding.container not in touched:
                     continue  # what the pod had before does not block debugging or resizing

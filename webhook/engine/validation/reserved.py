@@ -24,7 +24,7 @@ from webhook.policy.common import Mode, OptOut
 from webhook.policy.compiled import Item
 from webhook.policy.injection import OnConflict
 from webhook.policy.loader import PolicySet
-from webhook.policy.template import TemplateContext
+from webhook.policy.template import TemplateContext, TemplateValueError
 from webhook.rules.containers import iter_containers
 from webhook.rules.reserved_names import ItemKind, ReservedName, Verify, check_reserved_names
 from webhook.rules.finding import Finding
@@ -224,15 +224,18 @@ def _differs(item: Item, plan: _Plan, where: str, field: str, raw: Mapping[str, 
              what: ItemKind) -> str | None:
     if field != where:
         return f"it is in {field}, not {where}"
-    if _holds(plan, raw, renderings):
-        return None
-    # Only to say why: render the whole item both ways and compare in order.
-    expected = item.render(renderings.first)
-    why = _compare(expected, expected, raw, what)
-    if why is None or item.renderer is None:
-        return why
-    # Only when the pod's own name made a difference is the second rendering needed.
-    return _compare(expected, item.render(renderings.second), raw, what)
+    try:
+        if _holds(plan, raw, renderings):
+            return None
+        # Only to say why: render the whole item both ways and compare in order.
+        expected = item.render(renderings.first)
+        why = _compare(expected, expected, raw, what)
+        if why is None or item.renderer is None:
+            return why
+        # Only when the pod's own name made a difference is the second rendering needed.
+        return _compare(expected, item.render(renderings.second), raw, what)
+    except TemplateValueError as exc:  # injection would have denied the pod, not injected this
+        return f"the policy injects nothing into this pod: {exc}"
 
 
 def _holds(plan: _Plan, raw: Mapping[str, Any], renderings: _Renderings) -> bool:
@@ -240,7 +243,7 @@ def _holds(plan: _Plan, raw: Mapping[str, Any], renderings: _Renderings) -> bool
     templates are compared as the policy holds them (all at once when they are equal), a
     templated one is rendered alone, and the second rendering is made only for a field that
     differs under the first. Saying why is left to `_differs`' full comparison, for the
-    holders that fail."""
+    holders that fail. Raises TemplateValueError as rendering the item would."""
     if tuple(map(raw.get, plan.static_keys)) != plan.static_values:
         for key, value in zip(plan.static_keys, plan.static_values):
             actual = raw.get(key)

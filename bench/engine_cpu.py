@@ -1,0 +1,67 @@
+"""CPU per review of the engine and its answer, in process, over the test corpus.
+
+    .venv/bin/python bench/engine_cpu.py [--rounds 5]
+
+For each pod of `tests/data/corpus` (as a Pod CREATE review, with the namespace its
+file names) it times parse + engine + the serialised answer, as the server does on a
+memo miss, with the shipped policies, for /mutate and /validate. Prints the mean over
+the corpus of each pod's median (time.process_time), in µs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import corpus  # noqa: E402
+import orjson  # noqa: E402
+
+
+def per_call(fn: Callable[[], Any], *, rounds: int, round_seconds: float = 0.05) -> float:
+    fn()
+    results = []
+    for _ in range(rounds):
+        calls, start = 0, time.process_time()
+        while True:
+            fn()
+            calls += 1
+            used = time.process_time() - start
+            if calls >= 10 and used >= round_seconds:
+                break
+        results.append(used / calls)
+    return statistics.median(results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    from webhook.engine import mutate, validate
+    from webhook.policy.loader import load_policy_dir
+    from webhook.review import envelope_json, parse_review, response_fields
+
+    policies = load_policy_dir(corpus.SHIPPED_POLICIES)
+    for name, engine, mutating in (("mutate", mutate, True), ("validate", validate, False)):
+        times = []
+        for _label, namespace, pod in corpus.corpus_pods():
+            raw = corpus.body(pod, namespace=namespace)
+
+            def full() -> None:
+                review = parse_review(raw)
+                decision = engine(review.request, policies)
+                envelope_json(api_version=review.api_version, uid=review.request.uid,
+                              fields_json=orjson.dumps(response_fields(decision, mutating=mutating)))
+            times.append(per_call(full, rounds=args.rounds))
+        print(f"{name}: {len(times)} pods, mean {statistics.mean(times) * 1e6:.1f} µs, "
+              f"median {statistics.median(times) * 1e6:.1f} µs per review")
+
+
+if __name__ == "__main__":
+    main()
