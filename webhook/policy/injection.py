@@ -14,6 +14,7 @@ from webhook.policy.common import (
     Match,
     Metadata,
     Mode,
+    PolicyName,
     Strict,
     check_label_key,
     check_label_value,
@@ -40,6 +41,44 @@ def _no_template(value: str, what: str) -> str:
     return value
 
 
+class PortConflict(str, Enum):
+    """What to do when another container of the pod declares the same port: containers
+    share the pod's network namespace, so only one of them can listen on it."""
+
+    SKIP = "Skip"          # do not apply this policy to the pod at all
+    DENY = "Deny"          # deny the pod, naming both containers and the port
+
+
+class MissingRequirement(str, Enum):
+    """What to do when a policy named in `requires` did not apply to the pod."""
+
+    SKIP = "Skip"          # do not apply this policy either
+    DENY = "Deny"          # deny the pod, saying which requirement did not apply and why
+
+
+class ContainerPort(Strict):
+    """Kubernetes' ContainerPort, plus what a clash with another container's port does."""
+
+    name: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=15,
+                             description="an IANA service name: at most 15 characters, with a letter")
+    container_port: StrictInt = Field(alias="containerPort", ge=1, le=65535)
+    host_port: StrictInt | None = Field(None, alias="hostPort", ge=1, le=65535)
+    host_ip: str | None = Field(None, alias="hostIP")
+    protocol: Literal["TCP", "UDP", "SCTP"] | None = None
+    on_conflict: PortConflict = Field(PortConflict.DENY, alias="onConflict",
+                                      description="another container of the pod declares this port "
+                                                  "(or host port) with the same protocol")
+
+    @field_validator("name")
+    @classmethod
+    def _has_a_letter(cls, value: str | None) -> str | None:
+        # Kubernetes' IANA_SVC_NAME rule: a probe naming a port by a number-only name
+        # would read it as a number, so the API server refuses such a name.
+        if value is not None and (not any(c.isalpha() for c in value) or "--" in value):
+            raise ValueError(f"port name {value!r} needs a letter and no '--' (an IANA service name)")
+        return value
+
+
 class Target(Strict):
     """Which of the pod's own containers an env var or mount goes to."""
 
@@ -55,7 +94,7 @@ class InjectedContainer(Strict):
     args: list[str] | None = None
     working_dir: str | None = Field(None, alias="workingDir")
     env: list[dict[str, Any]] | None = None
-    ports: list[dict[str, Any]] | None = None
+    ports: list[ContainerPort] | None = None
     resources: dict[str, Any] | None = None
     security_context: dict[str, Any] | None = Field(None, alias="securityContext")
     readiness_probe: dict[str, Any] | None = Field(None, alias="readinessProbe")
@@ -82,10 +121,22 @@ class InjectedContainer(Strict):
                                  f"({entry['value']!r} in YAML is not a string)")
         return value
 
+    @field_validator("ports")
+    @classmethod
+    def _unique_ports(cls, value: list[ContainerPort] | None) -> list[ContainerPort] | None:
+        seen: set[tuple[int, str]] = set()
+        for port in value or ():
+            key = (port.container_port, port.protocol or "TCP")
+            if key in seen:
+                raise ValueError(f"port {key[0]}/{key[1]} is declared twice")
+            seen.add(key)
+        return value
+
     def to_container(self) -> dict[str, Any]:
         """The Kubernetes container object, without our own policy-only fields."""
         return self.model_dump(by_alias=True, exclude_none=True,
-                               exclude={"on_conflict", "before", "after", "native"})
+                               exclude={"on_conflict": True, "before": True, "after": True, "native": True,
+                                        "ports": {"__all__": {"on_conflict"}}})
 
 
 class Sidecar(InjectedContainer):
@@ -229,7 +280,22 @@ class InjectionSpec(Strict):
     opt_in: bool = Field(False, alias="optIn",
                          description="apply only to pods annotated runtime.platform.io/inject-NAME: 'true'")
     match: Match = Match()
+    requires: list[PolicyName] = Field(
+        default_factory=list,
+        description="injection policies that must have applied to the pod for this one to apply; each "
+                    "must run before this one (a lower priority, or the same priority and an earlier name)")
+    on_missing_requirement: MissingRequirement = Field(
+        MissingRequirement.SKIP, alias="onMissingRequirement",
+        description="Skip: a policy whose requirement did not apply is not applied either; Deny: deny the pod")
     inject: Inject
+
+    @field_validator("requires")
+    @classmethod
+    def _listed_once(cls, value: list[str]) -> list[str]:
+        dupes = sorted({n for n in value if value.count(n) > 1})
+        if dupes:
+            raise ValueError(f"{', '.join(dupes)} listed more than once")
+        return value
 
 
 class InjectionPolicy(Strict):
