@@ -262,7 +262,7 @@ def _check_requirements(policy: CompiledInjection, outcomes: list[PolicyOutcome]
         if outcome is not None and outcome.applied and (shadow or not outcome.shadow):
             continue
         why = ("it is in Shadow mode, so it adds nothing" if outcome is not None and outcome.applied
-               else outcome.why if outcome is not None else "it did not run")
+               else outcome.why.removeprefix("skipped: ") if outcome is not None else "it did not run")
         if policy.on_missing_requirement is MissingRequirement.DENY:
             raise _Deny(f"policy {policy.name} requires policy {name}, which did not apply to this pod: {why}")
         raise _SkipPolicy(f"requires policy {name}, which did not apply: {why}")
