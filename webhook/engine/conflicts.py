@@ -74,6 +74,9 @@ class ConflictNotes:
     def kept(self, *, policy: str, what: str, name: str, container: str, ours: Any, theirs: Any) -> None:
         self.entries.append(_Kept(policy, what, name, container, ours, theirs))
 
+    def mounts_kept_against(self, policy: str) -> bool:
+        return any(e.what == "mount" and e.policy == policy for e in self.entries)
+
     def readers(self, policy: str, containers: Iterable[dict[str, Any]]) -> None:
         """Note which of the policy's own containers mount which volume."""
         volumes: dict[str, list[str]] = {}

@@ -430,8 +430,6 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
 
     if record.containers:
         _check_ports(policy, s, record.containers)
-        s.notes.readers(policy.name, [c for c in (*s.init, *s.containers, *(c for _, c in s.injected_init))
-                                      if s.injected_names.get(_name(c)) == policy.name])
 
     if policy.container_fields:
         # Rendered once per pod, not once per container: a template reads only the pod. The
@@ -439,6 +437,10 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
         rendered = {id(i): i.render(ctx) for f in policy.container_fields for i in f.items}
         s.init = [_inject_into(c, policy, record, rendered, init=True, s=s) for c in s.init]
         s.containers = [_inject_into(c, policy, record, rendered, init=False, s=s) for c in s.containers]
+
+    if record.containers and s.notes.mounts_kept_against(policy.name):
+        s.notes.readers(policy.name, [c for c in (*s.containers, *(c for _, c in s.injected_init))
+                                      if s.injected_names.get(_name(c)) == policy.name])
 
     for target, pairs, added in ((s.labels, policy.labels, record.labels),
                                  (s.annotations, policy.annotations, record.annotations)):
@@ -464,7 +466,10 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
 def _check_ports(policy: CompiledInjection, s: _Sections, injected: list[str]) -> None:
     """Deny (or skip the policy, per the port's onConflict) when a container the policy
     injected declares a port another container running beside it declares too."""
-    clashes = port_clashes(s.start_order(), s.containers, frozenset(injected))
+    declaring = policy.port_containers.intersection(injected)
+    if not declaring:
+        return   # ports are plain numbers in a policy (no templates): none declared, none to clash
+    clashes = port_clashes(s.start_order(), s.containers, declaring)
     if not clashes:
         return
     for clash in clashes:

@@ -3,20 +3,21 @@
 Every container of a pod shares its network namespace, so two containers that run at
 the same time cannot listen on the same port and protocol (the second fails to bind,
 often only as a crash loop long after admission); two host ports clash on the node.
-The API server checks neither the first nor, for a webhook's additions, in time to
-name who added what: injection checks the containers it adds against the rest.
+The API server accepts the first, and refuses the second without saying that a webhook
+added one of them: injection checks the containers it adds against the rest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.jsonvalue import as_str, dicts_in
+from webhook.jsonvalue import as_list, as_str
 
 # An empty host IP, like these, binds every address of the node.
 _ANY_ADDRESS = frozenset({"", "0.0.0.0", "::"})
+_FOREVER = float("inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,59 +32,64 @@ class PortClash:
         return f"{'host port' if self.host else 'port'} {self.port}/{self.protocol}"
 
 
-@dataclass(frozen=True, slots=True)
-class _Port:
-    port: int
-    protocol: str
-    host: bool
-    host_ip: str
+# (number, protocol, is a host port, host IP): what a container declares, in a tuple for speed
+_Port = tuple[int, str, bool, str]
 
 
-def _ports(container: dict[str, Any]) -> Iterator[_Port]:
+def _ports(container: dict[str, Any]) -> list[_Port]:
     """The ports a container declares; malformed entries are the API server's to refuse."""
-    for entry in dicts_in(container.get("ports")):
+    out: list[_Port] = []
+    for entry in as_list(container.get("ports")):
+        if not isinstance(entry, dict):
+            continue
         protocol = as_str(entry.get("protocol")) or "TCP"
         number = entry.get("containerPort")
-        if isinstance(number, int) and not isinstance(number, bool) and number > 0:
-            yield _Port(number, protocol, False, "")
+        if type(number) is int and number > 0:   # not bool, which is an int too
+            out.append((number, protocol, False, ""))
         host = entry.get("hostPort")
-        if isinstance(host, int) and not isinstance(host, bool) and host > 0:
-            yield _Port(host, protocol, True, as_str(entry.get("hostIP")))
+        if type(host) is int and host > 0:
+            out.append((host, protocol, True, as_str(entry.get("hostIP"))))
+    return out
 
 
 def _same(a: _Port, b: _Port) -> bool:
-    if (a.port, a.protocol, a.host) != (b.port, b.protocol, b.host):
+    if a[:3] != b[:3]:
         return False
-    return not a.host or a.host_ip in _ANY_ADDRESS or b.host_ip in _ANY_ADDRESS or a.host_ip == b.host_ip
+    return not a[2] or a[3] in _ANY_ADDRESS or b[3] in _ANY_ADDRESS or a[3] == b[3]
 
 
-def _lifetimes(init: list[dict[str, Any]], containers: list[dict[str, Any]]) -> list[tuple[str, int, float]]:
-    """(name, first step, step after the last) of each container, in start order. Init
-    containers run one per step; a native sidecar (restartPolicy: Always) keeps running
-    from its step on, as app containers do from after the last init container."""
-    out: list[tuple[str, int, float]] = []
-    for step, c in enumerate(init):
-        out.append((as_str(c.get("name")), step, float("inf") if c.get("restartPolicy") == "Always" else step + 1))
-    out += [(as_str(c.get("name")), len(init), float("inf")) for c in containers]
-    return out
+def _lifetime(step: int, everyone: list[dict[str, Any]], init_count: int) -> tuple[int, float]:
+    """(first step, step after the last) of the container at `step`. Init containers run
+    one per step; a native sidecar (restartPolicy: Always) keeps running from its step
+    on, as app containers do from after the last init container."""
+    if step >= init_count:
+        return init_count, _FOREVER
+    if everyone[step].get("restartPolicy") == "Always":
+        return step, _FOREVER
+    return step, step + 1
 
 
 def port_clashes(init: list[dict[str, Any]], containers: list[dict[str, Any]],
                  injected: Collection[str]) -> list[PortClash]:
     """Clashes between a port of a container named in `injected` and a port of another
     container running at the same time. `init` is in start order."""
-    lifetimes = _lifetimes(init, containers)
-    declared = [list(_ports(c)) for c in (*init, *containers)]
+    everyone = [*init, *containers]
+    ours = {i: _ports(c) for i, c in enumerate(everyone) if c.get("ports") and as_str(c.get("name")) in injected}
+    wanted = {p[:3] for ports in ours.values() for p in ports}
+    if not wanted:
+        return []   # the common case: what was injected declares no port
     clashes: list[PortClash] = []
-    for i, (ours, start, end) in enumerate(lifetimes):
-        if ours not in injected or not declared[i]:
+    for j, container in enumerate(everyone):
+        if not container.get("ports"):
             continue
-        for j, (theirs, other_start, other_end) in enumerate(lifetimes):
-            if j == i or (theirs in injected and j < i) or not declared[j]:
+        candidates = [p for p in (ours[j] if j in ours else _ports(container)) if p[:3] in wanted]
+        for i, declared in ours.items() if candidates else ():
+            if j == i or (j in ours and j < i):
                 continue   # a pair of injected containers is reported once
+            start, end = _lifetime(i, everyone, len(init))
+            other_start, other_end = _lifetime(j, everyone, len(init))
             if start >= other_end or other_start >= end:
                 continue   # never running at the same time
-            for mine in declared[i]:
-                if any(_same(mine, other) for other in declared[j]):
-                    clashes.append(PortClash(ours, theirs, mine.port, mine.protocol, mine.host))
+            clashes += [PortClash(as_str(everyone[i].get("name")), as_str(container.get("name")), mine[0], mine[1],
+                                  mine[2]) for mine in declared if any(_same(mine, other) for other in candidates)]
     return clashes

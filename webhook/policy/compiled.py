@@ -81,6 +81,7 @@ class CompiledInjection:
     # (container, port, protocol, is a host port) of the injected ports whose clash skips
     # the policy rather than denying the pod (onConflict: Skip on the port)
     skipping_ports: frozenset[tuple[str, int, str, bool]] = frozenset()
+    port_containers: frozenset[str] = frozenset()   # the injected containers that declare ports
 
 
 # Where in a container the kubelet expands `$(VAR)` (and reads `$$` as `$`): templates
@@ -178,4 +179,5 @@ def compile_injection(policy: InjectionPolicy) -> CompiledInjection:
                                  if p.on_conflict is PortConflict.SKIP
                                  for number, host in ((p.container_port, False), (p.host_port, True))
                                  if number is not None),
+        port_containers=frozenset(c.name for c in (*inject.init_containers, *inject.sidecars) if c.ports),
     )
