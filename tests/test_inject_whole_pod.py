@@ -436,3 +436,25 @@ def test_resources_are_kept_only_for_the_policy_the_ledger_names() -> None:
     again = inject(later, namespace="default", policies=SHIPPED)
     proxy = next(c for c in again.pod["spec"]["initContainers"] if c["name"] == "traffic-proxy")
     assert proxy["resources"]["limits"] == {"cpu": "1", "memory": "256Mi"}
+
+
+def test_two_sidecars_of_one_policy_declaring_one_port_is_a_load_error() -> None:
+    body = ("inject:\n  sidecars:\n    - {name: a, image: a, ports: [{containerPort: 1}]}\n"
+            "    - {name: b, image: b, native: false, ports: [{containerPort: 2, hostPort: 1}, {containerPort: 1}]}\n")
+    with pytest.raises(PolicyLoadError, match="port 1/TCP is declared by sidecars 'a' and 'b', which run side by side"):
+        policies_from_yaml(policy("agent", body))
+
+
+def test_a_label_an_earlier_policy_set_is_no_warning_for_the_pod() -> None:
+    policies = policies_from_yaml(policy("first", "priority: 1\ninject: {labels: {tier: one}}"),
+                                  policy("second", "priority: 2\ninject: {labels: {tier: two}}"))
+    result = run(pod(app()), policies=policies)
+    assert result.pod["metadata"]["labels"]["tier"] == "one" and result.warnings == []
+
+
+def test_an_init_container_clashing_with_a_sidecar_of_its_own_policy_says_so() -> None:
+    policies = policies_from_yaml(policy("agent", SIDECAR_PORT % "" + "  initContainers:\n"
+                                         "    - {name: setup, image: s, ports: [{containerPort: 9000}], "
+                                         "after: [agent]}\n"))
+    result = run(pod(app()), policies=policies)
+    assert result.denial is not None and "(injected by this policy too)" in result.denial

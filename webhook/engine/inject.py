@@ -456,8 +456,10 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
                 if target[key] != value:
                     kind = "label" if target is s.labels else "annotation"
                     record.conflicts.append({"kind": kind, "name": key, "resolution": "Keep"})
-                    s.notes.kept(policy=policy.name, what=kind, name=key, container="", ours=value,
-                                 theirs=target[key])
+                    if (ctx.labels if target is s.labels else ctx.annotations).get(key) == target[key]:
+                        # the pod's own value (the context holds the pod as authored), not an earlier policy's
+                        s.notes.kept(policy=policy.name, what=kind, name=key, container="", ours=value,
+                                     theirs=target[key])
                 continue
             target[key] = value
             added.append(key)
@@ -478,8 +480,8 @@ def _check_ports(policy: CompiledInjection, s: _Sections, injected: list[str]) -
                               f"which its container {clash.ours!r} declares")
     clash = clashes[0]
     owner = s.injected_names.get(clash.theirs)
-    where = (f"injected by policy {owner}" if owner is not None and owner != policy.name else
-             "spec.initContainers" if clash.theirs in s.init_names else "spec.containers")
+    where = ("injected by this policy too" if owner == policy.name else f"injected by policy {owner}" if owner
+             else "spec.initContainers" if clash.theirs in s.init_names else "spec.containers")
     place = "on the node" if clash.host else "in the pod's network"
     raise _Deny(f"policy {policy.name} injects container {clash.ours!r} with {clash.describe()}, but container "
                 f"{clash.theirs!r} ({where}) declares the same {clash.describe().rsplit(' ', 1)[0]}; "

@@ -257,6 +257,19 @@ class Inject(Strict):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"duplicate {what} name(s): {', '.join(dupes)}")
+        # Sidecars run side by side for the pod's life: two declaring one port could never
+        # both listen on it, and every pod the policy applies to would be denied.
+        declared: dict[tuple[int, str, bool], str] = {}
+        for sidecar in self.sidecars:
+            for port in sidecar.ports or ():
+                for number, host in ((port.container_port, False), (port.host_port, True)):
+                    key = (number, port.protocol or "TCP", host)
+                    if number is None:
+                        continue
+                    if key in declared and declared[key] != sidecar.name:
+                        raise ValueError(f"{'host port' if host else 'port'} {number}/{key[1]} is declared by "
+                                         f"sidecars {declared[key]!r} and {sidecar.name!r}, which run side by side")
+                    declared[key] = sidecar.name
         # One env var name (or mount path) may be given twice only for different containers:
         # otherwise the second would silently lose to the first, or, with onConflict Deny,
         # deny every pod for a clash the pod did not make.
