@@ -177,6 +177,7 @@ def test_injected_ports_carry_no_policy_fields() -> None:
     ("{containerPort: 9000, name: a-very-long-port-name}", "name"),
     ("{containerPort: 9000, protocol: tcp}", "protocol"),
     ("{containerPort: 9000, hostPortt: 1}", "unknown field"),
+    ("{containerPort: 9000, hostPort: 9000, hostIP: node-1}", "hostIP 'node-1' is not an IP address"),
 ])
 def test_bad_ports_are_load_errors(port: str, message: str) -> None:
     body = f"inject:\n  sidecars:\n    - {{name: agent, image: a, ports: [{port}]}}\n"
@@ -458,3 +459,11 @@ def test_an_init_container_clashing_with_a_sidecar_of_its_own_policy_says_so() -
                                          "after: [agent]}\n"))
     result = run(pod(app()), policies=policies)
     assert result.denial is not None and "(injected by this policy too)" in result.denial
+
+
+def test_names_from_the_pod_are_cut_in_warnings_and_denials() -> None:
+    long_name = "a" * 5000
+    kept = run(pod(app(long_name, env=[{"name": "SERVICE_NAME", "value": "other"}])))
+    assert kept.warnings and all(len(w) < 300 for w in kept.warnings)
+    clash = run(pod(app(long_name, ports=[{"containerPort": 15021}])))
+    assert clash.denial is not None and len(clash.denial) < 500 and "'aaa" in clash.denial

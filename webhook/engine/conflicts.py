@@ -42,6 +42,12 @@ def shown(value: Any) -> str:
     return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS - 3] + "..."
 
 
+def shown_name(name: str) -> str:
+    """A name from the pod, quoted and cut: the API server checks names only after
+    mutating admission, so one can be as long as the request allows."""
+    return repr(name) if len(name) <= 63 else repr(name[:60] + "...")
+
+
 def _env_value(entry: Any) -> Any:
     if not isinstance(entry, dict):
         return None
@@ -93,13 +99,13 @@ class ConflictNotes:
         return texts
 
     def _text(self, e: _Kept) -> str:
-        where = f"container {e.container!r} keeps its own" if e.container else "the pod keeps its own"
+        where = f"container {shown_name(e.container)} keeps its own" if e.container else "the pod keeps its own"
         if e.what == "env":
             return (f"{where} env var {e.name}={shown(_env_value(e.theirs))}; policy {e.policy} "
                     f"sets {shown(_env_value(e.ours))}")
         if e.what == "mount":
             ours, theirs = as_str(e.ours.get("name")), as_str(e.theirs.get("name"))
-            text = (f"{where} mount at {e.name} (volume {theirs!r}); policy {e.policy} mounts volume "
+            text = (f"{where} mount at {e.name} (volume {shown_name(theirs)}); policy {e.policy} mounts volume "
                     f"{ours!r} there")
             readers = [r for r in self.mounted_by.get(e.policy, {}).get(ours, ()) if r != e.container]
             if readers and ours != theirs:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.engine import patch as jp
-from webhook.engine.conflicts import ConflictNotes, same_item
+from webhook.engine.conflicts import ConflictNotes, same_item, shown_name
 from webhook.engine.ledger import LEDGER_ANNOTATION, Ledger, LedgerError, PolicyRecord, parse_ledger
 from webhook.engine.match import mismatch
 from webhook.engine.ports import port_clashes
@@ -476,7 +476,7 @@ def _check_ports(policy: CompiledInjection, s: _Sections, injected: list[str]) -
         return
     for clash in clashes:
         if (clash.ours, clash.port, clash.protocol, clash.host) in policy.skipping_ports:
-            raise _SkipPolicy(f"container {clash.theirs!r} already declares {clash.describe()}, "
+            raise _SkipPolicy(f"container {shown_name(clash.theirs)} already declares {clash.describe()}, "
                               f"which its container {clash.ours!r} declares")
     clash = clashes[0]
     owner = s.injected_names.get(clash.theirs)
@@ -484,7 +484,7 @@ def _check_ports(policy: CompiledInjection, s: _Sections, injected: list[str]) -
              else "spec.initContainers" if clash.theirs in s.init_names else "spec.containers")
     place = "on the node" if clash.host else "in the pod's network"
     raise _Deny(f"policy {policy.name} injects container {clash.ours!r} with {clash.describe()}, but container "
-                f"{clash.theirs!r} ({where}) declares the same {clash.describe().rsplit(' ', 1)[0]}; "
+                f"{shown_name(clash.theirs)} ({where}) declares the same {clash.describe().rsplit(' ', 1)[0]}; "
                 f"only one of them can listen on it {place}: change the pod's port, or ask the platform team "
                 "to set onConflict: Skip on the policy's port")
 

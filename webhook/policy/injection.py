@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from enum import Enum
 from itertools import combinations
 from typing import Any, Literal
@@ -68,6 +69,16 @@ class ContainerPort(Strict):
     on_conflict: PortConflict = Field(PortConflict.DENY, alias="onConflict",
                                       description="another container of the pod declares this port "
                                                   "(or host port) with the same protocol")
+
+    @field_validator("host_ip")
+    @classmethod
+    def _an_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"hostIP {value!r} is not an IP address") from None
+        return value
 
     @field_validator("name")
     @classmethod
