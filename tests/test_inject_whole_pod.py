@@ -467,3 +467,18 @@ def test_names_from_the_pod_are_cut_in_warnings_and_denials() -> None:
     assert kept.warnings and all(len(w) < 300 for w in kept.warnings)
     clash = run(pod(app(long_name, ports=[{"containerPort": 15021}])))
     assert clash.denial is not None and len(clash.denial) < 500 and "'aaa" in clash.denial
+
+
+@pytest.mark.parametrize("field_ref", [{"fieldPath": "metadata.name"}, {"apiVersion": "v1", "fieldPath": "metadata.name"}])
+def test_the_pods_own_downward_api_var_as_the_api_server_stores_it_is_no_warning(field_ref: dict) -> None:
+    """A Deployment's template is stored with `apiVersion: v1` in each fieldRef, and its
+    pods are created from it: the common POD_NAME entry of Helm charts is the same value."""
+    result = run(pod(app(env=[{"name": "POD_NAME", "valueFrom": {"fieldRef": field_ref}}])))
+    assert result.denial is None and result.warnings == []
+    other = run(pod(app(env=[{"name": "POD_NAME", "valueFrom": {"fieldRef": {"apiVersion": "v1",
+                                                                                 "fieldPath": "spec.nodeName"}}}])))
+    assert other.warnings == ["container 'app' keeps its own env var POD_NAME=fieldRef(spec.nodeName); policy "
+                              "identity sets fieldRef(metadata.name)"]
+    secret = run(pod(app(env=[{"name": "SERVICE_NAME", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}])))
+    assert secret.warnings == ["container 'app' keeps its own env var SERVICE_NAME=secretKeyRef(s/k); policy "
+                               "identity sets \"checkout\""]

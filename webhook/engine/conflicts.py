@@ -31,8 +31,20 @@ def same_item(what: str, ours: Any, theirs: Any) -> bool:
     if what == "volume":
         return isinstance(theirs, dict) and theirs == ours
     if what == "env":
-        return theirs == ours
+        return theirs == ours or _defaulted_env(theirs) == _defaulted_env(ours)
     return False   # a container is never taken for ours; labels compare their values before
+
+
+def _defaulted_env(entry: Any) -> Any:
+    """An env entry as the API server stores it: a `fieldRef` gets `apiVersion: v1`, so a
+    pod from a Deployment holds `{apiVersion: v1, fieldPath: metadata.name}` where a policy
+    writes `{fieldPath: metadata.name}`: the same value, no clash."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("valueFrom"), dict):
+        return entry
+    field_ref = entry["valueFrom"].get("fieldRef")
+    if not isinstance(field_ref, dict) or "apiVersion" in field_ref:
+        return entry
+    return {**entry, "valueFrom": {**entry["valueFrom"], "fieldRef": {"apiVersion": "v1", **field_ref}}}
 
 
 def shown(value: Any) -> str:
@@ -48,10 +60,23 @@ def shown_name(name: str) -> str:
     return repr(name) if len(name) <= 63 else repr(name[:60] + "...")
 
 
-def _env_value(entry: Any) -> Any:
+# valueFrom sources, and the fields that say what each one reads
+_SOURCES = {"fieldRef": ("fieldPath",), "resourceFieldRef": ("containerName", "resource"),
+            "secretKeyRef": ("name", "key"), "configMapKeyRef": ("name", "key")}
+
+
+def _env_value(entry: Any) -> str:
+    """An env var's value for a warning: its text as JSON, or what its valueFrom reads."""
     if not isinstance(entry, dict):
-        return None
-    return entry["value"] if "value" in entry else {"valueFrom": entry.get("valueFrom")}
+        return "nothing"
+    if "value" in entry or not isinstance(entry.get("valueFrom"), dict):
+        return shown(entry.get("value", ""))
+    for source, fields in _SOURCES.items():
+        ref = entry["valueFrom"].get(source)
+        if isinstance(ref, dict):
+            read = "/".join(str(ref[f]) for f in fields if isinstance(ref.get(f), str) and ref[f])
+            return f"{source}({read[:MAX_VALUE_CHARS]})"
+    return f"valueFrom {shown(entry['valueFrom'])}"
 
 
 def _volume_source(volume: Any) -> Any:
@@ -101,8 +126,7 @@ class ConflictNotes:
     def _text(self, e: _Kept) -> str:
         where = f"container {shown_name(e.container)} keeps its own" if e.container else "the pod keeps its own"
         if e.what == "env":
-            return (f"{where} env var {e.name}={shown(_env_value(e.theirs))}; policy {e.policy} "
-                    f"sets {shown(_env_value(e.ours))}")
+            return f"{where} env var {e.name}={_env_value(e.theirs)}; policy {e.policy} sets {_env_value(e.ours)}"
         if e.what == "mount":
             ours, theirs = as_str(e.ours.get("name")), as_str(e.theirs.get("name"))
             text = (f"{where} mount at {e.name} (volume {shown_name(theirs)}); policy {e.policy} mounts volume "
