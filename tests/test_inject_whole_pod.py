@@ -482,3 +482,13 @@ def test_the_pods_own_downward_api_var_as_the_api_server_stores_it_is_no_warning
     secret = run(pod(app(env=[{"name": "SERVICE_NAME", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}])))
     assert secret.warnings == ["container 'app' keeps its own env var SERVICE_NAME=secretKeyRef(s/k); policy "
                                "identity sets \"checkout\""]
+
+
+def test_a_shadow_policy_that_would_skip_itself_leaves_the_pod_and_its_ledger_alone() -> None:
+    policies = policies_from_yaml(policy("base", BASE % "optIn: true\n"),
+                                  policy("dependent", REQUIRING % "mode: Shadow"))
+    result = run(pod(app()), policies=policies)
+    assert result.patch == [] and result.warnings == []
+    assert outcome(result, "dependent") == ("would skip itself: requires policy base, which did not apply: opt-in "
+                                            "policy; pod is not annotated runtime.platform.io/inject-base: \"true\"")
+    assert next(o for o in result.outcomes if o.policy == "dependent").shadow

@@ -184,6 +184,10 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet) -> Injec
             return InjectionResult(patch=[], pod=pod, warnings=warnings, denial=str(exc),
                                    outcomes=[*outcomes, PolicyOutcome(policy.name, False, f"denied: {exc}")])
         except _SkipPolicy as exc:
+            if policy.mode is Mode.SHADOW:
+                # A Shadow policy changes nothing in the pod, its ledger included.
+                outcomes.append(PolicyOutcome(policy.name, False, f"would skip itself: {exc}", shadow=True))
+                continue
             ledger.skipped.append({"policy": policy.name, "reason": str(exc)})
             outcomes.append(PolicyOutcome(policy.name, False, f"skipped: {exc}"))
             continue
