@@ -13,6 +13,8 @@ from typing import Any
 
 import jsonpatch
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.engine_helpers import SHIPPED, names, policies_from_yaml, run
 from tests.test_inject_policies import policy
@@ -492,3 +494,34 @@ def test_a_shadow_policy_that_would_skip_itself_leaves_the_pod_and_its_ledger_al
     assert outcome(result, "dependent") == ("would skip itself: requires policy base, which did not apply: opt-in "
                                             "policy; pod is not annotated runtime.platform.io/inject-base: \"true\"")
     assert next(o for o in result.outcomes if o.policy == "dependent").shadow
+
+
+# --- a property over random pods ----------------------------------------------------------
+
+PROXY_PORTS = {15006, 15021}
+_port = st.fixed_dictionaries(
+    {"containerPort": st.sampled_from([15006, 15021, 8080, 9000])},
+    optional={"protocol": st.sampled_from(["TCP", "UDP"]), "hostPort": st.sampled_from([15006, 15021, 80])})
+_container = st.builds(lambda i, ports, native: {"name": f"c{i}", "image": "a", **({"ports": ports} if ports else {}),
+                                                 **({"restartPolicy": "Always"} if native else {})},
+                       st.integers(), st.lists(_port, max_size=3), st.booleans())
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(apps=st.lists(_container, min_size=1, max_size=3), inits=st.lists(_container, max_size=2),
+       opted_out=st.booleans())
+def test_a_pod_is_denied_exactly_when_one_of_its_containers_declares_a_proxy_port(
+        apps: list[dict], inits: list[dict], opted_out: bool) -> None:
+    """The proxy starts before every container of the pod and runs to the end, so it
+    clashes with any of them declaring 15006 or 15021 over TCP; nothing else clashes."""
+    containers = [{**c, "name": f"app{i}"} for i, c in enumerate(apps)]
+    for c in containers:
+        c.pop("restartPolicy", None)
+    init = [{**c, "name": f"init{i}"} for i, c in enumerate(inits)]
+    given_pod = pod(*containers, init=init, annotations=OPT_OUT_IDENTITY if opted_out else None)
+    clash = not opted_out and any(p["containerPort"] in PROXY_PORTS and p.get("protocol", "TCP") == "TCP"
+                                  for c in (*containers, *init) for p in c.get("ports", ()))
+    result = run(given_pod)   # also: the patch applies and a second pass adds nothing
+    assert (result.denial is not None) == clash, (result.denial, given_pod)
+    if clash:
+        assert "traffic-proxy" in result.denial and "port 150" in result.denial
