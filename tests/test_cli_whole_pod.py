@@ -3,6 +3,7 @@ clashes, requirements and what the pod keeps; `policies check` knows the new fie
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -77,3 +78,18 @@ def test_policies_check_reports_bad_requirements_with_the_file(tmp_path: Path) -
     assert result.returncode == 0, result.stderr
     assert ("port 15021/TCP is declared by sidecar 'traffic-proxy' (policy traffic-proxy) and sidecar 'agent' "
             "(policy agent)") in result.stderr
+
+
+def test_explain_says_when_resources_another_plugin_set_are_kept(tmp_path: Path) -> None:
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "labels": {"app": "web"}},
+           "spec": {"containers": [{"name": "app", "image": "registry.example.com/web:1"}]}}
+    mutated = webhook("mutate", "-f", str(write(tmp_path / "pod.yaml", pod)), "-o", "json")
+    assert mutated.returncode == 0, mutated.stderr
+    injected = json.loads(mutated.stdout)
+    proxy = next(c for c in injected["spec"]["initContainers"] if c["name"] == "traffic-proxy")
+    proxy["resources"] = {"requests": {"cpu": "400m", "memory": "300Mi"}, "limits": {"memory": "600Mi"}}
+    again = webhook("mutate", "-f", str(write(tmp_path / "again.yaml", injected)), "-o", "patch")
+    assert again.returncode == 0 and json.loads(again.stdout) == []
+    out = webhook("explain", "-f", str(tmp_path / "again.yaml")).stdout
+    assert ("traffic-proxy  applied: containers traffic-proxy; kept the resources another admission plugin set "
+            "on traffic-proxy (policy revision unchanged)") in out
