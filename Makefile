@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test certs schema manifests bench lock clean
+.PHONY: run test certs schema manifests bench bench-hostile lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: $(VENV)/.installed
 # when installed (apt-get install wrk), a Python load generator otherwise.
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py
+
+# Issue 17's hostile inputs replayed against one worker each, with the targets checked
+# (bench/hostile.py; figures in docs/performance.md). About 4 minutes, mostly idle waits.
+bench-hostile: $(VENV)/.installed
+	$(BIN)/python bench/hostile.py
 
 schema: $(VENV)/.installed
 	$(BIN)/webhook policies schema > docs/policy.schema.json

@@ -3,10 +3,11 @@
 --   wrk -t1 -c32 -d5s -s bench/bodies.lua https://127.0.0.1:PORT/mutate?timeout=10s -- BODIES [STOP_AFTER [PATHS]]
 --
 -- BODIES holds one JSON body per line (bench/corpus.py writes it). Every request is
--- built once in init(), cut around its request uid's last 12 digits (the corpus writes
--- uids as UID_PREFIX followed by 12 digits); per request wrk only joins the two pieces
--- around a counter, so no two requests carry the same uid, as from an API server. A
--- body without that prefix is sent as it is. Each thread starts at a different offset
+-- built once in init(), cut around the 12 digits after each occurrence of UID_TOKEN
+-- (the corpus writes uids as UID_TOKEN followed by 12 digits, and the never-seen mix
+-- puts the uid in a label too); per request wrk only joins the pieces around a
+-- counter, so no two requests carry the same uid (as from an API server) nor, in the
+-- never-seen mix, the same pod. A body without the token is sent as it is. Each thread starts at a different offset
 -- so threads do not send the same body in lockstep, and numbers its uids from its own
 -- range.
 -- With STOP_AFTER > 0 each thread stops after that many responses (the soak run) and
@@ -22,9 +23,29 @@ local responses = 0
 local thread_count = 0
 local sequence = 0
 local sequence_base = 0
--- bench/corpus.py's review(): "uid": UID_PREFIX .. 12 digits
-local UID_PREFIX = '"uid":"6b1a0a3e-bench-4000-8000-'
+-- bench/corpus.py's UID_TOKEN: a uid is UID_TOKEN .. 12 digits
+local UID_TOKEN = '6b1a0a3e-bench-4000-8000-'
 local UID_DIGITS = 12
+
+-- `whole` cut around the digits after each UID_TOKEN: the pieces a number joins
+local function cut(whole)
+  local pieces, piece_start, search = {}, 1, 1
+  while true do
+    local _, last = string.find(whole, UID_TOKEN, search, true)
+    if not last then
+      break
+    end
+    search = last + 1
+    local digits = string.sub(whole, last + 1, last + UID_DIGITS)
+    if #digits == UID_DIGITS and string.find(digits, "^%d+$") then
+      pieces[#pieces + 1] = string.sub(whole, piece_start, last)
+      piece_start = last + UID_DIGITS + 1
+      search = piece_start
+    end
+  end
+  pieces[#pieces + 1] = string.sub(whole, piece_start)
+  return pieces
+end
 
 function setup(thread)
   thread_count = thread_count + 1
@@ -46,13 +67,7 @@ function init(args)
     if #line > 0 then
       for _, p in ipairs(paths) do
         count = count + 1
-        local whole = wrk.format("POST", p, {["Content-Type"] = "application/json"}, line)
-        local _, cut = string.find(whole, UID_PREFIX, 1, true)
-        if cut then
-          requests[count] = {string.sub(whole, 1, cut), string.sub(whole, cut + UID_DIGITS + 1)}
-        else
-          requests[count] = {whole}
-        end
+        requests[count] = cut(wrk.format("POST", p, {["Content-Type"] = "application/json"}, line))
       end
     end
   end
@@ -84,7 +99,7 @@ function request()
     return parts[1]
   end
   sequence = sequence + 1
-  return parts[1] .. string.format("%012d", sequence_base + sequence) .. parts[2]
+  return table.concat(parts, string.format("%012d", sequence_base + sequence))
 end
 
 function done(summary, latency, requests_stats)

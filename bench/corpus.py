@@ -9,6 +9,8 @@ webhook and the baseline are driven with identical requests.
 - `large_pod()`: a ~200 KiB pod (big env lists and a last-applied annotation, the
   way large pods look in practice); the injected patch stays small.
 - `review(pod, namespace)`: the AdmissionReview the API server would send.
+- `mixed_bodies()`: the main mix; `mixed_bodies(never_seen=True)`: the same pods, each
+  with a label that the load generator makes unique per request (see `UID_TOKEN`).
 - `write_bodies(path, bodies)`: one compact JSON body per line, the format
   `bench/bodies.lua` (wrk) and `bench/pyload.py` read.
 - `scaling_policy_dir(n, dest)`: the shipped injection policies plus trivial
@@ -30,6 +32,13 @@ CORPUS_DIR = ROOT / "tests" / "data" / "corpus"
 SHIPPED_POLICIES = ROOT / "policies"
 
 LARGE_POD_BYTES = 200 * 1024
+# Request uids are this token and 12 digits. The load generators (bodies.lua, pyload.py)
+# put a number of their own, new for each request, wherever the token appears: in the
+# uid, as an API server gives every review its own, and in the never-seen mix also in
+# the label NEVER_SEEN_LABEL, so that no two requests carry the same pod.
+UID_TOKEN = "6b1a0a3e-bench-4000-8000-"
+UID_DIGITS = 12
+NEVER_SEEN_LABEL = "bench.example.com/pod"
 _NAMESPACE_HEADER = re.compile(r"^# namespace: *(\S+) *$", re.MULTILINE)
 
 
@@ -121,13 +130,24 @@ def large_pod(target_bytes: int = LARGE_POD_BYTES) -> dict[str, Any]:
 
 # --- reviews ----------------------------------------------------------------------------------
 
-def review(pod: dict[str, Any], namespace: str, *, index: int = 0) -> dict[str, Any]:
-    """The AdmissionReview (admission.k8s.io/v1) for creating `pod` in `namespace`."""
+def with_label(pod: dict[str, Any], key: str, value: str) -> dict[str, Any]:
+    """A copy of `pod` with one more label (the pod itself is left as it is)."""
+    metadata = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
+    labels = metadata.get("labels") if isinstance(metadata.get("labels"), dict) else {}
+    return {**pod, "metadata": {**metadata, "labels": {**labels, key: value}}}
+
+
+def review(pod: dict[str, Any], namespace: str, *, index: int = 0, never_seen: bool = False) -> dict[str, Any]:
+    """The AdmissionReview (admission.k8s.io/v1) for creating `pod` in `namespace`;
+    with `never_seen`, the pod carries the uid's token as the label NEVER_SEEN_LABEL."""
+    uid = f"{UID_TOKEN}{index:0{UID_DIGITS}d}"
+    if never_seen:
+        pod = with_label(pod, NEVER_SEEN_LABEL, uid)
     return {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
         "request": {
-            "uid": f"6b1a0a3e-bench-4000-8000-{index:012d}",
+            "uid": uid,
             "kind": {"group": "", "version": "v1", "kind": "Pod"},
             "resource": {"group": "", "version": "v1", "resource": "pods"},
             "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
@@ -147,19 +167,22 @@ def review(pod: dict[str, Any], namespace: str, *, index: int = 0) -> dict[str, 
     }
 
 
-def body(pod: dict[str, Any], namespace: str = "default", *, index: int = 0) -> bytes:
-    return orjson.dumps(review(pod, namespace, index=index))
+def body(pod: dict[str, Any], namespace: str = "default", *, index: int = 0, never_seen: bool = False) -> bytes:
+    return orjson.dumps(review(pod, namespace, index=index, never_seen=never_seen))
 
 
-def mixed_bodies() -> list[tuple[str, bytes]]:
+def mixed_bodies(*, never_seen: bool = False) -> list[tuple[str, bytes]]:
     """The main corpus: every corpus pod, synthetic pods of 1, 10 and 50 containers,
-    and the ~200 KiB pod, each once, in a fixed order."""
-    out = [(name, body(pod, ns, index=i)) for i, (name, ns, pod) in enumerate(corpus_pods())]
-    base = len(out)
-    for j, n in enumerate((1, 10, 50)):
-        out.append((f"synthetic-{n}c", body(synthetic_pod(n), index=base + j)))
-    out.append(("synthetic-200KiB", body(large_pod(), index=base + 3)))
-    return out
+    and the ~200 KiB pod, each once, in a fixed order.
+
+    As the load generators send it, the mix repeats its pods under new request uids,
+    as a rollout's replicas reach mutating admission. With `never_seen` each pod also
+    carries a label the load generators make unique per request: every request is a
+    pod the webhook has not seen before (a new workload's first pod)."""
+    pods = [(name, ns, pod) for name, ns, pod in corpus_pods()]
+    pods += [(f"synthetic-{n}c", "default", synthetic_pod(n)) for n in (1, 10, 50)]
+    pods.append(("synthetic-200KiB", "default", large_pod()))
+    return [(name, body(pod, ns, index=i, never_seen=never_seen)) for i, (name, ns, pod) in enumerate(pods)]
 
 
 def write_bodies(path: Path, bodies: list[bytes]) -> Path:

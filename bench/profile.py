@@ -29,11 +29,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+if __name__ == "__main__" and __package__ in (None, ""):
+    # run as a script: import the package `bench` from the repository root (and leave the
+    # standard library's `profile` module to itself)
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-import corpus  # noqa: E402
-from run import BIN, CONCURRENCY, ROOT, Server, _webhook_argv, free_port, has_workers_flag, webhook_command  # noqa: E402
+from bench import corpus  # noqa: E402
+from bench.load import CONCURRENCY  # noqa: E402
+from bench.proc import free_port  # noqa: E402
+from bench.servers import BIN, HERE, ROOT, Server, make_certs, webhook_argv  # noqa: E402
 
 # (area, pattern on "function (file)"), first match wins, checked from the leaf upwards.
 AREAS = [
@@ -129,9 +133,7 @@ def main() -> int:
     out_dir = args.out or tmp
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        certs = tmp / "certs"
-        subprocess.run([*webhook_command(), "certs", "generate", "--out", str(certs), "--service", "webhook",
-                        "--namespace", "webhook-system"], check=True, capture_output=True, cwd=ROOT)
+        certs = make_certs(tmp / "certs")
         available = {
             "1c": ("1-container pod", lambda: [corpus.body(corpus.synthetic_pod(1))]),
             "50c": ("50-container pod", lambda: [corpus.body(corpus.synthetic_pod(50))]),
@@ -139,9 +141,6 @@ def main() -> int:
             "mix": ("corpus mix", lambda: [b for _, b in corpus.mixed_bodies()]),
         }
         bodies = {available[b][0]: available[b][1]() for b in args.body}
-        workers = ["--workers", "1"] if has_workers_flag() else []
-        if args.memo_off:
-            workers += ["--decision-memo", "0"]
         policies = ROOT / "policies"
         if args.policy_count:
             policies = corpus.scaling_policy_dir(args.policy_count, tmp / "policies")
@@ -149,7 +148,7 @@ def main() -> int:
             slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
             bodies_file = corpus.write_bodies(tmp / f"{slug}.txt", body)
             port = free_port()
-            server = Server(f"webhook-{slug}", _webhook_argv(port, certs, policies, workers), port,
+            server = Server(f"webhook-{slug}", webhook_argv(port, certs, policies, memo=not args.memo_off), port,
                             certs / "ca.crt", tmp)
             try:
                 server.wait_ready()

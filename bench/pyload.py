@@ -28,39 +28,46 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 
-# bench/corpus.py's review() writes request uids as this prefix and 12 digits; each
-# request gets its own digits, as no API server sends a uid twice (bench/bodies.lua).
-UID_PREFIX = b'"uid":"6b1a0a3e-bench-4000-8000-'
+# bench/corpus.py writes request uids as this token and 12 digits (UID_TOKEN); each
+# request gets its own digits wherever the token appears, as no API server sends a uid
+# twice (bench/bodies.lua). The never-seen mix carries the token in a label too.
+UID_TOKEN = b"6b1a0a3e-bench-4000-8000-"
 UID_DIGITS = 12
 
 
-def _requests(url: str, bodies_file: Path, paths: list[str]) -> list[tuple[bytes, bytes | None]]:
-    """Each request cut after its uid prefix: (head and body up to the digits, the rest),
-    or (the whole request, None) for a body without the prefix."""
+def _cut(whole: bytes) -> tuple[bytes, ...]:
+    """`whole` cut around the digits after each occurrence of UID_TOKEN: the pieces to
+    join with a request's number (one piece when the token is absent)."""
+    pieces: list[bytes] = []
+    piece_start = search = 0
+    while (at := whole.find(UID_TOKEN, search)) >= 0:
+        digits = search = at + len(UID_TOKEN)
+        if whole[digits:digits + UID_DIGITS].isdigit():
+            pieces.append(whole[piece_start:digits])
+            piece_start = search = digits + UID_DIGITS
+    pieces.append(whole[piece_start:])
+    return tuple(pieces)
+
+
+def _requests(url: str, bodies_file: Path, paths: list[str]) -> list[tuple[bytes, ...]]:
+    """Each request, head and body, cut around its uid digits (`_cut`)."""
     parts = urlsplit(url)
     targets = paths or [parts.path + (f"?{parts.query}" if parts.query else "")]
-    out: list[tuple[bytes, bytes | None]] = []
+    out: list[tuple[bytes, ...]] = []
     for line in bodies_file.read_bytes().splitlines():
         for target in targets if line else ():
             head = (f"POST {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
                     f"Content-Type: application/json\r\nContent-Length: {len(line)}\r\n\r\n")
-            whole = head.encode("ascii") + line
-            cut = whole.find(UID_PREFIX)
-            if cut < 0:
-                out.append((whole, None))
-            else:
-                cut += len(UID_PREFIX)
-                out.append((whole[:cut], whole[cut + UID_DIGITS:]))
+            out.append(_cut(head.encode("ascii") + line))
     return out
 
 
-def _numbered(request: tuple[bytes, bytes | None], number: int) -> bytes:
-    before, after = request
-    return before if after is None else b"%s%012d%s" % (before, number, after)
+def _numbered(request: tuple[bytes, ...], number: int) -> bytes:
+    return request[0] if len(request) == 1 else (b"%012d" % number).join(request)
 
 
 async def _connection(host: str, port: int, context: ssl.SSLContext,
-                      requests: list[tuple[bytes, bytes | None]], offset: int, deadline: float,
+                      requests: list[tuple[bytes, ...]], offset: int, deadline: float,
                       budget: list[int], numbers: Iterator[int], out: dict) -> None:
     try:
         reader, writer = await asyncio.open_connection(host, port, ssl=context)
@@ -140,11 +147,14 @@ def main() -> None:
     stop = [args.stop_after // procs + (1 if i < args.stop_after % procs else 0) if args.stop_after else 0
             for i in range(procs)]
     duration = args.duration if not args.stop_after else max(args.duration, 3600.0)
-    start_at = time.time() + 0.5
-    with multiprocessing.get_context("spawn").Pool(procs) as pool:
-        paths = [p for p in args.paths.split(",") if p]
-        results = pool.map(_worker, [(args.url, str(args.bodies), share[i], start_at, duration, stop[i], i, paths)
-                                     for i in range(procs)])
+    paths = [p for p in args.paths.split(",") if p]
+    if procs == 1:   # no pool to start: the run begins at once
+        results = [_worker((args.url, str(args.bodies), share[0], time.time(), duration, stop[0], 0, paths))]
+    else:
+        start_at = time.time() + 0.5   # every process started and ready
+        with multiprocessing.get_context("spawn").Pool(procs) as pool:
+            results = pool.map(_worker, [(args.url, str(args.bodies), share[i], start_at, duration, stop[i], i,
+                                          paths) for i in range(procs)])
     latencies = sorted(x for r in results for x in r["latencies"])
     elapsed = max(r.get("elapsed", 0.0) for r in results) or 1e-9
     us = 1e6

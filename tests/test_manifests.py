@@ -30,7 +30,7 @@ def _documents() -> list[tuple[str, dict[str, Any]]]:
         if path.name == "kustomization.yaml" or "policies" in path.parts:
             continue
         for doc in yaml.safe_load_all(path.read_text()):
-            if doc:
+            if doc and doc["apiVersion"] != "builtin":  # a kustomize transformer's configuration
                 docs.append((f"{path.relative_to(MANIFESTS)}:{doc['kind']}/{doc['metadata']['name']}", doc))
     return docs
 
@@ -143,6 +143,26 @@ def test_the_cert_manager_overlay_excludes_cert_managers_namespace(kind: str) ->
     kubernetes_validate.validate(patched, KUBERNETES_VERSION, strict=True)
 
 
+def test_network_policy_admits_only_the_serving_port_from_anywhere_and_no_egress() -> None:
+    policy = _find("NetworkPolicy", "webhook")["spec"]
+    template = _find("Deployment", "webhook")["spec"]["template"]
+    assert policy["podSelector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    # The API server's address varies by cluster: the one rule names no peers.
+    [rule] = policy["ingress"]
+    assert "from" not in rule
+    ports = {(p["name"], p["containerPort"]) for p in template["spec"]["containers"][0]["ports"]}
+    assert [(p["port"], p["protocol"]) for p in rule["ports"]] == [("https", "TCP")]
+    assert {name for name, _ in ports} == {"https"}  # /metrics has no port of its own (yet)
+    # The server opens no connections: with Egress listed and no rule, none are allowed.
+    assert policy["policyTypes"] == ["Ingress", "Egress"] and policy["egress"] == []
+    # ... which must not select the install Job's pods: they talk to the API server.
+    for kind, name in (("Job", "webhook-install-ca"), ("CronJob", "webhook-renew-certificate")):
+        spec = _find(kind, name)["spec"]
+        template = (spec["jobTemplate"]["spec"] if kind == "CronJob" else spec)["template"]
+        labels = template.get("metadata", {}).get("labels", {})
+        assert not policy["podSelector"]["matchLabels"].items() <= labels.items(), name
+
+
 def test_service_maps_443_to_the_server_port() -> None:
     port = _find("Service", "webhook")["spec"]["ports"][0]
     assert port["port"] == 443 and port["targetPort"] == "https"
@@ -158,16 +178,16 @@ def test_policy_configmap_copy_matches_the_shipped_policies() -> None:
 
 
 def test_kubectl_apply_k_manifests_finds_a_kustomization_tree() -> None:
-    """Every kustomization's resources, patches and generator files exist."""
+    """Every kustomization's resources, transformers and generator files exist."""
     def walk(directory: Path) -> None:
         kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
-        for resource in kustomization.get("resources", []):
+        for resource in kustomization.get("resources", []) + kustomization.get("transformers", []):
             target = (directory / resource).resolve()
             assert target.exists(), f"{directory}: missing {resource}"
             if target.is_dir():
                 walk(target)
         for generator in kustomization.get("configMapGenerator", []):
-            for file in generator["files"]:
+            for file in generator.get("files", []):
                 assert (directory / file).is_file(), f"{directory}: missing {file}"
     walk(MANIFESTS)
 
