@@ -525,3 +525,10 @@ def test_a_pod_is_denied_exactly_when_one_of_its_containers_declares_a_proxy_por
     assert (result.denial is not None) == clash, (result.denial, given_pod)
     if clash:
         assert "traffic-proxy" in result.denial and "port 150" in result.denial
+
+
+def test_a_secret_name_with_a_control_character_cannot_break_the_warning_line() -> None:
+    ref = {"secretKeyRef": {"name": "s\nWarning: forged", "key": "k"}}
+    result = run(pod(app(env=[{"name": "SERVICE_NAME", "valueFrom": ref}])))
+    assert result.warnings == ["container 'app' keeps its own env var SERVICE_NAME=secretKeyRef(s\\nWarning: "
+                               "forged/k); policy identity sets \"checkout\""]

@@ -74,8 +74,8 @@ def _env_value(entry: Any) -> str:
     for source, fields in _SOURCES.items():
         ref = entry["valueFrom"].get(source)
         if isinstance(ref, dict):
-            read = "/".join(str(ref[f]) for f in fields if isinstance(ref.get(f), str) and ref[f])
-            return f"{source}({read[:MAX_VALUE_CHARS]})"
+            read = "/".join(ref[f] for f in fields if isinstance(ref.get(f), str) and ref[f])[:MAX_VALUE_CHARS]
+            return f"{source}({orjson.dumps(read).decode()[1:-1]})"   # JSON's escapes, without its quotes
     return f"valueFrom {shown(entry['valueFrom'])}"
 
 
