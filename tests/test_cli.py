@@ -56,7 +56,7 @@ def test_mutate_renders_controllers_and_reads_stdin() -> None:
     assert "ownerReferences" not in template["metadata"] and "generateName" not in template["metadata"]
     assert template["metadata"]["labels"] == {"app": "root"}
     env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
-    assert env["SERVICE_NAME"] == "root"
+    assert env["SERVICE_DISPLAY_NAME"] == "root" and env["SERVICE_NAME"] == "default.default"
 
 
 def test_validate_exit_codes_and_messages(tmp_path: Path) -> None:
@@ -88,7 +88,7 @@ def test_explain_says_why_each_policy_applied_or_not(tmp_path: Path) -> None:
         {"apiVersion": "batch/v1", "kind": "Job", "name": "nightly", "uid": "u", "controller": True}]}}
     out = webhook("explain", "-f", str(write(tmp_path / "p.yaml", job_pod))).stdout
     assert "workload Job/nightly" in out
-    assert "traffic-proxy  not applied: workload kind Job is not in" in out
+    assert "traffic-proxy  not applied: workload Job is not in" in out
     assert "identity       applied:" in out
     out = webhook("explain", "-f", str(write(tmp_path / "p.yaml", POD)), "-n", "kube-system").stdout
     assert "namespace 'kube-system' is excluded by 'kube-system'" in out

@@ -31,12 +31,15 @@ def test_mutate_denies_a_port_clash_and_warns_of_a_kept_env_var(tmp_path: Path) 
                                              deployment(env=[{"name": "SERVICE_NAME", "value": "checkout-v2"}]))))
     assert kept.returncode == 0
     assert ("warning: Deployment/checkout: container 'app' keeps its own env var SERVICE_NAME=\"checkout-v2\"; "
-            "policy identity sets \"checkout\"") in kept.stderr
+            "policy identity sets \"default.default\"") in kept.stderr
 
 
 def test_explain_says_why_a_dependent_policy_was_skipped_and_what_the_pod_kept(tmp_path: Path) -> None:
+    policies = copy_policies(tmp_path / "policies")
+    identity = policies / "inject-identity.yaml"
+    identity.write_text(identity.read_text().replace("optOut: Forbidden", "optOut: Allowed"))
     opted_out = deployment({"runtime.platform.io/inject-identity": "false"})
-    out = webhook("explain", "-f", str(write(tmp_path / "a.yaml", opted_out))).stdout
+    out = webhook("explain", "-f", str(write(tmp_path / "a.yaml", opted_out)), "--policies", str(policies)).stdout
     assert ("traffic-proxy  not applied: skipped: requires policy identity, which did not apply: pod opted out "
             "(runtime.platform.io/inject-identity: \"false\")") in out
     assert "log-shipper    not applied: skipped: requires policy identity" in out

@@ -353,6 +353,10 @@ def cluster_pods(fake: FakeApiServer, tmp_path: Path) -> dict[str, str]:
 
     fake.put(injected(pod("current")))
     fake.put(with_ledger(injected(pod("stale")), old_identity))
+    # Injected by an older identity revision with another agent image: stale, not a denial.
+    older_image = with_ledger(injected(pod("stale-image")), old_identity)
+    older_image["spec"]["initContainers"][0]["image"] = "registry.platform.internal/runtime/identity-agent:1.7.0"
+    fake.put(older_image)
     fake.put(with_ledger(injected(pod("retired")), retired_policy))
     fake.put(pod("uninjected"))
     fake.put(injected(pod("before-log-shipper"), before_log_shipper))  # admitted before it existed
@@ -366,7 +370,7 @@ def cluster_pods(fake: FakeApiServer, tmp_path: Path) -> dict[str, str]:
     fake.put(pod("proxy", namespace="kube-system", privileged=True))  # excluded by the policies
     fake.put(injected(pod("current", namespace="team-a")))
     assert identity.revision != "0123456789ab"
-    return {"stale": "stale", "retired": "stale", "uninjected": "stale", "before-log-shipper": "stale",
+    return {"stale": "stale", "stale-image": "stale", "retired": "stale", "uninjected": "stale", "before-log-shipper": "stale",
             "own-shipper": "would-deny", "privileged": "would-deny", "stale-privileged": "stale,would-deny"}
 
 
@@ -431,8 +435,8 @@ def test_report_function_pages_through_the_list(fake: FakeApiServer, kubeconfig:
     policies = load_policy_dir(SHIPPED_POLICIES)
     with load_api_client(kubeconfig) as api:
         result = report(api, policies, namespace="shop")
-    assert result.pods == 8  # 10 pods in shop, minus the Succeeded and the Failed one
-    assert len([r for r in fake.requests if r[0] == "list"]) == 5
+    assert result.pods == 9  # 11 pods in shop, minus the Succeeded and the Failed one
+    assert len([r for r in fake.requests if r[0] == "list"]) == 6
     assert {(f.pod, f.status) for f in result.findings} >= {("privileged", "would-deny"), ("stale", "stale")}
     assert result.policy_revision == policies.revision
 

@@ -129,11 +129,14 @@ def is_windows(pod: dict[str, Any]) -> bool:
 
 
 def identity_applies(case: CorpusPod) -> bool:
-    """Linux pods in namespaces the identity policy does not exclude, unless opted out."""
-    excluded = _shipped_policy(IDENTITY_POLICY)["spec"]["match"]["namespaces"].get("exclude", [])
+    """Linux pods in namespaces the identity policy does not exclude, unless opted out where
+    the policy lets pods opt out (`optOut: Forbidden` ignores the annotations)."""
+    spec = _shipped_policy(IDENTITY_POLICY)["spec"]
+    excluded = spec["match"]["namespaces"].get("exclude", [])
     annotations = (case.pod.get("metadata") or {}).get("annotations") or {}
-    opted_out = (annotations.get(OPT_OUT_ANNOTATION) == "false"
-                 or annotations.get(f"{OPT_OUT_ANNOTATION}-{IDENTITY_POLICY}") == "false")
+    opted_out = spec.get("optOut", "Allowed") == "Allowed" and (
+        annotations.get(OPT_OUT_ANNOTATION) == "false"
+        or annotations.get(f"{OPT_OUT_ANNOTATION}-{IDENTITY_POLICY}") == "false")
     return (not is_windows(case.pod) and not opted_out
             and not any(fnmatchcase(case.namespace, pattern) for pattern in excluded))
 

@@ -11,7 +11,7 @@ from tests.engine_helpers import SHIPPED, env_names, mount_paths, names, run, ru
 from webhook.engine.ledger import LEDGER_ANNOTATION
 
 IDENTITY_ENV = ["POD_NAME", "POD_NAMESPACE", "POD_IP", "NODE_NAME", "POD_SERVICE_ACCOUNT",
-                "SERVICE_NAME", "IDENTITY_CERT_DIR"]
+                "SERVICE_NAME", "SERVICE_DISPLAY_NAME", "IDENTITY_CERT_DIR"]
 APP_MOUNTS_ALL = ["/var/run/identity", "/var/log/app"]
 SERVICE_INIT = ["identity-init", "traffic-proxy", "log-shipper"]
 BATCH_INIT = ["identity-init", "log-shipper"]
@@ -43,11 +43,11 @@ def ledger(result_pod: dict[str, Any]) -> dict[str, Any]:
     return json.loads(result_pod["metadata"]["annotations"][LEDGER_ANNOTATION])
 
 
-def service_env(container: dict[str, Any]) -> str:
-    return next(e["value"] for e in container["env"] if e["name"] == "SERVICE_NAME")
+def service_env(container: dict[str, Any], name: str = "SERVICE_DISPLAY_NAME") -> str:
+    return next(e["value"] for e in container["env"] if e["name"] == name)
 
 
-# (case, pod, expected init containers, expected app env, expected app mounts, SERVICE_NAME)
+# (case, pod, expected init containers, expected app env, expected app mounts, SERVICE_DISPLAY_NAME)
 CASES = [
     ("bare pod", pod(labels={"app": "web"}), SERVICE_INIT, IDENTITY_ENV, APP_MOUNTS_ALL, "web"),
     ("deployment pod: generateName, no name, no namespace",
@@ -81,6 +81,8 @@ def test_shipped_profiles(case: str, given: dict, init: list[str], env: list[str
     assert env_names(container) == env
     assert mount_paths(container) == mounts
     assert service_env(container) == service
+    # The identity is the namespace's service account, whatever the labels say.
+    assert service_env(container, "SERVICE_NAME") == "default.default"
     assert names(out["spec"]["containers"]) == ["app"]
     volumes = [v["name"] for v in out["spec"]["volumes"]]
     assert volumes == (["identity-certs", "app-logs"] if "/var/log/app" in mounts else ["identity-certs"])
@@ -97,7 +99,10 @@ def test_bare_pod_exact_result() -> None:
     given = pod(labels={"app": "web"})
     out = run(given).pod
     identity_init, proxy, shipper = out["spec"]["initContainers"]
-    assert identity_init["args"] == ["fetch", "--cert-dir=/var/run/identity", "--service=web"]
+    assert identity_init["args"] == ["fetch", "--cert-dir=/var/run/identity", "--namespace=default",
+                                     "--service-account=default", "--display-name=web"]
+    assert proxy["args"] == ["run", "--cert-dir=/var/run/identity", "--namespace=default",
+                             "--service-account=default", "--display-name=web"]
     assert identity_init["volumeMounts"] == [{"name": "identity-certs", "mountPath": "/var/run/identity"}]
     assert proxy["volumeMounts"] == [{"name": "identity-certs", "mountPath": "/var/run/identity",
                                       "readOnly": True}]
@@ -110,7 +115,8 @@ def test_bare_pod_exact_result() -> None:
             {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
             {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
             {"name": "POD_SERVICE_ACCOUNT", "valueFrom": {"fieldRef": {"fieldPath": "spec.serviceAccountName"}}},
-            {"name": "SERVICE_NAME", "value": "web"},
+            {"name": "SERVICE_NAME", "value": "default.default"},
+            {"name": "SERVICE_DISPLAY_NAME", "value": "web"},
             {"name": "IDENTITY_CERT_DIR", "value": "/var/run/identity"},
         ],
         "volumeMounts": [
@@ -172,7 +178,7 @@ def test_user_env_var_wins_over_the_policy_and_is_recorded() -> None:
     given = pod(app(env=[{"name": "SERVICE_NAME", "value": "mine"}]), labels={"app": "web"})
     out = run(given).pod
     container = out["spec"]["containers"][0]
-    assert service_env(container) == "mine"
+    assert service_env(container, "SERVICE_NAME") == "mine"
     # Keep: the pod's own var stays where it was, after the injected ones; none is injected for it.
     assert env_names(container) == [n for n in IDENTITY_ENV if n != "SERVICE_NAME"] + ["SERVICE_NAME"]
     assert {"kind": "env", "name": "SERVICE_NAME", "resolution": "Keep", "container": "app"} in \
@@ -219,9 +225,31 @@ def test_pod_with_thirty_containers() -> None:
     assert all(env_names(c) == IDENTITY_ENV for c in out["spec"]["containers"])
 
 
-def test_opt_out_of_everything() -> None:
+def test_opt_out_of_everything_but_the_mandatory_identity() -> None:
     result = run(pod(annotations={"runtime.platform.io/inject": "false"}))
-    assert result.patch == [] and not result.applied
+    assert result.applied == ("identity",)
+    assert names(result.pod["spec"]["initContainers"]) == ["identity-init"]
+    assert result.warnings == ['annotation runtime.platform.io/inject: "false" is ignored for policy identity, '
+                               'which pods cannot opt out of (optOut: Forbidden)']
+    assert [o.reason for o in result.outcomes[1:]] == ['pod opted out (runtime.platform.io/inject: "false")'] * 2
+
+
+def test_identity_cannot_be_opted_out_of() -> None:
+    result = run(pod(annotations={"runtime.platform.io/inject-identity": "false"}))
+    assert names(result.pod["spec"]["initContainers"]) == SERVICE_INIT
+    assert result.warnings == ['annotation runtime.platform.io/inject-identity: "false" is ignored for policy '
+                               'identity, which pods cannot opt out of (optOut: Forbidden)']
+
+
+@pytest.mark.parametrize("label", ["Other", "DaemonSet", "Job"])
+def test_the_workload_label_does_not_move_a_pod_out_of_identity_but_still_picks_optional_sidecars(
+        label: str) -> None:
+    given = pod(name=None, owner=("ReplicaSet", "web-5d8f"),
+                labels={"pod-template-hash": "5d8f", "runtime.platform.io/workload": label})
+    result = run(given)
+    # The traffic proxy (optOut: Allowed) reads the label; identity reads only the owner.
+    assert "identity" in result.applied and "traffic-proxy" not in result.applied
+    assert any("label runtime.platform.io/workload" in w and "(Deployment)" in w for w in result.warnings)
 
 
 def test_opt_out_of_one_policy() -> None:
@@ -232,7 +260,6 @@ def test_opt_out_of_one_policy() -> None:
 def test_opting_in_and_out_as_documented_warns_of_nothing() -> None:
     assert run(pod(annotations={"runtime.platform.io/inject-traffic-proxy": "false",
                                 "runtime.platform.io/inject-identity": "true"})).warnings == []
-    assert run(pod(annotations={"runtime.platform.io/inject": "false"})).warnings == []
 
 
 @pytest.mark.parametrize(("annotations", "warning"), [
@@ -250,7 +277,8 @@ def test_an_inject_annotation_that_does_nothing_is_a_warning(annotations: dict[s
 
 
 def test_an_opted_out_pod_still_hears_of_an_ignored_policy_annotation() -> None:
-    result = run(pod(annotations={"runtime.platform.io/inject": "false", "runtime.platform.io/inject-x": "false"}))
+    result = run(pod(annotations={"runtime.platform.io/inject": "false", "runtime.platform.io/inject-x": "false"}),
+                 namespace="kube-system")
     assert result.patch == [] and result.warnings == [
         "annotation runtime.platform.io/inject-x is ignored: no injection policy is named 'x'"]
 

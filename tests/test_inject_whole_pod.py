@@ -16,15 +16,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.engine_helpers import SHIPPED, names, policies_from_yaml, run
+from tests.engine_helpers import ROOT, SHIPPED, names, policies_from_yaml, run
 from tests.test_inject_policies import policy
 from webhook.engine.conflicts import MAX_VALUE_CHARS, MAX_WARNINGS
 from webhook.engine.inject import inject
 from webhook.engine.ledger import LEDGER_ANNOTATION
 from webhook.policy.errors import PolicyLoadError
 from webhook.policy.lint import lint
+from webhook.policy.loader import load_policy_sources
 
 OPT_OUT_IDENTITY = {"runtime.platform.io/inject-identity": "false"}
+# The shipped policies with identity's optOut relaxed, so that a pod can leave identity out
+# and the policies that require it can be seen to follow.
+IDENTITY_OPTIONAL = load_policy_sources({
+    path.name: path.read_bytes().replace(b"optOut: Forbidden", b"optOut: Allowed")
+    for path in sorted((ROOT / "policies").glob("*.yaml"))})
 
 
 def pod(*containers: dict[str, Any], init: list[dict[str, Any]] | None = None, labels: dict[str, str] | None = None,
@@ -70,7 +76,7 @@ inject:
     # The pod's own init containers start after the injected native sidecars, beside them.
     (pod(app(), init=[app("migrate", ports=[{"containerPort": 15021}])]), "port 15021/TCP"),
     # A native sidecar of the pod's own runs beside the proxy too.
-    (pod(app(), init=[app("istio-proxy", restartPolicy="Always", ports=[{"containerPort": 15006}])]),
+    (pod(app(), init=[app("mesh-agent", restartPolicy="Always", ports=[{"containerPort": 15006}])]),
      "port 15006/TCP"),
 ])
 def test_an_app_port_the_proxy_declares_is_a_denial_naming_both_containers(given: dict, clash: str) -> None:
@@ -197,7 +203,7 @@ def test_a_port_declared_twice_in_one_container_is_a_load_error() -> None:
 # --- requirements -----------------------------------------------------------------------
 
 def test_opting_out_of_identity_skips_the_proxy_and_the_log_shipper() -> None:
-    result = run(pod(app(), annotations=OPT_OUT_IDENTITY))
+    result = run(pod(app(), annotations=OPT_OUT_IDENTITY), policies=IDENTITY_OPTIONAL)
     assert result.denial is None and "initContainers" not in result.pod["spec"]
     assert result.applied == ()
     for dependent in ("traffic-proxy", "log-shipper"):
@@ -209,7 +215,7 @@ def test_opting_out_of_identity_skips_the_proxy_and_the_log_shipper() -> None:
 def test_a_pod_supplied_identity_volume_is_not_mounted_into_the_proxy() -> None:
     """Before `requires`, the proxy kept the pod's own Secret as its identity-certs volume."""
     own = {"name": "identity-certs", "secret": {"secretName": "stolen"}}
-    result = run(pod(app(), annotations=OPT_OUT_IDENTITY, volumes=[own]))
+    result = run(pod(app(), annotations=OPT_OUT_IDENTITY, volumes=[own]), policies=IDENTITY_OPTIONAL)
     assert result.denial is None and result.pod["spec"]["volumes"] == [own]
     assert "initContainers" not in result.pod["spec"]
 
@@ -300,14 +306,14 @@ def test_equal_priorities_run_in_name_order_so_a_requirement_may_share_one() -> 
 def test_a_kept_env_var_is_a_warning_with_both_values() -> None:
     result = run(pod(app(env=[{"name": "SERVICE_NAME", "value": "checkout-v2"}])))
     assert result.denial is None
-    assert "container 'app' keeps its own env var SERVICE_NAME=\"checkout-v2\"; policy identity sets \"checkout\"" \
+    assert "container 'app' keeps its own env var SERVICE_NAME=\"checkout-v2\"; policy identity sets \"default.default\"" \
         in result.warnings
     again = inject(result.pod, namespace="default", policies=SHIPPED)
     assert again.patch == [] and again.warnings == result.warnings   # each call says it again
 
 
 def test_a_kept_env_var_with_the_policys_value_is_no_warning() -> None:
-    result = run(pod(app(env=[{"name": "SERVICE_NAME", "value": "checkout"}])))
+    result = run(pod(app(env=[{"name": "SERVICE_NAME", "value": "default.default"}])))
     assert result.denial is None and result.warnings == []
 
 
@@ -483,7 +489,7 @@ def test_the_pods_own_downward_api_var_as_the_api_server_stores_it_is_no_warning
                               "identity sets fieldRef(metadata.name)"]
     secret = run(pod(app(env=[{"name": "SERVICE_NAME", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}])))
     assert secret.warnings == ["container 'app' keeps its own env var SERVICE_NAME=secretKeyRef(s/k); policy "
-                               "identity sets \"checkout\""]
+                               "identity sets \"default.default\""]
 
 
 def test_a_shadow_policy_that_would_skip_itself_leaves_the_pod_and_its_ledger_alone() -> None:
@@ -521,7 +527,7 @@ def test_a_pod_is_denied_exactly_when_one_of_its_containers_declares_a_proxy_por
     given_pod = pod(*containers, init=init, annotations=OPT_OUT_IDENTITY if opted_out else None)
     clash = not opted_out and any(p["containerPort"] in PROXY_PORTS and p.get("protocol", "TCP") == "TCP"
                                   for c in (*containers, *init) for p in c.get("ports", ()))
-    result = run(given_pod)   # also: the patch applies and a second pass adds nothing
+    result = run(given_pod, policies=IDENTITY_OPTIONAL)   # also: the patch applies, a second pass adds nothing
     assert (result.denial is not None) == clash, (result.denial, given_pod)
     if clash:
         assert "traffic-proxy" in result.denial and "port 150" in result.denial
@@ -531,4 +537,4 @@ def test_a_secret_name_with_a_control_character_cannot_break_the_warning_line() 
     ref = {"secretKeyRef": {"name": "s\nWarning: forged", "key": "k"}}
     result = run(pod(app(env=[{"name": "SERVICE_NAME", "valueFrom": ref}])))
     assert result.warnings == ["container 'app' keeps its own env var SERVICE_NAME=secretKeyRef(s\\nWarning: "
-                               "forged/k); policy identity sets \"checkout\""]
+                               "forged/k); policy identity sets \"default.default\""]

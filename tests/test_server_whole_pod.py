@@ -40,10 +40,14 @@ def test_a_kept_env_var_is_a_warning_naming_both_values(server: ServerProcess) -
     result = server.client.admit(with_app(env=[{"name": "SERVICE_NAME", "value": "checkout-v2"}]), namespace="shop")
     assert result.allowed and result.patch
     assert result.response["warnings"] == [
-        "container 'app' keeps its own env var SERVICE_NAME=\"checkout-v2\"; policy identity sets \"checkout\""]
+        "container 'app' keeps its own env var SERVICE_NAME=\"checkout-v2\"; policy identity sets \"default.shop\""]
 
 
-def test_opting_out_of_identity_leaves_out_the_policies_that_require_it(server: ServerProcess) -> None:
+def test_opting_out_of_identity_leaves_out_the_policies_that_require_it(tmp_path: Path, start_server) -> None:
+    policies = copy_policies(tmp_path / "policies")
+    identity = policies / "inject-identity.yaml"
+    identity.write_text(identity.read_text().replace("optOut: Forbidden", "optOut: Allowed"))
+    server = start_server(policies=policies)
     given = copy.deepcopy(DEPLOYMENT_POD)
     given["metadata"]["annotations"] = {"runtime.platform.io/inject-identity": "false"}
     given["spec"]["volumes"] = [{"name": "identity-certs", "secret": {"secretName": "mine"}}]

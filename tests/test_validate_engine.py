@@ -572,11 +572,18 @@ def test_an_opted_out_pod_cannot_vouch_for_its_own_reserved_names_with_a_forged_
     policies = load_policy_dir(Path(__file__).resolve().parent.parent / "policies")
     forged = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x", "annotations": {
         "runtime.platform.io/inject": "false",
-        "runtime.platform.io/status": '{"version":1,"policies":[{"name":"traffic-proxy","revision":"x",'
-                                      '"containers":["traffic-proxy"]}]}'}},
-        "spec": {"containers": [{"name": "app", "image": "r.io/a:1"},
-                                {"name": "traffic-proxy", "image": "evil.io/x:1"}]}}
+        "runtime.platform.io/status": '{"version":1,"policies":[{"name":"identity","revision":"x",'
+                                      '"containers":["identity-init"]}]}'}},
+        "spec": {"containers": [{"name": "app", "image": "r.io/a:1"}],
+                 "initContainers": [{"name": "identity-init", "image": "evil.io/x:1"}]}}
+    # identity cannot be opted out of (optOut: Forbidden): its name stays reserved, and the
+    # ledger's word does not make the evil container the injected one.
     decision = validate(make_request(forged, namespace="default"), policies)
-    assert not decision.allowed and "traffic-proxy" in (decision.message or "")
+    assert not decision.allowed and "identity-init" in (decision.message or "")
+    assert "not what policy identity injects: its image is 'evil.io/x:1'" in (decision.message or "")
+    # The traffic proxy can be opted out of: an opted-out pod may name its own container so.
+    forged["spec"]["initContainers"] = []
+    forged["spec"]["containers"].append({"name": "traffic-proxy", "image": "evil.io/x:1"})
+    assert validate(make_request(forged, namespace="default"), policies).allowed
     forged["metadata"]["annotations"]["runtime.platform.io/status"] = '{"version":1,"policies":7}'
     validate(make_request(forged, namespace="default"), policies)  # a malformed ledger does not crash

@@ -430,18 +430,117 @@ def test_user_container_with_an_injected_name_is_reported() -> None:
         in message
 
 
-def test_injected_containers_pass() -> None:
+def test_injected_containers_pass_when_they_are_what_the_policy_renders() -> None:
     sidecars = [container("traffic-proxy", "registry.example.com/proxy:2.0", restartPolicy="Always"),
                 container("agent", "registry.example.com/agent:default", restartPolicy="Always")]
-    # The ledger vouches for both.
+    # Judged by what they are, ledger or not: the templated image is rendered for this pod.
     assert _reserved(pod(container("app"), annotations={"runtime.platform.io/status": LEDGER},
                          initContainers=sidecars)) == []
-    # Without a ledger, the fixed image still identifies traffic-proxy; the templated one cannot.
-    assert _reserved(pod(container("app"), initContainers=sidecars)) == [
-        ("reservedName", "spec.initContainers[agent].name")]
-    # An unreadable ledger vouches for nothing.
+    assert _reserved(pod(container("app"), initContainers=sidecars)) == []
     assert _reserved(pod(container("app"), annotations={"runtime.platform.io/status": "{"},
-                         initContainers=sidecars)) == [("reservedName", "spec.initContainers[agent].name")]
+                         initContainers=sidecars)) == []
+    # Rendered for another namespace, the agent is not what the policy injects here.
+    assert _reserved(pod(container("app"), initContainers=sidecars), namespace="shop") == [
+        ("reservedName", "spec.initContainers[agent].name")]
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    ({"image": "evil.example.com/proxy:2.0"}, "its image is 'evil.example.com/proxy:2.0', not"),
+    ({"command": ["/bin/sh", "-c", "curl evil"]}, "its command is ['/bin/sh', '-c', 'curl evil'], not None"),
+    ({"restartPolicy": None}, "its restartPolicy is None, not 'Always'"),
+])
+def test_a_ledger_cannot_vouch_for_a_container_that_is_not_the_injected_one(change: dict[str, Any],
+                                                                             why: str) -> None:
+    proxy = {k: v for k, v in {**container("traffic-proxy", "registry.example.com/proxy:2.0",
+                                           restartPolicy="Always"), **change}.items() if v is not None}
+    obj = pod(container("app"), annotations={"runtime.platform.io/status": LEDGER}, initContainers=[proxy])
+    assert _reserved(obj) == [("reservedName", "spec.initContainers[traffic-proxy].name")]
+    policies = policy_set(policy("names", [{"reservedContainerNames": {}}]), extra_files={"inject.yaml": INJECTION})
+    assert f"not what policy mesh injects: {why}" in (run(policies, obj).message or "")
+
+
+def test_a_native_sidecar_moved_into_the_app_containers_is_not_the_injected_one() -> None:
+    obj = pod(container("app"), container("traffic-proxy", "registry.example.com/proxy:2.0", restartPolicy="Always"))
+    assert _reserved(obj) == [("reservedName", "spec.containers[traffic-proxy].name")]
+
+
+def test_what_defaulting_and_other_webhooks_add_to_an_injected_container_passes() -> None:
+    policies = policy_set(policy("names", [{"reservedContainerNames": {}}]), extra_files={"inject.yaml": """
+apiVersion: runtime.platform.io/v1
+kind: InjectionPolicy
+metadata: {name: agent}
+spec:
+  inject:
+    sidecars:
+      - name: agent
+        image: registry.example.com/agent:1
+        args: [run]
+        env: [{name: MODE, value: strict}, {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
+        readinessProbe: {httpGet: {path: /ready, port: 9000}}
+        resources: {limits: {memory: 64Mi}}
+"""})
+    agent = container("agent", "registry.example.com/agent:1", args=["run"], restartPolicy="Always",
+                      imagePullPolicy="IfNotPresent", terminationMessagePath="/dev/termination-log",
+                      env=[{"name": "MODE", "value": "strict"}, {"name": "TRACE", "value": "1"},
+                           {"name": "POD", "valueFrom": {"fieldRef": {"apiVersion": "v1",
+                                                                      "fieldPath": "metadata.name"}}}],
+                      readinessProbe={"httpGet": {"path": "/ready", "port": 9000, "scheme": "HTTP"},
+                                      "timeoutSeconds": 1, "periodSeconds": 10},
+                      resources={"limits": {"memory": "128Mi"}})   # a vertical autoscaler's
+    assert run(policies, pod(container("app"), initContainers=[agent])).violations == ()
+    agent["env"][0]["value"] = "lax"
+    decision = run(policies, pod(container("app"), initContainers=[agent]))
+    assert [v.path for v in decision.violations] == ["spec.initContainers[agent].name"]
+    assert "its env differs" in (decision.message or "")
+
+
+def test_a_name_is_reserved_only_where_the_injecting_policy_applies() -> None:
+    scoped = INJECTION.replace("spec:\n  inject:", "spec:\n  match: {namespaces: {include: [payments-*]}}\n  inject:")
+    policies = policy_set(policy("names", [{"reservedContainerNames": {}}]), extra_files={"inject.yaml": scoped})
+    own = pod(container("app"), container("traffic-proxy", "my/proxy:1"))
+    assert run(policies, own, namespace="shop").violations == ()
+    assert [v.path for v in run(policies, own, namespace="payments-eu").violations] == [
+        "spec.containers[traffic-proxy].name"]
+    template = controller("Deployment", own)
+    assert run(policies, template, kind="Deployment", namespace="shop").violations == ()
+    assert run(policies, template, kind="Deployment", namespace="payments-eu").violations != ()
+
+
+def test_a_pod_opted_out_of_a_policy_that_allows_it_may_use_its_names() -> None:
+    own = pod(container("app"), container("traffic-proxy", "my/proxy:1"),
+              annotations={"runtime.platform.io/inject-mesh": "false"})
+    assert _reserved(own) == []
+
+
+def test_injected_volume_names_are_reserved() -> None:
+    policies = policy_set(policy("names", [{"reservedContainerNames": {}}]), extra_files={"inject.yaml": """
+apiVersion: runtime.platform.io/v1
+kind: InjectionPolicy
+metadata: {name: logs}
+spec:
+  match: {workloads: [Deployment]}
+  inject:
+    volumes:
+      - {name: app-logs, source: {emptyDir: {sizeLimit: 1Gi}}}
+      - {name: scratch, source: {emptyDir: {}}, onConflict: Keep}
+"""})
+    own = pod(container("app"), volumes=[{"name": "app-logs", "configMap": {"name": "mine"}},
+                                         {"name": "scratch", "emptyDir": {}}])
+    decision = run(policies, controller("Deployment", own), kind="Deployment")
+    assert [(v.check, v.path) for v in decision.violations] == [
+        ("reservedVolumeName", "spec.template.spec.volumes[0].name")]
+    assert 'volume name "app-logs" is reserved for the volume that injection policy "logs" injects; ' \
+           "rename this volume and its mounts" in (decision.message or "")
+    # Not reserved for a StatefulSet, which the policy does not match.
+    assert run(policies, controller("StatefulSet", own), kind="StatefulSet").violations == ()
+    # In a Deployment's pod, the injected volume passes; the pod's own does not.
+    owner = {"kind": "ReplicaSet", "name": "web-5d8f", "controller": True}
+    injected = pod(container("app"), volumes=[{"name": "app-logs", "emptyDir": {"sizeLimit": "1Gi"}}],
+                   labels={"pod-template-hash": "5d8f"})
+    injected["metadata"]["ownerReferences"] = [owner]
+    assert run(policies, injected).violations == ()
+    own["metadata"] = {**injected["metadata"]}
+    assert [v.check for v in run(policies, own).violations] == ["reservedVolumeName"]
 
 
 def test_conflict_rule_keep_does_not_reserve_the_name() -> None:
@@ -459,3 +558,31 @@ def test_explicit_reserved_names_and_opting_out_of_injection_names() -> None:
     obj = pod(container("traffic-proxy", "x:1"), container("vault-agent", "y:1"))
     rule = {"names": ["vault-agent"], "fromInjectionPolicies": False}
     assert _reserved(obj, rule) == [("reservedName", "spec.containers[vault-agent].name")]
+
+
+def test_what_depends_on_the_pods_name_is_not_compared() -> None:
+    """The API server names a generateName pod after the mutating webhooks ran, and the
+    decision memo answers /validate without the name: a rendering that reads it (podName, a
+    bare pod's workload.name) cannot be compared, the rest still is."""
+    policies = policy_set(policy("names", [{"reservedContainerNames": {}}]), extra_files={"inject.yaml": """
+apiVersion: runtime.platform.io/v1
+kind: InjectionPolicy
+metadata: {name: agent}
+spec:
+  inject:
+    sidecars:
+      - {name: agent, image: "registry.example.com/agent:1", args: ["--pod={{ podName }}", "--ns={{ namespace }}"]}
+"""})
+    # Mutated while it had only a generateName; validated under the name it was given.
+    injected = container("agent", "registry.example.com/agent:1", args=["--pod=", "--ns=default"],
+                         restartPolicy="Always")
+    obj = pod(container("app"), initContainers=[injected], name="web-x7k2p")
+    obj["metadata"]["generateName"] = "web-"
+    assert run(policies, obj).violations == ()
+    for change in ({"args": ["--pod=web-x7k2p", "--ns=shop"]}, {"args": ["--pod="]},
+                   {"image": "evil.example.com/agent:1"}):
+        changed = {**injected, **change}
+        obj["spec"]["initContainers"] = [changed]
+        assert [v.path for v in run(policies, obj).violations] == ["spec.initContainers[agent].name"], change
+    obj["spec"]["initContainers"] = [{**injected, "args": ["--pod=web-x7k2p", "--ns=default"]}]
+    assert run(policies, obj).violations == ()

@@ -668,6 +668,7 @@ def pod_findings(item: dict[str, Any], policies: PolicySet) -> list[Finding]:
     out: list[Finding] = []
 
     stale: list[dict[str, Any]] = []
+    ledger = None
     current = {p.name: p.revision for p in policies.injectors}
     raw_ledger = (metadata.get("annotations") or {}).get(LEDGER_ANNOTATION)
     recorded: set[str] = set()
@@ -708,10 +709,16 @@ def pod_findings(item: dict[str, Any], policies: PolicySet) -> list[Finding]:
                         "detail": f"injection{f' ({refusing})' if refusing else ''}: {result.denial}"})
     decision = validate(make_request(pod, namespace=namespace), policies)
     if not decision.allowed:
+        # A container that a policy's older revision injected is no longer what the policy
+        # renders, so the reserved-name rule refuses it: that is the staleness above, not
+        # a denial of its own. (Admission never takes the ledger's word; a report may.)
+        outdated = {c for r in (ledger.policies if ledger else []) if r.name in
+                    {s["policy"] for s in stale if s["reason"] in ("revision", "removed")} for c in r.containers}
         enforced = [v for v in decision.violations if v.action == "Enforce"]
+        kept = [v for v in enforced if not (v.check == "reservedName" and v.container in outdated)]
         denials += [{"policy": v.policy, "rule": v.rule, "check": v.check, "path": v.path, "message": v.message,
                      "detail": f"{v.policy}/{v.rule}{f'[{v.check}]' if v.check else ''} {v.path}: {v.message}"}
-                    for v in enforced]
+                    for v in kept]
         if not enforced:
             denials.append({"policy": "", "rule": "", "check": "", "path": "",
                             "message": decision.message or "denied", "detail": decision.message or "denied"})

@@ -116,7 +116,8 @@ def run_explain(documents: Sequence[Document], *, policies: PolicySet, namespace
         facts = pod_facts(pod, namespace=result.namespace) if pod is not None else None
         head = f"{doc.title} (namespace {result.namespace}"
         if facts is not None:
-            head += f", workload {facts.workload_kind.value}/{facts.workload_name or '?'}, os {facts.os}"
+            profile = "" if facts.owner_kind == facts.workload_kind.value else f" (profile {facts.workload_kind.value})"
+            head += f", workload {facts.owner_kind}/{facts.workload_name or '?'}{profile}, os {facts.os}"
         out.write(head + ")\n")
         out.write("  injection:\n")
         if result.injection is None:
@@ -126,6 +127,8 @@ def run_explain(documents: Sequence[Document], *, policies: PolicySet, namespace
             for outcome in result.injection.outcomes:
                 state = "shadow " if outcome.shadow else ("applied" if outcome.applied else "not applied")
                 out.write(f"    {outcome.policy:<{width}}  {state}: {outcome.reason}\n")
+            for warning in result.injection.warnings:
+                out.write(f"    warning: {warning}\n")
             for name, conflicts in _ledger_conflicts(result).items():
                 for c in conflicts:
                     where = f" in container {c['container']}" if "container" in c else ""

@@ -15,23 +15,16 @@ from typing import Any
 from webhook.engine import patch as jp
 from webhook.engine.conflicts import ConflictNotes, same_item, shown_name
 from webhook.engine.ledger import LEDGER_ANNOTATION, Ledger, LedgerError, PolicyRecord, parse_ledger
-from webhook.engine.match import mismatch
 from webhook.engine.ports import port_clashes
+from webhook.engine.applies import INJECT_ANNOTATION, ignored_choices, opted_out_of_all, skip_reason
 from webhook.engine.pod import PodFacts, pod_facts
 from webhook.jsonvalue import as_dict, as_str, dicts_in, str_map
 from webhook.engine.pod_rules import pod_problems
-from webhook.policy.common import ANNOTATION_PREFIX, LABEL_VALUE_RULE, Mode, valid_label_value
+from webhook.policy.common import LABEL_VALUE_RULE, Mode, OptOut, valid_label_value
 from webhook.policy.compiled import CompiledInjection, ContainerField, Item
 from webhook.policy.injection import MissingRequirement, OnConflict
 from webhook.policy.loader import PolicySet
 from webhook.policy.template import TemplateContext
-
-INJECT_ANNOTATION = f"{ANNOTATION_PREFIX}/inject"
-
-
-def policy_annotation(policy: str) -> str:
-    """Per-policy opt-in / opt-out annotation: `runtime.platform.io/inject-NAME: "true"|"false"`."""
-    return f"{INJECT_ANNOTATION}-{policy}"
 
 
 @dataclass
@@ -124,7 +117,7 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet) -> Injec
     spec = as_dict(pod.get("spec"))
     annotations = str_map(metadata.get("annotations"))
     warnings = _unread_choices(annotations, policies)
-    if annotations.get(INJECT_ANNOTATION) == "false":
+    if opted_out_of_all(annotations, policies.injectors):
         return InjectionResult(patch=[], pod=pod, warnings=warnings, outcomes=[
             PolicyOutcome(p.name, False, f"pod opted out ({INJECT_ANNOTATION}: \"false\")")
             for p in policies.injectors])
@@ -158,24 +151,26 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet) -> Injec
     # added (labels, annotations) must not change which policies apply, or a second
     # pass would differ from the first.
     facts = pod_facts({"metadata": {**metadata, "labels": sections.labels, "annotations": sections.annotations},
-                       "spec": spec}, namespace=namespace)
-    ctx = TemplateContext(namespace=facts.namespace, pod_name=facts.name,
-                          service_account_name=facts.service_account,
-                          workload_kind=facts.workload_kind.value, workload_name=facts.workload_name,
-                          labels=facts.labels, annotations=facts.annotations)
+                       "spec": {**spec, "initContainers": sections.init, "containers": sections.containers}},
+                      namespace=namespace)
+    ctx = template_context(facts)
     ledger = Ledger()
     outcomes: list[PolicyOutcome] = []
     for policy in policies.injectors:
-        reason = _not_applicable(policy, facts)
+        reason = skip_reason(policy, facts)
         if reason:
             outcomes.append(PolicyOutcome(policy.name, False, reason))
             continue
+        warnings += ignored_choices(policy, facts)
+        # A mandatory policy's templates read the workload from the owner, as its match does.
+        policy_ctx = template_context(facts.from_owners()) if policy.opt_out is OptOut.FORBIDDEN else ctx
         trial = sections.copy()
         record = PolicyRecord(name=policy.name, revision=policy.revision)
         kept: list[str] = []
         try:
             _check_requirements(policy, outcomes)
-            _apply(policy, trial, record, ctx, policies.init_order, kept_resources=kept_resources, kept=kept)
+            _apply(policy, trial, record, policy_ctx, policies.init_order, kept_resources=kept_resources,
+                   kept=kept)
         except _Deny as exc:
             if policy.mode is Mode.SHADOW:
                 warnings.append(f"shadow policy {policy.name} would deny this pod: {exc}")
@@ -297,13 +292,11 @@ def _kept_resources(spec: dict[str, Any], previous: Ledger,
     return kept
 
 
-def _not_applicable(policy: CompiledInjection, facts: PodFacts) -> str | None:
-    choice = facts.annotations.get(policy_annotation(policy.name))
-    if choice == "false":
-        return f"pod opted out ({policy_annotation(policy.name)}: \"false\")"
-    if policy.opt_in and choice != "true":
-        return f"opt-in policy; pod is not annotated {policy_annotation(policy.name)}: \"true\""
-    return mismatch(policy.match, facts)
+def template_context(facts: PodFacts) -> TemplateContext:
+    return TemplateContext(namespace=facts.namespace, pod_name=facts.name,
+                           service_account_name=facts.service_account,
+                           workload_kind=facts.workload_kind.value, workload_name=facts.workload_name,
+                           labels=facts.labels, annotations=facts.annotations)
 
 
 def _strip(sections: _Sections, ledger: Ledger) -> _Sections:

@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from fnmatch import fnmatchcase
 
 from webhook.engine.pod import PodFacts
-from webhook.policy.common import LabelSelector, Match
+from webhook.policy.common import LabelSelector, Match, Workload
+
+PROFILES = frozenset(w.value for w in Workload)
 
 
 def selector_matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
@@ -37,10 +39,27 @@ def mismatch(match: Match, facts: PodFacts) -> str | None:
         return f"namespace {facts.namespace!r} is excluded by {excluded_by!r}"
     if match.pod_selector is not None and not selector_matches(match.pod_selector, facts.labels):
         return "podSelector does not match the pod's labels"
-    if match.workloads and facts.workload_kind not in match.workloads:
-        return f"workload kind {facts.workload_kind.value} is not in {[w.value for w in match.workloads]}"
+    if match.workloads and not workload_selected(match.workloads, facts):
+        return f"workload {workload_text(facts)} is not in {match.workloads}"
     if match.os and facts.os not in match.os:
         return f"pod OS {facts.os} is not in {match.os}"
     if match.host_network is not None and facts.host_network != match.host_network:
         return f"pod hostNetwork is {str(facts.host_network).lower()}"
+    present = next((n for n in match.exclude.containers if n in facts.container_names), None)
+    if present is not None:
+        return f"pod already has container {present!r} (match.exclude.containers)"
     return None
+
+
+def workload_selected(workloads: list[str], facts: PodFacts) -> bool:
+    """A profile name (Job, StatefulSet, ... are kinds and profiles alike) selects the pod's
+    profile, which the workload label may set; any other name selects the top owner's kind."""
+    return any(facts.workload_kind.value == entry if entry in PROFILES else facts.owner_kind == entry
+               for entry in workloads)
+
+
+def workload_text(facts: PodFacts) -> str:
+    """`Deployment (profile Service)`, or just `Job` when kind and profile are one name."""
+    if facts.owner_kind == facts.workload_kind.value:
+        return facts.owner_kind
+    return f"{facts.owner_kind} (profile {facts.workload_kind.value})"

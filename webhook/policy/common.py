@@ -72,6 +72,13 @@ class Mode(str, Enum):
     SHADOW = "Shadow"            # compute, do not apply; answer with a warning
 
 
+class OptOut(str, Enum):
+    """Whether a pod's author may turn an injection policy off for their pod."""
+
+    ALLOWED = "Allowed"          # the inject annotations and the workload label are honoured
+    FORBIDDEN = "Forbidden"      # mandatory runtime: both are ignored (with a warning)
+
+
 class Metadata(Strict):
     name: PolicyName
     description: str = ""
@@ -129,16 +136,46 @@ class LabelSelector(Strict):
     _labels_could_match = field_validator("match_labels")(_selectable)
 
 
+# A Kubernetes kind as objects spell it (`kind: Deployment`): CamelCase letters and digits.
+KIND_NAME = re.compile(r"^[A-Z][A-Za-z0-9]{0,62}$")
+# Kinds a `workloads` entry names that are not also profile names; an operator's kind
+# (PyTorchJob, Workflow, ...) is accepted as well, see docs/policies.md.
+BUILTIN_OWNER_KINDS = ("Deployment", "ReplicaSet", "ReplicationController")
+# Kinds of training operators (Kubeflow, Ray) whose pods count as Training.
+TRAINING_OWNER_KINDS = frozenset({"PyTorchJob", "TFJob", "MPIJob", "XGBoostJob", "PaddleJob",
+                                  "JAXJob", "TrainJob", "RayJob", "RayCluster"})
+
+
+def _workload_names(value: list[str] | None) -> list[str] | None:
+    for name in value or ():
+        if not KIND_NAME.match(name):
+            raise ValueError(f"workload {name!r}: give a profile ({', '.join(w.value for w in Workload)}) or the "
+                             "owning object's kind as it spells it (Deployment, CronJob, PyTorchJob, ...)")
+    return value
+
+
+class MatchExclude(Strict):
+    containers: list[ContainerName] = Field(
+        default_factory=list,
+        description="skip a pod that already has a container of one of these names (in any container list), "
+                    "e.g. another mesh's proxy")
+
+
 class Match(Strict):
     namespaces: NamespaceMatch = NamespaceMatch()
     pod_selector: LabelSelector | None = Field(None, alias="podSelector")
     # min_length: an empty list would read as "none" but match every pod.
-    workloads: list[Workload] | None = Field(None, min_length=1, description="absent means every kind")
+    workloads: list[str] | None = Field(
+        None, min_length=1,
+        description="profiles (Service: a ReplicaSet's pods, i.e. a Deployment's, not the Service object; Job; "
+                    "CronJob; StatefulSet; DaemonSet; Training; Pod; Other) or the top owner's own kind "
+                    "(Deployment, ReplicaSet, Job, CronJob, PyTorchJob, Workflow, ...); absent means every kind")
     os: list[Literal["linux", "windows"]] | None = Field(
         None, min_length=1, description="pods without spec.os (or a kubernetes.io/os node selector) count as "
                           "linux; absent means any")
     host_network: bool | None = Field(
         None, alias="hostNetwork",
         description="true: only hostNetwork pods; false: only pods in their own network namespace")
+    exclude: MatchExclude = MatchExclude()
 
-
+    _workloads_named = field_validator("workloads")(_workload_names)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.policy.common import Match, Mode
+from webhook.policy.common import Match, Mode, OptOut
 from webhook.policy.injection import Inject, InjectionPolicy, MissingRequirement, OnConflict, PortConflict, Target
 from webhook.policy.template import TemplateContext, compile_template, has_template
 
@@ -69,6 +69,7 @@ class CompiledInjection:
     priority: int
     mode: Mode
     opt_in: bool
+    opt_out: OptOut
     match: Match
     init_containers: tuple[Item, ...]        # init containers then native sidecars, in order
     classic_sidecars: tuple[Item, ...]
@@ -164,6 +165,7 @@ def compile_injection(policy: InjectionPolicy) -> CompiledInjection:
         priority=policy.spec.priority,
         mode=policy.spec.mode,
         opt_in=policy.spec.opt_in,
+        opt_out=policy.spec.opt_out,
         match=policy.spec.match,
         init_containers=tuple(init_items),
         classic_sidecars=tuple(_item(s.name, s.to_container(), s.on_conflict, expansion=CONTAINER_EXPANSION)

@@ -15,6 +15,7 @@ from webhook.policy.common import (
     Match,
     Metadata,
     Mode,
+    OptOut,
     PolicyName,
     Strict,
     check_label_key,
@@ -303,6 +304,10 @@ class InjectionSpec(Strict):
     mode: Mode = Mode.ENFORCE
     opt_in: bool = Field(False, alias="optIn",
                          description="apply only to pods annotated runtime.platform.io/inject-NAME: 'true'")
+    opt_out: OptOut = Field(
+        OptOut.ALLOWED, alias="optOut",
+        description="Forbidden: the pod's opt-out annotations are ignored (with a warning) and its workload "
+                    "kind comes from its ownerReferences, never from the runtime.platform.io/workload label")
     match: Match = Match()
     requires: list[PolicyName] = Field(
         default_factory=list,
@@ -320,6 +325,13 @@ class InjectionSpec(Strict):
         if dupes:
             raise ValueError(f"{', '.join(dupes)} listed more than once")
         return value
+
+    @model_validator(mode="after")
+    def _opt_in_is_optional(self) -> InjectionSpec:
+        if self.opt_in and self.opt_out is OptOut.FORBIDDEN:
+            raise ValueError("optIn: true lets each pod choose the policy, so optOut: Forbidden cannot hold; "
+                             "drop one of them")
+        return self
 
 
 class InjectionPolicy(Strict):

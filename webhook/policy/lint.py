@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from difflib import get_close_matches
 from fnmatch import fnmatchcase
 
-from webhook.policy.common import Match
+from webhook.policy.common import BUILTIN_OWNER_KINDS, TRAINING_OWNER_KINDS, Match, OptOut, Workload
+from webhook.policy.injection import InjectionPolicy
 from webhook.policy.loader import PolicySet
 
 
@@ -18,13 +20,46 @@ def lint(policy_set: PolicySet) -> list[str]:
                 warnings.append(f"{kind} {name!r} is injected by {len(policies)} policies "
                                 f"({', '.join(policies)}); the first by priority wins")
     warnings += _shared_ports(policy_set)
+    for policy in policy_set.injection:
+        for field in author_steered(policy):
+            warnings.append(f"{policy_set.sources.get(policy.metadata.name, '?')}: policy {policy.metadata.name} "
+                            f"has optOut: Forbidden but matches on {field}, which the pod's author writes: "
+                            "a pod can still leave it that way")
     matches = [(p.metadata.name, p.spec.match) for p in policy_set.injection]
     matches += [(p.metadata.name, p.spec.match) for p in policy_set.validation]
     for name, match in matches:
+        source = policy_set.sources.get(name, "?")
         for reason in never_matches(match):
-            source = policy_set.sources.get(name, "?")
             warnings.append(f"{source}: policy {name} can never match: {reason}")
+        for entry, known in unknown_kinds(match):
+            warnings.append(f"{source}: policy {name}: workload {entry!r} is neither a profile nor a built-in "
+                            f"kind, so it matches only pods owned by an operator's {entry}; did you mean {known!r}?")
     return warnings
+
+
+def author_steered(policy: InjectionPolicy) -> list[str]:
+    """The parts of a mandatory policy's match that the pod's author decides."""
+    if policy.spec.opt_out is not OptOut.FORBIDDEN:
+        return []
+    match = policy.spec.match
+    return [field for field, used in (("podSelector (the pod's labels)", match.pod_selector is not None),
+                                      ("exclude.containers (the pod's container names)",
+                                       bool(match.exclude.containers))) if used]
+
+
+def unknown_kinds(match: Match) -> list[tuple[str, str]]:
+    """`workloads` entries that look like a misspelt profile or built-in kind, with the likely
+    intent. An operator's kind (PyTorchJob, Workflow) is valid, so a typo would silently
+    match nothing."""
+    known = [w.value for w in Workload] + list(BUILTIN_OWNER_KINDS) + sorted(TRAINING_OWNER_KINDS)
+    out = []
+    for entry in match.workloads or ():
+        if entry not in known:
+            close = get_close_matches(entry, known, n=1, cutoff=0.75) or \
+                [k for k in known if k.lower() == entry.lower()]
+            if close:
+                out.append((entry, close[0]))
+    return out
 
 
 def _injected(policy_set: PolicySet, what: str) -> dict[str, list[str]]:

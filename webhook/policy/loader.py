@@ -24,7 +24,6 @@ from webhook.policy.validation import ValidationPolicy, expired_exceptions
 from webhook.policy.model import API_VERSION, DOCUMENT_KINDS, PolicyDocument
 from webhook.policy.injection import InjectionPolicy, OnConflict
 from webhook.policy.template import has_template
-from webhook.rules.reserved_names import ReservedName
 
 POLICY_SUFFIXES = (".yaml", ".yml")
 # Aliases let a file of a few hundred bytes stand for billions of values (a "billion
@@ -48,9 +47,6 @@ class PolicySet:
     injectors: tuple[CompiledInjection, ...] = ()
     # problems that do not stop the load (expired exceptions), for logs and `policies check`
     warnings: tuple[str, ...] = ()
-    # container names injected with onConflict: Deny, reserved for validation's
-    # reservedContainerNames rule (Keep/Replace/Skip resolve a clash themselves)
-    reserved_containers: Mapping[str, ReservedName] = field(default_factory=dict)
 
     @property
     def policy_count(self) -> int:
@@ -132,19 +128,7 @@ def load_policy_sources(files: Mapping[str, bytes]) -> PolicySet:
                 for message in expired_exceptions(p, today)]
     return PolicySet(revision=digest.hexdigest()[:12], injection=tuple(injection),
                      validation=tuple(validation), sources=sources, init_order=init_order,
-                     injectors=tuple(compile_injection(p) for p in injection), warnings=tuple(warnings),
-                     reserved_containers=_reserved_containers(injection))
-
-
-def _reserved_containers(injection: list[InjectionPolicy]) -> dict[str, ReservedName]:
-    reserved: dict[str, ReservedName] = {}
-    for policy in injection:
-        inject = policy.spec.inject
-        for container in (*inject.init_containers, *inject.sidecars):
-            if container.on_conflict is OnConflict.DENY:
-                image = None if has_template(container.image) else container.image
-                reserved.setdefault(container.name, ReservedName(policy.metadata.name, image))
-    return reserved
+                     injectors=tuple(compile_injection(p) for p in injection), warnings=tuple(warnings))
 
 
 def _read_documents(name: str, content: bytes,

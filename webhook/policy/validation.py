@@ -250,7 +250,8 @@ class ReservedNamesRule(Strict):
     names: list[str] = Field(default_factory=list, description="extra reserved container names")
     from_injection_policies: bool = Field(
         True, alias="fromInjectionPolicies",
-        description="reserve every container an injection policy adds with onConflict: Deny")
+        description="reserve every container and volume name an injection policy adds with onConflict: Deny, "
+                    "in the pods that policy applies to")
 
     @field_validator("names")
     @classmethod

@@ -1,44 +1,58 @@
-"""Reserved container names: a pod's own container must not take the name of a
-container that an injection policy adds.
+"""Reserved names: a pod's own container or volume must not take the name of one that an
+injection policy adds (with onConflict: Deny, which would deny the pod at creation).
 
-A container of a reserved name counts as the injected one (and passes) when the
-injection ledger lists it (the caller reads the ledger and passes `injected`), or
-when its image is exactly the image the policy injects. A controller's pod
-template is never mutated, so there a reserved name is always the user's own.
+Which names are reserved for a pod, and whether a holder of one is the injected item
+itself, is the caller's to say (`webhook.engine.validation.reserved`): this module
+only reports. A controller's pod template is never mutated, so there a reserved
+name is always the user's own (`verify` is None).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from webhook.jsonvalue import as_list, as_str
 from webhook.rules.containers import iter_containers
 from webhook.rules.finding import Finding
 
-__all__ = ["ReservedName", "check_reserved_names"]
+__all__ = ["ReservedName", "Verify", "check_reserved_names"]
+
+ItemKind = Literal["container", "volume"]
+# (what, the list it sits in, the entry) -> None when it is the injected item, else why not.
+Verify = Callable[[ItemKind, str, Mapping[str, Any]], "str | None"]
 
 
 @dataclass(frozen=True)
 class ReservedName:
     owner: str                # the injection policy that adds it; "" for a name the rule lists
-    image: str | None = None  # the injected image when it is fixed (not templated)
 
 
-def check_reserved_names(spec: Mapping[str, Any], *, reserved: Mapping[str, ReservedName],
-                         injected: frozenset[str] = frozenset(), is_template: bool = False) -> list[Finding]:
+def check_reserved_names(spec: Mapping[str, Any], *, containers: Mapping[str, ReservedName],
+                         volumes: Mapping[str, ReservedName] | None = None,
+                         verify: Verify | None = None) -> list[Finding]:
     findings: list[Finding] = []
     for c in iter_containers(spec):
-        owner = reserved.get(c.name)
-        if owner is None:
-            continue
-        if not is_template:
-            if c.name in injected:
-                continue
-            if owner.image is not None and c.raw.get("image") == owner.image:
-                continue
-        by = f'injection policy "{owner.owner}"' if owner.owner else "the platform"
-        findings.append(Finding("reservedName", f"{c.path}.name",
-                                f'container name "{c.name}" is reserved for the container that {by} '
-                                "injects; rename this container", c.name))
+        owner = containers.get(c.name)
+        if owner is not None:
+            why = "" if verify is None else verify("container", c.field, c.raw)
+            if why is not None:
+                findings.append(Finding("reservedName", f"{c.path}.name",
+                                        _message("container", c.name, owner, why), c.name))
+    for index, raw in enumerate(as_list(spec.get("volumes"))):
+        name = as_str(raw.get("name")) if isinstance(raw, dict) else ""
+        owner = (volumes or {}).get(name) if name else None
+        if owner is not None and isinstance(raw, dict):
+            why = "" if verify is None else verify("volume", "volumes", raw)
+            if why is not None:
+                findings.append(Finding("reservedVolumeName", f"spec.volumes[{index}].name",
+                                        _message("volume", name, owner, why)))
     return findings
+
+
+def _message(what: ItemKind, name: str, owner: ReservedName, why: str) -> str:
+    by = f'injection policy "{owner.owner}"' if owner.owner else "the platform"
+    rename = "rename this container" if what == "container" else "rename this volume and its mounts"
+    return f'{what} name "{name}" is reserved for the {what} that {by} injects; {rename}' + \
+        (f" ({why})" if why else "")

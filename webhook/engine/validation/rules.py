@@ -4,8 +4,7 @@ the policy-agnostic checks in `webhook.rules`."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from webhook.engine.inject import INJECT_ANNOTATION
-from webhook.engine.ledger import ledger_of
+from webhook.engine.validation import reserved
 from webhook.engine.validation.target import Target
 from webhook.policy.loader import PolicySet
 from webhook.policy.validation import RULE_KINDS, Rule
@@ -22,7 +21,6 @@ from webhook.rules.host_access import (
 from webhook.rules.images import check_images
 from webhook.rules.labels import check_required_keys
 from webhook.rules.pod_security import PodSecurityEvaluator
-from webhook.rules.reserved_names import ReservedName, check_reserved_names
 from webhook.rules.resources import check_resources
 
 
@@ -51,14 +49,6 @@ class RuleEnv:
                 "request": self.request.to_json(),
             })
         return self._cel
-
-
-    def ledger_containers(self) -> frozenset[str]:
-        annotations = self.target.facts.annotations
-        # An opted-out pod is never injected, so its ledger can only be the user's own.
-        if annotations.get(INJECT_ANNOTATION) == "false":
-            return frozenset()
-        return frozenset(ledger_of(annotations).container_owners())
 
 
 def _pod_security(rule: Rule, env: RuleEnv) -> list[Finding]:
@@ -117,14 +107,7 @@ def _cel(rule: Rule, env: RuleEnv) -> list[Finding]:
 def _reserved_names(rule: Rule, env: RuleEnv) -> list[Finding]:
     body = rule.reserved_container_names
     assert body is not None
-    reserved: dict[str, ReservedName] = dict(env.policies.reserved_containers) if body.from_injection_policies else {}
-    for name in body.names:
-        reserved.setdefault(name, ReservedName(""))
-    if not reserved:
-        return []
-    injected = frozenset() if env.target.is_template else env.ledger_containers()
-    return check_reserved_names(env.target.spec, reserved=reserved, injected=injected,
-                                is_template=env.target.is_template)
+    return reserved.check(env.target, env.policies, extra=body.names, from_injection=body.from_injection_policies)
 
 
 _RUNNERS: Mapping[str, Callable[[Rule, RuleEnv], list[Finding]]] = {

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.engine.pod import WORKLOAD_LABEL, PodFacts, pod_facts
+from webhook.engine.pod import PodFacts, label_profile, pod_facts
 from webhook.jsonvalue import as_dict, as_list, as_str
 from webhook.policy.common import Workload
 from webhook.review import AdmissionRequest
@@ -105,11 +105,16 @@ def target_of(request: AdmissionRequest, obj: Any) -> Target | None:
     t_metadata = as_dict(template.get("metadata"))
     t_spec = as_dict(template.get("spec"))
     facts = pod_facts({"metadata": t_metadata, "spec": t_spec}, namespace=namespace)
-    # A valid override label wins, as it does for pods.
-    if facts.labels.get(WORKLOAD_LABEL) not in Workload._value2member_map_:
-        if kind == "Job" and _owned_by(metadata, "CronJob"):
-            workload = Workload.CRON_JOB
-        facts = dataclasses.replace(facts, workload_kind=workload, workload_name=as_str(metadata.get("name")))
+    # The kind its pods will show (see pod.owner_of): a Deployment's ReplicaSet and a
+    # CronJob's Job count as their owner, as their pods do.
+    owner_kind = kind
+    if kind == "Job" and _owned_by(metadata, "CronJob"):
+        owner_kind, workload = "CronJob", Workload.CRON_JOB
+    elif kind == "ReplicaSet" and _owned_by(metadata, "Deployment"):
+        owner_kind = "Deployment"
+    facts = dataclasses.replace(facts, workload_kind=label_profile(facts.labels) or workload,
+                                workload_name=as_str(metadata.get("name")), owner_kind=owner_kind,
+                                owner_profile=workload)
     return Target(kind=kind, metadata=t_metadata, spec=t_spec, prefix=".".join(where) + ".", facts=facts)
 
 
