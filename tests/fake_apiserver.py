@@ -11,6 +11,16 @@ answers the way kube-apiserver does for the requests `webhook install-ca` and
 - Mutating/ValidatingWebhookConfigurations: GET, PATCH.
 - Pods: GET list in a namespace and across all namespaces, with `limit` and
   `continue` paging. List items carry no kind/apiVersion, as on a real server.
+- Namespaces: GET one, list (paged; the list's resourceVersion is the store's).
+- Watches of namespaces and of pods (in one namespace or all), `?watch=true&
+  resourceVersion=RV`: the changes after RV as ADDED / MODIFIED / DELETED events, then
+  live ones, BOOKMARK events every `bookmark_interval` seconds when
+  `allowWatchBookmarks` is set, the stream ended after `timeoutSeconds`. A watch from a
+  version older than the retained history (`compact()` forgets it) gets a 200 with one
+  ERROR event holding a 410 Expired Status, as kube-apiserver answers;
+  `drop_watches()` cuts every open watch connection, `watch_delay` delays events.
+  Tests change watched objects with `put` / `set_labels` / `remove`, which record the
+  events (writes over HTTP to other kinds record none).
 - Errors are `Status` objects (404 NotFound, 409 AlreadyExists/Conflict, 403
   Forbidden, 415, 422 Invalid).
 
@@ -50,6 +60,8 @@ ADMISSION = "admissionregistration.k8s.io"
 WEBHOOK_CONFIG_KINDS = {"mutatingwebhookconfigurations": "MutatingWebhookConfiguration",
                         "validatingwebhookconfigurations": "ValidatingWebhookConfiguration"}
 JSON_PATCH = "application/json-patch+json"
+# Resources whose changes are recorded for watches: resource -> kind.
+WATCHED = {"namespaces": "Namespace", "pods": "Pod"}
 MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -135,8 +147,17 @@ class FakeApiServer:
     clock_offset: timedelta = timedelta(0)
     before_request: Callable[[str, str, str, str], None] | None = None
     after_write: list[Callable[[str, str, str, str], None]] = field(default_factory=list)
+    bookmark_interval: float = 1.0
+    # How late watches deliver events (an API server under load; a lagging cache).
+    watch_delay: float = 0.0
 
     def __post_init__(self) -> None:
+        # Changes to watched kinds as a watch replays them:
+        # (resourceVersion, resource, namespace, type, object).
+        self._events: list[tuple[int, str, str, str, dict[str, Any]]] = []
+        self._history_start = 0       # a watch from a version below this gets 410 Expired
+        self._changed: asyncio.Event | None = None
+        self._watches: set[Any] = set()   # transports of open watch streams
         self._failures: list[list[Any]] = []
         self._lock = threading.Lock()
         self._versions = itertools.count(1000)
@@ -209,16 +230,65 @@ class FakeApiServer:
 
     def put(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Store an object as is (a test fixture), completing its server-set metadata."""
-        resource = {"Secret": "secrets", "Pod": "pods", **{v: k for k, v in WEBHOOK_CONFIG_KINDS.items()}}[obj["kind"]]
+        resource = {"Secret": "secrets", "Pod": "pods", "Namespace": "namespaces",
+                    **{v: k for k, v in WEBHOOK_CONFIG_KINDS.items()}}[obj["kind"]]
         obj = copy.deepcopy(obj)
         if resource == "secrets":
             _fold_string_data(obj)
         namespace = obj["metadata"].get("namespace", "") if resource in ("secrets", "pods") else ""
         with self._lock:
+            key = (resource, namespace, obj["metadata"]["name"])
+            existed = key in self.objects
             self._stamp(obj, new=True)
-            self.objects[(resource, namespace, obj["metadata"]["name"])] = obj
+            self.objects[key] = obj
+            if resource in WATCHED:
+                self._event(resource, namespace, "MODIFIED" if existed else "ADDED", obj)
         return copy.deepcopy(obj)
 
+    def put_namespace(self, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+        return self.put({"apiVersion": "v1", "kind": "Namespace",
+                         "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name,
+                                                               **(labels or {})}},
+                         "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
+
+    def set_labels(self, name: str, labels: dict[str, str]) -> None:
+        """Replace a namespace's labels (kubectl label --overwrite), recording MODIFIED."""
+        with self._lock:
+            obj = self.objects[("namespaces", "", name)]
+            obj["metadata"]["labels"] = {"kubernetes.io/metadata.name": name, **labels}
+            self._stamp(obj, new=False)
+            self._event("namespaces", "", "MODIFIED", obj)
+
+    def compact(self) -> None:
+        """Forget the change history, as etcd compaction does: a watch from an older
+        version is answered 410 Expired."""
+        with self._lock:
+            self._history_start = int(next(self._versions))
+            self._events.clear()
+
+    def drop_watches(self) -> None:
+        """Cut every open watch connection (a restarted API server, a load balancer's idle cut)."""
+        if self._loop is not None:
+            def abort() -> None:
+                for transport in list(self._watches):
+                    transport.abort()
+            self._loop.call_soon_threadsafe(abort)
+
+    @property
+    def open_watches(self) -> int:
+        return len(self._watches)
+
+    def _event(self, resource: str, namespace: str, kind: str, obj: dict[str, Any]) -> None:
+        """Record a change of a watched kind (under the lock) and wake the watches."""
+        self._events.append((int(obj["metadata"]["resourceVersion"]), resource, namespace, kind,
+                             copy.deepcopy(obj)))
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake_watches)
+
+    def _wake_watches(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        if changed is not None:
+            changed.set()
     def get(self, resource: str, name: str, namespace: str = "") -> dict[str, Any] | None:
         with self._lock:
             obj = self.objects.get((resource, namespace, name))
@@ -227,7 +297,11 @@ class FakeApiServer:
     def remove(self, resource: str, name: str, namespace: str = "") -> None:
         """Delete an object (as `kubectl delete` would)."""
         with self._lock:
-            del self.objects[(resource, namespace, name)]
+            obj = self.objects.pop((resource, namespace, name))
+            if resource in WATCHED:
+                obj = copy.deepcopy(obj)
+                self._stamp(obj, new=False)
+                self._event(resource, namespace, "DELETED", obj)
 
     def fail(self, verb: str, resource: str, name: str = "", *, code: int = 500,
              reason: str = "InternalError", message: str = "etcdserver: request timed out",
@@ -235,6 +309,11 @@ class FakeApiServer:
         """Answer the next `times` requests for (verb, resource[, name]) with this error."""
         with self._lock:
             self._failures.append([verb, resource, name, ApiError(code, reason, message), times])
+
+    def heal(self) -> None:
+        """Drop the failures `fail()` armed that have not fired yet (the outage is over)."""
+        with self._lock:
+            self._failures.clear()
 
     def writes(self) -> list[tuple[str, str, str, str]]:
         return [r for r in self.requests if r[0] not in ("get", "list")]
@@ -263,17 +342,20 @@ class FakeApiServer:
     async def _dispatch(self, request: web.Request) -> web.Response:
         parts = [p for p in request.path.split("/") if p]
         body = await request.read()
-        # /api/v1/namespaces/{ns}/{resource}[/{name}], /api/v1/{resource}, /apis/{group}/v1/{resource}[/{name}]
+        # /api/v1/namespaces/{ns}/{resource}[/{name}], /api/v1/{resource}[/{name}],
+        # /apis/{group}/v1/{resource}[/{name}]
         if parts[:2] == ["api", "v1"] and len(parts) in (5, 6) and parts[2] == "namespaces":
             group, namespace, resource, name = "", parts[3], parts[4], parts[5] if len(parts) == 6 else ""
-        elif parts[:2] == ["api", "v1"] and len(parts) == 3:
-            group, namespace, resource, name = "", None, parts[2], ""
+        elif parts[:2] == ["api", "v1"] and len(parts) in (3, 4):
+            group, namespace, resource, name = "", None, parts[2], parts[3] if len(parts) == 4 else ""
         elif len(parts) in (4, 5) and parts[0] == "apis" and parts[2] == "v1":
             group, namespace, resource, name = parts[1], None, parts[3], parts[4] if len(parts) == 5 else ""
         else:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         verb = {"GET": "get" if name else "list", "POST": "create", "PUT": "update",
                 "PATCH": "patch", "DELETE": "delete"}.get(request.method, request.method.lower())
+        if verb == "list" and request.query.get("watch") in ("true", "1"):
+            verb = "watch"
         with self._lock:
             self.requests.append((verb, resource, namespace or "", name))
         if self.before_request is not None:
@@ -285,8 +367,12 @@ class FakeApiServer:
                     failure[4] -= 1
                     raise failure[3]
         key = (group, resource)
+        if group == "" and resource in WATCHED and verb == "watch":
+            return await self._watch(request, resource, namespace)
         with self._lock:
-            if key == ("", "secrets") and namespace is not None:
+            if key == ("", "namespaces") and namespace is None and verb in ("get", "list"):
+                result = self._namespaces(request, verb, name)
+            elif key == ("", "secrets") and namespace is not None:
                 result = self._secrets(request, verb, namespace, name, body)
             elif key == ("", "pods") and verb == "list":
                 result = self._list_pods(request, namespace)
@@ -404,6 +490,89 @@ class FakeApiServer:
         self._stamp(new, new=False)
         self.objects[store_key] = new
         return 200, copy.deepcopy(new)
+
+    def _namespaces(self, request: web.Request, verb: str, name: str) -> tuple[int, dict[str, Any]]:
+        if verb == "get":
+            obj = self.objects.get(("namespaces", "", name))
+            if obj is None:
+                raise self._not_found("namespaces", name)
+            return 200, copy.deepcopy(obj)
+        items = [copy.deepcopy(obj) for (resource, _, _), obj in sorted(self.objects.items())
+                 if resource == "namespaces"]
+        for item in items:
+            item.pop("kind", None)
+            item.pop("apiVersion", None)
+        start = int(request.query.get("continue") or 0)
+        limit = int(request.query.get("limit") or 0)
+        end = start + limit if limit else len(items)
+        # The list is as of the newest version written; a watch from it misses nothing.
+        meta: dict[str, Any] = {"resourceVersion": str(self._current_version())}
+        if end < len(items):
+            meta["continue"] = str(end)
+        return 200, {"kind": "NamespaceList", "apiVersion": "v1", "metadata": meta, "items": items[start:end]}
+
+    def _current_version(self) -> int:
+        versions = [int(o["metadata"]["resourceVersion"]) for o in self.objects.values()]
+        versions += [e[0] for e in self._events] + [self._history_start]
+        return max(versions, default=0)
+
+    async def _watch(self, request: web.Request, resource: str, namespace: str | None) -> web.StreamResponse:
+        raw_version = request.query.get("resourceVersion") or ""
+        timeout = float(request.query.get("timeoutSeconds") or 1800)
+        bookmarks = request.query.get("allowWatchBookmarks") in ("true", "1")
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        transport = request.transport
+        if transport is not None:
+            self._watches.add(transport)
+
+        async def send(kind: str, obj: dict[str, Any]) -> None:
+            await response.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
+
+        try:
+            with self._lock:
+                since = int(raw_version) if raw_version.isdigit() else self._current_version()
+                expired = since < self._history_start
+                oldest = self._history_start
+            if expired:
+                await send("ERROR", {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                     "message": f"too old resource version: {since} ({oldest})",
+                                     "reason": "Expired", "code": 410})
+                return response
+            loop = asyncio.get_running_loop()
+            ends = loop.time() + timeout
+            next_bookmark = loop.time() + self.bookmark_interval
+            while loop.time() < ends:
+                if self._changed is None:
+                    self._changed = asyncio.Event()
+                changed = self._changed
+                with self._lock:
+                    pending = [(v, k, copy.deepcopy(o)) for v, r, ns, k, o in self._events
+                               if v > since and r == resource and namespace in (None, ns)]
+                if pending and self.watch_delay:
+                    await asyncio.sleep(self.watch_delay)
+                for version, kind, obj in pending:
+                    await send(kind, obj)
+                    since = version
+                if bookmarks and loop.time() >= next_bookmark:
+                    with self._lock:
+                        current = self._current_version()
+                    await send("BOOKMARK", {"kind": WATCHED[resource], "apiVersion": "v1",
+                                            "metadata": {"resourceVersion": str(max(current, since))}})
+                    since = max(current, since)
+                    next_bookmark = loop.time() + self.bookmark_interval
+                wake = min(ends, next_bookmark if bookmarks else ends) - loop.time()
+                try:
+                    await asyncio.wait_for(changed.wait(), max(wake, 0.001))
+                except TimeoutError:
+                    pass
+            await response.write_eof()
+        except (ConnectionError, RuntimeError):
+            pass  # the client went, or drop_watches() cut the connection
+        finally:
+            if transport is not None:
+                self._watches.discard(transport)
+        return response
 
     def _list_pods(self, request: web.Request, namespace: str | None) -> tuple[int, dict[str, Any]]:
         pods = [copy.deepcopy(obj) for (resource, ns, _), obj in sorted(self.objects.items())

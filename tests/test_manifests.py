@@ -123,6 +123,20 @@ def test_deployment_is_highly_available() -> None:
     assert container["resources"]["requests"] and container["resources"]["limits"]
 
 
+def test_the_server_may_read_namespaces_and_nothing_else() -> None:
+    """get, list, watch on namespaces (the label cache for namespaceSelector), bound to the
+    account the Deployment runs as, whose token it mounts; no other grant to that account."""
+    from tests.fake_apiserver import rules_from_manifests
+
+    spec = _find("Deployment", "webhook")["spec"]["template"]["spec"]
+    account = spec["serviceAccountName"]
+    assert spec["automountServiceAccountToken"] is True
+    rules = rules_from_manifests([d for _, d in DOCUMENTS], account, "webhook-system")
+    assert [(set(r.api_groups), set(r.resources), set(r.verbs), r.namespace) for r in rules] == [
+        ({""}, {"namespaces"}, {"get", "list", "watch"}, None)]
+    assert "rbac.yaml" in (MANIFESTS / "base" / "kustomization.yaml").read_text()
+
+
 def test_the_namespace_opts_itself_out_of_injection_and_validation() -> None:
     labels = _find("Namespace", "webhook-system")["metadata"]["labels"]
     assert labels["runtime.platform.io/injection"] == labels["runtime.platform.io/validation"] == "disabled"
@@ -143,7 +157,7 @@ def test_the_cert_manager_overlay_excludes_cert_managers_namespace(kind: str) ->
     kubernetes_validate.validate(patched, KUBERNETES_VERSION, strict=True)
 
 
-def test_network_policy_admits_only_the_serving_port_from_anywhere_and_no_egress() -> None:
+def test_network_policy_admits_only_the_serving_port_from_anywhere_and_only_the_api_server_out() -> None:
     policy = _find("NetworkPolicy", "webhook")["spec"]
     template = _find("Deployment", "webhook")["spec"]["template"]
     assert policy["podSelector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
@@ -153,8 +167,12 @@ def test_network_policy_admits_only_the_serving_port_from_anywhere_and_no_egress
     ports = {(p["name"], p["containerPort"]) for p in template["spec"]["containers"][0]["ports"]}
     assert [(p["port"], p["protocol"]) for p in rule["ports"]] == [("https", "TCP")]
     assert {name for name, _ in ports} == {"https"}  # /metrics has no port of its own (yet)
-    # The server opens no connections: with Egress listed and no rule, none are allowed.
-    assert policy["policyTypes"] == ["Ingress", "Egress"] and policy["egress"] == []
+    # The only connections the server opens go to the API server (the namespace label
+    # cache), whose address varies by cluster: its usual ports, no DNS, nothing else.
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    [out] = policy["egress"]
+    assert "to" not in out and sorted((p["port"], p["protocol"]) for p in out["ports"]) == [
+        (443, "TCP"), (6443, "TCP")]
     # ... which must not select the install Job's pods: they talk to the API server.
     for kind, name in (("Job", "webhook-install-ca"), ("CronJob", "webhook-renew-certificate")):
         spec = _find(kind, name)["spec"]

@@ -163,7 +163,7 @@ def test_an_edit_made_while_the_server_starts_is_not_missed(tmp_path: Path) -> N
     served = holder.current.revision
     (policies / "extra.yaml").write_text(EXTRA % "late")
     app = web.Application()
-    app[STATE] = SimpleNamespace(policies=holder)
+    app[STATE] = SimpleNamespace(policies=holder, namespaces=None)
 
     async def start_and_wait() -> None:
         watcher = _watch_policies(app)

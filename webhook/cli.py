@@ -51,6 +51,18 @@ def _integer(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
+def _optional_path(text: str) -> Path | None:
+    return Path(text) if text else None
+
+
+def _namespace_labels(text: str) -> dict[str, str]:
+    from webhook.offline import parse_namespace_labels
+    try:
+        return parse_namespace_labels(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -91,6 +103,10 @@ _SERVE_OPTIONS = (
                       "replicas of one rollout are decided once; 0 turns it off"),
     _ServeOption("--shutdown-delay", "5", _seconds, metavar="SECONDS",
                  help="after SIGTERM, fail readiness this long before closing"),
+    _ServeOption("--kubeconfig", "", _optional_path, metavar="PATH",
+                 help="cluster access for the namespace label cache (only while a policy has a "
+                      "namespaceSelector); default: in-cluster when KUBERNETES_SERVICE_HOST is set, "
+                      "else $KUBECONFIG or ~/.kube/config"),
 )
 
 
@@ -128,7 +144,7 @@ def _build_parser() -> argparse.ArgumentParser:
     for option in _SERVE_OPTIONS:
         # default None: "not given", so that _serve_settings can tell a flag from the environment
         env = f"env {_env_name(option.flag[2:])}"
-        if option.flag != "--workers":   # whose help says its default (the CPUs available)
+        if option.flag != "--workers" and option.default:   # those say their defaults in their help
             env = f"default {option.default}; {env}"
         serve.add_argument(option.flag, type=option.type, choices=option.choices or None, default=None,
                            metavar=option.metavar, help=f"{option.help} ({env})" if option.help else f"({env})")
@@ -158,6 +174,9 @@ def _build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--namespace", "-n", default=None,
                          help="the request's namespace (default: the object's, else 'default')")
         cmd.add_argument("--policies", type=Path, default=Path(_env("policies", "policies")), metavar="DIR")
+        cmd.add_argument("--namespace-labels", type=_namespace_labels, default=None, metavar="KEY=VALUE,...",
+                         help="the labels of the namespace, for policies with a namespaceSelector "
+                              "('' for none); a Namespace object in the input gives its own")
         return cmd
 
     mutate = offline("mutate", "show what injection does to a manifest (offline)")
@@ -310,7 +329,8 @@ def _report(args: argparse.Namespace) -> int:
 
 def _offline(args: argparse.Namespace) -> int:
     from webhook import commands
-    from webhook.offline import InputError, read_documents
+    from webhook.engine.namespaces import NamespaceLabelsUnavailable
+    from webhook.offline import InputError, NamespaceLabelSource, read_documents
     from webhook.policy.errors import PolicyLoadError
     from webhook.policy.loader import load_policy_dir
     from webhook.policytest import run_tests
@@ -326,11 +346,18 @@ def _offline(args: argparse.Namespace) -> int:
     except PolicyLoadError as exc:
         print(f"webhook {args.command}: invalid policies in {args.policies}:\n{exc}", file=sys.stderr)
         return 2
-    if args.command == "mutate":
-        return commands.run_mutate(documents, policies=policies, namespace=args.namespace, output=args.output)
-    run = commands.run_validate if args.command == "validate" else commands.run_explain
-    return run(documents, policies=policies, namespace=args.namespace, username=args.user,
-               groups=tuple(args.group))
+    labels = NamespaceLabelSource.of(documents, args.namespace_labels)
+    try:
+        if args.command == "mutate":
+            return commands.run_mutate(documents, policies=policies, namespace=args.namespace, output=args.output,
+                                       namespace_labels=labels)
+        run = commands.run_validate if args.command == "validate" else commands.run_explain
+        return run(documents, policies=policies, namespace=args.namespace, username=args.user,
+                   groups=tuple(args.group), namespace_labels=labels)
+    except NamespaceLabelsUnavailable as exc:
+        # A policy matches namespaces by label: guessing "no labels" could hide an injection.
+        print(f"webhook {args.command}: a policy has a namespaceSelector, and {exc}", file=sys.stderr)
+        return 2
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -341,10 +368,15 @@ def _serve(args: argparse.Namespace) -> int:
     from webhook.tls import CertificateError, ServingCertificate
     from webhook.workers import available_cpus, supervise
 
+    if args.kubeconfig is not None and not args.kubeconfig.is_file():
+        # Read only once a policy selects namespaces by label: a typo would surface much later.
+        print(f"webhook: --kubeconfig {args.kubeconfig}: no such file", file=sys.stderr)
+        return 2
     logs.configure(level=args.log_level, fmt=args.log_format)
     config = ServeConfig(host=args.host, port=args.port, policies=args.policies,
                          cert_dir=args.cert_dir, failure_policy=args.failure_policy,
-                         shutdown_delay=args.shutdown_delay, decision_memo=args.decision_memo)
+                         shutdown_delay=args.shutdown_delay, decision_memo=args.decision_memo,
+                         kubeconfig=args.kubeconfig)
     workers = args.workers if args.workers > 0 else available_cpus()
     try:
         if workers == 1:

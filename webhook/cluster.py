@@ -201,6 +201,27 @@ class _Kube:
             if not token:
                 return
 
+    # Namespaces
+    def namespace_labels(self, namespace: str | None) -> dict[str, dict[str, str]]:
+        """Name -> labels of one namespace (get) or of all (list)."""
+        if namespace:
+            items = [self._call(f"get namespace {namespace}", self.core.read_namespace, namespace)]
+        else:
+            items, token = [], None
+            while True:
+                paging: dict[str, Any] = {"limit": _PAGE, **({"_continue": token} if token else {})}
+                page = self._call("list namespaces", self.core.list_namespace, **paging)
+                items += [i for i in page.get("items") or [] if isinstance(i, dict)]
+                token = (page.get("metadata") or {}).get("continue")
+                if not token:
+                    break
+        out: dict[str, dict[str, str]] = {}
+        for item in items:
+            metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
+            labels = metadata.get("labels") if isinstance(metadata.get("labels"), dict) else {}
+            out[str(metadata.get("name") or "")] = {str(k): str(v) for k, v in labels.items()}
+        return out
+
 
 def _api_error_text(exc: Any) -> str:
     """`403 Forbidden: <the Status message>` from an ApiException."""
@@ -616,14 +637,14 @@ def _patch_ca_bundle(kube: _Kube, kind: str, name: str, obj: dict[str, Any],
 
 # -- report -------------------------------------------------------------------------------
 
-STALE, WOULD_DENY = "stale", "would-deny"
+STALE, WOULD_DENY, UNKNOWN = "stale", "would-deny", "unknown"
 
 
 @dataclass
 class Finding:
     namespace: str
     pod: str
-    status: str                 # stale | would-deny
+    status: str                 # stale | would-deny | unknown (namespace labels)
     detail: str
     items: list[dict[str, Any]] = field(default_factory=list)
 
@@ -642,21 +663,32 @@ class Report:
 
 def report(api_client: Any, policies: PolicySet, *, namespace: str | None = None) -> Report:
     """Running pods (all namespaces when `namespace` is None) that are stale or would be denied."""
+    from webhook.engine.namespaces import LabelsUnknown, needs_namespace_labels
+    
     kube = _Kube(api_client)
     findings: list[Finding] = []
     count = 0
-    for item in kube.list_pods(namespace):
+    pods = list(kube.list_pods(namespace))
+    # Read after the pods, so that every listed pod's namespace is there (unless deleted since).
+    labels = kube.namespace_labels(namespace) if needs_namespace_labels(policies) else {}
+    gone = LabelsUnknown("the namespace was not found")
+    for item in pods:
         if (item.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             continue
         count += 1
-        findings.extend(pod_findings(item, policies))
+        pod_namespace = str((item.get("metadata") or {}).get("namespace") or "default")
+        findings.extend(pod_findings(item, policies, namespace_labels=labels.get(pod_namespace, gone)))
     findings.sort(key=lambda f: (f.namespace, f.pod, f.status != STALE))
     return Report(pods=count, findings=findings, policy_revision=policies.revision)
 
 
-def pod_findings(item: dict[str, Any], policies: PolicySet) -> list[Finding]:
-    """What is wrong with one pod as the API server lists it: a stale ledger, would-deny."""
+def pod_findings(item: dict[str, Any], policies: PolicySet, *, namespace_labels: Any = None) -> list[Finding]:
+    """What is wrong with one pod as the API server lists it: a stale ledger, would-deny.
+    `namespace_labels`: its namespace's labels (engine.namespaces.NamespaceLabels), for
+    policies with a namespaceSelector; a pod whose namespace's labels are unknown to
+    such a policy is reported as `unknown`."""
     from webhook.engine.inject import inject
+    from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabelsUnavailable
     from webhook.engine.ledger import LEDGER_ANNOTATION, LedgerError, parse_ledger
     from webhook.engine.validate import validate
     from webhook.offline import make_request
@@ -689,7 +721,12 @@ def pod_findings(item: dict[str, Any], policies: PolicySet) -> list[Finding]:
                               "currentRevision": current[record.name],
                               "detail": f"{record.name} revision {record.revision or '?'} "
                                         f"(current {current[record.name]})"})
-    result = inject(pod, namespace=namespace, policies=policies)
+    labels = NOT_GIVEN if namespace_labels is None else namespace_labels
+    try:
+        result = inject(pod, namespace=namespace, policies=policies, namespace_labels=labels)
+        decision = validate(make_request(pod, namespace=namespace), policies, namespace_labels=labels)
+    except NamespaceLabelsUnavailable as exc:
+        return [Finding(namespace, name, UNKNOWN, str(exc), [])]
     for outcome in result.outcomes:
         if outcome.applied and not outcome.shadow and outcome.policy not in recorded:
             stale.append({"policy": outcome.policy, "reason": "missing",
@@ -707,7 +744,6 @@ def pod_findings(item: dict[str, Any], policies: PolicySet) -> list[Finding]:
         denials.append({"policy": refusing, "rule": "injection", "check": "", "path": "",
                         "message": result.denial,
                         "detail": f"injection{f' ({refusing})' if refusing else ''}: {result.denial}"})
-    decision = validate(make_request(pod, namespace=namespace), policies)
     if not decision.allowed:
         # A container that a policy's older revision injected is no longer what the policy
         # renders, so the reserved-name rule refuses it: that is the staleness above, not

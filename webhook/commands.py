@@ -7,7 +7,7 @@ import difflib
 from datetime import datetime, timezone
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import yaml
@@ -17,7 +17,8 @@ from webhook.engine.ledger import Ledger, ledger_of
 from webhook.engine.match import mismatch
 from webhook.engine.pod import pod_facts
 from webhook.engine.validation.exceptions import ALL_RULES, lifted_rules
-from webhook.offline import Admission, Document, admit, make_request, pod_of
+from webhook.engine.namespaces import LabelsUnknown, NamespaceLabels, needs_namespace_labels
+from webhook.offline import Admission, Document, admit, make_request, no_namespace_labels, pod_of
 from webhook.policy.loader import PolicySet
 
 
@@ -29,12 +30,15 @@ def _err(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+LabelSource = Callable[[str], NamespaceLabels]
+
+
 def run_mutate(documents: Sequence[Document], *, policies: PolicySet, namespace: str | None,
-               output: str, out: TextIO = sys.stdout) -> int:
+               output: str, out: TextIO = sys.stdout, namespace_labels: LabelSource = no_namespace_labels) -> int:
     status = 0
     rendered: list[Any] = []
     for doc in documents:
-        result = admit(doc, policies=policies, namespace=namespace)
+        result = admit(doc, policies=policies, namespace=namespace, namespace_labels=namespace_labels)
         injection = result.injection
         for warning in injection.warnings if injection else ():
             _err(f"warning: {doc.title}: {warning}")
@@ -88,10 +92,12 @@ def _violation_line(v: Violation, injected: dict[str, str]) -> str:
 
 
 def run_validate(documents: Sequence[Document], *, policies: PolicySet, namespace: str | None,
-                 username: str, groups: tuple[str, ...], out: TextIO = sys.stdout) -> int:
+                 username: str, groups: tuple[str, ...], out: TextIO = sys.stdout,
+                 namespace_labels: LabelSource = no_namespace_labels) -> int:
     status = 0
     for doc in documents:
-        result = admit(doc, policies=policies, namespace=namespace, username=username, groups=groups)
+        result = admit(doc, policies=policies, namespace=namespace, username=username, groups=groups,
+                       namespace_labels=namespace_labels)
         if result.injection and result.injection.denial:
             out.write(f"{doc.title}: DENIED by injection: {result.injection.denial}\n")
             status = 1
@@ -109,12 +115,17 @@ def run_validate(documents: Sequence[Document], *, policies: PolicySet, namespac
 
 
 def run_explain(documents: Sequence[Document], *, policies: PolicySet, namespace: str | None,
-                username: str, groups: tuple[str, ...], out: TextIO = sys.stdout) -> int:
+                username: str, groups: tuple[str, ...], out: TextIO = sys.stdout,
+                namespace_labels: LabelSource = no_namespace_labels) -> int:
     for doc in documents:
-        result = admit(doc, policies=policies, namespace=namespace, username=username, groups=groups)
+        result = admit(doc, policies=policies, namespace=namespace, username=username, groups=groups,
+                       namespace_labels=namespace_labels)
+        labels = namespace_labels(result.namespace)
         pod = pod_of(doc.obj)
-        facts = pod_facts(pod, namespace=result.namespace) if pod is not None else None
+        facts = pod_facts(pod, namespace=result.namespace, namespace_labels=labels) if pod is not None else None
         head = f"{doc.title} (namespace {result.namespace}"
+        if needs_namespace_labels(policies) and not isinstance(labels, LabelsUnknown):
+            head += f" [{', '.join(f'{k}={v}' for k, v in sorted(labels.items())) or 'no labels'}]"
         if facts is not None:
             profile = "" if facts.owner_kind == facts.workload_kind.value else f" (profile {facts.workload_kind.value})"
             head += f", workload {facts.owner_kind}/{facts.workload_name or '?'}{profile}, os {facts.os}"
@@ -139,7 +150,8 @@ def run_explain(documents: Sequence[Document], *, policies: PolicySet, namespace
                 out.write(f"    warning: {warning}\n")
         out.write("  validation:\n")
         request = make_request(doc.obj, namespace=result.namespace, username=username, groups=groups)
-        target_facts = facts if facts is not None else pod_facts(doc.obj, namespace=result.namespace)
+        target_facts = facts if facts is not None else pod_facts(doc.obj, namespace=result.namespace,
+                                                                 namespace_labels=labels)
         width = max((len(p.metadata.name) for p in policies.validation), default=0)
         for policy in policies.validation:
             reason = mismatch(policy.spec.match, target_facts)

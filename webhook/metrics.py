@@ -68,6 +68,19 @@ POLICY_INFO = Gauge("webhook_policy_set_info", "The serving policy set's revisio
 CERT_NOT_AFTER = Gauge("webhook_certificate_expiry_timestamp_seconds",
                        "When the serving certificate expires", multiprocess_mode="livemin")
 CERT_RELOADS = Counter("webhook_certificate_reload_total", "Certificate reload attempts", ["result"])
+# The namespace label cache (namespace_cache.py), running while a policy has a namespaceSelector.
+NAMESPACE_CACHE_STATE = Gauge("webhook_namespace_cache_state",
+                              "Namespace label cache state per worker: off (no policy has a "
+                              "namespaceSelector), syncing (before the first list), synced, stale (out of "
+                              "touch with the API server)",
+                              ["state"], multiprocess_mode="livesum")  # workers in each state
+NAMESPACE_CACHE_NAMESPACES = Gauge("webhook_namespace_cache_namespaces", "Namespaces in the label cache",
+                                   multiprocess_mode="livemax")
+NAMESPACE_CACHE_LISTS = Counter("webhook_namespace_cache_lists_total",
+                                "Full lists of the namespaces: initial, expired (410 Gone), after_error",
+                                ["reason"])
+NAMESPACE_CACHE_ERRORS = Counter("webhook_namespace_cache_errors_total",
+                                 "Failed namespace list or watch requests")
 
 
 log = logging.getLogger(__name__)

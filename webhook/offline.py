@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import sys
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ import yaml
 
 from webhook.decision import Decision
 from webhook.engine.inject import InjectionResult, inject
+from webhook.engine.namespaces import LabelsUnknown, NamespaceLabels
 from webhook.engine.validate import validate
 from webhook.engine.validation.target import CONTROLLERS, at_path, object_kind
-from webhook.jsonvalue import as_dict, as_str
+from webhook.jsonvalue import as_dict, as_str, str_map
+from webhook.policy.common import check_label_key, check_label_value
 from webhook.policy.loader import PolicySet, SafeLoader
 from webhook.review import AdmissionRequest
 
@@ -80,6 +83,59 @@ def read_documents(path: str) -> list[Document]:
     if not docs:
         raise InputError(f"{label}: no Kubernetes objects found")
     return docs
+
+
+# The API server sets this label on every namespace (since Kubernetes 1.21), so a
+# selector may name a namespace by it; offline labels get it too.
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+_NO_LABELS = ("give them with --namespace-labels key=value,... or include the Namespace object "
+              "in the input")
+
+
+def parse_namespace_labels(text: str) -> dict[str, str]:
+    """`key=value,...` (empty: no labels); ValueError naming the bad entry."""
+    labels: dict[str, str] = {}
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        key, sep, value = entry.partition("=")
+        if not sep:
+            raise ValueError(f"{entry!r} is not key=value")
+        check_label_key(key.strip())
+        check_label_value(key.strip(), value.strip())
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+@dataclass(frozen=True)
+class NamespaceLabelSource:
+    """Namespace labels offline: a Namespace object in the input gives its own; the
+    command line's --namespace-labels those of any other namespace; else unknown."""
+
+    objects: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    given: Mapping[str, str] | None = None
+    missing: str = _NO_LABELS   # how to give labels that are missing
+
+    @classmethod
+    def of(cls, documents: Sequence[Document], given: Mapping[str, str] | None = None) -> NamespaceLabelSource:
+        objects = {}
+        for doc in documents:
+            if doc.obj.get("kind") == "Namespace" and doc.obj.get("apiVersion") == "v1":
+                metadata = as_dict(doc.obj.get("metadata"))
+                name = as_str(metadata.get("name"))
+                if name:
+                    objects[name] = str_map(metadata.get("labels"))
+        return cls(objects, given)
+
+    def __call__(self, namespace: str) -> NamespaceLabels:
+        labels = self.objects.get(namespace, self.given)
+        if labels is None:
+            return LabelsUnknown(self.missing)
+        return {**labels, NAMESPACE_NAME_LABEL: namespace}
+
+
+def no_namespace_labels(_namespace: str) -> NamespaceLabels:
+    return LabelsUnknown(_NO_LABELS)
 
 
 def make_request(obj: dict[str, Any], *, namespace: str, operation: str = "CREATE",
@@ -172,33 +228,39 @@ class Admission:
 
 
 def admit(document: Document, *, policies: PolicySet, namespace: str | None = None,
-          username: str = "offline", groups: tuple[str, ...] = ()) -> Admission:
+          username: str = "offline", groups: tuple[str, ...] = (),
+          namespace_labels: Callable[[str], NamespaceLabels] = no_namespace_labels) -> Admission:
+    """Raises NamespaceLabelsUnavailable when a namespaceSelector needs labels that
+    `namespace_labels` does not give."""
     obj = document.obj
     ns = namespace or as_str(as_dict(obj.get("metadata")).get("namespace")) or "default"
     result = Admission(document=document, namespace=ns)
+    labels = namespace_labels(ns)
     pod = pod_of(obj)
     if pod is None:
         result.mutated = obj
     else:
-        injection = inject(pod, namespace=ns, policies=policies)
+        injection = inject(pod, namespace=ns, policies=policies, namespace_labels=labels)
         result.injection = injection
         if injection.denial:
             return result
-        result.checks = _self_check(pod, injection, namespace=ns, policies=policies)
+        result.checks = _self_check(pod, injection, namespace=ns, policies=policies, namespace_labels=labels)
         result.mutated = injection.pod if obj is pod else with_injected_template(obj, injection.pod)
     # Only pods are mutated in the cluster: a controller is validated as submitted,
     # and the pods it will create are validated after injection.
     request = make_request(result.mutated if obj is pod else obj, namespace=ns, username=username,
                            groups=groups)
-    result.validations.append((str(obj.get("kind", "object")), validate(request, policies)))
+    result.validations.append((str(obj.get("kind", "object")),
+                               validate(request, policies, namespace_labels=labels)))
     if pod is not None and obj is not pod and result.injection is not None:
         pod_request = make_request(result.injection.pod, namespace=ns, username=username, groups=groups)
-        result.validations.append(("Pod from its template", validate(pod_request, policies)))
+        result.validations.append(("Pod from its template",
+                                    validate(pod_request, policies, namespace_labels=labels)))
     return result
 
 
 def _self_check(pod: dict[str, Any], injection: InjectionResult, *, namespace: str,
-                policies: PolicySet) -> list[str]:
+                policies: PolicySet, namespace_labels: NamespaceLabels) -> list[str]:
     """The patch applies strictly and a second pass adds nothing."""
     problems = []
     try:
@@ -208,7 +270,7 @@ def _self_check(pod: dict[str, Any], injection: InjectionResult, *, namespace: s
     except jsonpatch.JsonPatchException as exc:
         problems.append(f"the patch does not apply: {exc}")
         return problems
-    again = inject(applied, namespace=namespace, policies=policies)
+    again = inject(applied, namespace=namespace, policies=policies, namespace_labels=namespace_labels)
     if again.patch:
         problems.append(f"not a fixed point: a second pass adds {len(again.patch)} operation(s)")
     return problems

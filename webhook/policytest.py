@@ -10,6 +10,7 @@ A test file holds `PolicyTest` documents:
       cases:
         - name: a Deployment pod gets the whole runtime
           namespace: shop          # default: default
+          namespaceLabels: {team: payments}   # for namespaceSelector policies
           user: {username: alice, groups: [dev]}
           object: {kind: Pod, ...} # or objectFile: pods/web.yaml (relative to this file)
           expect:
@@ -37,7 +38,8 @@ from typing import Any, TextIO
 
 from pydantic import Field, ValidationError
 
-from webhook.offline import Document, InputError, admit, read_documents
+from webhook.engine.namespaces import NamespaceLabelsUnavailable
+from webhook.offline import Document, InputError, NamespaceLabelSource, admit, read_documents
 from webhook.policy.common import Strict
 from webhook.policy.errors import PolicyLoadError
 from webhook.policy.loader import PolicySet, load_policy_dir
@@ -59,6 +61,7 @@ class Expect(Strict):
 class Case(Strict):
     name: str
     namespace: str = "default"
+    namespace_labels: dict[str, str] | None = Field(None, alias="namespaceLabels")
     user: User = User()
     object: dict[str, Any] | None = None
     object_file: str | None = Field(None, alias="objectFile")
@@ -108,8 +111,13 @@ def subset_mismatch(expected: Any, actual: Any, path: str = "") -> str | None:
 
 
 def _run_case(case: Case, obj: dict[str, Any], policies: PolicySet, where: str) -> list[str]:
-    result = admit(Document(where, obj), policies=policies, namespace=case.namespace,
-                   username=case.user.username, groups=tuple(case.user.groups))
+    try:
+        result = admit(Document(where, obj), policies=policies, namespace=case.namespace,
+                       username=case.user.username, groups=tuple(case.user.groups),
+                       namespace_labels=NamespaceLabelSource(given=case.namespace_labels,
+                                                             missing="give the case namespaceLabels"))
+    except NamespaceLabelsUnavailable as exc:
+        return [f"a policy has a namespaceSelector, and {exc}"]
     failures = list(result.checks)
     messages = [d.message or "" for _, d in result.validations if not d.allowed]
     if result.injection and result.injection.denial:

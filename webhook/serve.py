@@ -15,6 +15,7 @@ from webhook import heap, metrics
 from webhook.connections import ConnectionLimits, LimitedSite
 from webhook.engine.memo import DEFAULT_MAX_ENTRIES
 from webhook.filewatch import watch
+from webhook.namespace_cache import NamespaceCache, client_factory, needs_namespace_labels
 from webhook.policy.holder import PolicyHolder
 from webhook.server import STATE, ServerState, answer_memo, create_app
 from webhook.tls import ServingCertificate
@@ -43,10 +44,13 @@ class ServeConfig:
     reuse_port: bool = False
     # Idle and head timeouts, head size, connection cap per worker (connections.py).
     connections: ConnectionLimits = ConnectionLimits()
+    # For the namespace label cache; None: in-cluster, else $KUBECONFIG, else ~/.kube/config.
+    kubeconfig: Path | None = None
 
 
 async def _watch_policies(app: web.Application) -> AsyncIterator[None]:
-    holder = app[STATE].policies
+    state = app[STATE]
+    holder = state.policies
 
     def reload_and_settle() -> None:
         if holder.reload():
@@ -54,11 +58,15 @@ async def _watch_policies(app: web.Application) -> AsyncIterator[None]:
 
     async def reload() -> None:
         await asyncio.to_thread(reload_and_settle)
+        if state.namespaces is not None:
+            state.namespaces.ensure(holder.current)   # a reload may add or drop namespaceSelectors
 
     task = asyncio.create_task(watch(holder.fingerprint, reload, interval=WATCH_INTERVAL_SECONDS,
                                      name="policies", initial=holder.loaded_fingerprint))
     yield
     task.cancel()
+    if state.namespaces is not None:
+        state.namespaces.stop()
 
 
 async def _watch_certificate(app: web.Application) -> AsyncIterator[None]:
@@ -84,7 +92,11 @@ async def serve(config: ServeConfig) -> None:
     metrics.CERT_NOT_AFTER.set(certificate.not_after.timestamp())
     state = ServerState(policies=holder, certificate=certificate,
                         failure_policy=config.failure_policy,
-                        memo=answer_memo(config.decision_memo))
+                        memo=answer_memo(config.decision_memo),
+                        namespaces=NamespaceCache(client_factory(config.kubeconfig)),
+                        wait_for_namespaces=needs_namespace_labels(holder.current))
+    assert state.namespaces is not None
+    state.namespaces.ensure(holder.current)
     app = create_app(state)
     if not heap.tune_allocator():
         log.info("not glibc: allocator left as it is")

@@ -20,8 +20,10 @@ from webhook import metrics
 from webhook.decision import Decision
 from webhook.engine import mutate, validate
 from webhook.engine.memo import DEFAULT_MAX_ENTRIES, DecisionMemo, FieldPath, compact
+from webhook.engine.namespaces import NamespaceLabelsUnavailable
 from webhook.jsonvalue import as_dict, dicts_in
 from webhook.logs import shown
+from webhook.namespace_cache import PENDING_WAIT_SECONDS, NamespaceCache
 from webhook.policy.holder import PolicyHolder
 from webhook.policy.loader import PolicySet
 from webhook.review import (AdmissionRequest, BadReview, envelope_json, operation_of, read_envelope, request_uid,
@@ -67,9 +69,12 @@ TLS_WRITE_PIECE_BYTES = 16 * 1024
 # warning from the fifth on. A turn after every piece cost a 50-container mutation
 # about 15 % more CPU, after every fourth write about 6 %.
 WRITES_PER_LOOP_TURN = 4
+# Requests that may wait at once for a namespace's labels (see ServerState.namespace_waits).
+DEFAULT_MAX_NAMESPACE_WAITS = 32
 _TIMEOUT_PARAM = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
 
-Engine = Callable[[AdmissionRequest, PolicySet], Decision]
+# (request, policies, *, namespace_labels=...) -> Decision
+Engine = Callable[..., Decision]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -87,6 +92,17 @@ class ServerState:
     # Identical pods (one rollout's replicas) are decided once; see engine/memo.py.
     memo: DecisionMemo[Answer] = field(default_factory=lambda: answer_memo())  # defined below
     tally: metrics.Tally = field(default_factory=lambda: metrics.Tally(_fold_counts))
+    # Namespace labels for policies with a namespaceSelector (running only while one is loaded).
+    namespaces: NamespaceCache | None = None
+    # Readiness waits for the cache's first sync when the policies at start need it (set by serve).
+    wait_for_namespaces: bool = False
+    # The cache's memo_epoch() that the memo's entries were decided under.
+    memo_epoch: tuple[int, bool] | None = None
+    # Requests waiting for a namespace's labels, and how many may (more: the failure rule at once).
+    # The API server sends pods of existing namespaces only, so many waiting means a client
+    # other than the API server, or a cache far behind; each holds its body (up to 8 MiB).
+    namespace_waits: int = 0
+    max_namespace_waits: int = DEFAULT_MAX_NAMESPACE_WAITS
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -258,6 +274,19 @@ def _admission_handler(endpoint: str, engine: Engine, *, mutating: bool) -> Hand
             except TimeoutError:
                 return _bad(endpoint, 408, "timed out reading the request body")
             response = _admit(body, state, endpoint, engine, mutating, started, answer_by)
+            if isinstance(response, _Pending):
+                # A namespace created a moment ago (its watch event is on its way), or a cache
+                # still syncing: wait briefly, then decide again (by the failure rule if still unknown).
+                # A waiting request keeps its body, so only so many wait at once.
+                wait = min(PENDING_WAIT_SECONDS, answer_by - time.perf_counter())
+                if wait > 0 and state.namespaces is not None and state.namespace_waits < state.max_namespace_waits:
+                    state.namespace_waits += 1
+                    try:
+                        await state.namespaces.wait_known(response.namespace, wait)
+                    finally:
+                        state.namespace_waits -= 1
+                response = _admit(body, state, endpoint, engine, mutating, started, answer_by, may_wait=False)
+            assert isinstance(response, web.Response)
         except Exception:  # a bug outside the decision logic (that one has a failure rule)
             return _internal_error(request)
         body = response.body
@@ -296,9 +325,22 @@ def _refuse_before_reading(request: web.Request, endpoint: str) -> web.Response 
     return None
 
 
+class _Pending(NamedTuple):
+    """The request needs the labels of a namespace the cache may know in a moment."""
+
+    namespace: str
+
+
 def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutating: bool, started: float,
-           answer_by: float) -> web.Response:
+           answer_by: float, *, may_wait: bool = True) -> web.Response | _Pending:
     policies = state.policies.current  # one read: the whole request sees one set
+    namespaces = state.namespaces
+    if namespaces is not None:
+        # The memo keys on the request, which holds the namespace's name, not its labels.
+        epoch = namespaces.memo_epoch()
+        if epoch != state.memo_epoch:
+            state.memo.clear()
+            state.memo_epoch = epoch
     logged = log.isEnabledFor(logging.INFO)
     # A repeat of a review already decided (a rollout's replica) is answered without parsing
     # it (memo.recall), unless the deadline passed; its decision log line is built from what
@@ -324,6 +366,11 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
     def parse() -> AdmissionRequest:
         parsed.append(AdmissionRequest.from_dict(raw))
         return parsed[0]
+
+    def decide(request: AdmissionRequest) -> Decision:
+        if namespaces is None:
+            return engine(request, policies)
+        return engine(request, policies, namespace_labels=namespaces.labels_for(request.namespace))
 
     def request() -> AdmissionRequest | None:
         """The request, parsed once for everything after the decision: a memo hit was not
@@ -355,11 +402,17 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
             # The memo keys on the request as sent; only a miss parses it (a hit's key equals
             # that of a request already parsed) and runs the engine.
             answer, memo_result = state.memo.decide(
-                endpoint, raw, policies, lambda: _answer(engine(parse(), policies), mutating=mutating),
+                endpoint, raw, policies, lambda: _answer(decide(parse()), mutating=mutating),
                 # below info nothing reads what the memo keeps for the log line
                 body=body, api_version=api_version, context=subject if logged else lambda: None)
     except BadReview as exc:
         return _bad(endpoint, 400, str(exc))
+    except NamespaceLabelsUnavailable as exc:
+        if may_wait and exc.unknown.pending:
+            return _Pending(exc.namespace)
+        log.warning("%s; failure policy %s", exc, state.failure_policy,
+                    extra={"uid": uid, "endpoint": endpoint, "event": "namespace_labels_unknown"})
+        answer = _answer(_failure(state, endpoint, str(exc)), mutating=mutating)
     except Exception:
         log.exception("decision logic failed", extra={"uid": uid, "endpoint": endpoint})
         answer = _answer(_failure(state, endpoint, "internal error"), mutating=mutating)
@@ -519,6 +572,16 @@ async def _readyz(request: web.Request) -> web.Response:
     if state.certificate is not None:
         body["certificateNotAfter"] = state.certificate.not_after.isoformat()
     ready = not state.draining and state.certificate is not None
+    if state.namespaces is not None:
+        body["namespaceCache"] = state.namespaces.detail()
+        if state.wait_for_namespaces:
+            # Only a replica that starts needing the cache waits for it: one already serving
+            # when a reload adds a namespaceSelector stays ready (all replicas failing at once
+            # would stop all pod creation); its requests wait briefly, then the failure rule.
+            if state.namespaces.synced or not state.namespaces.running:
+                state.wait_for_namespaces = False
+            else:
+                ready = False
     return _json(200 if ready else 503, body)
 
 

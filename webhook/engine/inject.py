@@ -17,6 +17,7 @@ from webhook.engine.conflicts import ConflictNotes, same_item, shown_name
 from webhook.engine.ledger import LEDGER_ANNOTATION, Ledger, LedgerError, PolicyRecord, parse_ledger
 from webhook.engine.ports import port_clashes
 from webhook.engine.applies import INJECT_ANNOTATION, ignored_choices, opted_out_of_all, skip_reason
+from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
 from webhook.engine.pod import PodFacts, pod_facts
 from webhook.jsonvalue import as_dict, as_str, dicts_in, str_map
 from webhook.engine.pod_rules import pod_problems
@@ -112,7 +113,10 @@ def _name(obj: dict[str, Any]) -> str:
     return as_str(obj.get("name"))
 
 
-def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet) -> InjectionResult:
+def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet,
+           namespace_labels: NamespaceLabels = NOT_GIVEN) -> InjectionResult:
+    """Raises NamespaceLabelsUnavailable when a policy's namespaceSelector needs labels
+    that `namespace_labels` does not know."""
     metadata = as_dict(pod.get("metadata"))
     spec = as_dict(pod.get("spec"))
     annotations = str_map(metadata.get("annotations"))
@@ -152,7 +156,7 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet) -> Injec
     # pass would differ from the first.
     facts = pod_facts({"metadata": {**metadata, "labels": sections.labels, "annotations": sections.annotations},
                        "spec": {**spec, "initContainers": sections.init, "containers": sections.containers}},
-                      namespace=namespace)
+                      namespace=namespace, namespace_labels=namespace_labels)
     ctx = template_context(facts)
     ledger = Ledger()
     outcomes: list[PolicyOutcome] = []

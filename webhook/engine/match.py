@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from fnmatch import fnmatchcase
 
+from webhook.engine.namespaces import known_labels
 from webhook.engine.pod import PodFacts
 from webhook.policy.common import LabelSelector, Match, Workload
 
@@ -37,6 +38,10 @@ def mismatch(match: Match, facts: PodFacts) -> str | None:
     excluded_by = next((p for p in namespaces.exclude if fnmatchcase(facts.namespace, p)), None)
     if excluded_by is not None:
         return f"namespace {facts.namespace!r} is excluded by {excluded_by!r}"
+    if match.namespace_selector is not None:
+        miss = namespace_selector_mismatch(match.namespace_selector, facts)
+        if miss is not None:
+            return miss
     if match.pod_selector is not None and not selector_matches(match.pod_selector, facts.labels):
         return "podSelector does not match the pod's labels"
     if match.workloads and not workload_selected(match.workloads, facts):
@@ -63,3 +68,13 @@ def workload_text(facts: PodFacts) -> str:
     if facts.owner_kind == facts.workload_kind.value:
         return facts.owner_kind
     return f"{facts.owner_kind} (profile {facts.workload_kind.value})"
+
+
+def namespace_selector_mismatch(selector: LabelSelector, facts: PodFacts) -> str | None:
+    """Why the namespace's labels miss `selector` (naming them), or None. Raises
+    NamespaceLabelsUnavailable when they are unknown: never a silent non-match."""
+    labels = known_labels(facts.namespace, facts.namespace_labels)
+    if selector_matches(selector, labels):
+        return None
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "none"
+    return f"namespaceSelector does not match namespace {facts.namespace!r} (its labels: {shown})"

@@ -427,6 +427,12 @@ class DecisionMemo(Generic[T]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def clear(self) -> None:
+        """Forget every decision: an input outside the keys changed (namespace labels)."""
+        self._entries.clear()
+        self._shapes.clear()
+        self._bytes = 0
+
     @property
     def size_bytes(self) -> int:
         """What the entries weigh: their keys' lengths and the caller's weights."""

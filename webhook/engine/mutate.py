@@ -5,6 +5,7 @@ from __future__ import annotations
 from webhook import decision
 from webhook.decision import Decision
 from webhook.engine.inject import inject
+from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
 from webhook.policy.loader import PolicySet
 from webhook.review import AdmissionRequest
 
@@ -20,11 +21,13 @@ def pod_create(operation: object, sub_resource: object, group: object, resource:
             and isinstance(obj, dict))
 
 
-def mutate(request: AdmissionRequest, policies: PolicySet) -> Decision:
+def mutate(request: AdmissionRequest, policies: PolicySet, *,
+           namespace_labels: NamespaceLabels = NOT_GIVEN) -> Decision:
     # dryRun needs nothing special: computing a patch has no side effects.
     if not is_pod_create(request) or not policies.injectors:
         return decision.allowed()
-    result = inject(request.object or {}, namespace=request.namespace, policies=policies)
+    result = inject(request.object or {}, namespace=request.namespace, policies=policies,
+                    namespace_labels=namespace_labels)
     warnings = tuple(result.warnings)
     if result.denial is not None:
         return decision.denied(result.denial, warnings=warnings, applied_policies=result.applied)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
 from webhook.jsonvalue import as_dict, as_list, as_str, dicts_in, str_map
 from webhook.policy.common import ANNOTATION_PREFIX, TRAINING_OWNER_KINDS, Workload
 
@@ -55,6 +56,8 @@ class PodFacts:
     owner_kind: str = "Pod"     # the top owner's kind (see Owner)
     owner_profile: Workload = Workload.POD
     container_names: frozenset[str] = frozenset()  # init, app and ephemeral containers
+    # The namespace's labels (not the pod's: the author cannot set them), or why unknown.
+    namespace_labels: NamespaceLabels = NOT_GIVEN
 
     def from_owners(self) -> PodFacts:
         """These facts with the profile taken from the ownerReferences alone: what a policy
@@ -114,7 +117,7 @@ def container_names(spec: Mapping[str, Any]) -> frozenset[str]:
                      for c in dicts_in(spec.get(key)))
 
 
-def pod_facts(pod: Mapping[str, Any], *, namespace: str) -> PodFacts:
+def pod_facts(pod: Mapping[str, Any], *, namespace: str, namespace_labels: NamespaceLabels = NOT_GIVEN) -> PodFacts:
     metadata = as_dict(pod.get("metadata"))
     spec = as_dict(pod.get("spec"))
     labels = str_map(metadata.get("labels"))
@@ -136,6 +139,7 @@ def pod_facts(pod: Mapping[str, Any], *, namespace: str) -> PodFacts:
         owner_kind=owner.kind,
         owner_profile=owner.profile,
         container_names=container_names(spec),
+        namespace_labels=namespace_labels,
     )
 
 

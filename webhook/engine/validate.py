@@ -29,6 +29,7 @@ from datetime import date, datetime, timezone
 from webhook import decision
 from webhook.decision import Decision, Violation
 from webhook.engine.match import mismatch
+from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
 from webhook.engine.validation.exceptions import ALL_RULES, lifted_rules
 from webhook.engine.validation.report import build_decision
 from webhook.engine.validation.rules import RuleEnv, run_rule
@@ -48,8 +49,10 @@ POD_SUBRESOURCE_RULES: dict[str, frozenset[str]] = {
 }
 
 
-def validate(request: AdmissionRequest, policies: PolicySet, *, today: date | None = None) -> Decision:
-    """`today` (UTC) decides which exceptions have expired; a parameter so tests can pin it."""
+def validate(request: AdmissionRequest, policies: PolicySet, *, today: date | None = None,
+             namespace_labels: NamespaceLabels = NOT_GIVEN) -> Decision:
+    """`today` (UTC) decides which exceptions have expired; a parameter so tests can pin it.
+    Raises NamespaceLabelsUnavailable when a namespaceSelector needs unknown labels."""
     if request.operation not in VALIDATED_OPERATIONS or request.object is None:
         return decision.allowed()
     only_kinds: frozenset[str] | None = None  # for a pod subresource, the rule kinds that apply
@@ -59,7 +62,7 @@ def validate(request: AdmissionRequest, policies: PolicySet, *, today: date | No
         only_kinds = POD_SUBRESOURCE_RULES.get(request.sub_resource) if is_pod else None
         if only_kinds is None:
             return decision.allowed()
-    target = target_of(request, request.object)
+    target = target_of(request, request.object, namespace_labels=namespace_labels)
     if target is None:
         return decision.allowed()
     old_target = target_of(request, request.old_object) if request.operation == "UPDATE" else None

@@ -163,6 +163,10 @@ class MatchExclude(Strict):
 
 class Match(Strict):
     namespaces: NamespaceMatch = NamespaceMatch()
+    namespace_selector: LabelSelector | None = Field(
+        None, alias="namespaceSelector",
+        description="labels of the pod's namespace (the Namespace object's, read by the server from the API); "
+                    "must hold together with `namespaces`")
     pod_selector: LabelSelector | None = Field(None, alias="podSelector")
     # min_length: an empty list would read as "none" but match every pod.
     workloads: list[str] | None = Field(

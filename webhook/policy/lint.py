@@ -6,7 +6,7 @@ from collections import defaultdict
 from difflib import get_close_matches
 from fnmatch import fnmatchcase
 
-from webhook.policy.common import BUILTIN_OWNER_KINDS, TRAINING_OWNER_KINDS, Match, OptOut, Workload
+from webhook.policy.common import BUILTIN_OWNER_KINDS, TRAINING_OWNER_KINDS, LabelSelector, Match, OptOut, Workload
 from webhook.policy.injection import InjectionPolicy
 from webhook.policy.loader import PolicySet
 
@@ -77,27 +77,35 @@ def never_matches(match: Match) -> list[str]:
     include, exclude = match.namespaces.include, match.namespaces.exclude
     if include and all(any(fnmatchcase(i, e) for e in exclude) for i in include):
         reasons.append(f"every included namespace pattern {include} is also excluded")
-    selector = match.pod_selector
-    if selector is not None:
-        required: dict[str, set[str] | None] = {k: {v} for k, v in selector.match_labels.items()}
-        for req in selector.match_expressions:
-            allowed = required.get(req.key, "absent")
-            if req.operator == "DoesNotExist" and req.key in required:
-                reasons.append(f"label {req.key!r} is both required and required absent")
-            elif req.operator == "In":
-                values = set(req.values)
-                if isinstance(allowed, set):
-                    values &= allowed
-                if not values:
-                    reasons.append(f"label {req.key!r} can take no value that every requirement allows")
-                required[req.key] = values
-            elif req.operator == "Exists":
-                required.setdefault(req.key, None)
-        absent = {r.key for r in selector.match_expressions if r.operator == "DoesNotExist"}
-        for req in selector.match_expressions:
-            if req.operator in ("Exists", "In") and req.key in absent:
-                reasons.append(f"label {req.key!r} must both exist and not exist")
+    if match.pod_selector is not None:
+        reasons += _contradictions(match.pod_selector, "label")
+    if match.namespace_selector is not None:
+        reasons += _contradictions(match.namespace_selector, "namespace label")
     return sorted(set(reasons))
+
+
+def _contradictions(selector: LabelSelector, what: str) -> list[str]:
+    """Requirements of one label selector that no set of labels satisfies."""
+    reasons = []
+    required: dict[str, set[str] | None] = {k: {v} for k, v in selector.match_labels.items()}
+    for req in selector.match_expressions:
+        allowed = required.get(req.key, "absent")
+        if req.operator == "DoesNotExist" and req.key in required:
+            reasons.append(f"{what} {req.key!r} is both required and required absent")
+        elif req.operator == "In":
+            values = set(req.values)
+            if isinstance(allowed, set):
+                values &= allowed
+            if not values:
+                reasons.append(f"{what} {req.key!r} can take no value that every requirement allows")
+            required[req.key] = values
+        elif req.operator == "Exists":
+            required.setdefault(req.key, None)
+    absent = {r.key for r in selector.match_expressions if r.operator == "DoesNotExist"}
+    for req in selector.match_expressions:
+        if req.operator in ("Exists", "In") and req.key in absent:
+            reasons.append(f"{what} {req.key!r} must both exist and not exist")
+    return reasons
 
 
 def _shared_ports(policy_set: PolicySet) -> list[str]:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
 from webhook.engine.pod import PodFacts, label_profile, pod_facts
 from webhook.jsonvalue import as_dict, as_list, as_str
 from webhook.policy.common import Workload
@@ -85,7 +86,7 @@ def object_kind(obj: Mapping[str, Any]) -> tuple[str, str]:
     return group, as_str(obj.get("kind"))
 
 
-def target_of(request: AdmissionRequest, obj: Any) -> Target | None:
+def target_of(request: AdmissionRequest, obj: Any, *, namespace_labels: NamespaceLabels = NOT_GIVEN) -> Target | None:
     """The pod to evaluate in `obj` (the request's object or oldObject); None when the kind is
     not one we validate or `obj` is not an object."""
     if not isinstance(obj, dict):
@@ -95,7 +96,7 @@ def target_of(request: AdmissionRequest, obj: Any) -> Target | None:
     # The object's namespace may be absent on CREATE; the request's is authoritative.
     namespace = request.namespace or as_str(metadata.get("namespace"))
     if (group, kind) == POD:
-        facts = pod_facts(obj, namespace=namespace)
+        facts = pod_facts(obj, namespace=namespace, namespace_labels=namespace_labels)
         return Target(kind=kind, metadata=metadata, spec=as_dict(obj.get("spec")), prefix="", facts=facts)
     controller = CONTROLLERS.get((group, kind))
     if controller is None:
@@ -104,7 +105,8 @@ def target_of(request: AdmissionRequest, obj: Any) -> Target | None:
     template = at_path(obj, where)
     t_metadata = as_dict(template.get("metadata"))
     t_spec = as_dict(template.get("spec"))
-    facts = pod_facts({"metadata": t_metadata, "spec": t_spec}, namespace=namespace)
+    facts = pod_facts({"metadata": t_metadata, "spec": t_spec}, namespace=namespace,
+                      namespace_labels=namespace_labels)
     # The kind its pods will show (see pod.owner_of): a Deployment's ReplicaSet and a
     # CronJob's Job count as their owner, as their pods do.
     owner_kind = kind
