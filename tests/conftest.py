@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import tests.fuzzing  # noqa: F401  (loads the Hypothesis profile before any test module)
 from tests.apiserver import ApiServerClient
 from webhook.certs import generate
 

@@ -1,6 +1,9 @@
 """Property-based fuzzing of the request parser and the engines with malformed and
 adversarial reviews and pods: never an unexpected exception, a patch always applies,
-and the running server answers every body with a 4xx or a valid review."""
+and the running server answers every body with a 4xx or a valid review.
+
+Deterministic in `make test`; WEBHOOK_FUZZ=long runs them randomised and longer
+(tests/fuzzing.py). Every input a random run has found is kept below as an @example."""
 
 from __future__ import annotations
 
@@ -9,16 +12,17 @@ from typing import Any
 
 import jsonpatch
 import orjson
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ServerProcess
 from tests.engine_helpers import SHIPPED
+from tests.fuzzing import examples
 from webhook.engine import mutate, validate
 from webhook.engine.inject import inject
-from webhook.review import BadReview, envelope, envelope_json, parse_review
+from webhook.review import BadReview, envelope, envelope_json, nests_deeper_than, parse_review
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
                     st.text(max_size=20))
@@ -80,6 +84,10 @@ def test_parser_never_raises_anything_but_bad_review_on_bytes(body: bytes) -> No
 
 @FUZZ
 @given(json_values)
+# Found by random runs: an unhashable apiVersion was looked up in a set (a TypeError, a 500).
+@example({"apiVersion": []})
+@example({"apiVersion": {}})
+@example({"apiVersion": "admission.k8s.io/v1", "kind": []})
 def test_parser_on_arbitrary_json_and_requests(value: Any) -> None:
     for body in (value, {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": value}):
         try:
@@ -101,11 +109,29 @@ def test_engines_never_crash_and_patches_apply(pod: dict[str, Any]) -> None:
         assert again.patch == [] or again.denial is not None
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                   HealthCheck.function_scoped_fixture])
+def _nested(depth: int, leaf: str = '"x"') -> str:
+    return '{"a":' * depth + leaf + "}" * depth
+
+
+def _deep_update(depth: int) -> bytes:
+    """An UPDATE whose object and oldObject are the same pod with content `depth` deep."""
+    text = json.dumps(review({"apiVersion": "v1", "kind": "Pod", "spec": {"x": "DEEP"}}, operation="UPDATE"))
+    text = text.replace('"request": {', '"request": {"oldObject": {"apiVersion": "v1", "kind": "Pod", '
+                        '"spec": {"x": "DEEP"}}, ', 1)
+    return text.replace('"DEEP"', _nested(depth)).encode()
+
+
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                             HealthCheck.function_scoped_fixture])
 @given(st.one_of(pods.map(lambda p: json.dumps(review(p)).encode()),
                  json_values.map(lambda v: json.dumps(review(v)).encode()),
                  st.binary(max_size=200)))
+# Found by random runs or reported: each was a 500.
+@example(b'{"apiVersion": []}')
+@example(b'{"apiVersion": {}}')
+@example(_deep_update(990))  # RecursionError comparing object and oldObject
+@example(json.dumps(review({"apiVersion": "v1", "kind": "Pod", "spec": {"containers": [
+    {"name": "app", "image": "x", "env": "DEEP"}]}})).replace('"DEEP"', _nested(300)).encode())
 def test_server_answers_every_body_with_a_4xx_or_a_valid_review(server: ServerProcess, body: bytes) -> None:
     for endpoint in ("/mutate", "/validate"):
         raw = server.client.request("POST", endpoint, body, headers={"Content-Type": "application/json"})
@@ -129,3 +155,28 @@ def test_the_serialised_envelope_is_the_envelope(api_version: str, uid: str, fie
         assume(False)  # an integer beyond 64 bits: no answer holds one
     joined = envelope_json(api_version=api_version, uid=uid, fields_json=fields_json)
     assert orjson.loads(joined) == envelope(api_version=api_version, uid=uid, fields=fields)
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+# Strings full of what the depth check must see through: brackets, quotes, escapes.
+tricky_text = st.text(alphabet='[]{}"\\:,a\n\u00e9', max_size=8)
+tricky_json = st.recursive(st.one_of(st.none(), st.integers(), tricky_text), lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(tricky_text, inner, max_size=3)), max_leaves=30)
+
+
+@FUZZ
+@given(tricky_json, st.booleans())
+@example([[[]]], False)
+@example({'"[': ["]\\", {"{": "\\\""}]}, True)
+def test_the_depth_check_on_bytes_agrees_with_the_parsed_value(value: Any, indented: bool) -> None:
+    body = json.dumps(value, indent=1 if indented else None, ensure_ascii=indented).encode()
+    depth = _depth(value)
+    for limit in {0, 1, 2, depth - 1, depth, depth + 1} - {-1}:
+        assert nests_deeper_than(body, limit) is (depth > limit), (body, limit, depth)

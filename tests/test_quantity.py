@@ -399,3 +399,19 @@ def test_sign_symmetry(text: str) -> None:
     value = parse_quantity(text)
     assert parse_quantity("+" + text) == value
     assert parse_quantity("-" + text) == value.copy_negate()
+
+
+def test_the_cache_keeps_only_short_texts() -> None:
+    # A client can put megabyte quantity strings in a pod: cached by their text, a few
+    # thousand of them would keep gigabytes after the requests are gone.
+    from webhook.rules.quantity import _CACHED_TEXT_MAX, _parse_text
+
+    _parse_text.cache_clear()
+    long_texts = [f"{n}{'0' * 100_000}m" for n in range(1, 6)]
+    for text in long_texts:
+        assert parse_quantity(text) == Decimal(text[:-4])  # milli: three zeros fewer
+    assert _parse_text.cache_info().currsize == 0
+    short = "1" * (_CACHED_TEXT_MAX - 1) + "m"
+    assert parse_quantity(short) == parse_quantity(short) == Decimal("1" * (_CACHED_TEXT_MAX - 4) + ".111")
+    info = _parse_text.cache_info()
+    assert (info.currsize, info.hits) == (1, 1)

@@ -44,6 +44,13 @@ def _count(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def _integer(text: str) -> int:
     try:
         return int(text)
@@ -107,6 +114,9 @@ _SERVE_OPTIONS = (
                  help="cluster access for the namespace label cache (only while a policy has a "
                       "namespaceSelector); default: in-cluster when KUBERNETES_SERVICE_HOST is set, "
                       "else $KUBECONFIG or ~/.kube/config"),
+    _ServeOption("--max-connections-per-client", "256", _positive, metavar="N",
+                 help="connections one peer address may hold open per worker; more are closed at "
+                      "once (size it for API servers behind one proxy address: docs/operations.md)"),
 )
 
 
@@ -362,6 +372,7 @@ def _offline(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from webhook import logs
+    from webhook.connections import ConnectionLimits
     from webhook.policy.errors import PolicyLoadError
     from webhook.policy.holder import PolicyHolder
     from webhook.serve import ServeConfig, serve
@@ -376,7 +387,8 @@ def _serve(args: argparse.Namespace) -> int:
     config = ServeConfig(host=args.host, port=args.port, policies=args.policies,
                          cert_dir=args.cert_dir, failure_policy=args.failure_policy,
                          shutdown_delay=args.shutdown_delay, decision_memo=args.decision_memo,
-                         kubeconfig=args.kubeconfig)
+                         kubeconfig=args.kubeconfig,
+                         connections=ConnectionLimits(max_connections_per_client=args.max_connections_per_client))
     workers = args.workers if args.workers > 0 else available_cpus()
     try:
         if workers == 1:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from ssl import SSLContext
 from typing import Any
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -53,6 +54,12 @@ class ConnectionLimits:
     # OpenSSL's buffers, the handler and at most max_head_bytes of head: estimated (not
     # measured) at under 100 KiB, so 1024 of them fit the pod's 256 MiB limit.
     max_connections: int = 1024
+    # Connections from one peer address, per worker; more from it are closed at once, so
+    # one client (a pod flooding the Service) cannot hold the slots the API servers need.
+    # A quarter of max_connections: the API servers' pools are far smaller (see
+    # docs/operations.md for sizing behind a proxy that makes every API server one address),
+    # and one client past max_inflight requests at once could not be served in time anyway.
+    max_connections_per_client: int = 256
     # client-go gives up on a TLS handshake after 10 s; asyncio would wait 60 s.
     handshake_seconds: float = 10.0
 
@@ -63,7 +70,8 @@ _HEAD_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Typ
 
 
 class LimitedSite(web.BaseSite):
-    """A TLS (or plain) TCP listener whose connections are _Connection, counted in `open`."""
+    """A TLS (or plain) TCP listener whose connections are _Connection, counted in `open`
+    and, by peer address, in `per_client`."""
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *, ssl_context: SSLContext | None,
                  limits: ConnectionLimits = ConnectionLimits(), reuse_port: bool | None = None) -> None:
@@ -71,6 +79,7 @@ class LimitedSite(web.BaseSite):
         self._host, self._port, self._reuse_port = host, port, reuse_port
         self.limits = limits
         self.open = 0
+        self.per_client: dict[str, int] = {}  # peer address -> connections it holds open
 
     @property
     def name(self) -> str:
@@ -87,8 +96,22 @@ class LimitedSite(web.BaseSite):
             ssl_handshake_timeout=self.limits.handshake_seconds if self._ssl_context else None)
 
 
+# Heads whose arrival a connection remembers until their handlers ask; more are only
+# there when a client pipelines requests, and the oldest are forgotten (their handlers
+# then time from when they start).
+_ARRIVALS_KEPT = 8
+
+
+def head_arrived(request: BaseRequest) -> float | None:
+    """When (time.perf_counter) the head of `request` was read from its connection, if known."""
+    protocol = request.protocol
+    if protocol.__class__ is not _Connection:
+        return None
+    return protocol._arrivals.pop(request.content, None)  # type: ignore[union-attr]
+
+
 class _Connection(RequestHandler):
-    __slots__ = ("_site", "_counted", "_head_bytes", "_head_timer", "_body")
+    __slots__ = ("_site", "_counted", "_head_bytes", "_head_timer", "_body", "_arrivals", "_peer")
 
     def __init__(self, manager: web.Server, site: LimitedSite, *, loop: asyncio.AbstractEventLoop) -> None:
         limits = site.limits
@@ -99,6 +122,8 @@ class _Connection(RequestHandler):
         self._head_bytes = 0  # of the head being received, when it is incomplete
         self._head_timer: asyncio.TimerHandle | None = None
         self._body: Any = None  # the last request's body (a StreamReader) while it arrives
+        self._arrivals: dict[Any, float] = {}  # a request's body (its StreamReader) -> when its head was read
+        self._peer: str | None = None  # the client's address, counted in the site's per_client
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         site = self._site
@@ -106,6 +131,16 @@ class _Connection(RequestHandler):
             metrics.CONNECTIONS_DROPPED.labels(reason="limit").inc()
             transport.abort()  # not close(): no TLS goodbye to wait for, nothing kept
             return
+        peer = transport.get_extra_info("peername")
+        address = peer[0] if isinstance(peer, tuple) and peer else None
+        if address is not None:
+            held = site.per_client.get(address, 0)
+            if held >= site.limits.max_connections_per_client:
+                metrics.CONNECTIONS_DROPPED.labels(reason="client_limit").inc()
+                transport.abort()
+                return
+            site.per_client[address] = held + 1
+            self._peer = address
         site.open += 1
         self._counted = True
         super().connection_made(transport)
@@ -113,7 +148,14 @@ class _Connection(RequestHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._counted:
             self._counted = False
-            self._site.open -= 1
+            site = self._site
+            site.open -= 1
+            if self._peer is not None:
+                held = site.per_client[self._peer] - 1
+                if held:
+                    site.per_client[self._peer] = held
+                else:
+                    del site.per_client[self._peer]  # only addresses holding connections stay
         self._stop_head_timer()
         super().connection_lost(exc)
 
@@ -142,6 +184,12 @@ class _Connection(RequestHandler):
             self._head_bytes = 0
             self._stop_head_timer()
             self._body = self._messages[-1][1] if self._messages else None
+            arrived, arrivals = time.perf_counter(), self._arrivals
+            for _message, payload in self._messages:
+                if payload.__class__ is StreamReader:  # not the shared empty body of a GET
+                    arrivals.setdefault(payload, arrived)
+            while len(arrivals) > _ARRIVALS_KEPT:
+                del arrivals[next(iter(arrivals))]
             return
         if in_body:
             return  # a body: the handler's own deadline covers it

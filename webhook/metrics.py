@@ -48,7 +48,8 @@ LATENCY = Histogram("webhook_request_duration_seconds", "Time to answer an admis
                              2.5, 5.0, 10.0))
 SHED = Counter("webhook_shed_requests_total", "Requests refused with 429 under overload", ["endpoint"])
 CONNECTIONS_DROPPED = Counter("webhook_dropped_connections_total",
-                              "Connections closed by a limit: limit (too many open), head_timeout, "
+                              "Connections closed by a limit: limit (too many open), client_limit (too many open from "
+                              "one address), head_timeout, "
                               "head_too_large", ["reason"])
 BAD_REQUESTS = Counter("webhook_bad_requests_total", "Requests refused as malformed", ["endpoint"])
 INJECTIONS = Counter("webhook_injections_total", "Policies applied to pods", ["policy"])

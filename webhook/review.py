@@ -169,11 +169,14 @@ def read_envelope(body: bytes) -> tuple[str, dict[str, Any]]:
     if not isinstance(doc, dict):
         raise BadReview(f"expected a JSON object, got a JSON {_json_type(doc)}")
     api_version = doc.get("apiVersion")
-    if api_version not in SUPPORTED_API_VERSIONS:
-        raise BadReview(f"unsupported apiVersion {api_version!r}: expected one of "
+    # Checked as a string first: a JSON array or object is unhashable, so cannot be
+    # looked up in a set.
+    if api_version.__class__ is not str or api_version not in SUPPORTED_API_VERSIONS:
+        raise BadReview(f"unsupported apiVersion {_quoted(api_version)}: expected one of "
                         f"{', '.join(sorted(SUPPORTED_API_VERSIONS))}")
-    if doc.get("kind") != "AdmissionReview":
-        raise BadReview(f"unsupported kind {doc.get('kind')!r}: expected 'AdmissionReview'")
+    kind = doc.get("kind")
+    if kind.__class__ is not str or kind != "AdmissionReview":
+        raise BadReview(f"unsupported kind {_quoted(kind)}: expected 'AdmissionReview'")
     raw_request = doc.get("request")
     if not isinstance(raw_request, dict):
         raise BadReview("missing 'request' object in AdmissionReview")
@@ -228,7 +231,59 @@ def envelope_json(*, api_version: str, uid: str, fields_json: bytes) -> bytes:
                      orjson.dumps(uid), b",", fields_json[1:], b"}"))
 
 
+# A message quotes at most this much of a value the client sent.
+_QUOTED_MAX = 64
+
+
+def _quoted(value: Any) -> str:
+    """A value from the body for a message: a string quoted (and cut), another value by its JSON type."""
+    if value.__class__ is not str:
+        return "missing" if value is None else f"(a JSON {_json_type(value)})"
+    if len(value) > _QUOTED_MAX:
+        return f"{value[:_QUOTED_MAX]!r}… ({len(value)} characters)"
+    return repr(value)
+
+
+# Reviews nesting objects and arrays up to this deep are always decided: the code
+# reading them has room (orjson serialises 255 levels, a patch may copy pod content;
+# Python compares about 1000, an UPDATE compares object and oldObject). A deeper one
+# whose decision reaches one of those limits is denied instead of failing. Kubernetes
+# objects nest about 16 levels at most (a CronJob's pod template's affinity terms), and
+# the API server decodes into typed structs before admission, so only a client calling
+# the webhook directly can send deeper.
+MAX_REVIEW_DEPTH = 100
+# What a depth check keeps of a body: brackets (braces read as brackets, since only
+# their nesting counts) and, for the exact check, the quotes that say which brackets
+# are inside strings.
+_BRACKETS = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"{}[]"))
+_NOT_STRUCTURE = bytes(set(range(256)) - set(b'{}[]"'))
+
+
+def nests_deeper_than(body: bytes, limit: int = MAX_REVIEW_DEPTH) -> bool:
+    """Whether the JSON text `body` (already known to be valid) nests objects and arrays
+    more than `limit` levels deep. Works on the bytes with C-speed translations and
+    replacements; most bodies hold too few brackets to nest that deep and are passed
+    after one translation."""
+    if len(body.translate(None, _NOT_BRACKETS)) <= 2 * limit:
+        return False  # brackets in strings included: an upper bound
+    if b"\\" in body:  # escaped quotes and backslashes are string content
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # Strings without brackets vanish as "" pairs; two adjacent quotes are either such a
+    # string or an empty gap between two strings, and dropping either keeps the rest right.
+    marks = body.translate(_BRACKETS, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in marks:  # strings holding brackets: keep what lies between strings
+        marks = b"".join(marks.split(b'"')[::2])
+    for _ in range(limit):  # each pass removes the innermost level
+        if not marks:
+            return False
+        marks = marks.replace(b"[]", b"")
+    return bool(marks)
+
+
 def _json_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return "object"
     if isinstance(value, list):
         return "array"
     if isinstance(value, str):

@@ -8,26 +8,29 @@ import logging
 import re
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import orjson
 from aiohttp import StreamReader, web
+from aiohttp.web_protocol import RequestPayloadError
 
 from webhook import decision as decisions
 from webhook import metrics
+from webhook.connections import head_arrived
 from webhook.decision import Decision
 from webhook.engine import mutate, validate
 from webhook.engine.memo import DEFAULT_MAX_ENTRIES, DecisionMemo, FieldPath, compact
 from webhook.engine.namespaces import NamespaceLabelsUnavailable
 from webhook.jsonvalue import as_dict, dicts_in
-from webhook.logs import shown
+from webhook.logs import LIST_SHOWN_MAX, cut_items, cut_message, shown
 from webhook.namespace_cache import PENDING_WAIT_SECONDS, NamespaceCache
 from webhook.policy.holder import PolicyHolder
 from webhook.policy.loader import PolicySet
-from webhook.review import (AdmissionRequest, BadReview, envelope_json, operation_of, read_envelope, request_uid,
-                            response_fields)
+from webhook.review import (MAX_REVIEW_DEPTH, AdmissionRequest, BadReview, envelope_json, nests_deeper_than,
+                            operation_of, read_envelope, request_uid, response_fields)
 from webhook.tls import ServingCertificate
 
 log = logging.getLogger(__name__)
@@ -111,12 +114,15 @@ class Answer:
     many requests, so it is serialised (and its patch encoded) once."""
 
     fields_json: bytes  # the AdmissionResponse's fields but the uid, serialised
-    # The decision for the log line, without its patch: the line names what was applied,
-    # and a remembered answer should not keep the patch twice.
+    # The decision for the log line, without its patch and with only the violations the
+    # line shows: the line names what was applied, and a remembered answer is weighed by
+    # fields_json alone, so it must not keep the patch twice or a violation per container.
     logged: Decision
-    # What the answer adds to the metrics, as plain values (the outcome first): the metrics
-    # tally keeps this (not the answer, which may hold a large patch) until it folds.
-    counted: tuple[str, tuple[str, ...], tuple[str, ...], tuple[tuple[str, str, str], ...]]
+    # What the answer adds to the metrics, as plain values (the outcome first; violations
+    # as (policy, rule, action) with how many): the metrics tally keeps this (not the
+    # answer, which may hold a large patch) until it folds.
+    counted: tuple[str, tuple[str, ...], tuple[str, ...], tuple[tuple[tuple[str, str, str], int], ...]]
+    violations: int  # how many the decision found, for the log line
 
     @property
     def outcome(self) -> str:
@@ -130,10 +136,14 @@ def answer_memo(max_entries: int = DEFAULT_MAX_ENTRIES) -> DecisionMemo[Answer]:
 
 def _answer(decision: Decision, *, mutating: bool) -> Answer:
     outcome = _outcome(decision)
+    violations = decision.violations
     counted = (outcome, decision.applied_policies if decision.patch else (), decision.shadow_policies,
-               tuple((v.policy, v.rule, v.action) for v in decision.violations))
+               tuple(Counter((v.policy, v.rule, v.action) for v in violations).items()))
     fields_json = compact(orjson.dumps(response_fields(decision, mutating=mutating)))
-    return Answer(fields_json, replace(decision, patch=None) if decision.patch else decision, counted)
+    logged = decision
+    if decision.patch or len(violations) > LIST_SHOWN_MAX:
+        logged = replace(decision, patch=None, violations=violations[:LIST_SHOWN_MAX])
+    return Answer(fields_json, logged, counted, len(violations))
 
 
 STATE = web.AppKey("state", ServerState)
@@ -224,10 +234,25 @@ async def _not_found(request: web.Request) -> web.Response:
     return _error(404, f"no such path {request.path}; admission endpoints are /mutate and /validate")
 
 
-@functools.lru_cache(maxsize=64)
+# Query strings up to this long are remembered (the API server's is "timeout=10s"): the
+# cache then holds at most 64 of them, whatever clients send.
+_CACHED_QUERY_MAX = 128
+
+
 def _deadline(query_string: str) -> float:
     """Seconds from the `timeout` query parameter. The API server sends the same query on
     every call of one webhook, so the parse is remembered by the raw query string."""
+    if len(query_string) <= _CACHED_QUERY_MAX:
+        return _cached_deadline(query_string)
+    return _parse_deadline(query_string)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_deadline(query_string: str) -> float:
+    return _parse_deadline(query_string)
+
+
+def _parse_deadline(query_string: str) -> float:
     raw = next((v for k, v in urllib.parse.parse_qsl(query_string) if k == "timeout"), "")
     match = _TIMEOUT_PARAM.match(raw)
     if not match:
@@ -242,7 +267,10 @@ def _admission_handler(endpoint: str, engine: Engine, *, mutating: bool) -> Hand
     async def handle(request: web.Request) -> web.StreamResponse:
         try:
             state = request.app[STATE]
-            started = time.perf_counter()
+            # The deadline runs from when the request's head was read, not from when the
+            # event loop got to this handler: requests read in one turn of the loop wait
+            # for each other's decisions, and the API server's clock started before either.
+            started = head_arrived(request) or time.perf_counter()
             budget = _deadline(request.query_string)
             # Answer a little before the API server gives up, so that a late answer is
             # still a decision (by the failure rule) rather than a timeout.
@@ -273,6 +301,14 @@ def _admission_handler(endpoint: str, engine: Engine, *, mutating: bool) -> Hand
                 return _bad(endpoint, 413, f"body exceeds the {MAX_BODY_BYTES} byte limit")
             except TimeoutError:
                 return _bad(endpoint, 408, "timed out reading the request body")
+            except RequestPayloadError:
+                # A body aiohttp could not decode (Content-Encoding gzip or deflate on bytes
+                # that are not). The parser is left mid-body, so the connection is closed.
+                request.content.feed_eof()  # nothing left for aiohttp to drain after the answer
+                response = _bad(endpoint, 400, f"the body is not what its Content-Encoding "
+                                f"{shown(request.headers.get('Content-Encoding', ''))!r} says: it could not be decoded")
+                response.force_close()
+                return response
             response = _admit(body, state, endpoint, engine, mutating, started, answer_by)
             if isinstance(response, _Pending):
                 # A namespace created a moment ago (its watch event is on its way), or a cache
@@ -314,10 +350,19 @@ async def _arrives(content: StreamReader) -> bool:
     return True
 
 
+# aiohttp decodes these itself (and would pass any other coding through undecoded).
+# Its size limit applies to the decoded body.
+_CONTENT_ENCODINGS = frozenset({"identity", "gzip", "deflate"})
+
+
 def _refuse_before_reading(request: web.Request, endpoint: str) -> web.Response | None:
     length = request.content_length
     if length is not None and length > MAX_BODY_BYTES:
         return _bad(endpoint, 413, f"body of {length} bytes exceeds the {MAX_BODY_BYTES} byte limit")
+    encoding = request.headers.get("Content-Encoding")
+    if encoding is not None and encoding.strip().lower() not in _CONTENT_ENCODINGS:
+        return _bad(endpoint, 415, f"Content-Encoding {shown(encoding)!r} is not supported; "
+                    f"send {', '.join(sorted(_CONTENT_ENCODINGS))} (the API server sends none)")
     if request.headers.get("Content-Type") != "application/json" and \
             request.content_type not in ("application/json", "application/octet-stream") and request.body_exists:
         return _bad(endpoint, 415, f"content type {request.content_type!r} is not supported; "
@@ -411,14 +456,28 @@ def _admit(body: bytes, state: ServerState, endpoint: str, engine: Engine, mutat
         if may_wait and exc.unknown.pending:
             return _Pending(exc.namespace)
         log.warning("%s; failure policy %s", exc, state.failure_policy,
-                    extra={"uid": uid, "endpoint": endpoint, "event": "namespace_labels_unknown"})
+                    extra={"uid": shown(uid), "endpoint": endpoint, "event": "namespace_labels_unknown"})
         answer = _answer(_failure(state, endpoint, str(exc)), mutating=mutating)
-    except Exception:
-        log.exception("decision logic failed", extra={"uid": uid, "endpoint": endpoint})
-        answer = _answer(_failure(state, endpoint, "internal error"), mutating=mutating)
+    except Exception as exc:
+        # Deep nesting stops the code reading the review where it recurses (a RecursionError)
+        # or serialises (orjson's TypeError): measured only then, since measuring every body
+        # costs more than deciding a large pod (docs/operations.md, "Nesting depth").
+        if isinstance(exc, (RecursionError, TypeError)) and nests_deeper_than(body):
+            log.warning("refused a review nested more than %d levels deep", MAX_REVIEW_DEPTH,
+                        extra={"event": "too_deep", "uid": shown(uid), "endpoint": endpoint})
+            answer = _answer(_TOO_DEEP, mutating=mutating)
+        else:
+            log.exception("decision logic failed", extra={"uid": shown(uid), "endpoint": endpoint})
+            answer = _answer(_failure(state, endpoint, "internal error"), mutating=mutating)
     _record(state, endpoint, raw, uid, subject if logged else None, answer, memo_result,
             time.perf_counter() - started, policies.revision)
     return _reply(api_version, uid, answer)
+
+
+# A content problem, so a denial whatever the failure policy says.
+_TOO_DEEP = decisions.denied(f"the review nests objects and arrays more than {MAX_REVIEW_DEPTH} levels deep, "
+                             f"too deep to decide; this webhook decides reviews of up to {MAX_REVIEW_DEPTH} "
+                             "levels (a Kubernetes object nests fewer than 20)", code=400, reason="BadRequest")
 
 
 def _reply(api_version: str, uid: str, answer: Answer) -> web.Response:
@@ -457,8 +516,8 @@ def _fold_counts(key: tuple[str, str, str, Any], latencies: list[float]) -> None
         metrics.child(metrics.INJECTIONS, name).inc(count)
     for name in shadowed:
         metrics.child(metrics.SHADOW_INJECTIONS, name).inc(count)
-    for labels in violations:
-        metrics.child(metrics.VIOLATIONS, *labels).inc(count)
+    for labels, found in violations:
+        metrics.child(metrics.VIOLATIONS, *labels).inc(count * found)
 
 
 async def _fold_metrics(app: web.Application) -> AsyncIterator[None]:
@@ -538,15 +597,17 @@ def _log_decision(endpoint: str, subject: Subject, uid: str, answer: Answer, ela
     decision, outcome = answer.logged, answer.outcome
     log.info("%s %s %s/%s: %s", endpoint, subject.operation, subject.namespace or "-",
              subject.pod_name or subject.generate_name or subject.request_name or "-", outcome,
-             extra={"event": "decision", "endpoint": endpoint, "uid": uid,
+             extra={"event": "decision", "endpoint": endpoint, "uid": shown(uid),
                     "namespace": subject.namespace, "podName": subject.pod_name or subject.request_name,
                     "generateName": subject.generate_name, "owner": subject.owner,
                     "operation": subject.operation, "kind": subject.kind,
                     "outcome": outcome, "policies": list(decision.applied_policies),
-                    "denyMessage": decision.message, "warnings": len(decision.warnings),
-                    "violations": [f"{v.action} {v.policy}/{v.rule}"
-                                   f"{'[' + v.check + ']' if v.check else ''} {v.path}"
-                                   for v in decision.violations],
+                    "denyMessage": cut_message(decision.message), "warnings": len(decision.warnings),
+                    # Bounded (logs.py): 30,000 privileged containers are 270,000 violations.
+                    "violations": cut_items([f"{v.action} {v.policy}/{v.rule}"
+                                             f"{'[' + v.check + ']' if v.check else ''} {v.path}"
+                                             for v in decision.violations[:LIST_SHOWN_MAX]],
+                                            total=answer.violations),
                     "policyRevision": revision, "dryRun": subject.dry_run,
                     "latencyMs": round(elapsed * 1000, 3)})
 

@@ -168,11 +168,18 @@ def _parse_string(text: str) -> Decimal:
     return _tidy(value)
 
 
+# Only texts this short are cached, so the cache holds at most its entries times this
+# (and a value no longer than its text): keyed by whole texts, 4096 entries of the 1-2 MB
+# quantities a client can put in a pod would keep gigabytes. Real quantities are a few
+# characters ("100m", "128Mi", "1.5e3").
+_CACHED_TEXT_MAX = 64
+
+
 def parse_quantity(s: str | int | float) -> Decimal:
-    """See `_parse_quantity`; text is cached, since the same few quantities ("100m",
+    """See `_parse_quantity`; short text is cached, since the same few quantities ("100m",
     "128Mi") recur on every pod. Only exact str is cached: True == 1 for a cache."""
     if type(s) is str:
-        return _parse_text(s)
+        return _parse_text(s) if len(s) <= _CACHED_TEXT_MAX else _parse_quantity(s)
     return _parse_quantity(s)
 
 
