@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test certs schema manifests bench bench-hostile lock clean
+.PHONY: run test test-fast golden certs schema manifests bench bench-hostile lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,16 @@ run: certs
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
+
+# The tests that start no process and are not marked slow, for the edit-test loop.
+# `make test` still runs everything.
+test-fast: $(VENV)/.installed
+	$(BIN)/python -m pytest -m "not slow and not process"
+
+# Record the golden answers again (tests/golden/) after a deliberate change of behaviour;
+# review `git diff tests/golden/` with the change (docs/operations.md, "Golden answers").
+golden: $(VENV)/.installed
+	$(BIN)/python -m tests.golden.regenerate
 
 # Benchmark against a no-op baseline in the same run (docs/performance.md). Uses wrk
 # when installed (apt-get install wrk), a Python load generator otherwise.

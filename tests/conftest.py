@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,51 @@ from webhook.certs import generate
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_POLICIES = ROOT / "policies"
+
+# Fixtures that start a process: a test using one is marked `process` at collection.
+PROCESS_FIXTURES = frozenset({"server", "start_server", "evanphx", "quick_run"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.process)
+
+
+# --- every test that starts a process says so ------------------------------------------------
+# `make test-fast` leaves out the tests marked `process`; one that starts a process unmarked
+# would slowly make the fast subset slow. So starting one from a test (or a fixture it set
+# up) that is not marked fails at once, naming the marker.
+
+_running: list[pytest.Item] = []
+_popen_init = subprocess.Popen.__init__
+
+
+def _guarded_popen_init(self: subprocess.Popen, args: Any, *rest: Any, **kwargs: Any) -> None:
+    item = _running[-1] if _running else None
+    if item is not None and item.get_closest_marker("process") is None:
+        command = args if isinstance(args, (str, bytes)) else " ".join(map(str, args))
+        pytest.fail(f"{item.nodeid} starts a process ({command[:120]}) but is not marked "
+                    "`process`: add @pytest.mark.process (or a module's pytestmark), or use a "
+                    f"fixture of {sorted(PROCESS_FIXTURES)}", pytrace=False)
+    _popen_init(self, args, *rest, **kwargs)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    subprocess.Popen.__init__ = _guarded_popen_init  # type: ignore[method-assign]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    subprocess.Popen.__init__ = _popen_init  # type: ignore[method-assign]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    _running.append(item)
+    try:
+        return (yield)
+    finally:
+        _running.pop()
 
 
 class ServerProcess:

@@ -133,12 +133,14 @@ def test_compare_judges_never_seen_pods_against_an_earlier_run(capsys: pytest.Ca
     assert report.results["mixes"]["never-seen"]["/validate"]["memo_hit_share"] == 0.0
 
 
+@pytest.mark.process
 def test_compare_refuses_a_missing_file(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "bench/run.py", "--quick", "--compare", str(tmp_path / "none.json")],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--compare: no such file" in done.stderr
 
 
+@pytest.mark.process
 def test_pinned_servers_and_load_generator_run_on_their_cpus(tmp_path: Path) -> None:
     """--server-cpus and --loadgen-cpus: the server runs under taskset on its CPU (the pid
     the benchmark reads /proc by is the server's own), and a pinned load generator's run
@@ -152,7 +154,8 @@ def test_pinned_servers_and_load_generator_run_on_their_cpus(tmp_path: Path) -> 
         assert os.sched_getaffinity(server.pid) == {0}
         assert "baseline_server.py" in Path(f"/proc/{server.pid}/cmdline").read_text()
         load = LoadGenerator("python", threads=1, processes=1, pinning=pinning)
-        run = load.run(server.url("/mutate"), bodies, 0.3, server_pid=server.pid)
+        # Long enough for a loaded machine to start the generator and answer some requests.
+        run = load.run(server.url("/mutate"), bodies, 2.0, server_pid=server.pid)
         assert run.requests > 0 and run.errors == 0 and run.server_cpu > 0
     finally:
         fleet.stop_all()

@@ -50,6 +50,7 @@ def test_an_outcome_misses_exactly_the_targets_it_misses(outcome: Outcome, misse
     assert ("| PASS |" in row) is (not missed)
 
 
+@pytest.mark.slow
 def test_the_bodies_are_the_issues_cases() -> None:
     label = json.loads(bodies.label_600())
     assert len(label["request"]["object"]["metadata"]["labels"]["app"]) == 100_000
@@ -82,6 +83,7 @@ def test_the_case_list_is_complete_and_named_once(capsys: pytest.CaptureFixture[
         hostile.main(["--cases", "no-such-case"])
 
 
+@pytest.mark.process
 def test_small_cases_against_a_real_worker() -> None:
     """A malformed body, a settled small review, and the two-address check with a few
     connections, each against its own pinned worker."""

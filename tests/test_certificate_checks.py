@@ -64,6 +64,7 @@ def _reload_logged(result: str, text: str = ""):
 
 # --- serve ---------------------------------------------------------------------------------
 
+@pytest.mark.process
 def test_serve_refuses_to_start_with_an_expired_certificate(tmp_path: Path) -> None:
     generate(tmp_path, service="webhook", namespace="webhook-system", days=1, now=TEN_DAYS_AGO)
     expired = _not_after(tmp_path / "tls.crt")
@@ -110,6 +111,7 @@ def _without_dac_override() -> tuple[str, ...]:
     return prefix
 
 
+@pytest.mark.process
 def test_an_unreadable_cert_dir_is_reported_as_such(tmp_path: Path) -> None:
     certs = make_pki(tmp_path / "certs")
     prefix = _without_dac_override()
@@ -126,6 +128,7 @@ def test_an_unreadable_cert_dir_is_reported_as_such(tmp_path: Path) -> None:
 
 # --- certs generate ------------------------------------------------------------------------
 
+@pytest.mark.process
 def test_if_missing_renews_an_expired_pair_and_keeps_the_ca(tmp_path: Path) -> None:
     generate(tmp_path, service="webhook", namespace="webhook-system", days=1, now=TEN_DAYS_AGO)
     ca = (tmp_path / "ca.crt").read_bytes()
@@ -150,6 +153,7 @@ def test_reissue_reason_names_expiry_and_uncovered_names(tmp_path: Path) -> None
     assert expired is not None and f"expired on {_not_after(tmp_path / 'tls.crt'):%Y-%m-%d}" in expired
 
 
+@pytest.mark.process
 def test_if_missing_reissues_for_another_service_and_says_why(tmp_path: Path) -> None:
     generate(tmp_path, service="webhook", namespace="webhook-system", days=30)
     result = _generate_cli(tmp_path, "--if-missing", service="other-svc", namespace="prod")
@@ -160,6 +164,7 @@ def test_if_missing_reissues_for_another_service_and_says_why(tmp_path: Path) ->
     assert "other-svc.prod.svc" in sans.get_values_for_type(x509.DNSName)
 
 
+@pytest.mark.process
 def test_an_existing_ca_key_is_never_overwritten(tmp_path: Path) -> None:
     generate(tmp_path, service="webhook", namespace="webhook-system")
     (tmp_path / "ca.crt").unlink()
@@ -170,6 +175,7 @@ def test_an_existing_ca_key_is_never_overwritten(tmp_path: Path) -> None:
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing written
 
 
+@pytest.mark.process
 def test_days_beyond_any_date_is_a_clear_error(tmp_path: Path) -> None:
     result = _generate_cli(tmp_path / "c", "--days", "999999999")
     assert result.returncode == 2   # a usage error, as `--days x` is

@@ -27,6 +27,7 @@ def _sans(path: Path) -> tuple[list[str], list[str]]:
     return ext.get_values_for_type(x509.DNSName), [str(i) for i in ext.get_values_for_type(x509.IPAddress)]
 
 
+@pytest.mark.process
 def test_generate_writes_pair_ca_and_prints_ca_bundle(tmp_path: Path) -> None:
     result = _run_generate(tmp_path / "c", "--days", "10")
     assert result.returncode == 0, result.stderr
@@ -44,6 +45,7 @@ def test_generate_writes_pair_ca_and_prints_ca_bundle(tmp_path: Path) -> None:
     assert 10 <= lifetime.days <= 11
 
 
+@pytest.mark.process
 def test_ca_is_reused_so_the_ca_bundle_does_not_change(tmp_path: Path) -> None:
     out = tmp_path / "c"
     first = _run_generate(out)
@@ -56,6 +58,7 @@ def test_ca_is_reused_so_the_ca_bundle_does_not_change(tmp_path: Path) -> None:
     assert "reused CA" in second.stderr
 
 
+@pytest.mark.process
 def test_if_missing_keeps_a_valid_pair(tmp_path: Path) -> None:
     out = tmp_path / "c"
     _run_generate(out)
@@ -64,6 +67,7 @@ def test_if_missing_keeps_a_valid_pair(tmp_path: Path) -> None:
     assert result.returncode == 0 and (out / "tls.crt").read_bytes() == before
 
 
+@pytest.mark.process
 def test_if_missing_reissues_a_pair_that_its_ca_crt_does_not_verify(tmp_path: Path) -> None:
     # `make run` prints certs/ca.crt as the CA to trust: a kept pair must verify against it.
     out, other = tmp_path / "c", tmp_path / "other"
@@ -88,6 +92,7 @@ def test_if_missing_reissues_a_pair_that_its_ca_crt_does_not_verify(tmp_path: Pa
     assert (out / "tls.crt").read_bytes() == kept
 
 
+@pytest.mark.process
 def test_bad_days_is_a_usage_error(tmp_path: Path) -> None:
     # Exit 2 like any other usage error (`--days x`, install-ca's own --days check), not 1.
     for days in ("0", "36501", "x"):
@@ -116,6 +121,7 @@ def _handshake(cert_dir: Path, server_name: str) -> None:
     client.do_handshake()
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("name", ["admission.platform.svc", "admission.platform.svc.cluster.local",
                                   "admission", "localhost", "127.0.0.1"])
 def test_client_verifying_against_ca_accepts_service_names(tmp_path: Path, name: str) -> None:
@@ -123,6 +129,7 @@ def test_client_verifying_against_ca_accepts_service_names(tmp_path: Path, name:
     _handshake(tmp_path / "c", name)
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("name", ["other.platform.svc", "admission.other.svc", "example.com", "127.0.0.2"])
 def test_client_verifying_against_ca_rejects_other_names(tmp_path: Path, name: str) -> None:
     _run_generate(tmp_path / "c")
@@ -130,6 +137,7 @@ def test_client_verifying_against_ca_rejects_other_names(tmp_path: Path, name: s
         _handshake(tmp_path / "c", name)
 
 
+@pytest.mark.process
 def test_ip_san_is_an_ip_not_a_dns_name(tmp_path: Path) -> None:
     _run_generate(tmp_path / "c")
     dns, ips = _sans(tmp_path / "c" / "tls.crt")

@@ -37,6 +37,7 @@ def write(path: Path, *docs: dict) -> Path:
     return path
 
 
+@pytest.mark.process
 def test_mutate_outputs_yaml_json_patch_and_diff(tmp_path: Path) -> None:
     manifest = write(tmp_path / "pod.yaml", POD)
     as_yaml = yaml.safe_load(webhook("mutate", "-f", str(manifest)).stdout)
@@ -49,6 +50,7 @@ def test_mutate_outputs_yaml_json_patch_and_diff(tmp_path: Path) -> None:
     assert diff.startswith("--- Pod/web (submitted)") and "+  - name: identity-init" in diff
 
 
+@pytest.mark.process
 def test_mutate_renders_controllers_and_reads_stdin() -> None:
     result = webhook("mutate", "-f", "-", "-o", "json", stdin=json.dumps(PRIVILEGED))
     assert result.returncode == 0, result.stderr
@@ -59,6 +61,7 @@ def test_mutate_renders_controllers_and_reads_stdin() -> None:
     assert env["SERVICE_DISPLAY_NAME"] == "root" and env["SERVICE_NAME"] == "default.default"
 
 
+@pytest.mark.process
 def test_validate_exit_codes_and_messages(tmp_path: Path) -> None:
     bad = webhook("validate", "-f", str(write(tmp_path / "bad.yaml", PRIVILEGED)))
     assert bad.returncode == 1
@@ -68,6 +71,7 @@ def test_validate_exit_codes_and_messages(tmp_path: Path) -> None:
     assert "WARN" in good.stdout and "DENY" not in good.stdout
 
 
+@pytest.mark.process
 def test_validate_names_the_policy_that_injected_a_violating_container(tmp_path: Path) -> None:
     policies = copy_policies(tmp_path / "policies")
     (policies / "inject-sloppy.yaml").write_text(textwrap.dedent("""
@@ -83,6 +87,7 @@ def test_validate_names_the_policy_that_injected_a_violating_container(tmp_path:
     assert "only because policy sloppy injected container 'sloppy-agent'" in result.stdout
 
 
+@pytest.mark.process
 def test_explain_says_why_each_policy_applied_or_not(tmp_path: Path) -> None:
     job_pod = {**POD, "metadata": {"name": "j", "ownerReferences": [
         {"apiVersion": "batch/v1", "kind": "Job", "name": "nightly", "uid": "u", "controller": True}]}}
@@ -94,12 +99,14 @@ def test_explain_says_why_each_policy_applied_or_not(tmp_path: Path) -> None:
     assert "namespace 'kube-system' is excluded by 'kube-system'" in out
 
 
+@pytest.mark.process
 def test_shipped_policy_tests_pass() -> None:
     result = webhook("test", "policies/tests")
     assert result.returncode == 0, result.stdout
     assert ", 0 failed" in result.stdout and result.stdout.count("PASS ") >= 10
 
 
+@pytest.mark.process
 def test_a_failing_policy_test_reports_and_exits_1(tmp_path: Path) -> None:
     (tmp_path / "t.yaml").write_text(yaml.safe_dump({
         "apiVersion": "runtime.platform.io/v1", "kind": "PolicyTest", "metadata": {"name": "t"},
@@ -113,6 +120,7 @@ def test_a_failing_policy_test_reports_and_exits_1(tmp_path: Path) -> None:
     assert "PASS t/right" in result.stdout and "1 passed, 1 failed" in result.stdout
 
 
+@pytest.mark.process
 def test_usage_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     result = webhook("mutate")
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
@@ -134,6 +142,7 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     ("WEBHOOK_SHUTDOWN_DELAY", "5s", "'5s' is not a number of seconds"),
     ("WEBHOOK_SHUTDOWN_DELAY", "nan", "'nan' is not a finite number of seconds >= 0"),
 ])
+@pytest.mark.process
 def test_a_bad_environment_value_stops_the_start_naming_the_variable(
         tmp_path: Path, variable: str, value: str, reason: str) -> None:
     # With no certificates, a start that got past the options would fail for that instead.
@@ -142,6 +151,7 @@ def test_a_bad_environment_value_stops_the_start_naming_the_variable(
     assert result.stderr.strip() == f"webhook: environment variable {variable}: {reason} (see 'webhook --help')"
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(("variable", "default"), [("WEBHOOK_POLICIES", " (./policies)"),
                                                  ("WEBHOOK_CERT_DIR", " (./certs)"), ("WEBHOOK_HOST", " (0.0.0.0)"),
                                                  ("WEBHOOK_WORKERS", "")])
@@ -154,6 +164,7 @@ def test_an_empty_environment_value_stops_the_start_naming_the_variable(
     assert f"environment variable {variable} is empty; unset it to use the default{default}" in result.stderr
 
 
+@pytest.mark.process
 def test_policies_check_on_a_file_or_a_missing_path_says_which(tmp_path: Path) -> None:
     (tmp_path / "one.yaml").write_text("kind: ValidationPolicy\n")
     given_file = webhook("policies", "check", str(tmp_path / "one.yaml"))
@@ -164,6 +175,7 @@ def test_policies_check_on_a_file_or_a_missing_path_says_which(tmp_path: Path) -
     assert missing.returncode == 1 and f"{tmp_path / 'nope'}: policy directory not found" in missing.stderr
 
 
+@pytest.mark.process
 def test_an_empty_policies_variable_reads_as_unset_in_the_offline_tools(tmp_path: Path) -> None:
     (tmp_path / "pod.yaml").write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n"
                                        "spec: {containers: [{name: app, image: a:1}]}\n")
@@ -171,6 +183,7 @@ def test_an_empty_policies_variable_reads_as_unset_in_the_offline_tools(tmp_path
     assert result.returncode == 0 and "identity-init" in result.stdout, result.stderr
 
 
+@pytest.mark.process
 def test_flags_win_over_the_environment_and_other_commands_ignore_serve_variables(tmp_path: Path) -> None:
     given = webhook("serve", "--port", "0", "--cert-dir", str(tmp_path), env={"WEBHOOK_PORT": "abc"})
     assert given.returncode == 1 and "tls.crt not found" in given.stderr
@@ -195,6 +208,7 @@ def test_serve_options_read_from_the_environment(monkeypatch: pytest.MonkeyPatch
     assert (args.port, args.workers, args.decision_memo, args.log_level) == (9443, 0, 512, "info")
 
 
+@pytest.mark.process
 def test_an_empty_policy_directory_is_refused(tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text("not a policy")
     check = webhook("policies", "check", str(tmp_path))
@@ -204,6 +218,7 @@ def test_an_empty_policy_directory_is_refused(tmp_path: Path) -> None:
     assert serve.returncode == 1 and "refusing to start: invalid policies" in serve.stderr
 
 
+@pytest.mark.process
 def test_policies_check_lists_errors_with_lines_and_warns(tmp_path: Path) -> None:
     policies = copy_policies(tmp_path / "policies")
     assert webhook("policies", "check", str(policies)).returncode == 0
@@ -222,6 +237,7 @@ def test_policies_check_lists_errors_with_lines_and_warns(tmp_path: Path) -> Non
     assert "volume 'identity-certs' is injected by 2 policies" in result.stderr
 
 
+@pytest.mark.process
 def test_schema_is_committed_and_current() -> None:
     printed = json.loads(webhook("policies", "schema").stdout)
     committed = json.loads((ROOT / "docs" / "policy.schema.json").read_text())
@@ -229,6 +245,7 @@ def test_schema_is_committed_and_current() -> None:
     assert {"InjectionPolicy", "ValidationPolicy"} <= set(json.dumps(printed).split('"'))
 
 
+@pytest.mark.process
 def test_serve_help_gives_each_options_default_and_variable() -> None:
     # The README's table, from the command itself: what an operator has at hand.
     text = " ".join(webhook("serve", "--help").stdout.split())

@@ -124,6 +124,7 @@ def test_install_ca_from_scratch_and_the_served_certificate_verifies(
                          "spec": {"containers": [{"name": "app", "image": "r.io/a:1"}]}}).allowed
 
 
+@pytest.mark.process
 def test_second_run_changes_nothing(fake: FakeApiServer, kubeconfig: Path) -> None:
     assert run("install-ca", "-n", NS, "--kubeconfig", str(kubeconfig)).returncode == 0
     before = {name: fake.get("secrets", name, NS) for name in ("webhook-ca", "webhook-tls")}
@@ -140,6 +141,7 @@ def test_second_run_changes_nothing(fake: FakeApiServer, kubeconfig: Path) -> No
     assert {kind: fake.get(kind, "pod-runtime-webhook") for kind in CONFIG_KINDS} == configs
 
 
+@pytest.mark.process
 def test_near_expiry_certificate_is_renewed_with_the_same_ca(fake: FakeApiServer, kubeconfig: Path) -> None:
     long_ago = datetime.now(timezone.utc) - timedelta(days=350)
     with load_api_client(kubeconfig) as api:
@@ -167,6 +169,7 @@ def test_near_expiry_certificate_is_renewed_with_the_same_ca(fake: FakeApiServer
     assert (kept.certificate, kept.secret_action, kept.changed) == ("reused", "unchanged", False)
 
 
+@pytest.mark.slow
 def test_a_ca_near_its_expiry_is_renewed_and_both_are_trusted_meanwhile(
         fake: FakeApiServer, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # It used to be reused (with a warning) until it expired: each run then issued a
@@ -211,6 +214,7 @@ def test_reissues_for_another_service_and_patches_a_stale_bundle(fake: FakeApiSe
     assert "webhook-v2.webhook-system.svc" in sans.get_values_for_type(x509.DNSName)
 
 
+@pytest.mark.process
 def test_install_ca_needs_only_the_overlays_rbac(kubeconfig: Path) -> None:
     rules = install_ca_rules()
     with FakeApiServer(rbac=rules) as fake:
@@ -239,6 +243,7 @@ def test_install_ca_needs_only_the_overlays_rbac(kubeconfig: Path) -> None:
         assert in_other_ns.returncode == 1 and "403 Forbidden" in in_other_ns.stderr
 
 
+@pytest.mark.process
 def test_install_ca_errors_are_one_line(fake: FakeApiServer, kubeconfig: Path, tmp_path: Path) -> None:
     missing = run("install-ca", "-n", NS, "--webhook-configuration", "nope", "--kubeconfig", str(kubeconfig))
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1
@@ -272,6 +277,7 @@ def test_install_ca_errors_are_one_line(fake: FakeApiServer, kubeconfig: Path, t
     assert "in-cluster" in in_cluster.stderr
 
 
+@pytest.mark.process
 def test_unreachable_api_server_gives_one_line_and_exit_1(tmp_path: Path) -> None:
     with FakeApiServer() as gone:
         config = gone.write_kubeconfig(tmp_path / "kubeconfig")
@@ -374,6 +380,7 @@ def cluster_pods(fake: FakeApiServer, tmp_path: Path) -> dict[str, str]:
             "own-shipper": "would-deny", "privileged": "would-deny", "stale-privileged": "stale,would-deny"}
 
 
+@pytest.mark.process
 def test_report_json_lists_stale_and_would_deny_pods(fake: FakeApiServer, kubeconfig: Path,
                                                      cluster_pods: dict[str, str]) -> None:
     result = run("report", "--policies", str(SHIPPED_POLICIES), "-o", "json", "--kubeconfig", str(kubeconfig))
@@ -408,6 +415,7 @@ def test_report_json_lists_stale_and_would_deny_pods(fake: FakeApiServer, kubeco
     assert deny["violations"][0]["policy"] == "pod-security-baseline"
 
 
+@pytest.mark.process
 def test_report_table_and_namespace_scope(fake: FakeApiServer, kubeconfig: Path,
                                           cluster_pods: dict[str, str]) -> None:
     table = run("report", "--policies", str(SHIPPED_POLICIES), "--kubeconfig", str(kubeconfig))
@@ -441,6 +449,7 @@ def test_report_function_pages_through_the_list(fake: FakeApiServer, kubeconfig:
     assert result.policy_revision == policies.revision
 
 
+@pytest.mark.process
 def test_report_errors(fake: FakeApiServer, kubeconfig: Path, tmp_path: Path) -> None:
     bad = tmp_path / "policies"
     bad.mkdir()
@@ -463,6 +472,7 @@ def test_client_errors_surface_as_cluster_errors(tmp_path: Path) -> None:
         load_api_client(tmp_path / "missing")
 
 
+@pytest.mark.process
 def test_a_malformed_kubeconfig_is_one_line_naming_the_file(tmp_path: Path) -> None:
     broken = tmp_path / "kc"
     broken.write_text("apiVersion: v1\nclusters: [\n")

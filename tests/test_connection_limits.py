@@ -69,6 +69,7 @@ def _review() -> bytes:
     return json.dumps(make_review(POD)).encode()
 
 
+@pytest.mark.slow
 def test_a_head_not_finished_in_time_is_dropped_even_while_bytes_trickle(pki: Path) -> None:
     with _InProcessServer(pki, limits=ConnectionLimits(head_seconds=0.5)) as client:
         stalled = _open(client)
@@ -91,6 +92,7 @@ def test_a_head_not_finished_in_time_is_dropped_even_while_bytes_trickle(pki: Pa
         assert client.admit(POD, endpoint="/validate").allowed  # a prompt client is served meanwhile
 
 
+@pytest.mark.slow
 def test_idle_connections_are_closed_after_the_idle_bound(pki: Path) -> None:
     with _InProcessServer(pki, limits=ConnectionLimits(idle_seconds=0.8)) as client:
         never_asked = _open(client)
@@ -103,6 +105,7 @@ def test_idle_connections_are_closed_after_the_idle_bound(pki: Path) -> None:
         assert _closed_after(never_asked, 1.0) < 1.0
 
 
+@pytest.mark.slow
 def test_a_connection_reused_before_the_idle_bound_is_served(pki: Path) -> None:
     with _InProcessServer(pki, limits=ConnectionLimits(idle_seconds=0.8)) as client:
         tls = _open(client)
@@ -161,6 +164,7 @@ def test_connections_beyond_the_cap_are_closed_at_once_and_earlier_ones_work(pki
         assert client.admit(POD, endpoint="/validate").allowed  # a slot was freed
 
 
+@pytest.mark.slow
 def test_a_pipelined_request_whose_head_follows_a_body_is_read_as_a_request(pki: Path) -> None:
     # The second request's head arrives in the same read as the end of the first body;
     # its own body (over the head limit) must be read as a body, and the connection

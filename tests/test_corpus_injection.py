@@ -254,6 +254,7 @@ def _admitted(admit: Callable[[CorpusPod], Admission], case: CorpusPod) -> Admis
 
 # --- per-pod tests -----------------------------------------------------------------------------
 
+@pytest.mark.slow  # each pod against the OpenAPI schemas of two Kubernetes versions
 @pytest.mark.parametrize("case", corpus_params())
 def test_corpus_pod_itself_is_valid(case: CorpusPod) -> None:
     """Sanity for the corpus: failures after injection are then the injection's."""

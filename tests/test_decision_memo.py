@@ -589,6 +589,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.process
 def test_replicas_are_answered_from_memory_over_tls(pki: Path, tmp_path: Path) -> None:
     # The benchmark's setting and a quiet production one: --log-level warning, where a replica
     # is answered without parsing. The API server's checks hold for each answer.

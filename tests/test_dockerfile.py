@@ -16,6 +16,7 @@ from webhook import __version__
 DOCKERFILE = Path(__file__).resolve().parent.parent / "Dockerfile"
 
 
+@pytest.mark.process
 def test_hadolint_finds_nothing() -> None:
     beside_python = Path(sys.executable).parent / "hadolint"
     hadolint = str(beside_python) if beside_python.exists() else shutil.which("hadolint")

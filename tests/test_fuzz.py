@@ -12,6 +12,7 @@ from typing import Any
 
 import jsonpatch
 import orjson
+import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -73,6 +74,7 @@ def review(obj: Any, *, operation: str = "CREATE", kind: str = "Pod") -> dict[st
         "namespace": "default", "operation": operation, "object": obj}}
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.binary(max_size=300))
 def test_parser_never_raises_anything_but_bad_review_on_bytes(body: bytes) -> None:
@@ -82,6 +84,7 @@ def test_parser_never_raises_anything_but_bad_review_on_bytes(body: bytes) -> No
         pass
 
 
+@pytest.mark.slow
 @FUZZ
 @given(json_values)
 # Found by random runs: an unhashable apiVersion was looked up in a set (a TypeError, a 500).
@@ -96,6 +99,7 @@ def test_parser_on_arbitrary_json_and_requests(value: Any) -> None:
             pass
 
 
+@pytest.mark.slow
 @FUZZ
 @given(pods)
 def test_engines_never_crash_and_patches_apply(pod: dict[str, Any]) -> None:
@@ -144,6 +148,7 @@ def test_server_answers_every_body_with_a_4xx_or_a_valid_review(server: ServerPr
             assert "Traceback" not in answer["error"]
 
 
+@pytest.mark.slow
 @given(st.sampled_from(["admission.k8s.io/v1", "admission.k8s.io/v1beta1"]), st.text(min_size=1),
        st.dictionaries(st.text(), json_values, max_size=4).map(lambda d: {"allowed": True, **d}))
 def test_the_serialised_envelope_is_the_envelope(api_version: str, uid: str, fields: dict[str, Any]) -> None:
@@ -171,6 +176,7 @@ tricky_json = st.recursive(st.one_of(st.none(), st.integers(), tricky_text), lam
     st.lists(inner, max_size=3), st.dictionaries(tricky_text, inner, max_size=3)), max_leaves=30)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(tricky_json, st.booleans())
 @example([[[]]], False)

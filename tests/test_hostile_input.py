@@ -172,6 +172,7 @@ def _request(review: dict[str, Any], path: str) -> bytes:
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
+@pytest.mark.slow
 def test_a_deadline_runs_from_when_the_head_was_read_not_from_when_the_loop_got_to_it(pki: Path) -> None:
     # Two reviews read in the same turn of the event loop, each held a second by a slow
     # decision, with a 1 s deadline: whichever is decided second has spent its deadline
@@ -235,6 +236,7 @@ def test_one_address_over_its_connection_limit_does_not_stop_another_being_serve
     assert b'webhook_dropped_connections_total{reason="client_limit"} 1.0' in text
 
 
+@pytest.mark.process
 def test_the_per_client_limit_is_read_from_the_environment_and_checked(tmp_path: Path, pki: Path) -> None:
     import os
     import subprocess

@@ -411,6 +411,7 @@ def test_match_condition_per_controller_kind(kind: str) -> None:
     assert _webhook_called(kind, "CREATE", obj, None)
 
 
+@pytest.mark.slow
 def test_match_condition_never_skips_what_the_server_evaluates() -> None:
     """Every pairing of these edits as old and new object, for every kind the rules
     select: the condition never raises, and it skips only updates the server admits

@@ -8,8 +8,13 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import copy_policies
 from tests.test_cli import POD, webhook, write
+
+# Every test here runs the CLI in a process of its own.
+pytestmark = pytest.mark.process
 
 
 def deployment(*containers: dict[str, Any], name: str = "web", **spec: Any) -> dict[str, Any]:

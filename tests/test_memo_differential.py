@@ -473,6 +473,7 @@ DIFFERENTIAL = settings(max_examples=400, deadline=None, derandomize=True,
                         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("level", [logging.INFO, logging.WARNING])
 @DIFFERENTIAL
 @given(steps=scenarios())
@@ -498,6 +499,7 @@ def pairs(draw: st.DrawFn) -> list[tuple[Any, ...]]:
     return [("send", endpoint, first)] * 3 + [("send", endpoint, second)] * 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("level", [logging.INFO, logging.WARNING])
 @DIFFERENTIAL
 @given(steps=pairs())
@@ -520,6 +522,7 @@ def recalls(draw: st.DrawFn) -> list[tuple[Any, ...]]:
     return steps
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("level", [logging.INFO, logging.WARNING])
 @settings(DIFFERENTIAL, max_examples=150)
 @given(steps=recalls())
@@ -561,6 +564,7 @@ def test_the_differential_sequences_reach_every_path() -> None:
     assert recalled is not None and recalled.value.outcome == "denied"
 
 
+@pytest.mark.slow
 def test_the_shapes_the_memo_keeps_are_within_its_byte_bound() -> None:
     # A validation's shape is kept by body length and outlives its entries; a uid the memo
     # cannot cut out (it holds what JSON escapes) is part of the shape. Reviews of 70 KB,

@@ -20,6 +20,9 @@ from webhook.engine.namespaces import LabelsUnknown
 from webhook.namespace_cache import NamespaceCache, client_factory
 from webhook.policy.loader import EMPTY
 
+# Real watch and reconnect timers: each test waits on them for up to a second.
+pytestmark = pytest.mark.slow
+
 NAME = "kubernetes.io/metadata.name"
 
 
@@ -293,6 +296,7 @@ def test_a_request_waiting_before_the_cache_starts_gets_the_labels(fake: FakeApi
     _run(test)
 
 
+@pytest.mark.slow
 def test_the_fake_api_server_watches_pods_per_namespace_as_well(fake: FakeApiServer) -> None:
     """The same watch semantics serve pods (for the controller of issue 19), filtered by namespace."""
     import json

@@ -177,6 +177,7 @@ def _documented_overlay() -> str:
     return next(b for b in blocks if PARAMS_NAME in b and "behavior: merge" in b)
 
 
+@pytest.mark.process
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (its kustomize) is not installed")
 def test_the_documented_overlay_sets_the_groups_and_policies_stay_cluster_scoped(tmp_path: Path) -> None:
     overlay = tmp_path / "platform"

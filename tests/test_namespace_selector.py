@@ -162,6 +162,7 @@ def _policy_dir(tmp_path: Path) -> Path:
     return directory
 
 
+@pytest.mark.process
 def test_offline_mutate_takes_labels_from_the_flag_or_namespace_objects(tmp_path: Path) -> None:
     policies = _policy_dir(tmp_path)
     pod_file = write(tmp_path / "pod.yaml", {**POD, "metadata": {"name": "web", "namespace": "checkout"}})
@@ -179,6 +180,7 @@ def test_offline_mutate_takes_labels_from_the_flag_or_namespace_objects(tmp_path
     assert items[1]["spec"]["containers"][0]["env"] == [{"name": "AUDIT", "value": "on"}]
 
 
+@pytest.mark.process
 def test_offline_tools_refuse_to_guess_unknown_labels(tmp_path: Path) -> None:
     policies = _policy_dir(tmp_path)
     pod_file = write(tmp_path / "pod.yaml", POD)
@@ -191,6 +193,7 @@ def test_offline_tools_refuse_to_guess_unknown_labels(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "'team' is not key=value" in bad.stderr
 
 
+@pytest.mark.process
 def test_explain_names_the_namespace_labels_when_the_selector_misses(tmp_path: Path) -> None:
     policies = _policy_dir(tmp_path)
     pod_file = write(tmp_path / "pod.yaml", POD)
@@ -203,6 +206,7 @@ def test_explain_names_the_namespace_labels_when_the_selector_misses(tmp_path: P
             "(its labels: env=dev, kubernetes.io/metadata.name=checkout, team=payments)") in result.stdout
 
 
+@pytest.mark.process
 def test_policy_test_cases_give_namespace_labels(tmp_path: Path) -> None:
     policies = _policy_dir(tmp_path)
     case = {"name": "audited", "namespace": "checkout", "object": POD,
@@ -231,6 +235,7 @@ def test_policies_check_warns_about_a_namespace_selector_nothing_satisfies() -> 
     assert never_matches(_match(matchLabels={"env": "prod"})) == []
 
 
+@pytest.mark.process
 def test_serve_refuses_a_kubeconfig_that_does_not_exist(tmp_path: Path) -> None:
     for args, env in (((("--kubeconfig", str(tmp_path / "missing")),), {}),
                       ((), {"WEBHOOK_KUBECONFIG": str(tmp_path / "missing")})):

@@ -225,6 +225,7 @@ class _InProcess:
         self.thread.join(10)
 
 
+@pytest.mark.slow
 def test_a_cache_out_of_touch_too_long_decides_by_the_failure_rule_even_for_remembered_pods(
         fake: FakeApiServer, tmp_path: Path, pki: Path) -> None:
     with _InProcess(pki, _policies(tmp_path, INJECT), fake.write_kubeconfig(tmp_path / "kubeconfig")) as client:
@@ -244,6 +245,7 @@ def test_a_cache_out_of_touch_too_long_decides_by_the_failure_rule_even_for_reme
         _until(lambda: _env_of(client.admit(POD, namespace="checkout")) is not None)
 
 
+@pytest.mark.slow
 def test_only_so_many_requests_wait_for_namespace_labels(tmp_path: Path, pki: Path) -> None:
     gone = FakeApiServer().start()
     kubeconfig = gone.write_kubeconfig(tmp_path / "kubeconfig")

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from aiohttp import web
 
 from tests.conftest import SHIPPED_POLICIES, copy_policies
@@ -154,6 +155,7 @@ def test_a_directory_that_cannot_be_listed_is_a_reload_error(tmp_path: Path, mon
     assert holder.last_error == f"{policies}: cannot read the policy directory: Permission denied"
 
 
+@pytest.mark.slow
 def test_an_edit_made_while_the_server_starts_is_not_missed(tmp_path: Path) -> None:
     # The edit lands after the policies were read and before the watcher takes its
     # first look: a watcher that took that look as its baseline would never reload

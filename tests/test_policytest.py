@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import ROOT
 from tests.test_cli import POD, webhook
+
+# Every test here runs the CLI in a process of its own.
+pytestmark = pytest.mark.process
 
 
 def _test_doc(**case: object) -> dict:

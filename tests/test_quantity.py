@@ -394,6 +394,7 @@ def test_float_parses_like_its_repr(value: float) -> None:
     assert parse_quantity(value) == parse_quantity(repr(value))
 
 
+@pytest.mark.slow
 @given(st.from_regex(r"[0-9]{1,20}(\.[0-9]{0,12})?([numkMGTPE]|[KMGTPE]i|[eE][+-]?[0-9]{1,3})?", fullmatch=True))
 def test_sign_symmetry(text: str) -> None:
     value = parse_quantity(text)

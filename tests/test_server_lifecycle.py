@@ -100,6 +100,7 @@ def test_a_mismatched_pair_is_refused_and_the_old_one_kept(start_server, tmp_pat
     _wait_for_serial_change(server.client, before)
 
 
+@pytest.mark.process
 def test_server_refuses_to_start_without_certificates(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "webhook", "serve", "--port", "0",
                              "--cert-dir", str(tmp_path), "--policies", str(SHIPPED_POLICIES)],
@@ -232,6 +233,7 @@ def test_engine_exception_answers_500_by_the_failure_rule(pki: Path, failure_pol
         assert client.admit(POD, endpoint="/validate").allowed  # the next request succeeds
 
 
+@pytest.mark.process
 def test_options_come_from_environment_variables_and_bad_policies_refuse_start(tmp_path: Path, pki: Path) -> None:
     (tmp_path / "broken.yaml").write_text(
         "apiVersion: runtime.platform.io/v1\nkind: InjectionPolicy\nmetadata: {name: x}\n"
@@ -269,6 +271,7 @@ def test_overload_is_shed_at_once_with_429(pki: Path) -> None:
         assert client.admit(POD, endpoint="/validate").allowed
 
 
+@pytest.mark.slow
 def test_slow_bodies_neither_turn_prompt_requests_away_nor_keep_their_slots(pki: Path) -> None:
     body = json.dumps(make_review(POD)).encode()
     with _InProcessServer(pki, max_inflight=2, body_timeout=0.8) as client:

@@ -499,6 +499,7 @@ FIELDS = st.sampled_from(["containers", "initContainers", "ephemeralContainers",
                           "hostNetwork", "os", "hostUsers"])
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=st.dictionaries(FIELDS, JSON, max_size=5), metadata=JSON)
 def test_arbitrary_json_never_crashes(spec: dict[str, Any], metadata: Any) -> None:

@@ -313,6 +313,7 @@ def test_a_shape_cuts_only_the_fields_a_key_leaves_out() -> None:
     assert memo_module._Shape.of(body, crowded["apiVersion"], crowded["request"]) is None
 
 
+@pytest.mark.process
 def test_replicas_are_validated_from_memory_over_tls(pki: Path, tmp_path: Path) -> None:
     server = ServerProcess(cert_dir=pki, policies=SHIPPED_POLICIES, log_file=tmp_path / "server.log",
                            args=["--log-level", "warning", "--port", str(_free_port())])

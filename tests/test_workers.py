@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, SHIPPED_POLICIES, copy_policies
 from tests.test_inject_shipped import pod
 from tests.test_policy_reload import EXTRA
@@ -136,6 +138,7 @@ def test_metrics_in_a_given_multiproc_dir_count_only_live_workers(
     assert sorted(p.name for p in metrics_dir.glob("gauge_live*.db")) == []
 
 
+@pytest.mark.process
 def test_a_missing_multiproc_dir_is_one_clear_line(tmp_path: Path, pki: Path) -> None:
     missing = tmp_path / "no-such-dir"
     for workers in ("2", "1"):
