@@ -538,3 +538,12 @@ def test_a_secret_name_with_a_control_character_cannot_break_the_warning_line() 
     result = run(pod(app(env=[{"name": "SERVICE_NAME", "valueFrom": ref}])))
     assert result.warnings == ["container 'app' keeps its own env var SERVICE_NAME=secretKeyRef(s\\nWarning: "
                                "forged/k); policy identity sets \"default.default\""]
+
+
+def test_a_policy_revision_ignores_fields_left_at_their_defaults() -> None:
+    """A field the schema gains must not change the revision of policies that do not use it."""
+    bare = policies_from_yaml(policy("agent", SIDECAR_PORT % ""))
+    spelled = policies_from_yaml(policy("agent", "requires: []\nonMissingRequirement: Skip\n" +
+                                        SIDECAR_PORT % ", onConflict: Deny"))
+    changed = policies_from_yaml(policy("agent", SIDECAR_PORT % ", onConflict: Skip"))
+    assert bare.injectors[0].revision == spelled.injectors[0].revision != changed.injectors[0].revision

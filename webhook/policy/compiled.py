@@ -161,7 +161,11 @@ def compile_injection(policy: InjectionPolicy) -> CompiledInjection:
                                     sidecar.on_conflict, expansion=CONTAINER_EXPANSION))
     return CompiledInjection(
         name=policy.metadata.name,
-        revision=hashlib.sha256(policy.model_dump_json(by_alias=True).encode()).hexdigest()[:12],
+        # Defaults left out: a field the schema gains (requires, a port's onConflict) leaves
+        # the policies that do not use it at their revision, so an upgrade neither marks every
+        # injected pod stale nor drops what later admission plugins set on its containers.
+        revision=hashlib.sha256(policy.model_dump_json(by_alias=True, exclude_defaults=True).encode())
+        .hexdigest()[:12],
         priority=policy.spec.priority,
         mode=policy.spec.mode,
         opt_in=policy.spec.opt_in,
