@@ -7,8 +7,12 @@ import json
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import copy_policies
 from tests.test_cli import webhook, write
+
+pytestmark = pytest.mark.process   # every test runs the command line in a process
 
 DEPLOYMENT = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "checkout"},
               "spec": {"selector": {"matchLabels": {"app": "checkout"}},
