@@ -1,50 +1,60 @@
-"""An in-process fake of the few Kubernetes API endpoints the cluster commands use.
+"""An in-process fake of the Kubernetes API endpoints the cluster commands and the
+controller use.
 
 Not a Kubernetes API server: plain HTTP on 127.0.0.1 (ephemeral port), an aiohttp
-app on its own event loop in a background thread, and an in-memory store. It
-answers the way kube-apiserver does for the requests `webhook install-ca` and
-`webhook report` make:
+app on its own event loop in a background thread, and an in-memory store
+(tests/fake_store.py). It answers the way kube-apiserver does where a client depends on it:
 
-- Secrets: GET, POST (create), PUT (update, with resourceVersion conflicts and
-  immutable `type`), PATCH (JSON patch and merge patch); `stringData` is folded
-  into `data` as the real server does.
-- Mutating/ValidatingWebhookConfigurations: GET, PATCH.
-- Pods: GET list in a namespace and across all namespaces, with `limit` and
-  `continue` paging. List items carry no kind/apiVersion, as on a real server.
-- Namespaces: GET one, list (paged; the list's resourceVersion is the store's).
-- Watches of namespaces and of pods (in one namespace or all), `?watch=true&
-  resourceVersion=RV`: the changes after RV as ADDED / MODIFIED / DELETED events, then
-  live ones, BOOKMARK events every `bookmark_interval` seconds when
-  `allowWatchBookmarks` is set, the stream ended after `timeoutSeconds`. A watch from a
-  version older than the retained history (`compact()` forgets it) gets a 200 with one
-  ERROR event holding a 410 Expired Status, as kube-apiserver answers;
+- Pods, ConfigMaps, Namespaces, apps/v1 Deployments, ReplicaSets, StatefulSets and
+  DaemonSets, batch/v1 Jobs and CronJobs, coordination.k8s.io/v1 Leases, events.k8s.io/v1
+  Events: create (generateName too), get, list (in a namespace or across all; `limit` and
+  `continue` paging; `labelSelector`; `fieldSelector` on metadata.name, metadata.namespace
+  and a few fields per kind), watch, update (PUT), patch (JSON patch, JSON merge patch,
+  strategic merge patch: tests/fake_patch.py), delete (with preconditions), and the
+  /status subresource of the kinds that have one. List items carry no kind/apiVersion, as
+  on a real server. `dryRun=All` validates and stores nothing.
+- resourceVersion on every object and list from one cluster-wide counter; 409 Conflict
+  for an update with a stale resourceVersion; metadata.generation on workloads; the Pod
+  update rule and a few required fields checked, 422 Invalid otherwise (tests/fake_kinds.py).
+- Watches (`?watch=true&resourceVersion=RV`): the changes after RV as ADDED / MODIFIED /
+  DELETED events, then live ones; without RV (or RV 0) first an ADDED for every object,
+  as the real server's "get state and start at most recent". With a selector, an object
+  that stops matching is sent as DELETED and one that starts matching as ADDED. BOOKMARK
+  events every `bookmark_interval` seconds when `allowWatchBookmarks` is set, the stream
+  ended after `timeoutSeconds`. A watch from a version older than the retained history
+  (`compact()` forgets it) gets a 200 with one ERROR event holding a 410 Expired Status,
+  as kube-apiserver answers; a list continue token from before a compaction is a 410 too.
   `drop_watches()` cuts every open watch connection, `watch_delay` delays events.
-  Tests change watched objects with `put` / `set_labels` / `remove`, which record the
-  events (writes over HTTP to other kinds record none).
+- Secrets: GET, POST (create), PUT (update, with resourceVersion conflicts and
+  immutable `type`), PATCH; `stringData` is folded into `data` as the real server does.
+  Mutating/ValidatingWebhookConfigurations: GET, PATCH.
 - Errors are `Status` objects (404 NotFound, 409 AlreadyExists/Conflict, 403
-  Forbidden, 415, 422 Invalid).
+  Forbidden, 410 Expired, 415, 422 Invalid).
+
+Tests change objects directly with `put` / `set_labels` / `remove` / `update_status`, which
+record watch events like writes over HTTP do.
 
 With `rbac` set, every request is authorized against those rules first (Role rules
 scoped to their namespace, ClusterRole rules everywhere; `resourceNames` never
-match create or list, as in Kubernetes RBAC), and anything else is a 403. Every
-request is recorded in `requests` as (verb, resource, namespace, name).
+match create or list, as in Kubernetes RBAC; a subresource is `pods/status`), and anything
+else is a 403. Every request is recorded in `requests` as (verb, resource, namespace, name).
 
 For failure tests: `fail()` makes the next matching requests answer an error
 (a 5xx, a 403) without touching the store; `before_request` runs before each request
 is handled (to change the store as a concurrent client would); `after_write`
-callbacks run after each successful write; `clock_offset` shifts the `Date` header
-(an API server whose clock differs from the client's).
+callbacks run after each successful write; `admission` callbacks see each create and
+update over HTTP and may change the object or refuse it with an ApiError (an admission
+webhook); `clock_offset` shifts the `Date` header (an API server whose clock differs
+from the client's).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import copy
-import itertools
+import binascii
 import json
 import threading
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -52,17 +62,23 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
-import jsonpatch
 import yaml
 from aiohttp import web
+
+from tests.fake_kinds import KINDS, RESOURCE_OF_KIND
+from tests.fake_patch import JSON_PATCH, MERGE_PATCH, PatchError, apply_patch, merge_patch
+from tests.fake_selectors import SelectorError, field_selector, label_selector
+from tests.fake_store import ApiError, Change, ObjectStore, clone, not_found
+
+__all__ = ["ADMISSION", "ApiError", "FakeApiServer", "JSON_PATCH", "MERGE_PATCH", "Rule", "merge_patch",
+           "rules_from_manifests"]
 
 ADMISSION = "admissionregistration.k8s.io"
 WEBHOOK_CONFIG_KINDS = {"mutatingwebhookconfigurations": "MutatingWebhookConfiguration",
                         "validatingwebhookconfigurations": "ValidatingWebhookConfiguration"}
-JSON_PATCH = "application/json-patch+json"
-# Resources whose changes are recorded for watches: resource -> kind.
-WATCHED = {"namespaces": "Namespace", "pods": "Pod"}
-MERGE_PATCH = "application/merge-patch+json"
+# Served by the generic handlers (secrets and webhook configurations keep their own).
+GENERIC = frozenset(KINDS) - {"secrets", *WEBHOOK_CONFIG_KINDS}
+Admission = Callable[[str, str, str, dict[str, Any], "dict[str, Any] | None"], "dict[str, Any] | None"]
 
 
 @dataclass(frozen=True)
@@ -111,60 +127,40 @@ def rules_from_manifests(documents: list[dict[str, Any]], service_account: str,
     return rules
 
 
-class ApiError(Exception):
-    def __init__(self, code: int, reason: str, message: str, *, name: str = "", kind: str = "",
-                 group: str = "") -> None:
-        super().__init__(message)
-        self.code, self.reason, self.message = code, reason, message
-        self.details = {"name": name, "group": group, "kind": kind} if name or kind else None
-
-    def status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                               "message": self.message, "reason": self.reason, "code": self.code}
-        if self.details:
-            out["details"] = {k: v for k, v in self.details.items() if v}
-        return out
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
 
 @dataclass
 class FakeApiServer:
     rbac: list[Rule] | None = None
-    objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     requests: list[tuple[str, str, str, str]] = field(default_factory=list)
     clock_offset: timedelta = timedelta(0)
     before_request: Callable[[str, str, str, str], None] | None = None
     after_write: list[Callable[[str, str, str, str], None]] = field(default_factory=list)
+    # (operation CREATE/UPDATE, resource, namespace, object, old object) -> the object to store
+    # (None: unchanged); raising ApiError refuses the request, as an admission webhook would.
+    admission: list[Admission] = field(default_factory=list)
     bookmark_interval: float = 1.0
     # How late watches deliver events (an API server under load; a lagging cache).
     watch_delay: float = 0.0
 
     def __post_init__(self) -> None:
-        # Changes to watched kinds as a watch replays them:
-        # (resourceVersion, resource, namespace, type, object).
-        self._events: list[tuple[int, str, str, str, dict[str, Any]]] = []
-        self._history_start = 0       # a watch from a version below this gets 410 Expired
+        self.store = ObjectStore()
         self._changed: asyncio.Event | None = None
+        self._wake_pending = False
         self._watches: set[Any] = set()   # transports of open watch streams
         self._failures: list[list[Any]] = []
-        self._lock = threading.Lock()
-        self._versions = itertools.count(1000)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self.port = 0
+
+    @property
+    def objects(self) -> dict[tuple[str, str, str], dict[str, Any]]:
+        """(resource, namespace, name) -> object; "" namespace for cluster-scoped kinds."""
+        return self.store.objects
+
+    @property
+    def _lock(self) -> threading.Lock:
+        return self.store.lock
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -203,7 +199,16 @@ class FakeApiServer:
 
     def stop(self) -> None:
         if self._loop and self._thread:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            loop = self._loop
+
+            def shutdown() -> None:
+                # Open watches end first, so the runner's cleanup does not wait for them.
+                for transport in list(self._watches):
+                    transport.abort()
+                self._watches.clear()
+                self._wake_watches()
+                loop.stop()
+            loop.call_soon_threadsafe(shutdown)
             self._thread.join(10)
 
     def __enter__(self) -> FakeApiServer:
@@ -229,21 +234,23 @@ class FakeApiServer:
     # -- store access for tests ----------------------------------------------------------
 
     def put(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Store an object as is (a test fixture), completing its server-set metadata."""
-        resource = {"Secret": "secrets", "Pod": "pods", "Namespace": "namespaces",
-                    **{v: k for k, v in WEBHOOK_CONFIG_KINDS.items()}}[obj["kind"]]
-        obj = copy.deepcopy(obj)
+        """Store an object as is (a test fixture: no validation, status kept), completing
+        its server-set metadata and recording the watch event."""
+        resource = RESOURCE_OF_KIND[obj["kind"]]
+        obj = clone(obj)
         if resource == "secrets":
             _fold_string_data(obj)
-        namespace = obj["metadata"].get("namespace", "") if resource in ("secrets", "pods") else ""
+        namespace = obj["metadata"].get("namespace", "") if KINDS[resource].namespaced else ""
+        if KINDS[resource].generation:
+            obj["metadata"].setdefault("generation", 1)
         with self._lock:
             key = (resource, namespace, obj["metadata"]["name"])
-            existed = key in self.objects
-            self._stamp(obj, new=True)
+            previous = self.objects.get(key)
+            self.store.stamp(obj, new=True)
             self.objects[key] = obj
-            if resource in WATCHED:
-                self._event(resource, namespace, "MODIFIED" if existed else "ADDED", obj)
-        return copy.deepcopy(obj)
+            self.store.record(resource, namespace, "ADDED" if previous is None else "MODIFIED", obj, previous)
+        self._wake()
+        return clone(obj)
 
     def put_namespace(self, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
         return self.put({"apiVersion": "v1", "kind": "Namespace",
@@ -254,17 +261,68 @@ class FakeApiServer:
     def set_labels(self, name: str, labels: dict[str, str]) -> None:
         """Replace a namespace's labels (kubectl label --overwrite), recording MODIFIED."""
         with self._lock:
-            obj = self.objects[("namespaces", "", name)]
+            current = self.objects[("namespaces", "", name)]
+            obj = clone(current)
             obj["metadata"]["labels"] = {"kubernetes.io/metadata.name": name, **labels}
-            self._stamp(obj, new=False)
-            self._event("namespaces", "", "MODIFIED", obj)
+            self.store.stamp(obj, new=False)
+            self.objects[("namespaces", "", name)] = obj
+            self.store.record("namespaces", "", "MODIFIED", obj, current)
+        self._wake()
+
+    # The same writes as over HTTP, without HTTP (the simulated controllers use these).
+
+    def create(self, resource: str, obj: dict[str, Any], namespace: str = "") -> dict[str, Any]:
+        with self._lock:
+            out = self.store.create(resource, namespace or (obj.get("metadata") or {}).get("namespace", ""), obj)
+        self._wake()
+        return out
+
+    def update(self, resource: str, obj: dict[str, Any], *, subresource: str = "") -> dict[str, Any]:
+        meta = obj["metadata"]
+        with self._lock:
+            out = self.store.update(resource, meta.get("namespace", ""), meta["name"], obj,
+                                    subresource=subresource)
+        self._wake()
+        return out
+
+    def update_status(self, resource: str, name: str, namespace: str, status: dict[str, Any]) -> dict[str, Any]:
+        """Write an object's status (as its controller or the kubelet does)."""
+        with self._lock:
+            current = self.objects.get((resource, namespace, name))
+            if current is None:
+                raise not_found(resource, name)
+            out = self.store.update(resource, namespace, name, {**current, "status": status}, subresource="status")
+        self._wake()
+        return out
+
+    def delete(self, resource: str, name: str, namespace: str = "") -> dict[str, Any]:
+        with self._lock:
+            out = self.store.delete(resource, namespace, name)
+        self._wake()
+        return out
+
+    def list(self, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return [clone(obj) for (r, ns, _), obj in sorted(self.objects.items())
+                    if r == resource and namespace in (None, ns)]
+
+    def snapshot(self, resource: str) -> list[dict[str, Any]]:
+        """The stored objects themselves, sorted, without copies: for readers that never
+        change what they get (the store replaces an object on each write, never edits it)."""
+        with self._lock:
+            return [obj for (r, _, _), obj in sorted(self.objects.items()) if r == resource]
 
     def compact(self) -> None:
         """Forget the change history, as etcd compaction does: a watch from an older
         version is answered 410 Expired."""
         with self._lock:
-            self._history_start = int(next(self._versions))
-            self._events.clear()
+            self.store.compact()
+
+    @property
+    def resource_version(self) -> int:
+        """The newest version written (what a list answers now)."""
+        with self._lock:
+            return self._current_version()
 
     def drop_watches(self) -> None:
         """Cut every open watch connection (a restarted API server, a load balancer's idle cut)."""
@@ -272,36 +330,39 @@ class FakeApiServer:
             def abort() -> None:
                 for transport in list(self._watches):
                     transport.abort()
+                self._watches.clear()
+                self._wake_watches()   # so each stream's handler sees its cut and ends
             self._loop.call_soon_threadsafe(abort)
 
     @property
     def open_watches(self) -> int:
         return len(self._watches)
 
-    def _event(self, resource: str, namespace: str, kind: str, obj: dict[str, Any]) -> None:
-        """Record a change of a watched kind (under the lock) and wake the watches."""
-        self._events.append((int(obj["metadata"]["resourceVersion"]), resource, namespace, kind,
-                             copy.deepcopy(obj)))
-        if self._loop is not None:
+    def _wake(self) -> None:
+        # One wake-up pending at a time: a burst of writes costs the loop one callback.
+        if self._loop is not None and not self._loop.is_closed() and not self._wake_pending:
+            self._wake_pending = True
             self._loop.call_soon_threadsafe(self._wake_watches)
 
     def _wake_watches(self) -> None:
+        self._wake_pending = False
         changed, self._changed = self._changed, asyncio.Event()
         if changed is not None:
             changed.set()
+
     def get(self, resource: str, name: str, namespace: str = "") -> dict[str, Any] | None:
         with self._lock:
             obj = self.objects.get((resource, namespace, name))
-            return copy.deepcopy(obj) if obj is not None else None
+            return clone(obj) if obj is not None else None
 
     def remove(self, resource: str, name: str, namespace: str = "") -> None:
-        """Delete an object (as `kubectl delete` would)."""
+        """Delete an object (as `kubectl delete` would), recording DELETED."""
         with self._lock:
             obj = self.objects.pop((resource, namespace, name))
-            if resource in WATCHED:
-                obj = copy.deepcopy(obj)
-                self._stamp(obj, new=False)
-                self._event(resource, namespace, "DELETED", obj)
+            gone = clone(obj)
+            self.store.stamp(gone, new=False)
+            self.store.record(resource, namespace, "DELETED", gone, obj)
+        self._wake()
 
     def fail(self, verb: str, resource: str, name: str = "", *, code: int = 500,
              reason: str = "InternalError", message: str = "etcdserver: request timed out",
@@ -316,15 +377,13 @@ class FakeApiServer:
             self._failures.clear()
 
     def writes(self) -> list[tuple[str, str, str, str]]:
-        return [r for r in self.requests if r[0] not in ("get", "list")]
+        return [r for r in self.requests if r[0] not in ("get", "list", "watch")]
 
     def _stamp(self, obj: dict[str, Any], *, new: bool) -> None:
-        meta = obj.setdefault("metadata", {})
-        if new:
-            meta.setdefault("uid", str(uuid.uuid4()))
-            meta.setdefault("creationTimestamp",
-                            datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
-        meta["resourceVersion"] = str(next(self._versions))
+        self.store.stamp(obj, new=new)
+
+    def _current_version(self) -> int:
+        return max(self.store.last_version, self.store.history_start)
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -339,53 +398,167 @@ class FakeApiServer:
                                                        usegmt=True)
         return response
 
-    async def _dispatch(self, request: web.Request) -> web.Response:
-        parts = [p for p in request.path.split("/") if p]
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = _parse_path(request.path)
+        group, namespace, resource, name, subresource = path
         body = await request.read()
-        # /api/v1/namespaces/{ns}/{resource}[/{name}], /api/v1/{resource}[/{name}],
-        # /apis/{group}/v1/{resource}[/{name}]
-        if parts[:2] == ["api", "v1"] and len(parts) in (5, 6) and parts[2] == "namespaces":
-            group, namespace, resource, name = "", parts[3], parts[4], parts[5] if len(parts) == 6 else ""
-        elif parts[:2] == ["api", "v1"] and len(parts) in (3, 4):
-            group, namespace, resource, name = "", None, parts[2], parts[3] if len(parts) == 4 else ""
-        elif len(parts) in (4, 5) and parts[0] == "apis" and parts[2] == "v1":
-            group, namespace, resource, name = parts[1], None, parts[3], parts[4] if len(parts) == 5 else ""
-        else:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
         verb = {"GET": "get" if name else "list", "POST": "create", "PUT": "update",
                 "PATCH": "patch", "DELETE": "delete"}.get(request.method, request.method.lower())
         if verb == "list" and request.query.get("watch") in ("true", "1"):
             verb = "watch"
+        full_resource = f"{resource}/{subresource}" if subresource else resource
         with self._lock:
-            self.requests.append((verb, resource, namespace or "", name))
+            self.requests.append((verb, full_resource, namespace or "", name))
         if self.before_request is not None:
-            self.before_request(verb, resource, namespace or "", name)
-        self._authorize(verb, group, resource, namespace, name)
+            self.before_request(verb, full_resource, namespace or "", name)
+        self._authorize(verb, group, full_resource, namespace, name)
         with self._lock:
             for failure in self._failures:
-                if failure[4] > 0 and failure[0] == verb and failure[1] == resource and failure[2] in ("", name):
+                if failure[4] > 0 and failure[0] == verb and failure[1] == full_resource \
+                        and failure[2] in ("", name):
                     failure[4] -= 1
                     raise failure[3]
-        key = (group, resource)
-        if group == "" and resource in WATCHED and verb == "watch":
-            return await self._watch(request, resource, namespace)
-        with self._lock:
-            if key == ("", "namespaces") and namespace is None and verb in ("get", "list"):
-                result = self._namespaces(request, verb, name)
-            elif key == ("", "secrets") and namespace is not None:
-                result = self._secrets(request, verb, namespace, name, body)
-            elif key == ("", "pods") and verb == "list":
-                result = self._list_pods(request, namespace)
-            elif group == ADMISSION and resource in WEBHOOK_CONFIG_KINDS and verb in ("get", "patch"):
-                result = self._webhook_config(request, verb, resource, name, body)
-            else:
-                raise ApiError(405 if name or verb == "list" else 404, "MethodNotAllowed" if name else "NotFound",
-                               f"{verb} {resource} is not supported by the fake API server")
-        status, obj = result
+        if resource in GENERIC and KINDS[resource].group == group:
+            info = KINDS[resource]
+            if info.namespaced and namespace is None and verb not in ("list", "watch"):
+                raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            if not info.namespaced and namespace is not None:
+                raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            if verb == "watch":
+                return await self._watch(request, resource, namespace)
+            status, obj = self._generic(request, verb, resource, namespace or "", name, subresource, body)
+        else:
+            with self._lock:
+                if resource == "secrets" and group == "" and namespace is not None and not subresource:
+                    status, obj = self._secrets(request, verb, namespace, name, body)
+                elif group == ADMISSION and resource in WEBHOOK_CONFIG_KINDS and verb in ("get", "patch"):
+                    status, obj = self._webhook_config(request, verb, resource, name, body)
+                elif resource in KINDS and KINDS[resource].group == group:
+                    raise ApiError(405, "MethodNotAllowed",
+                                   f"{verb} {full_resource} is not supported by the fake API server")
+                else:   # a kind the server does not serve (a CRD not installed)
+                    raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if verb not in ("get", "list"):
             for callback in list(self.after_write):
-                callback(verb, resource, namespace or "", name)
+                callback(verb, full_resource, namespace or "", name)
         return web.json_response(obj, status=status)
+
+    def _generic(self, request: web.Request, verb: str, resource: str, namespace: str, name: str,
+                 subresource: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        dry_run = request.query.get("dryRun") == "All"
+        if verb == "list":
+            with self._lock:
+                return 200, self._list(request, resource, namespace or None)
+        if subresource and (subresource != "status" or not KINDS[resource].status):
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if verb == "get":
+            with self._lock:
+                obj = self.objects.get((resource, namespace, name))
+            if obj is None:
+                raise not_found(resource, name)
+            return 200, clone(obj)
+        if verb == "create":
+            if subresource:
+                raise ApiError(405, "MethodNotAllowed", f"create {resource}/{subresource} is not supported")
+            obj = self._admit("CREATE", resource, namespace, _json_body(body), None)
+            with self._lock:
+                created = self.store.create(resource, namespace, obj, dry_run=dry_run)
+            self._wake()
+            return 201, created
+        if verb in ("update", "patch"):
+            with self._lock:
+                current = self.objects.get((resource, namespace, name))
+            if current is None:
+                raise not_found(resource, name)
+            if verb == "update":
+                new = _json_body(body)
+            else:
+                new = _apply_patch(current, body, request.content_type)
+                # A patch applies to the version it read: never a conflict unless it names one.
+                sent = (new.get("metadata") or {}).get("resourceVersion")
+                if sent == current["metadata"].get("resourceVersion"):
+                    new["metadata"].pop("resourceVersion", None)
+            if not subresource:
+                new = self._admit("UPDATE", resource, namespace, new, current)
+            with self._lock:
+                updated = self.store.update(resource, namespace, name, new, subresource=subresource,
+                                            dry_run=dry_run)
+            self._wake()
+            return 200, updated
+        if verb == "delete":
+            options = _json_body(body) if body.strip() else {}
+            with self._lock:
+                gone = self.store.delete(resource, namespace, name, preconditions=options.get("preconditions"),
+                                         dry_run=dry_run)
+            self._wake()
+            if resource == "pods":
+                return 200, gone   # the pod's delete answers the pod, as its registry does
+            return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                         "details": {"name": name, "group": KINDS[resource].group, "kind": resource,
+                                     "uid": gone["metadata"]["uid"]}}
+        raise ApiError(405, "MethodNotAllowed", f"{verb} {resource} is not supported by the fake API server")
+
+    def _admit(self, operation: str, resource: str, namespace: str, obj: dict[str, Any],
+               old: dict[str, Any] | None) -> dict[str, Any]:
+        if self.admission:   # a webhook sees the object whole, its kind included
+            obj = {**obj, "kind": KINDS[resource].kind, "apiVersion": KINDS[resource].api_version}
+            if KINDS[resource].namespaced:
+                obj["metadata"] = {**(obj.get("metadata") or {}), "namespace": namespace}
+        for review in self.admission:
+            changed = review(operation, resource, namespace, clone(obj), clone(old) if old else None)
+            if changed is not None:
+                obj = changed
+        return obj
+
+    def _selection(self, request: web.Request, resource: str,
+                   namespace: str | None) -> Callable[[dict[str, Any]], bool]:
+        try:
+            labels = label_selector(request.query.get("labelSelector") or "")
+            fields = field_selector(request.query.get("fieldSelector") or "", resource)
+        except SelectorError as exc:
+            raise ApiError(400, "BadRequest", str(exc)) from None
+
+        def selected(obj: dict[str, Any]) -> bool:
+            meta = obj.get("metadata") or {}
+            return (namespace is None or meta.get("namespace", "") == namespace) and labels(obj) and fields(obj)
+        return selected
+
+    def _list(self, request: web.Request, resource: str, namespace: str | None) -> dict[str, Any]:
+        """Sorted by (namespace, name); a continue token carries the list's version and the
+        last key sent, so a page neither repeats nor skips what was there."""
+        selected = self._selection(request, resource, namespace)
+        version, after = self._current_version(), ("", "")
+        token = request.query.get("continue") or ""
+        if token:
+            try:
+                version, *last = json.loads(base64.urlsafe_b64decode(token.encode()))
+                after = (str(last[0]), str(last[1]))
+            except (ValueError, TypeError, IndexError, binascii.Error):
+                raise ApiError(400, "BadRequest", "continue key is not valid: incorrect encoded start "
+                               "resourceVersion (version meta.k8s.io/v1)") from None
+            if int(version) < self.store.history_start:
+                raise ApiError(410, "Expired", "The provided continue parameter is too old to display a "
+                               "consistent list result. You can start a new list without the continue parameter.")
+        try:
+            limit = int(request.query.get("limit") or 0)
+        except ValueError:
+            raise ApiError(400, "BadRequest", "limit: must be an integer") from None
+        items = [obj for (r, ns, name), obj in sorted(self.objects.items())
+                 if r == resource and (ns, name) > after and selected(obj)]
+        meta: dict[str, Any] = {"resourceVersion": str(version)}
+        if limit and len(items) > limit:
+            items = items[:limit]
+            last_meta = items[-1]["metadata"]
+            meta["continue"] = base64.urlsafe_b64encode(json.dumps(
+                [version, last_meta.get("namespace", ""), last_meta["name"]]).encode()).decode()
+        out = []
+        for obj in items:  # list items carry no kind/apiVersion on a real server either
+            item = clone(obj)
+            item.pop("kind", None)
+            item.pop("apiVersion", None)
+            out.append(item)
+        info = KINDS[resource]
+        return {"kind": f"{info.kind}List", "apiVersion": info.api_version, "metadata": meta, "items": out}
 
     def _authorize(self, verb: str, group: str, resource: str, namespace: str | None, name: str) -> None:
         if self.rbac is None:
@@ -408,7 +581,7 @@ class FakeApiServer:
         if verb == "get":
             if store_key not in self.objects:
                 raise self._not_found("secrets", name)
-            return 200, copy.deepcopy(self.objects[store_key])
+            return 200, clone(self.objects[store_key])
         if verb == "create":
             obj = _json_body(body)
             obj_name = (obj.get("metadata") or {}).get("name", "")
@@ -421,7 +594,7 @@ class FakeApiServer:
             obj["metadata"].pop("resourceVersion", None)
             self._stamp(obj, new=True)
             self.objects[("secrets", namespace, obj_name)] = obj
-            return 201, copy.deepcopy(obj)
+            return 201, clone(obj)
         if verb in ("update", "patch"):
             current = self.objects.get(store_key)
             if current is None:
@@ -445,12 +618,12 @@ class FakeApiServer:
                 new["metadata"][server_field] = current["metadata"][server_field]
             self._stamp(new, new=False)
             self.objects[store_key] = new
-            return 200, copy.deepcopy(new)
+            return 200, clone(new)
         raise ApiError(405, "MethodNotAllowed", f"{verb} secrets is not supported by the fake API server")
 
     @staticmethod
     def _prepare_secret(obj: dict[str, Any], namespace: str) -> dict[str, Any]:
-        obj = copy.deepcopy(obj)
+        obj = clone(obj)
         obj["kind"], obj["apiVersion"] = "Secret", "v1"
         obj.setdefault("type", "Opaque")
         meta = obj.setdefault("metadata", {})
@@ -476,7 +649,7 @@ class FakeApiServer:
         if current is None:
             raise self._not_found(resource, name, ADMISSION)
         if verb == "get":
-            return 200, copy.deepcopy(current)
+            return 200, clone(current)
         new = _apply_patch(current, body, request.content_type)
         if (new.get("metadata") or {}).get("name") != name:
             raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
@@ -489,37 +662,19 @@ class FakeApiServer:
                     raise ApiError(400, "BadRequest", "caBundle: illegal base64 data") from None
         self._stamp(new, new=False)
         self.objects[store_key] = new
-        return 200, copy.deepcopy(new)
-
-    def _namespaces(self, request: web.Request, verb: str, name: str) -> tuple[int, dict[str, Any]]:
-        if verb == "get":
-            obj = self.objects.get(("namespaces", "", name))
-            if obj is None:
-                raise self._not_found("namespaces", name)
-            return 200, copy.deepcopy(obj)
-        items = [copy.deepcopy(obj) for (resource, _, _), obj in sorted(self.objects.items())
-                 if resource == "namespaces"]
-        for item in items:
-            item.pop("kind", None)
-            item.pop("apiVersion", None)
-        start = int(request.query.get("continue") or 0)
-        limit = int(request.query.get("limit") or 0)
-        end = start + limit if limit else len(items)
-        # The list is as of the newest version written; a watch from it misses nothing.
-        meta: dict[str, Any] = {"resourceVersion": str(self._current_version())}
-        if end < len(items):
-            meta["continue"] = str(end)
-        return 200, {"kind": "NamespaceList", "apiVersion": "v1", "metadata": meta, "items": items[start:end]}
-
-    def _current_version(self) -> int:
-        versions = [int(o["metadata"]["resourceVersion"]) for o in self.objects.values()]
-        versions += [e[0] for e in self._events] + [self._history_start]
-        return max(versions, default=0)
+        return 200, clone(new)
 
     async def _watch(self, request: web.Request, resource: str, namespace: str | None) -> web.StreamResponse:
+        selected = self._selection(request, resource, namespace)
         raw_version = request.query.get("resourceVersion") or ""
-        timeout = float(request.query.get("timeoutSeconds") or 1800)
+        if raw_version and not raw_version.isdigit():
+            raise ApiError(400, "BadRequest", f"invalid resource version: {raw_version!r}")
+        try:
+            timeout = float(request.query.get("timeoutSeconds") or 1800)
+        except ValueError:
+            raise ApiError(400, "BadRequest", "timeoutSeconds: must be an integer") from None
         bookmarks = request.query.get("allowWatchBookmarks") in ("true", "1")
+        info = KINDS[resource]
         response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         await response.prepare(request)
         transport = request.transport
@@ -530,40 +685,52 @@ class FakeApiServer:
             await response.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
 
         try:
+            initial: list[dict[str, Any]] = []
             with self._lock:
-                since = int(raw_version) if raw_version.isdigit() else self._current_version()
-                expired = since < self._history_start
-                oldest = self._history_start
+                if raw_version in ("", "0"):
+                    # No version: the current state as ADDED events, then what follows.
+                    initial = [clone(obj) for (r, _, _), obj in sorted(self.objects.items())
+                               if r == resource and selected(obj)]
+                    since = self._current_version()
+                else:
+                    since = int(raw_version)
+                expired = since < self.store.history_start
+                oldest = self.store.history_start
             if expired:
                 await send("ERROR", {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                                      "message": f"too old resource version: {since} ({oldest})",
                                      "reason": "Expired", "code": 410})
                 return response
+            for obj in initial:
+                await send("ADDED", obj)
             loop = asyncio.get_running_loop()
             ends = loop.time() + timeout
             next_bookmark = loop.time() + self.bookmark_interval
-            while loop.time() < ends:
+            while loop.time() < ends and not (transport is not None and transport.is_closing()):
                 if self._changed is None:
                     self._changed = asyncio.Event()
                 changed = self._changed
                 with self._lock:
-                    pending = [(v, k, copy.deepcopy(o)) for v, r, ns, k, o in self._events
-                               if v > since and r == resource and namespace in (None, ns)]
+                    changes = [c for c in self.store.changes_after(since) if c.resource == resource]
+                    pending = [(c.version, _visible(c, selected)) for c in changes]
                 if pending and self.watch_delay:
                     await asyncio.sleep(self.watch_delay)
-                for version, kind, obj in pending:
-                    await send(kind, obj)
+                for version, event in pending:
+                    if event is not None:
+                        await send(*event)
                     since = version
                 if bookmarks and loop.time() >= next_bookmark:
                     with self._lock:
                         current = self._current_version()
-                    await send("BOOKMARK", {"kind": WATCHED[resource], "apiVersion": "v1",
+                    await send("BOOKMARK", {"kind": info.kind, "apiVersion": info.api_version,
                                             "metadata": {"resourceVersion": str(max(current, since))}})
                     since = max(current, since)
                     next_bookmark = loop.time() + self.bookmark_interval
                 wake = min(ends, next_bookmark if bookmarks else ends) - loop.time()
                 try:
-                    await asyncio.wait_for(changed.wait(), max(wake, 0.001))
+                    # At most a second between looks at the connection: a client that went
+                    # away leaves no handler behind for long.
+                    await asyncio.wait_for(changed.wait(), min(max(wake, 0.001), 1.0))
                 except TimeoutError:
                     pass
             await response.write_eof()
@@ -574,19 +741,48 @@ class FakeApiServer:
                 self._watches.discard(transport)
         return response
 
-    def _list_pods(self, request: web.Request, namespace: str | None) -> tuple[int, dict[str, Any]]:
-        pods = [copy.deepcopy(obj) for (resource, ns, _), obj in sorted(self.objects.items())
-                if resource == "pods" and (namespace is None or ns == namespace)]
-        for pod in pods:  # list items carry no kind/apiVersion on a real server either
-            pod.pop("kind", None)
-            pod.pop("apiVersion", None)
-        start = int(request.query.get("continue") or 0)
-        limit = int(request.query.get("limit") or 0)
-        end = start + limit if limit else len(pods)
-        meta: dict[str, Any] = {"resourceVersion": str(next(self._versions))}
-        if end < len(pods):
-            meta["continue"] = str(end)
-        return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": meta, "items": pods[start:end]}
+
+def _visible(change: Change, selected: Callable[[dict[str, Any]], bool]) -> tuple[str, dict[str, Any]] | None:
+    """The event a watch with this selection sees for a change (None: none); the object
+    is the stored one, to be serialized at once and never changed."""
+    now = selected(change.obj)
+    before = change.previous is not None and selected(change.previous)
+    if change.type == "MODIFIED":
+        if now and before:
+            return "MODIFIED", change.obj
+        if now:
+            return "ADDED", change.obj
+        return ("DELETED", change.obj) if before else None
+    if change.type == "DELETED":
+        return ("DELETED", change.obj) if (before or now) else None
+    return (change.type, change.obj) if now else None
+
+
+def _parse_path(path: str) -> tuple[str, str | None, str, str, str]:
+    """(group, namespace or None, resource, name, subresource) of an API path:
+    /api/v1[/namespaces/{ns}]/{resource}[/{name}[/{subresource}]] and
+    /apis/{group}/v1[/namespaces/{ns}]/{resource}[/{name}[/{subresource}]]."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:2] == ["api", "v1"]:
+        group, rest = "", parts[2:]
+    elif len(parts) >= 3 and parts[0] == "apis" and parts[2] == "v1":
+        group, rest = parts[1], parts[3:]
+    else:
+        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+    namespace: str | None = None
+    # /namespaces/{ns}/{resource}... is namespaced; /namespaces[/{name}[/status]] is the Namespace kind.
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        namespace, rest = rest[1], rest[2:]
+    if not 1 <= len(rest) <= 3:
+        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+    return group, namespace, rest[0], rest[1] if len(rest) > 1 else "", rest[2] if len(rest) > 2 else ""
+
+
+def _apply_patch(current: dict[str, Any], body: bytes, content_type: str) -> dict[str, Any]:
+    try:
+        return apply_patch(current, body, content_type)
+    except PatchError as exc:
+        raise ApiError(exc.code, exc.reason, exc.message) from None
 
 
 def _json_body(body: bytes) -> dict[str, Any]:
@@ -597,28 +793,6 @@ def _json_body(body: bytes) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ApiError(400, "BadRequest", "the body must be a JSON object")
     return obj
-
-
-def _apply_patch(current: dict[str, Any], body: bytes, content_type: str) -> dict[str, Any]:
-    try:
-        patch = json.loads(body)
-    except ValueError as exc:
-        raise ApiError(400, "BadRequest", f"invalid JSON patch body: {exc}") from None
-    if content_type == JSON_PATCH:
-        if not isinstance(patch, list):
-            raise ApiError(400, "BadRequest", "json: cannot unmarshal object into Go value of type jsonpatch.Patch")
-        try:
-            return jsonpatch.apply_patch(current, patch)
-        except jsonpatch.JsonPatchTestFailed as exc:
-            raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our "
-                           f"request: testing value failed: {exc}") from None
-        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
-            raise ApiError(422, "Invalid", f"the server rejected our request: {exc}") from None
-    if content_type == MERGE_PATCH:
-        return merge_patch(current, patch)
-    raise ApiError(415, "UnsupportedMediaType",
-                   f"the body of the request was in an unknown format - accepted media types include: "
-                   f"{JSON_PATCH}, {MERGE_PATCH} (the fake API server does not implement {content_type})")
 
 
 def _fold_string_data(obj: dict[str, Any]) -> None:
