@@ -146,6 +146,8 @@ def run_explain(documents: Sequence[Document], *, policies: PolicySet, namespace
                     other = f" (already from {c['with']})" if "with" in c else ""
                     out.write(f"    {name}: conflict on {c['kind']} {c['name']}{where}{other}: "
                               f"{c['resolution']}\n")
+            for warning in result.injection.warnings:
+                out.write(f"    warning: {warning}\n")
         out.write("  validation:\n")
         request = make_request(doc.obj, namespace=result.namespace, username=username, groups=groups)
         target_facts = facts if facts is not None else pod_facts(doc.obj, namespace=result.namespace,

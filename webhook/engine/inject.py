@@ -14,7 +14,9 @@ from typing import Any
 
 from webhook.engine import patch as jp
 from webhook.engine.bounds import DEFAULT_LIMITS, Limits, check_deadline, too_many_containers
+from webhook.engine.conflicts import ConflictNotes, same_item, shown_name
 from webhook.engine.ledger import LEDGER_ANNOTATION, Ledger, LedgerError, PolicyRecord, parse_ledger
+from webhook.engine.ports import port_clashes
 from webhook.engine.applies import INJECT_ANNOTATION, ignored_choices, opted_out_of_all, skip_reason
 from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
 from webhook.engine.pod import PodFacts, pod_facts
@@ -24,7 +26,7 @@ from webhook.engine.rendered import (MEASURE_POD_FROM_BYTES, OP_OVERHEAD_BYTES, 
                                      may_grow, object_size, render, size_of, too_large)
 from webhook.policy.common import LABEL_VALUE_RULE, Mode, OptOut, valid_label_value
 from webhook.policy.compiled import CompiledInjection, ContainerField, Item
-from webhook.policy.injection import OnConflict
+from webhook.policy.injection import MissingRequirement, OnConflict
 from webhook.policy.loader import PolicySet
 from webhook.policy.template import TemplateContext, quoted
 
@@ -36,12 +38,17 @@ class PolicyOutcome:
     why: str = ""                # why it did not apply (or what it would have done)
     shadow: bool = False
     record: PolicyRecord | None = None  # what it added, when applied
+    kept: tuple[str, ...] = ()          # injected containers whose resources another plugin set
 
     @property
     def reason(self) -> str:
         """Why it did not apply, or what it changed (summarised only when asked: `explain`)."""
         if self.record is not None and not self.why:
-            return _summary(self.record) or "nothing to add"
+            summary = _summary(self.record) or "nothing to add"
+            if self.kept:
+                summary += (f"; kept the resources another admission plugin set on {', '.join(self.kept)} "
+                            "(policy revision unchanged)")
+            return summary
         return self.why
 
 
@@ -90,12 +97,19 @@ class _Sections:
     # Container -> how many env vars earlier policies put at the front of its env: the next
     # policy's go after them, so the injected ones keep the policies' order.
     env_front: dict[str, int] = field(default_factory=dict)
+    # What the pod kept against a policy (onConflict: Keep), for the pod's author to hear.
+    notes: ConflictNotes = field(default_factory=ConflictNotes)
 
     def copy(self) -> _Sections:
         return _Sections(list(self.init), list(self.containers), list(self.volumes), dict(self.labels),
                          dict(self.annotations), self.ephemeral_names, self.init_names, self.container_names,
                          list(self.injected_init),
-                         dict(self.injected_names), dict(self.injected_volumes), dict(self.env_front))
+                         dict(self.injected_names), dict(self.injected_volumes), dict(self.env_front),
+                         self.notes.copy())
+
+    def start_order(self) -> list[dict[str, Any]]:
+        """The init containers as the pod will hold them: injected ones first, in their order."""
+        return [c for _, c in sorted(self.injected_init, key=lambda rc: rc[0])] + self.init
 
 
 def _name(obj: dict[str, Any]) -> str:
@@ -141,6 +155,7 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet, limits: 
         volumes=dicts_in(spec.get("volumes")),
         labels=dict(as_dict(metadata.get("labels"))), annotations=dict(as_dict(metadata.get("annotations"))),
         ephemeral_names=frozenset(_name(c) for c in dicts_in(spec.get("ephemeralContainers")))), previous)
+    kept_resources = _kept_resources(spec, previous, policies)
     sections.init_names = frozenset(_name(c) for c in sections.init)
     sections.container_names = frozenset(_name(c) for c in sections.containers)
 
@@ -175,8 +190,11 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet, limits: 
             policy_ctx = owner_ctx
         trial = sections.copy()
         record = PolicyRecord(name=policy.name, revision=policy.revision)
+        kept: list[str] = []
         try:
-            _apply(policy, trial, record, policy_ctx, policies.init_order, budget)
+            _check_requirements(policy, outcomes)
+            _apply(policy, trial, record, policy_ctx, policies.init_order, budget, kept_resources=kept_resources,
+                   kept=kept)
         except (_Deny, Refused) as exc:
             if policy.mode is Mode.SHADOW:
                 warnings.append(f"shadow policy {policy.name} would deny this pod: {exc}")
@@ -185,6 +203,10 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet, limits: 
             return InjectionResult(patch=[], pod=pod, warnings=warnings, denial=str(exc),
                                    outcomes=[*outcomes, PolicyOutcome(policy.name, False, f"denied: {exc}")])
         except _SkipPolicy as exc:
+            if policy.mode is Mode.SHADOW:
+                # A Shadow policy changes nothing in the pod, its ledger included.
+                outcomes.append(PolicyOutcome(policy.name, False, f"would skip itself: {exc}", shadow=True))
+                continue
             ledger.skipped.append({"policy": policy.name, "reason": str(exc)})
             outcomes.append(PolicyOutcome(policy.name, False, f"skipped: {exc}"))
             continue
@@ -198,9 +220,9 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet, limits: 
         budget.commit()
         sections = trial
         ledger.policies.append(record)
-        outcomes.append(PolicyOutcome(policy.name, True, record=record))
+        outcomes.append(PolicyOutcome(policy.name, True, record=record, kept=tuple(kept)))
 
-    new_init = [c for _, c in sorted(sections.injected_init, key=lambda rc: rc[0])] + sections.init
+    new_init = sections.start_order()
     if ledger.policies or ledger.skipped:
         sections.annotations[LEDGER_ANNOTATION] = ledger.dumps()
         size = budget.committed + len(sections.annotations[LEDGER_ANNOTATION])
@@ -226,6 +248,7 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet, limits: 
     if problems:
         return InjectionResult(patch=[], pod=pod, warnings=warnings, outcomes=outcomes,
                                denial="injection would make the pod invalid: " + "; ".join(sorted(problems)))
+    warnings += sections.notes.warnings()
 
     ops = _patch(pod, metadata, spec, sections, new_init)
     new_metadata = dict(metadata)
@@ -254,6 +277,49 @@ def _unread_choices(annotations: Mapping[str, str], policies: PolicySet) -> list
         elif policy is not None and not any(p.name == policy for p in policies.injectors):
             warnings.append(f"annotation {key} is ignored: no injection policy is named {policy!r}")
     return warnings
+
+
+def _check_requirements(policy: CompiledInjection, outcomes: list[PolicyOutcome]) -> None:
+    """Raise _SkipPolicy (or _Deny) when a policy in `requires` did not apply to the pod.
+
+    A required policy runs earlier (the loader checks it), so its outcome is known. For a
+    Shadow policy a Shadow requirement counts as applied: both would, once enforced."""
+    shadow = policy.mode is Mode.SHADOW
+    by_name = {o.policy: o for o in outcomes}
+    for name in policy.requires:
+        outcome = by_name.get(name)
+        if outcome is not None and outcome.applied and (shadow or not outcome.shadow):
+            continue
+        why = ("it is in Shadow mode, so it adds nothing" if outcome is not None and outcome.applied
+               else outcome.why.removeprefix("skipped: ") if outcome is not None else "it did not run")
+        if policy.on_missing_requirement is MissingRequirement.DENY:
+            raise _Deny(f"policy {policy.name} requires policy {name}, which did not apply to this pod: {why}")
+        raise _SkipPolicy(f"requires policy {name}, which did not apply: {why}")
+
+
+def _kept_resources(spec: dict[str, Any], previous: Ledger,
+                    policies: PolicySet) -> dict[tuple[str, str], dict[str, Any]]:
+    """(policy, container) -> the resources an injected container holds now, for each one
+    the previous pass's ledger says that policy injected at the revision it serves today.
+
+    Admission plugins that run after this webhook (a vertical pod autoscaler's) may set
+    an injected container's resources; on reinvocation, re-rendering the container would
+    undo that. Only resources are kept: the ledger is an annotation the pod's author can
+    write, and resources are what such plugins set and what cannot turn a sidecar into
+    another program (validation still checks them)."""
+    if not previous.policies:
+        return {}
+    revisions = {p.name: p.revision for p in policies.injectors}
+    current = {_name(c): c for key in ("initContainers", "containers") for c in dicts_in(spec.get(key))}
+    kept: dict[tuple[str, str], dict[str, Any]] = {}
+    for record in previous.policies:
+        if revisions.get(record.name) != record.revision:
+            continue
+        for name in record.containers:
+            resources = as_dict(current.get(name)).get("resources")
+            if isinstance(resources, dict):
+                kept[(record.name, name)] = resources
+    return kept
 
 
 def template_context(facts: PodFacts, *, max_copied_value: int = DEFAULT_LIMITS.max_copied_value,
@@ -315,10 +381,16 @@ def _strip(sections: _Sections, ledger: Ledger) -> _Sections:
 
 
 def _conflict(item: Item, what: str, record: PolicyRecord, *, policy: str, theirs: str,
-              container: str = "") -> bool:
-    """Resolve a clash with the pod's own item; True means inject ours (after removing theirs)."""
+              container: str = "", values: tuple[Any, Any] | None = None, notes: ConflictNotes | None = None) -> bool:
+    """Resolve a clash with the pod's own item; True means inject ours (after removing theirs).
+
+    `values` is (ours, the pod's), when known: a pod item equal to ours is no clash worth
+    a denial, and a different one the pod keeps is told to its author (`notes`)."""
     where = f" in container {container!r}" if container else ""
     resolution = item.on_conflict
+    same = values is not None and same_item(what, *values)
+    if resolution is OnConflict.DENY and same:
+        resolution = OnConflict.KEEP   # the pod already holds exactly what we would inject
     if resolution is OnConflict.DENY:
         raise _Deny(f"policy {policy} injects {what} {item.name!r}{where}, but the pod already defines "
                     f"{theirs}; rename the pod's {what} or ask the platform team to change the policy's "
@@ -329,11 +401,14 @@ def _conflict(item: Item, what: str, record: PolicyRecord, *, policy: str, their
     if container:
         entry["container"] = container
     record.conflicts.append(entry)
+    if resolution is OnConflict.KEEP and not same and values is not None and notes is not None:
+        notes.kept(policy=policy, what=what, name=item.name, container=container, ours=values[0], theirs=values[1])
     return resolution is OnConflict.REPLACE
 
 
 def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: TemplateContext,
-           init_order: Mapping[str, int], budget: Budget) -> None:
+           init_order: Mapping[str, int], budget: Budget, *,
+           kept_resources: Mapping[tuple[str, str], dict[str, Any]], kept: list[str]) -> None:
     classic = {id(i) for i in policy.classic_sidecars}
     for item in (*policy.init_containers, *policy.classic_sidecars):
         owner = s.injected_names.get(item.name)
@@ -342,17 +417,23 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
             record.conflicts.append({"kind": "container", "name": item.name, "resolution": "Keep",
                                      "with": f"policy {owner}"})
             continue
+        container = item.value if item.renderer is None else \
+            render(item, ctx, policy=policy.name, what=f"container {item.name!r}")
         where = ("spec.initContainers" if item.name in s.init_names else
                  "spec.containers" if item.name in s.container_names else
                  "spec.ephemeralContainers" if item.name in s.ephemeral_names else "")
         if where:
+            theirs = next((c for c in (*s.init, *s.containers) if _name(c) == item.name), None)
             if not _conflict(item, "container", record, policy=policy.name,
-                             theirs=f"container {item.name!r} in {where}"):
+                             theirs=f"container {item.name!r} in {where}", notes=s.notes,
+                             values=None if theirs is None else (container, theirs)):
                 continue
             s.init = [c for c in s.init if _name(c) != item.name]
             s.containers = [c for c in s.containers if _name(c) != item.name]
-        container = item.value if item.renderer is None else \
-            render(item, ctx, policy=policy.name, what=f"container {item.name!r}")
+        resources = kept_resources.get((policy.name, item.name))
+        if resources is not None and resources != container.get("resources"):
+            container = {**container, "resources": resources}
+            kept.append(item.name)
         if budget.measure:
             budget.add(size_of(item, container))
         s.injected_names[item.name] = policy.name
@@ -368,18 +449,23 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
             record.conflicts.append({"kind": "volume", "name": item.name, "resolution": "Keep",
                                      "with": f"policy {owner}"})
             continue
-        if any(_name(v) == item.name for v in s.volumes):
-            if not _conflict(item, "volume", record, policy=policy.name,
-                             theirs=f"volume {item.name!r} in spec.volumes"):
-                continue
-            s.volumes = [v for v in s.volumes if _name(v) != item.name]
         volume = item.value if item.renderer is None else \
             render(item, ctx, policy=policy.name, what=f"volume {item.name!r}")
+        theirs = next((v for v in s.volumes if _name(v) == item.name), None)
+        if theirs is not None:
+            if not _conflict(item, "volume", record, policy=policy.name,
+                             theirs=f"volume {item.name!r} in spec.volumes", notes=s.notes,
+                             values=(volume, theirs)):
+                continue
+            s.volumes = [v for v in s.volumes if _name(v) != item.name]
         if budget.measure:
             budget.add(size_of(item, volume))
         s.volumes.append(volume)
         s.injected_volumes[item.name] = policy.name
         record.volumes.append(item.name)
+
+    if record.containers:
+        _check_ports(policy, s, record.containers)
 
     if policy.container_fields:
         # Rendered once per pod, not once per container: a template reads only the pod. The
@@ -392,6 +478,10 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
                   for c in s.init]
         s.containers = [_inject_into(c, policy, record, rendered, init=False, s=s, budget=budget, sizes=sizes)
                         for c in s.containers]
+
+    if record.containers and s.notes.mounts_kept_against(policy.name):
+        s.notes.readers(policy.name, [c for c in (*s.containers, *(c for _, c in s.injected_init))
+                                      if s.injected_names.get(_name(c)) == policy.name])
 
     for target, pairs, added in ((s.labels, policy.labels, record.labels),
                                  (s.annotations, policy.annotations, record.annotations)):
@@ -408,13 +498,41 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
                             f"label value ({LABEL_VALUE_RULE}); ask the platform team to change the policy")
             if key in target:
                 if target[key] != value:
-                    record.conflicts.append({"kind": "label" if target is s.labels else "annotation",
-                                             "name": key, "resolution": "Keep"})
+                    kind = "label" if target is s.labels else "annotation"
+                    record.conflicts.append({"kind": kind, "name": key, "resolution": "Keep"})
+                    if (ctx.labels if target is s.labels else ctx.annotations).get(key) == target[key]:
+                        # the pod's own value (the context holds the pod as authored), not an earlier policy's
+                        s.notes.kept(policy=policy.name, what=kind, name=key, container="", ours=value,
+                                     theirs=target[key])
                 continue
             if budget.measure:
                 budget.add(len(key) + len(value) + OP_OVERHEAD_BYTES)
             target[key] = value
             added.append(key)
+
+
+def _check_ports(policy: CompiledInjection, s: _Sections, injected: list[str]) -> None:
+    """Deny (or skip the policy, per the port's onConflict) when a container the policy
+    injected declares a port another container running beside it declares too."""
+    declaring = policy.port_containers.intersection(injected)
+    if not declaring:
+        return   # ports are plain numbers in a policy (no templates): none declared, none to clash
+    clashes = port_clashes(s.start_order(), s.containers, declaring)
+    if not clashes:
+        return
+    for clash in clashes:
+        if (clash.ours, clash.port, clash.protocol, clash.host) in policy.skipping_ports:
+            raise _SkipPolicy(f"container {shown_name(clash.theirs)} already declares {clash.describe()}, "
+                              f"which its container {clash.ours!r} declares")
+    clash = clashes[0]
+    owner = s.injected_names.get(clash.theirs)
+    where = ("injected by this policy too" if owner == policy.name else f"injected by policy {owner}" if owner
+             else "spec.initContainers" if clash.theirs in s.init_names else "spec.containers")
+    place = "on the node" if clash.host else "in the pod's network"
+    raise _Deny(f"policy {policy.name} injects container {clash.ours!r} with {clash.describe()}, but container "
+                f"{shown_name(clash.theirs)} ({where}) declares the same {clash.describe().rsplit(' ', 1)[0]}; "
+                f"only one of them can listen on it {place}: change the pod's port, or ask the platform team "
+                "to set onConflict: Skip on the policy's port")
 
 
 def _inject_into(container: dict[str, Any], policy: CompiledInjection, record: PolicyRecord,
@@ -432,7 +550,7 @@ def _inject_into(container: dict[str, Any], policy: CompiledInjection, record: P
         env = field_.field_name == "env"
         front = s.env_front.get(name, 0) if env else None
         merged, added, inserted = _merge(container.get(field_.field_name), targeted, field_, record, policy,
-                                         rendered, name, front)
+                                         rendered, name, front, s.notes)
         if added:
             if sizes is not None:
                 budget.add(sizes[id(field_)] if len(added) == len(field_.items)
@@ -449,7 +567,7 @@ def _inject_into(container: dict[str, Any], policy: CompiledInjection, record: P
 
 def _merge(current: Any, items: tuple[Item, ...] | list[Item], field_: ContainerField, record: PolicyRecord,
            policy: CompiledInjection, rendered: dict[int, Any], container: str,
-           front: int | None) -> tuple[list[Any], list[str], int]:
+           front: int | None, notes: ConflictNotes) -> tuple[list[Any], list[str], int]:
     """Add `items` to a container's env or mounts, resolving clashes with what it holds.
 
     With `front` (env), new vars are inserted at that index, after the ones earlier policies
@@ -467,8 +585,9 @@ def _merge(current: Any, items: tuple[Item, ...] | list[Item], field_: Container
     for item in items:
         value = rendered[id(item)]
         if item.name in present:
+            theirs = next((e for e in merged if e.get(key) == item.name), None)
             if not _conflict(item, field_.kind, record, policy=policy.name, theirs=field_.theirs.format(item.name),
-                             container=container):
+                             container=container, values=None if theirs is None else (value, theirs), notes=notes):
                 continue
             if front is None:
                 merged = [e for e in merged if e.get(key) != item.name]

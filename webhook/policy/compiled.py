@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.policy.common import Match, Mode, OptOut
-from webhook.policy.injection import Inject, InjectionPolicy, OnConflict, Target
+from webhook.policy.injection import Inject, InjectionPolicy, MissingRequirement, OnConflict, PortConflict, Target
 from webhook.policy.template import TemplateContext, compile_template, has_template
 
 
@@ -80,6 +80,12 @@ class CompiledInjection:
     labels: tuple[MetadataItem, ...]
     annotations: tuple[MetadataItem, ...]
     container_fields: tuple[ContainerField, ...]  # env vars and mounts, the ones the policy has
+    requires: tuple[str, ...] = ()                # policies that must have applied first
+    on_missing_requirement: MissingRequirement = MissingRequirement.SKIP
+    # (container, port, protocol, is a host port) of the injected ports whose clash skips
+    # the policy rather than denying the pod (onConflict: Skip on the port)
+    skipping_ports: frozenset[tuple[str, int, str, bool]] = frozenset()
+    port_containers: frozenset[str] = frozenset()   # the injected containers that declare ports
 
 
 # Where in a container the kubelet expands `$(VAR)` (and reads `$$` as `$`): templates
@@ -161,7 +167,11 @@ def compile_injection(policy: InjectionPolicy) -> CompiledInjection:
                                     sidecar.on_conflict, expansion=CONTAINER_EXPANSION))
     return CompiledInjection(
         name=policy.metadata.name,
-        revision=hashlib.sha256(policy.model_dump_json(by_alias=True).encode()).hexdigest()[:12],
+        # Defaults left out: a field the schema gains (requires, a port's onConflict) leaves
+        # the policies that do not use it at their revision, so an upgrade neither marks every
+        # injected pod stale nor drops what later admission plugins set on its containers.
+        revision=hashlib.sha256(policy.model_dump_json(by_alias=True, exclude_defaults=True).encode())
+        .hexdigest()[:12],
         priority=policy.spec.priority,
         mode=policy.spec.mode,
         opt_in=policy.spec.opt_in,
@@ -174,4 +184,12 @@ def compile_injection(policy: InjectionPolicy) -> CompiledInjection:
         labels=tuple(MetadataItem(k, v, renderer_for(v)) for k, v in inject.labels.items()),
         annotations=tuple(MetadataItem(k, v, renderer_for(v)) for k, v in inject.annotations.items()),
         container_fields=_container_fields(inject),
+        requires=tuple(policy.spec.requires),
+        on_missing_requirement=policy.spec.on_missing_requirement,
+        skipping_ports=frozenset((c.name, number, p.protocol or "TCP", host)
+                                 for c in (*inject.init_containers, *inject.sidecars) for p in c.ports or ()
+                                 if p.on_conflict is PortConflict.SKIP
+                                 for number, host in ((p.container_port, False), (p.host_port, True))
+                                 if number is not None),
+        port_containers=frozenset(c.name for c in (*inject.init_containers, *inject.sidecars) if c.ports),
     )

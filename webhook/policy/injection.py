@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from enum import Enum
 from itertools import combinations
 from typing import Any, Literal
@@ -15,6 +16,7 @@ from webhook.policy.common import (
     Metadata,
     Mode,
     OptOut,
+    PolicyName,
     Strict,
     check_label_key,
     check_label_value,
@@ -41,6 +43,54 @@ def _no_template(value: str, what: str) -> str:
     return value
 
 
+class PortConflict(str, Enum):
+    """What to do when another container of the pod declares the same port: containers
+    share the pod's network namespace, so only one of them can listen on it."""
+
+    SKIP = "Skip"          # do not apply this policy to the pod at all
+    DENY = "Deny"          # deny the pod, naming both containers and the port
+
+
+class MissingRequirement(str, Enum):
+    """What to do when a policy named in `requires` did not apply to the pod."""
+
+    SKIP = "Skip"          # do not apply this policy either
+    DENY = "Deny"          # deny the pod, saying which requirement did not apply and why
+
+
+class ContainerPort(Strict):
+    """Kubernetes' ContainerPort, plus what a clash with another container's port does."""
+
+    name: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=15,
+                             description="an IANA service name: at most 15 characters, with a letter")
+    container_port: StrictInt = Field(alias="containerPort", ge=1, le=65535)
+    host_port: StrictInt | None = Field(None, alias="hostPort", ge=1, le=65535)
+    host_ip: str | None = Field(None, alias="hostIP")
+    protocol: Literal["TCP", "UDP", "SCTP"] | None = None
+    on_conflict: PortConflict = Field(PortConflict.DENY, alias="onConflict",
+                                      description="another container of the pod declares this port "
+                                                  "(or host port) with the same protocol")
+
+    @field_validator("host_ip")
+    @classmethod
+    def _an_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"hostIP {value!r} is not an IP address") from None
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _has_a_letter(cls, value: str | None) -> str | None:
+        # Kubernetes' IANA_SVC_NAME rule: a probe naming a port by a number-only name
+        # would read it as a number, so the API server refuses such a name.
+        if value is not None and (not any(c.isalpha() for c in value) or "--" in value):
+            raise ValueError(f"port name {value!r} needs a letter and no '--' (an IANA service name)")
+        return value
+
+
 class Target(Strict):
     """Which of the pod's own containers an env var or mount goes to."""
 
@@ -56,7 +106,7 @@ class InjectedContainer(Strict):
     args: list[str] | None = None
     working_dir: str | None = Field(None, alias="workingDir")
     env: list[dict[str, Any]] | None = None
-    ports: list[dict[str, Any]] | None = None
+    ports: list[ContainerPort] | None = None
     resources: dict[str, Any] | None = None
     security_context: dict[str, Any] | None = Field(None, alias="securityContext")
     readiness_probe: dict[str, Any] | None = Field(None, alias="readinessProbe")
@@ -83,10 +133,22 @@ class InjectedContainer(Strict):
                                  f"({entry['value']!r} in YAML is not a string)")
         return value
 
+    @field_validator("ports")
+    @classmethod
+    def _unique_ports(cls, value: list[ContainerPort] | None) -> list[ContainerPort] | None:
+        seen: set[tuple[int, str]] = set()
+        for port in value or ():
+            key = (port.container_port, port.protocol or "TCP")
+            if key in seen:
+                raise ValueError(f"port {key[0]}/{key[1]} is declared twice")
+            seen.add(key)
+        return value
+
     def to_container(self) -> dict[str, Any]:
         """The Kubernetes container object, without our own policy-only fields."""
         return self.model_dump(by_alias=True, exclude_none=True,
-                               exclude={"on_conflict", "before", "after", "native"})
+                               exclude={"on_conflict": True, "before": True, "after": True, "native": True,
+                                        "ports": {"__all__": {"on_conflict"}}})
 
 
 class Sidecar(InjectedContainer):
@@ -207,6 +269,19 @@ class Inject(Strict):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"duplicate {what} name(s): {', '.join(dupes)}")
+        # Sidecars run side by side for the pod's life: two declaring one port could never
+        # both listen on it, and every pod the policy applies to would be denied.
+        declared: dict[tuple[int, str, bool], str] = {}
+        for sidecar in self.sidecars:
+            for port in sidecar.ports or ():
+                for number, host in ((port.container_port, False), (port.host_port, True)):
+                    key = (number, port.protocol or "TCP", host)
+                    if number is None:
+                        continue
+                    if key in declared and declared[key] != sidecar.name:
+                        raise ValueError(f"{'host port' if host else 'port'} {number}/{key[1]} is declared by "
+                                         f"sidecars {declared[key]!r} and {sidecar.name!r}, which run side by side")
+                    declared[key] = sidecar.name
         # One env var name (or mount path) may be given twice only for different containers:
         # otherwise the second would silently lose to the first, or, with onConflict Deny,
         # deny every pod for a clash the pod did not make.
@@ -234,7 +309,22 @@ class InjectionSpec(Strict):
         description="Forbidden: the pod's opt-out annotations are ignored (with a warning) and its workload "
                     "kind comes from its ownerReferences, never from the runtime.platform.io/workload label")
     match: Match = Match()
+    requires: list[PolicyName] = Field(
+        default_factory=list,
+        description="injection policies that must have applied to the pod for this one to apply; each "
+                    "must run before this one (a lower priority, or the same priority and an earlier name)")
+    on_missing_requirement: MissingRequirement = Field(
+        MissingRequirement.SKIP, alias="onMissingRequirement",
+        description="Skip: a policy whose requirement did not apply is not applied either; Deny: deny the pod")
     inject: Inject
+
+    @field_validator("requires")
+    @classmethod
+    def _listed_once(cls, value: list[str]) -> list[str]:
+        dupes = sorted({n for n in value if value.count(n) > 1})
+        if dupes:
+            raise ValueError(f"{', '.join(dupes)} listed more than once")
+        return value
 
     @model_validator(mode="after")
     def _opt_in_is_optional(self) -> InjectionSpec:

@@ -19,6 +19,7 @@ def lint(policy_set: PolicySet) -> list[str]:
             if len(policies) > 1:
                 warnings.append(f"{kind} {name!r} is injected by {len(policies)} policies "
                                 f"({', '.join(policies)}); the first by priority wins")
+    warnings += _shared_ports(policy_set)
     for policy in policy_set.injection:
         for field in author_steered(policy):
             warnings.append(f"{policy_set.sources.get(policy.metadata.name, '?')}: policy {policy.metadata.name} "
@@ -105,3 +106,24 @@ def _contradictions(selector: LabelSelector, what: str) -> list[str]:
         if req.operator in ("Exists", "In") and req.key in absent:
             reasons.append(f"{what} {req.key!r} must both exist and not exist")
     return reasons
+
+
+def _shared_ports(policy_set: PolicySet) -> list[str]:
+    """Sidecars of different policies declaring one port: both run for the pod's life, so
+    a pod both policies apply to is denied (or the later policy skipped) at admission."""
+    seen: dict[tuple[int, str, bool], tuple[str, str]] = {}
+    warnings: list[str] = []
+    for policy in policy_set.injection:
+        for sidecar in policy.spec.inject.sidecars:
+            for port in sidecar.ports or ():
+                for number, host in ((port.container_port, False), (port.host_port, True)):
+                    if number is None:
+                        continue
+                    key = (number, port.protocol or "TCP", host)
+                    first = seen.setdefault(key, (policy.metadata.name, sidecar.name))
+                    if first[0] != policy.metadata.name:
+                        warnings.append(f"{'host port' if host else 'port'} {number}/{key[1]} is declared by "
+                                        f"sidecar {first[1]!r} (policy {first[0]}) and sidecar {sidecar.name!r} "
+                                        f"(policy {policy.metadata.name}): a pod both apply to is denied, or "
+                                        "the later policy skipped (onConflict: Skip on its port)")
+    return warnings

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from webhook.policy.compiled import CompiledInjection, compile_injection
 from webhook.policy.errors import PolicyError, PolicyLoadError
 from webhook.policy.ordering import init_container_order
+from webhook.policy.requires import requirement_errors
 from webhook.policy.validation import ValidationPolicy, expired_exceptions
 from webhook.policy.model import API_VERSION, DOCUMENT_KINDS, PolicyDocument
 from webhook.policy.injection import InjectionPolicy, OnConflict
@@ -115,6 +116,7 @@ def load_policy_sources(files: Mapping[str, bytes]) -> PolicySet:
     init_order: dict[str, int] = {}
     if not errors:  # ordering is checked across policies once every file parsed
         init_order = init_container_order(injection, sources, errors)
+        errors += requirement_errors(injection, {p.metadata.name for p in validation}, sources)
     if errors:
         raise PolicyLoadError(errors)
     digest = hashlib.sha256()
