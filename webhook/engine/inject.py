@@ -164,8 +164,10 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet, limits: 
     # pass would differ from the first.
     facts = pod_facts({"metadata": {**metadata, "labels": sections.labels, "annotations": sections.annotations},
                        "spec": {**spec, "initContainers": sections.init, "containers": sections.containers}},
-                      namespace=namespace, namespace_labels=namespace_labels)
+                      namespace=namespace, namespace_labels=namespace_labels,
+                      names=sections.init_names | sections.container_names | sections.ephemeral_names)
     ctx = template_context(facts, max_copied_value=limits.max_copied_value)
+    owner_ctx: TemplateContext | None = None   # for mandatory policies; made when one applies
     ledger = Ledger()
     outcomes: list[PolicyOutcome] = []
     budget = Budget(limits, deadline, measure=may_grow(
@@ -179,8 +181,13 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet, limits: 
             continue
         warnings += ignored_choices(policy, facts)
         # A mandatory policy's templates read the workload from the owner, as its match does.
-        policy_ctx = template_context(facts.from_owners(), max_copied_value=limits.max_copied_value) \
-            if policy.opt_out is OptOut.FORBIDDEN else ctx
+        policy_ctx = ctx
+        if policy.opt_out is OptOut.FORBIDDEN:
+            if owner_ctx is None:
+                owners = facts.from_owners()
+                owner_ctx = ctx if owners is facts else \
+                    template_context(owners, max_copied_value=limits.max_copied_value)
+            policy_ctx = owner_ctx
         trial = sections.copy()
         record = PolicyRecord(name=policy.name, revision=policy.revision)
         kept: list[str] = []
@@ -315,11 +322,12 @@ def _kept_resources(spec: dict[str, Any], previous: Ledger,
     return kept
 
 
-def template_context(facts: PodFacts, *,
-                     max_copied_value: int = DEFAULT_LIMITS.max_copied_value) -> TemplateContext:
-    return TemplateContext(namespace=facts.namespace, pod_name=facts.name,
-                           service_account_name=facts.service_account,
-                           workload_kind=facts.workload_kind.value, workload_name=facts.workload_name,
+def template_context(facts: PodFacts, *, max_copied_value: int = DEFAULT_LIMITS.max_copied_value,
+                     pod_name: str | None = None, workload_name: str | None = None) -> TemplateContext:
+    """What templates read of the pod; `pod_name` and `workload_name` stand in for the pod's own."""
+    return TemplateContext(namespace=facts.namespace, pod_name=facts.name if pod_name is None else pod_name,
+                           service_account_name=facts.service_account, workload_kind=facts.workload_kind.value,
+                           workload_name=facts.workload_name if workload_name is None else workload_name,
                            labels=facts.labels, annotations=facts.annotations, max_copied_value=max_copied_value)
 
 

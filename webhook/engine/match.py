@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from fnmatch import fnmatchcase
 
 from webhook.engine.namespaces import known_labels
 from webhook.engine.pod import PodFacts
-from webhook.policy.common import LabelSelector, Match, Workload
+from webhook.policy.common import LabelSelector, Match
 
-PROFILES = frozenset(w.value for w in Workload)
 
 
 def selector_matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
@@ -33,9 +31,9 @@ def selector_matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool
 def mismatch(match: Match, facts: PodFacts) -> str | None:
     """None when the pod is selected, otherwise why not."""
     namespaces = match.namespaces
-    if namespaces.include and not any(fnmatchcase(facts.namespace, p) for p in namespaces.include):
+    if not namespaces.includes(facts.namespace):
         return f"namespace {facts.namespace!r} is not in include {namespaces.include}"
-    excluded_by = next((p for p in namespaces.exclude if fnmatchcase(facts.namespace, p)), None)
+    excluded_by = namespaces.excluded_by(facts.namespace)
     if excluded_by is not None:
         return f"namespace {facts.namespace!r} is excluded by {excluded_by!r}"
     if match.namespace_selector is not None:
@@ -44,23 +42,22 @@ def mismatch(match: Match, facts: PodFacts) -> str | None:
             return miss
     if match.pod_selector is not None and not selector_matches(match.pod_selector, facts.labels):
         return "podSelector does not match the pod's labels"
-    if match.workloads and not workload_selected(match.workloads, facts):
+    if match.workloads and not workload_selected(match, facts):
         return f"workload {workload_text(facts)} is not in {match.workloads}"
     if match.os and facts.os not in match.os:
         return f"pod OS {facts.os} is not in {match.os}"
     if match.host_network is not None and facts.host_network != match.host_network:
         return f"pod hostNetwork is {str(facts.host_network).lower()}"
-    present = next((n for n in match.exclude.containers if n in facts.container_names), None)
-    if present is not None:
+    excluded = match.exclude.containers
+    if excluded and not facts.container_names.isdisjoint(excluded):
+        present = next(n for n in excluded if n in facts.container_names)
         return f"pod already has container {present!r} (match.exclude.containers)"
     return None
 
 
-def workload_selected(workloads: list[str], facts: PodFacts) -> bool:
-    """A profile name (Job, StatefulSet, ... are kinds and profiles alike) selects the pod's
-    profile, which the workload label may set; any other name selects the top owner's kind."""
-    return any(facts.workload_kind.value == entry if entry in PROFILES else facts.owner_kind == entry
-               for entry in workloads)
+def workload_selected(match: Match, facts: PodFacts) -> bool:
+    """See Match.selects_workload."""
+    return match.selects_workload(facts.workload_kind, facts.owner_kind)
 
 
 def workload_text(facts: PodFacts) -> str:

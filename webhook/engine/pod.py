@@ -10,7 +10,7 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
 from webhook.jsonvalue import as_dict, as_list, as_str, dicts_in, str_map
@@ -32,9 +32,9 @@ _SERVICE_OWNER_KINDS = frozenset({"ReplicaSet", "ReplicationController"})
 _PROFILE_OF_KIND = {"StatefulSet": Workload.STATEFUL_SET, "DaemonSet": Workload.DAEMON_SET}
 
 
-@dataclass(frozen=True)
-class Owner:
-    """The workload that owns a pod, as far as its ownerReferences tell without API calls."""
+class Owner(NamedTuple):
+    """The workload that owns a pod, as far as its ownerReferences tell without API calls.
+    A named tuple: one is made for every request, and a frozen dataclass costs more to make."""
 
     kind: str            # the top owner's own kind: Deployment, CronJob, PyTorchJob, Pod (none)...
     name: str
@@ -117,11 +117,14 @@ def container_names(spec: Mapping[str, Any]) -> frozenset[str]:
                      for c in dicts_in(spec.get(key)))
 
 
-def pod_facts(pod: Mapping[str, Any], *, namespace: str, namespace_labels: NamespaceLabels = NOT_GIVEN) -> PodFacts:
+def pod_facts(pod: Mapping[str, Any], *, namespace: str, namespace_labels: NamespaceLabels = NOT_GIVEN,
+              names: frozenset[str] | None = None) -> PodFacts:
+    """`names`: the pod's container names (`container_names`), when the caller has them."""
     metadata = as_dict(pod.get("metadata"))
     spec = as_dict(pod.get("spec"))
     labels = str_map(metadata.get("labels"))
     owner = owner_of(metadata, labels)
+    profile = label_profile(labels)
     os_name = pod_os(spec)
     service_account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
     return PodFacts(
@@ -132,13 +135,13 @@ def pod_facts(pod: Mapping[str, Any], *, namespace: str, namespace_labels: Names
         labels=labels,
         annotations=str_map(metadata.get("annotations")),
         service_account=service_account if isinstance(service_account, str) else "default",
-        workload_kind=label_profile(labels) or owner.profile,
+        workload_kind=profile or owner.profile,
         workload_name=owner.name,
         os=os_name,
         host_network=spec.get("hostNetwork") is True,
         owner_kind=owner.kind,
         owner_profile=owner.profile,
-        container_names=container_names(spec),
+        container_names=container_names(spec) if names is None else names,
         namespace_labels=namespace_labels,
     )
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 from enum import Enum
+from fnmatch import fnmatchcase, translate
+from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -89,6 +91,33 @@ class Metadata(Strict):
 class NamespaceMatch(Strict):
     include: list[str] = Field(default_factory=list, description="glob patterns; empty means all")
     exclude: list[str] = Field(default_factory=list, description="glob patterns, checked after include")
+
+    # Each list's globs as one expression, compiled on first use: every admission asks of every
+    # policy. The model is frozen and a reload builds new ones, so the cache cannot go stale.
+    @cached_property
+    def _include_any(self) -> re.Pattern[str] | None:
+        return _any_glob(self.include)
+
+    @cached_property
+    def _exclude_any(self) -> re.Pattern[str] | None:
+        return _any_glob(self.exclude)
+
+    def includes(self, namespace: str) -> bool:
+        """Whether `include` selects `namespace` (an empty one selects every namespace)."""
+        pattern = self._include_any
+        return pattern is None or pattern.match(namespace) is not None
+
+    def excluded_by(self, namespace: str) -> str | None:
+        """The first `exclude` glob that `namespace` matches, or None."""
+        pattern = self._exclude_any
+        if pattern is None or pattern.match(namespace) is None:
+            return None
+        return next(p for p in self.exclude if fnmatchcase(namespace, p))
+
+
+def _any_glob(patterns: list[str]) -> re.Pattern[str] | None:
+    """One expression matching what any of `patterns` matches, by fnmatchcase's rules."""
+    return re.compile("|".join(translate(p) for p in patterns)) if patterns else None
 
 
 def _selectable(labels: dict[str, str]) -> dict[str, str]:
@@ -183,3 +212,16 @@ class Match(Strict):
     exclude: MatchExclude = MatchExclude()
 
     _workloads_named = field_validator("workloads")(_workload_names)
+
+    @cached_property
+    def _workload_split(self) -> tuple[frozenset[str], frozenset[str]]:
+        """`workloads` split into profile names and owner kinds, on first use (see NamespaceMatch)."""
+        names = frozenset(self.workloads or ())
+        profiles = frozenset(w.value for w in Workload)
+        return names & profiles, names - profiles
+
+    def selects_workload(self, profile: Workload, owner_kind: str) -> bool:
+        """A profile name (Job, StatefulSet, ... are kinds and profiles alike) selects the pod's
+        profile, which the workload label may set; any other name selects the top owner's kind."""
+        profiles, kinds = self._workload_split
+        return profile.value in profiles or owner_kind in kinds

@@ -27,6 +27,9 @@ class Item:
     on_conflict: OnConflict
     containers: frozenset[str] | None = None     # env / mounts: target names, None = all
     include_init_containers: bool = False
+    # The value's top-level fields, each with its renderer (None: no templates), so a check
+    # can render and compare one field at a time instead of the whole item.
+    fields: tuple[tuple[str, Any, Callable[[TemplateContext], Any] | None], ...] = ()
 
     def render(self, ctx: TemplateContext) -> dict[str, Any]:
         return self.renderer(ctx) if self.renderer is not None else self.value
@@ -131,7 +134,10 @@ def _item(name: str, value: dict[str, Any], on_conflict: OnConflict, target: Tar
           expansion: Expansion = False) -> Item:
     return Item(name=name, value=value, renderer=renderer_for(value, expansion), on_conflict=on_conflict,
                 containers=frozenset(target.containers) if target and target.containers is not None else None,
-                include_init_containers=bool(target and target.include_init_containers))
+                include_init_containers=bool(target and target.include_init_containers),
+                fields=tuple((key, field, renderer_for(field, expansion.get(key, False)
+                                                       if isinstance(expansion, Mapping) else expansion))
+                             for key, field in value.items()))
 
 
 def _container_field(items: tuple[Item, ...], field_name: str, key: str, kind: str, theirs: str,

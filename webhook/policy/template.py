@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from operator import attrgetter
 
 from webhook.policy.common import LABEL_VALUE_RULE, valid_label_value
 
@@ -107,18 +108,22 @@ class TemplateContext:
         return text
 
     def lookup(self, ref: tuple[str, str]) -> str:
-        kind, key = ref
-        if kind == "labels":
-            return str(self.labels.get(key, ""))
-        if kind == "annotations":
-            return str(self.annotations.get(key, ""))
-        return {
-            "namespace": self.namespace,
-            "podName": self.pod_name,
-            "serviceAccountName": self.service_account_name,
-            "workload.kind": self.workload_kind,
-            "workload.name": self.workload_name,
-        }[kind]
+        return _getter(ref)(self)
+
+
+# Simple references -> the context attribute that holds them.
+_ATTRIBUTES = {"namespace": "namespace", "podName": "pod_name", "serviceAccountName": "service_account_name",
+               "workload.kind": "workload_kind", "workload.name": "workload_name"}
+
+
+def _getter(ref: tuple[str, str]) -> Callable[[TemplateContext], str]:
+    """A function reading `ref` from a context, made once per template at compile time."""
+    kind, key = ref
+    if kind == "labels":
+        return lambda ctx: str(ctx.labels.get(key, ""))
+    if kind == "annotations":
+        return lambda ctx: str(ctx.annotations.get(key, ""))
+    return attrgetter(_ATTRIBUTES[kind])
 
 
 # An alternative is a reference ("ref", (kind, key)) or a literal ("lit", text).
@@ -149,28 +154,35 @@ def compile_template(value: str, *, expanded: bool = False) -> Renderer:
         raise TemplateError(f"unbalanced '{{{{' or '}}}}' in {value!r}")
     pieces.append(tail)
 
+    # Each placeholder as (reader, reads a label, reference, literal) alternatives: a reader for a
+    # reference, None for a literal; empty text between placeholders is dropped.
+    compiled = tuple(piece if isinstance(piece, str) else
+                     tuple((_getter(arg), arg[0] == "labels", arg, "") if kind == "ref"  # type: ignore[arg-type]
+                           else (None, False, ("", ""), arg) for kind, arg in piece)
+                     for piece in pieces if piece != "")
+
     def render(ctx: TemplateContext) -> str:
         out = []
-        for piece in pieces:
+        for piece in compiled:
             if isinstance(piece, str):
                 out.append(piece)
                 continue
-            for kind, arg in piece:
-                if kind == "lit":
-                    text = arg
+            for read, is_label, ref, literal in piece:
+                if read is None:
+                    text = literal
                 else:
-                    text = ctx.lookup(arg)  # type: ignore[arg-type]
+                    text = read(ctx)
                     if text:
                         # The common case inline; `checked` raises with the message.
-                        if arg[0] == "labels":
+                        if is_label:
                             if not valid_label_value(text):
-                                ctx.checked(arg, text)  # type: ignore[arg-type]
+                                ctx.checked(ref, text)
                         elif len(text) > ctx.max_copied_value:
-                            ctx.checked(arg, text)  # type: ignore[arg-type]
+                            ctx.checked(ref, text)
                         if expanded:
                             text = text.replace("$", "$$")
                 if text:
-                    out.append(text)  # type: ignore[arg-type]
+                    out.append(text)
                     break
         return "".join(out)
 

@@ -9,12 +9,12 @@ name is always the user's own (`verify` is None).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from webhook.jsonvalue import as_list, as_str
-from webhook.rules.containers import iter_containers
+from webhook.rules.containers import ContainerRef, iter_containers
 from webhook.rules.finding import Finding
 
 __all__ = ["ReservedName", "Verify", "check_reserved_names"]
@@ -31,9 +31,10 @@ class ReservedName:
 
 def check_reserved_names(spec: Mapping[str, Any], *, containers: Mapping[str, ReservedName],
                          volumes: Mapping[str, ReservedName] | None = None,
-                         verify: Verify | None = None) -> list[Finding]:
+                         verify: Verify | None = None, refs: Iterable[ContainerRef] | None = None) -> list[Finding]:
+    """`refs`: the spec's containers, when the caller has already walked them."""
     findings: list[Finding] = []
-    for c in iter_containers(spec):
+    for c in iter_containers(spec) if refs is None else refs:
         owner = containers.get(c.name)
         if owner is not None:
             why = "" if verify is None else verify("container", c.field, c.raw)

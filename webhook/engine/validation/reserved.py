@@ -10,7 +10,7 @@ the ledger annotation is the pod's to write, so it vouches for nothing.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from webhook.engine.pod import PodFacts
 from webhook.engine.validation.target import Target
 from webhook.jsonvalue import as_list, as_str
 from webhook.policy.common import Mode, OptOut
-from webhook.policy.compiled import CompiledInjection, Item
+from webhook.policy.compiled import Item
 from webhook.policy.injection import OnConflict
 from webhook.policy.loader import PolicySet
 from webhook.policy.template import TemplateContext, TemplateValueError
@@ -31,10 +31,39 @@ from webhook.rules.finding import Finding
 
 # What a container runs: compared exactly, present or absent, whatever the policy sets.
 _RUNS = ("image", "command", "args", "workingDir", "restartPolicy")
+_RUNS_SET = frozenset(_RUNS)
 # Adjusted by other admission plugins (a vertical pod autoscaler's webhook, LimitRanger).
 _ADJUSTED = frozenset({"resources"})
-# Stands for the pod's name in the second rendering of `_name_free`; no name holds it.
+# Stands for the pod's name in the second rendering (see _Renderings); no name holds it.
 _NAME_PROBE = "\x00name"
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How a holder of an item's name is compared with it, worked out once per policy set."""
+
+    static_keys: tuple[str, ...]        # the compared fields without templates ...
+    static_values: tuple[Any, ...]      # ... and their values
+    exact: frozenset[str]               # which of them are compared exactly (what runs)
+    templated: tuple[tuple[str, Callable[[TemplateContext], Any], bool], ...]  # key, renderer, exact
+    unset_runs: frozenset[str]          # what runs that the policy leaves unset: must be absent
+
+
+def _plan(item: Item, what: ItemKind) -> _Plan:
+    container = what == "container"
+    compared = [(key, value, render) for key, value, render in item.fields
+                if not (container and key in _ADJUSTED)]
+    static = [(key, value) for key, value, render in compared if render is None]
+    return _Plan(
+        tuple(key for key, _ in static), tuple(value for _, value in static),
+        frozenset(key for key, _ in static if container and key in _RUNS_SET),
+        tuple((key, render, container and key in _RUNS_SET) for key, _, render in compared if render is not None),
+        frozenset(key for key in _RUNS if key not in item.value) if container else frozenset())
+
+
+# What injects an item of some name: the index of its policy in `PolicySet.injectors`, the
+# item, the list of the pod it goes in, and how a holder is compared with it.
+_Candidate = tuple[int, Item, str, _Plan]
 
 
 @dataclass(frozen=True)
@@ -44,6 +73,12 @@ class _Summary:
     containers: frozenset[str]    # injected with onConflict: Deny, by any policy
     volumes: frozenset[str]
     ledger_matters: bool          # see _ledger_matters
+    # name -> every item of that name, in the order verify tries them (the policies' priority,
+    # then init containers before classic sidecars)
+    container_items: Mapping[str, tuple[_Candidate, ...]]
+    volume_items: Mapping[str, tuple[_Candidate, ...]]
+    # per policy (as in `PolicySet.injectors`): the container and volume names it reserves
+    reserves: tuple[tuple[tuple[tuple[str, ReservedName], ...], tuple[tuple[str, ReservedName], ...]], ...]
 
 
 # Policy set revision (a digest of its files) -> its summary; a handful of sets at most
@@ -59,37 +94,55 @@ def _summary(policies: PolicySet) -> _Summary:
             frozenset(i.name for p in injectors for i in (*p.init_containers, *p.classic_sidecars)
                       if i.on_conflict is OnConflict.DENY),
             frozenset(i.name for p in injectors for i in p.volumes if i.on_conflict is OnConflict.DENY),
-            _ledger_matters(policies))
+            _ledger_matters(policies),
+            _candidates([[(i, "initContainers") for i in p.init_containers] +
+                         [(i, "containers") for i in p.classic_sidecars] for p in injectors], "container"),
+            _candidates([[(i, "volumes") for i in p.volumes] for p in injectors], "volume"),
+            tuple((tuple((i.name, ReservedName(p.name)) for i in (*p.init_containers, *p.classic_sidecars)
+                         if i.on_conflict is OnConflict.DENY),
+                   tuple((i.name, ReservedName(p.name)) for i in p.volumes if i.on_conflict is OnConflict.DENY))
+                  for p in injectors))
         if len(_SUMMARIES) >= 8:
             _SUMMARIES.clear()
         _SUMMARIES[policies.revision] = summary
     return summary
 
 
+def _candidates(per_policy: list[list[tuple[Item, str]]], what: ItemKind) -> dict[str, tuple[_Candidate, ...]]:
+    out: dict[str, list[_Candidate]] = {}
+    for index, entries in enumerate(per_policy):
+        for item, where in entries:
+            out.setdefault(item.name, []).append((index, item, where, _plan(item, what)))
+    return {name: tuple(candidates) for name, candidates in out.items()}
+
+
 def check(target: Target, policies: PolicySet, *, extra: list[str], from_injection: bool) -> list[Finding]:
     spec = target.spec
     summary = _summary(policies)
-    present = {c.name for c in iter_containers(spec)}
-    present_volumes = {as_str(v.get("name")) for v in as_list(spec.get("volumes")) if isinstance(v, dict)}
-    if present.isdisjoint(extra) and (not from_injection or (present.isdisjoint(summary.containers)
-                                                             and present_volumes.isdisjoint(summary.volumes))):
+    refs = list(iter_containers(spec))    # walked once, for the names and for the report
+    present = {c.name for c in refs}
+    if present.isdisjoint(extra) and (not from_injection or (
+            present.isdisjoint(summary.containers) and
+            {as_str(v.get("name")) for v in as_list(spec.get("volumes")) if isinstance(v, dict)}
+            .isdisjoint(summary.volumes))):
         return []   # the common case: no name to look into
     facts = _authored_facts(target, policies)
-    applying = [p for p in policies.injectors if p.mode is Mode.ENFORCE and skip_reason(p, facts) is None]
+    injectors = policies.injectors
+    applying = [index for index, p in enumerate(injectors)
+                if p.mode is Mode.ENFORCE and skip_reason(p, facts) is None]
     containers: dict[str, ReservedName] = {}
     volumes: dict[str, ReservedName] = {}
     if from_injection:
-        for policy in applying:
-            for item in (*policy.init_containers, *policy.classic_sidecars):
-                if item.on_conflict is OnConflict.DENY:
-                    containers.setdefault(item.name, ReservedName(policy.name))
-            for item in policy.volumes:
-                if item.on_conflict is OnConflict.DENY:
-                    volumes.setdefault(item.name, ReservedName(policy.name))
+        for index in applying:
+            policy_containers, policy_volumes = summary.reserves[index]
+            for name, owner in policy_containers:
+                containers.setdefault(name, owner)
+            for name, owner in policy_volumes:
+                volumes.setdefault(name, owner)
     for name in extra:
         containers.setdefault(name, ReservedName(""))
-    verify = None if target.is_template else _verifier(applying, facts)
-    return check_reserved_names(spec, containers=containers, volumes=volumes, verify=verify)
+    verify = None if target.is_template else _verifier(policies, summary, frozenset(applying), facts)
+    return check_reserved_names(spec, containers=containers, volumes=volumes, verify=verify, refs=refs)
 
 
 def _ledger_matters(policies: PolicySet) -> bool:
@@ -120,70 +173,101 @@ def _authored_facts(target: Target, policies: PolicySet) -> PodFacts:
         container_names=facts.container_names - containers)
 
 
-def _verifier(applying: list[CompiledInjection], facts: PodFacts) -> Verify:
+def _verifier(policies: PolicySet, summary: _Summary, applying: frozenset[int], facts: PodFacts) -> Verify:
     bare = facts.owner_kind == "Pod"
-    contexts: dict[OptOut, tuple[TemplateContext, TemplateContext]] = {}
-
-    def context(opt_out: OptOut) -> tuple[TemplateContext, TemplateContext]:
-        if opt_out not in contexts:
-            contexts[opt_out] = _name_free(template_context(
-                facts.from_owners() if opt_out is OptOut.FORBIDDEN else facts), bare=bare)
-        return contexts[opt_out]
+    contexts: dict[OptOut, _Renderings] = {}
 
     def verify(what: ItemKind, field: str, raw: Mapping[str, Any]) -> str | None:
         name = as_str(raw.get("name"))
         reasons: list[str] = []
-        for policy in applying:
-            if what == "volume":
-                candidates = [(i, "volumes") for i in policy.volumes]
-            else:
-                candidates = [(i, "initContainers") for i in policy.init_containers] + \
-                             [(i, "containers") for i in policy.classic_sidecars]
-            for item, where in candidates:
-                if item.name != name:
-                    continue
-                why = _differs(item, where, field, raw, context(policy.opt_out), what)
-                if why is None:
-                    return None
-                reasons.append(f"not what policy {policy.name} injects: {why}")
+        for index, item, where, plan in (summary.volume_items if what == "volume" else summary.container_items).get(
+                name, ()):
+            if index not in applying:
+                continue
+            policy = policies.injectors[index]
+            renderings = contexts.get(policy.opt_out)
+            if renderings is None:
+                renderings = contexts[policy.opt_out] = _Renderings(
+                    facts.from_owners() if policy.opt_out is OptOut.FORBIDDEN else facts, bare=bare)
+            why = _differs(item, plan, where, field, raw, renderings, what)
+            if why is None:
+                return None
+            reasons.append(f"not what policy {policy.name} injects: {why}")
         return "; ".join(reasons) or "no injection policy that applies to this pod injects it"
     return verify
 
 
-def _name_free(ctx: TemplateContext, *, bare: bool) -> tuple[TemplateContext, TemplateContext]:
-    """Two renderings that differ exactly where a template reads the pod's name (`podName`, or
-    `workload.name` of a bare pod). The API server names a generateName pod only after the
-    mutating webhooks ran, and the decision memo keys /validate without the name, so what
-    depends on it is not compared."""
-    first = dataclasses.replace(ctx, pod_name="", workload_name="" if bare else ctx.workload_name)
-    second = dataclasses.replace(ctx, pod_name=_NAME_PROBE, workload_name=_NAME_PROBE if bare else ctx.workload_name)
-    return first, second
+class _Renderings:
+    """Two template contexts that differ exactly where a template reads the pod's name
+    (`podName`, or `workload.name` of a bare pod). The API server names a generateName pod
+    only after the mutating webhooks ran, and the decision memo keys /validate without the
+    name, so what depends on it is not compared. The second is built only when needed: a
+    holder that matches the first rendering needs no other."""
+
+    def __init__(self, facts: PodFacts, *, bare: bool) -> None:
+        self._facts, self._bare = facts, bare
+        self.first = self._with_name("")
+        self._second: TemplateContext | None = None
+
+    @property
+    def second(self) -> TemplateContext:
+        if self._second is None:
+            self._second = self._with_name(_NAME_PROBE)
+        return self._second
+
+    def _with_name(self, name: str) -> TemplateContext:
+        facts = self._facts
+        return template_context(facts, pod_name=name, workload_name=name if self._bare else facts.workload_name)
 
 
-def _differs(item: Item, where: str, field: str, raw: Mapping[str, Any],
-             contexts: tuple[TemplateContext, TemplateContext], what: ItemKind) -> str | None:
+def _differs(item: Item, plan: _Plan, where: str, field: str, raw: Mapping[str, Any], renderings: _Renderings,
+             what: ItemKind) -> str | None:
     if field != where:
         return f"it is in {field}, not {where}"
     try:
-        expected = item.render(contexts[0])
+        if _holds(plan, raw, renderings):
+            return None
+        # Only to say why: render the whole item both ways and compare in order.
+        expected = item.render(renderings.first)
         why = _compare(expected, expected, raw, what)
         if why is None or item.renderer is None:
             return why
         # Only when the pod's own name made a difference is the second rendering needed.
-        return _compare(expected, item.render(contexts[1]), raw, what)
+        return _compare(expected, item.render(renderings.second), raw, what)
     except TemplateValueError as exc:  # injection would have denied the pod, not injected this
         return f"the policy injects nothing into this pod: {exc}"
 
 
+def _holds(plan: _Plan, raw: Mapping[str, Any], renderings: _Renderings) -> bool:
+    """Whether `_differs` finds nothing, worked out field by field: the fields without
+    templates are compared as the policy holds them (all at once when they are equal), a
+    templated one is rendered alone, and the second rendering is made only for a field that
+    differs under the first. Saying why is left to `_differs`' full comparison, for the
+    holders that fail. Raises TemplateValueError as rendering the item would."""
+    if tuple(map(raw.get, plan.static_keys)) != plan.static_values:
+        for key, value in zip(plan.static_keys, plan.static_values):
+            actual = raw.get(key)
+            if not (value == actual or (key not in plan.exact and _conforms(value, actual))):
+                return False
+    for key, render, exact in plan.templated:
+        expected = render(renderings.first)
+        actual = raw.get(key)
+        if not (expected == actual or _matches(expected, render(renderings.second), actual, exact=exact)):
+            return False
+    # A field that decides what runs must be absent when the policy does not set it.
+    return plan.unset_runs.isdisjoint(raw.keys()) or all(raw.get(key) is None for key in plan.unset_runs)
+
+
 def _compare(expected: Mapping[str, Any], probe: Mapping[str, Any], raw: Mapping[str, Any],
              what: ItemKind) -> str | None:
-    if what == "container":
+    container = what == "container"
+    if container:
         for key in _RUNS:
             if not _matches(expected.get(key), probe.get(key), raw.get(key), exact=True):
                 return f"its {key} is {_short(raw.get(key))}, not {_short(expected.get(key))}"
     for key, value in expected.items():
-        if key in _ADJUSTED or key in _RUNS:
-            continue
+        if container and (key in _ADJUSTED or key in _RUNS):
+            continue   # for a volume every field counts: an image volume's `image` is its source
         if not _matches(value, probe.get(key), raw.get(key), exact=False):
             return f"its {key} differs"
     return None
