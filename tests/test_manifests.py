@@ -157,16 +157,23 @@ def test_the_cert_manager_overlay_excludes_cert_managers_namespace(kind: str) ->
     kubernetes_validate.validate(patched, KUBERNETES_VERSION, strict=True)
 
 
-def test_network_policy_admits_only_the_serving_port_from_anywhere_and_only_the_api_server_out() -> None:
+def test_network_policy_admits_the_serving_port_from_anywhere_metrics_from_monitoring_only() -> None:
     policy = _find("NetworkPolicy", "webhook")["spec"]
     template = _find("Deployment", "webhook")["spec"]["template"]
     assert policy["podSelector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
-    # The API server's address varies by cluster: the one rule names no peers.
-    [rule] = policy["ingress"]
-    assert "from" not in rule
-    ports = {(p["name"], p["containerPort"]) for p in template["spec"]["containers"][0]["ports"]}
-    assert [(p["port"], p["protocol"]) for p in rule["ports"]] == [("https", "TCP")]
-    assert {name for name, _ in ports} == {"https"}  # /metrics has no port of its own (yet)
+    container = template["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"https": 8443, "metrics": 9090}
+    # The server serves /metrics on the named port only when told to.
+    assert "--metrics-port=9090" in container["args"]
+    # The API server's address varies by cluster: the https rule names no peers.
+    webhook_rule, metrics_rule = policy["ingress"]
+    assert "from" not in webhook_rule
+    assert [(p["port"], p["protocol"]) for p in webhook_rule["ports"]] == [("https", "TCP")]
+    # Metrics: only pods in the monitoring namespace (all of them: no podSelector).
+    assert [(p["port"], p["protocol"]) for p in metrics_rule["ports"]] == [("metrics", "TCP")]
+    assert metrics_rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
     # The only connections the server opens go to the API server (the namespace label
     # cache), whose address varies by cluster: its usual ports, no DNS, nothing else.
     assert policy["policyTypes"] == ["Ingress", "Egress"]

@@ -96,6 +96,9 @@ class _ServeOption(NamedTuple):
 _SERVE_OPTIONS = (
     _ServeOption("--host", "0.0.0.0"),
     _ServeOption("--port", "8443", _port, help="0 picks a free port (logged at start)"),
+    _ServeOption("--metrics-port", "0", _port, metavar="PORT",
+                 help="serve /metrics over plain HTTP on this port only (not on --port), so that "
+                      "a NetworkPolicy can restrict it; 0 serves it on --port"),
     _ServeOption("--policies", "./policies", Path, metavar="DIR"),
     _ServeOption("--cert-dir", "./certs", Path, metavar="DIR", help="holds tls.crt and tls.key"),
     _ServeOption("--log-level", "info", choices=("debug", "info", "warning", "error")),
@@ -384,7 +387,7 @@ def _serve(args: argparse.Namespace) -> int:
     from webhook.connections import ConnectionLimits
     from webhook.policy.errors import PolicyLoadError
     from webhook.policy.holder import PolicyHolder
-    from webhook.serve import ServeConfig, serve
+    from webhook.serve import ListenError, ServeConfig, serve
     from webhook.tls import CertificateError, ServingCertificate
     from webhook.workers import available_cpus, supervise
 
@@ -395,7 +398,7 @@ def _serve(args: argparse.Namespace) -> int:
     logs.configure(level=args.log_level, fmt=args.log_format)
     from webhook.engine.bounds import Limits
 
-    config = ServeConfig(host=args.host, port=args.port, policies=args.policies,
+    config = ServeConfig(host=args.host, port=args.port, metrics_port=args.metrics_port, policies=args.policies,
                          cert_dir=args.cert_dir, failure_policy=args.failure_policy,
                          shutdown_delay=args.shutdown_delay, decision_memo=args.decision_memo,
                          kubeconfig=args.kubeconfig,
@@ -417,6 +420,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     except CertificateError as exc:
         print(f"webhook: refusing to start: {exc}", file=sys.stderr)
+        return 1
+    except ListenError as exc:
+        print(f"webhook: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
         # An error about a file is not about the socket: name the file instead.

@@ -20,7 +20,7 @@ from webhook.engine.memo import DEFAULT_MAX_ENTRIES
 from webhook.filewatch import watch
 from webhook.namespace_cache import NamespaceCache, client_factory, needs_namespace_labels
 from webhook.policy.holder import PolicyHolder
-from webhook.server import STATE, ServerState, answer_memo, create_app
+from webhook.server import STATE, ServerState, answer_memo, create_app, create_metrics_app
 from webhook.tls import ServingCertificate
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,9 @@ WATCH_INTERVAL_SECONDS = 1.0
 class ServeConfig:
     host: str = "0.0.0.0"
     port: int = 8443
+    # Plain HTTP, /metrics only, so that a NetworkPolicy can restrict it; 0: /metrics is
+    # served on `port` with the admission endpoints.
+    metrics_port: int = 0
     policies: Path = Path("policies")
     cert_dir: Path = Path("certs")
     failure_policy: str = "Fail"
@@ -51,6 +54,31 @@ class ServeConfig:
     kubeconfig: Path | None = None
     # Containers per pod, object size after injection, values copied from the pod (engine/bounds.py).
     limits: Limits = Limits()
+
+
+class ListenError(Exception):
+    """A port could not be bound; the message names which and why."""
+
+
+def metrics_port_error(host: str, port: int, exc: OSError) -> ListenError:
+    return ListenError(f"cannot listen on {host}:{port} (--metrics-port): {exc.strerror or exc}")
+
+
+async def _start_metrics(state: ServerState, config: ServeConfig) -> web.AppRunner:
+    runner = web.AppRunner(create_metrics_app(state), handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    # Connection limits as on the webhook port: a scraper-only port is still reachable by
+    # whatever the NetworkPolicy admits.
+    site = LimitedSite(runner, config.host, config.metrics_port, ssl_context=None,
+                       limits=config.connections, reuse_port=config.reuse_port or None)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise metrics_port_error(config.host, config.metrics_port, exc) from exc
+    log.info("serving /metrics on http://%s:%d", config.host, config.metrics_port,
+             extra={"event": "metrics_listening", "port": config.metrics_port})
+    return runner
 
 
 async def _watch_policies(app: web.Application) -> AsyncIterator[None]:
@@ -103,7 +131,8 @@ async def serve(config: ServeConfig) -> None:
     assert state.namespaces is not None
     state.namespaces.ensure(holder.current)
     app = create_app(state, mutate_engine=functools.partial(mutate, limits=config.limits),
-                     validate_engine=functools.partial(validate, limits=config.limits))
+                     validate_engine=functools.partial(validate, limits=config.limits),
+                     serve_metrics=not config.metrics_port)
     if not heap.tune_allocator():
         log.info("not glibc: allocator left as it is")
     if not heap.limit_tls_read_buffer():
@@ -115,6 +144,7 @@ async def serve(config: ServeConfig) -> None:
     # No access log: the connections (LimitedSite's) are made without one.
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=config.shutdown_timeout)
     await runner.setup()
+    metrics_runner = await _start_metrics(state, config) if config.metrics_port else None
     site = LimitedSite(runner, config.host, config.port, ssl_context=certificate.listening_context,
                        limits=config.connections, reuse_port=config.reuse_port or None)
     await site.start()
@@ -142,4 +172,6 @@ async def serve(config: ServeConfig) -> None:
              extra={"event": "shutdown"})
     await asyncio.sleep(delay["value"])
     await runner.cleanup()  # stops listening, then waits for in-flight requests
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()  # last: scrapes see the drain to its end
     log.info("stopped", extra={"event": "stopped"})

@@ -152,8 +152,10 @@ STATE = web.AppKey("state", ServerState)
 
 
 def create_app(state: ServerState, *, mutate_engine: Engine = mutate,
-               validate_engine: Engine = validate) -> web.Application:
-    """The engines are parameters so that tests can put a failing one behind the real server."""
+               validate_engine: Engine = validate, serve_metrics: bool = True) -> web.Application:
+    """The engines are parameters so that tests can put a failing one behind the real server.
+    Without `serve_metrics`, /metrics answers 404 here: create_metrics_app serves it on a port
+    of its own, which a NetworkPolicy can restrict."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[STATE] = state
     app.cleanup_ctx.append(_fold_metrics)
@@ -166,7 +168,7 @@ def create_app(state: ServerState, *, mutate_engine: Engine = mutate,
         ("/validate", "POST", _admission_handler("validate", validate_engine, mutating=False)),
         ("/healthz", "GET", _guarded(_healthz)),
         ("/readyz", "GET", _guarded(_readyz)),
-        ("/metrics", "GET", _guarded(_metrics)),
+        ("/metrics", "GET", _guarded(_metrics) if serve_metrics else _metrics_elsewhere),
     ]
     for path, method, handler in routes:
         if method == "GET":
@@ -178,6 +180,24 @@ def create_app(state: ServerState, *, mutate_engine: Engine = mutate,
         app.router.add_route("*", path, _method_not_allowed(allowed))
     app.router.add_route("*", "/{path:.*}", _not_found)
     return app
+
+
+def create_metrics_app(state: ServerState) -> web.Application:
+    """GET /metrics alone, for the plain-HTTP metrics listener (--metrics-port)."""
+    app = web.Application(client_max_size=1024)  # GET only: no body is read
+    app[STATE] = state
+    app.router.add_get("/metrics", _guarded(_metrics))
+    app.router.add_route("*", "/metrics", _method_not_allowed(["GET", "HEAD"]))
+    app.router.add_route("*", "/{path:.*}", _metrics_port_not_found)
+    return app
+
+
+async def _metrics_elsewhere(request: web.Request) -> web.Response:
+    return _error(404, "/metrics is served on the metrics port (--metrics-port), not on this one")
+
+
+async def _metrics_port_not_found(request: web.Request) -> web.Response:
+    return _error(404, f"no such path {request.path}; this port serves only /metrics")
 
 
 async def _send_in_pieces(request: web.Request, response: web.Response, body: bytes) -> web.StreamResponse:

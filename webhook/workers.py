@@ -85,6 +85,21 @@ def supervise(config: object, *, workers: int, log_level: str, log_format: str) 
     reserve.bind((config.host, config.port))
     port = reserve.getsockname()[1]
     config = dataclasses.replace(config, port=port, reuse_port=True)
+    # The metrics port is held the same way, so that one in use stops the start here with
+    # one clear error rather than a crash loop of workers.
+    metrics_reserve = None
+    if config.metrics_port:
+        from webhook.serve import metrics_port_error
+        metrics_reserve = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
+        metrics_reserve.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            metrics_reserve.bind((config.host, config.metrics_port))
+        except OSError as exc:
+            metrics_reserve.close()
+            reserve.close()
+            if created_metrics_dir is not None:
+                shutil.rmtree(created_metrics_dir, ignore_errors=True)
+            raise metrics_port_error(config.host, config.metrics_port, exc) from exc
     context = multiprocessing.get_context("spawn")
 
     def start() -> BaseProcess:
@@ -133,6 +148,8 @@ def supervise(config: object, *, workers: int, log_level: str, log_format: str) 
                 started[replacement.pid] = time.monotonic()
                 running.append(replacement)
     reserve.close()
+    if metrics_reserve is not None:
+        metrics_reserve.close()
     if created_metrics_dir is not None:
         shutil.rmtree(created_metrics_dir, ignore_errors=True)
     log.info("all workers stopped", extra={"event": "stopped"})
