@@ -13,30 +13,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 
 import corpus  # noqa: E402
 import orjson  # noqa: E402
 
-
-def per_call(fn: Callable[[], Any], *, rounds: int, round_seconds: float = 0.05) -> float:
-    fn()
-    results = []
-    for _ in range(rounds):
-        calls, start = 0, time.process_time()
-        while True:
-            fn()
-            calls += 1
-            used = time.process_time() - start
-            if calls >= 10 and used >= round_seconds:
-                break
-        results.append(used / calls)
-    return statistics.median(results)
+from bench.inprocess import cpu_per_call  # noqa: E402
 
 
 def main() -> None:
@@ -58,7 +44,7 @@ def main() -> None:
                 decision = engine(review.request, policies)
                 envelope_json(api_version=review.api_version, uid=review.request.uid,
                               fields_json=orjson.dumps(response_fields(decision, mutating=mutating)))
-            times.append(per_call(full, rounds=args.rounds))
+            times.append(cpu_per_call(full, rounds=args.rounds, round_seconds=0.05))
         print(f"{name}: {len(times)} pods, mean {statistics.mean(times) * 1e6:.1f} µs, "
               f"median {statistics.median(times) * 1e6:.1f} µs per review")
 
