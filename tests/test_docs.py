@@ -22,7 +22,7 @@ def _defined() -> dict[str, tuple[str, ...]]:
 
 def test_every_metric_the_docs_name_exists_with_those_labels() -> None:
     defined = _defined()
-    for doc in ("README.md", "docs/operations.md"):
+    for doc in ("README.md", "docs/operations.md", "docs/serving.md"):
         for name, labels in _MENTION.findall((ROOT / doc).read_text()):
             assert name in defined, f"{doc} names {name}, which the server does not export"
             if labels:
@@ -31,8 +31,8 @@ def test_every_metric_the_docs_name_exists_with_those_labels() -> None:
 
 
 def test_the_readme_lists_every_metric_with_its_labels() -> None:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs/serving.md").read_text()
     listed = text[text.index("**Metrics.**"):text.index("**Logs.**")]
     for name, labels in _defined().items():
         shown = f"`{name}{{{','.join(labels)}}}`" if labels else f"`{name}`"
-        assert shown in listed, f"README's metric list lacks {shown}"
+        assert shown in listed, f"docs/serving.md's metric list lacks {shown}"
