@@ -31,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     from webhook.engine import mutate, validate
     from webhook.policy.loader import load_policy_dir
-    from webhook.review import envelope_json, parse_review, response_fields
+    from webhook.admission.review import envelope_json, parse_review, response_fields
 
     policies = load_policy_dir(corpus.SHIPPED_POLICIES)
     for name, engine, mutating in (("mutate", mutate, True), ("validate", validate, False)):

@@ -39,7 +39,7 @@ def in_process_cpu(*, rounds: int = 5, round_seconds: float = 0.15) -> dict[str,
 
     from webhook.engine import mutate, validate
     from webhook.policy.loader import load_policy_dir
-    from webhook.review import envelope_json, parse_review, response_fields
+    from webhook.admission.review import envelope_json, parse_review, response_fields
 
     policies = load_policy_dir(ROOT / "policies")
     out: dict[str, float] = {}

@@ -16,7 +16,7 @@ import pytest
 
 import tests.fuzzing  # noqa: F401  (loads the Hypothesis profile before any test module)
 from tests.apiserver import ApiServerClient
-from webhook.certs import generate
+from webhook.pki.certs import generate
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_POLICIES = ROOT / "policies"

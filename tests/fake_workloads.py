@@ -40,7 +40,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from tests.fake_apiserver import ApiError, FakeApiServer
-from webhook.offline import Document, NamespaceLabelSource, admit
+from webhook.cli.offline import Document, NamespaceLabelSource, admit
 from webhook.policy.loader import PolicySet
 
 FailureMode = Literal["never-ready", "crash-loop"]

@@ -16,7 +16,7 @@ from webhook.engine import mutate, validate
 from webhook.engine.bounds import DEFAULT_LIMITS, DeadlineExceeded, Limits
 from webhook.engine.inject import inject
 from webhook.policy.loader import PolicySet
-from webhook.review import AdmissionRequest, response_fields
+from webhook.admission.review import AdmissionRequest, response_fields
 
 _GVR = {"Pod": ("", "pods"), "Deployment": ("apps", "deployments"), "CronJob": ("batch", "cronjobs")}
 
@@ -110,7 +110,7 @@ def test_an_update_leaving_an_over_limit_object_unchanged_is_still_admitted() ->
 
 
 def test_the_serve_options_default_to_the_engines_bounds() -> None:
-    from webhook import cli
+    from webhook.cli import main as cli
 
     defaults = {o.flag: o.type(o.default) for o in cli._SERVE_OPTIONS}
     assert defaults["--max-containers"] == DEFAULT_LIMITS.max_containers

@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tests.conftest import ROOT, SHIPPED_POLICIES, make_pki
-from webhook.certs import _serving_certificate, generate, reissue_reason, service_dns_names
+from webhook.pki.certs import _serving_certificate, generate, reissue_reason, service_dns_names
 
 TEN_DAYS_AGO = datetime.now(timezone.utc) - timedelta(days=10)
 

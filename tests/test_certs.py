@@ -149,8 +149,8 @@ def test_expiry_read_without_cryptography_matches_cryptography(tmp_path: Path) -
     import warnings
     from datetime import datetime, timezone
 
-    from webhook.certs import generate
-    from webhook.tls import certificate_not_after
+    from webhook.pki.certs import generate
+    from webhook.runtime.tls import certificate_not_after
 
     generate(tmp_path, service="s", namespace="n", days=3, now=datetime(2049, 12, 31, tzinfo=timezone.utc))
     paths = [tmp_path / "tls.crt", tmp_path / "ca.crt", *map(Path, sorted(glob.glob("/etc/ssl/certs/*.pem"))[:50])]
@@ -163,8 +163,8 @@ def test_expiry_read_without_cryptography_matches_cryptography(tmp_path: Path) -
 
 
 def test_a_certificate_chain_in_tls_crt_is_served(tmp_path: Path) -> None:
-    from webhook.certs import generate
-    from webhook.tls import ServingCertificate
+    from webhook.pki.certs import generate
+    from webhook.runtime.tls import ServingCertificate
 
     generate(tmp_path, service="s", namespace="n")
     leaf = x509.load_pem_x509_certificate((tmp_path / "tls.crt").read_bytes())

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, copy_policies
-from webhook import cli
+from webhook.cli import main as cli
 
 POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "labels": {"app": "web"}},
        "spec": {"containers": [{"name": "app", "image": "registry.example.com/web:1.0"}]}}

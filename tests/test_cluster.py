@@ -25,8 +25,11 @@ from cryptography import x509
 from tests.apiserver import ApiServerClient
 from tests.conftest import ROOT, SHIPPED_POLICIES, copy_policies
 from tests.fake_apiserver import FakeApiServer, rules_from_manifests
-from webhook import cluster
-from webhook.cluster import ClusterError, install_ca, load_api_client, report
+from webhook.cli.report import report
+from webhook.kube import client as kube_client
+from webhook.kube.client import ClusterError, load_api_client
+from webhook.pki import install_ca as install_module
+from webhook.pki.install_ca import install_ca
 from webhook.engine.inject import inject
 from webhook.engine.ledger import LEDGER_ANNOTATION
 from webhook.policy.loader import load_policy_dir
@@ -174,7 +177,7 @@ def test_a_ca_near_its_expiry_is_renewed_and_both_are_trusted_meanwhile(
         fake: FakeApiServer, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # It used to be reused (with a warning) until it expired: each run then issued a
     # serving certificate capped at the CA's expiry, and none once it had expired.
-    monkeypatch.setattr(cluster, "_sleep", lambda seconds: None)
+    monkeypatch.setattr(install_module, "_sleep", lambda seconds: None)
     with load_api_client(kubeconfig) as api:
         install_ca(api, namespace=NS)
         old_ca = secret_data(fake, "webhook-ca")["ca.crt"]
@@ -439,7 +442,7 @@ def test_report_table_and_namespace_scope(fake: FakeApiServer, kubeconfig: Path,
 def test_report_function_pages_through_the_list(fake: FakeApiServer, kubeconfig: Path,
                                                 cluster_pods: dict[str, str],
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cluster, "_PAGE", 2)
+    monkeypatch.setattr(kube_client, "_PAGE", 2)
     policies = load_policy_dir(SHIPPED_POLICIES)
     with load_api_client(kubeconfig) as api:
         result = report(api, policies, namespace="shop")

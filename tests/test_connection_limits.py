@@ -13,7 +13,7 @@ import pytest
 
 from tests.apiserver import ApiServerClient, make_review
 from tests.test_server_lifecycle import POD, _InProcessServer
-from webhook.connections import ConnectionLimits
+from webhook.admission.connections import ConnectionLimits
 
 
 def _open(client: ApiServerClient) -> ssl.SSLSocket:

@@ -24,15 +24,15 @@ import yaml
 from tests.apiserver import exchange, make_review, verify_response
 from tests.conftest import SHIPPED_POLICIES, ServerProcess
 from tests.test_validate_helpers import container, policy, policy_set, pod
-from webhook.engine import memo as memo_module
+from webhook.admission import memo as memo_module
 from webhook.engine import mutate, validate
-from webhook.engine.memo import DecisionMemo
-from webhook.offline import make_request
-from webhook import server as server_module
-from webhook.policy.holder import PolicyHolder
+from webhook.admission.memo import DecisionMemo
+from webhook.cli.offline import make_request
+from webhook.admission import server as server_module
+from webhook.runtime.policy_holder import PolicyHolder
 from webhook.policy.loader import PolicySet, load_policy_dir
-from webhook.review import AdmissionRequest
-from webhook.server import ServerState, answer_memo
+from webhook.admission.review import AdmissionRequest
+from webhook.admission.server import ServerState, answer_memo
 
 CORPUS = sorted((Path(__file__).parent / "data" / "corpus").glob("*.yaml"))
 SHIPPED = load_policy_dir(SHIPPED_POLICIES)

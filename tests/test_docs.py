@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from tests.conftest import ROOT
-from webhook import metrics
+from webhook.runtime import metrics
 
 _MENTION = re.compile(r"`(webhook_[a-z_]+)(?:\{([a-z_,]*)\})?")
 

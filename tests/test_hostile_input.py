@@ -24,8 +24,8 @@ from tests.apiserver import ApiServerClient, RawResponse, make_review, verify_re
 from tests.conftest import ServerProcess
 from tests.test_server_lifecycle import POD, _InProcessServer
 from webhook.engine import validate
-from webhook.logs import LINE_MAX, LIST_SHOWN_MAX
-from webhook.review import MAX_REVIEW_DEPTH
+from webhook.runtime.logs import LINE_MAX, LIST_SHOWN_MAX
+from webhook.admission.review import MAX_REVIEW_DEPTH
 
 JSON = {"Content-Type": "application/json"}
 
@@ -309,8 +309,8 @@ def test_requests_are_served_while_a_client_holds_its_limit_of_idle_connections(
 def test_a_remembered_answer_keeps_no_more_than_its_log_line_shows() -> None:
     # The memo weighs an answer by its serialised response; the violations it keeps for the
     # log line (one per container per check) must not outweigh that many times over.
-    from webhook import decision as decisions
-    from webhook.server import _answer
+    from webhook.core import decision as decisions
+    from webhook.admission.server import _answer
 
     found = tuple(decisions.Violation("baseline", "podSecurity", "Enforce", f"spec.containers[c{i}]", "privileged")
                   for i in range(5000))

@@ -22,16 +22,17 @@ from cryptography.x509 import verification
 from tests.fake_apiserver import FakeApiServer
 # `fake`: the fake API server holding the shipped webhook configurations (a fixture).
 from tests.test_cluster import CONFIG_KINDS, NS, SERVICE_NAME, fake, webhook_configurations  # noqa: F401
-from webhook.certs import generate
-from webhook import cluster
-from webhook.cluster import ClusterError, install_ca, load_api_client
+from webhook.pki.certs import generate
+from webhook.kube.client import ClusterError, load_api_client
+from webhook.pki import install_ca as install_module
+from webhook.pki.install_ca import install_ca
 
 CONFIG = "pod-runtime-webhook"
 
 
 @pytest.fixture(autouse=True)
 def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cluster, "_sleep", lambda seconds: None)
+    monkeypatch.setattr(install_module, "_sleep", lambda seconds: None)
 
 
 @pytest.fixture
@@ -279,7 +280,7 @@ def test_a_configuration_that_cannot_be_read_holds_back_a_new_ca(fake: FakeApiSe
 def test_a_new_ca_has_time_to_reach_the_api_servers_before_its_pair_is_stored(
         fake: FakeApiServer, api, monkeypatch: pytest.MonkeyPatch) -> None:
     events: list[str] = []
-    monkeypatch.setattr(cluster, "_sleep", lambda seconds: events.append(f"wait {seconds:g}s"))
+    monkeypatch.setattr(install_module, "_sleep", lambda seconds: events.append(f"wait {seconds:g}s"))
     fake.after_write.append(lambda verb, resource, _ns, name: events.append(f"{verb} {resource} {name}"))
     install_ca(api, namespace=NS)
     assert not any(e.startswith("wait") for e in events)   # a first install has nothing to wait for
@@ -291,7 +292,7 @@ def test_a_new_ca_has_time_to_reach_the_api_servers_before_its_pair_is_stored(
 
 
 def test_a_renewal_window_as_long_as_the_ca_is_refused() -> None:
-    from webhook.cluster import check_install_args
+    from webhook.pki.install_ca import check_install_args
     with pytest.raises(ValueError, match="less than the CA's 3650 days"):
         check_install_args(days=36500, renew_before_days=3650)
     check_install_args(days=36500, renew_before_days=3649)

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from webhook.logs import (ENTRY_SHOWN_MAX, LINE_MAX, LIST_SHOWN_MAX, MESSAGE_SHOWN_MAX, SHOWN_MAX, JsonFormatter,
+from webhook.runtime.logs import (ENTRY_SHOWN_MAX, LINE_MAX, LIST_SHOWN_MAX, MESSAGE_SHOWN_MAX, SHOWN_MAX, JsonFormatter,
                           cut_items, cut_message, shown)
 
 
@@ -47,7 +47,7 @@ def test_a_list_shows_its_first_entries_and_how_many_it_left_out(count: int, tot
 
 
 def _format(**extra: object) -> str:
-    record = logging.LogRecord("webhook.server", logging.INFO, "", 0, "decided", None, None)
+    record = logging.LogRecord("webhook.admission.server", logging.INFO, "", 0, "decided", None, None)
     record.__dict__.update(extra)
     return JsonFormatter().format(record)
 

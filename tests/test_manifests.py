@@ -13,7 +13,7 @@ import yaml
 
 from tests.test_validate_helpers import KINDS, TODAY, container, controller, pod, policy, policy_set
 from webhook.engine.validate import validate
-from webhook.review import AdmissionRequest
+from webhook.admission.review import AdmissionRequest
 from webhook.rules.cel import Variables, evaluate
 from webhook.rules.pod_security import check_pod_spec
 
@@ -218,7 +218,7 @@ def test_kubectl_apply_k_manifests_finds_a_kustomization_tree() -> None:
 
 
 def test_the_webhooks_own_workloads_pass_the_projects_policies() -> None:
-    from webhook.offline import Document, admit
+    from webhook.cli.offline import Document, admit
     from webhook.policy.loader import load_policy_dir
 
     policies = load_policy_dir(ROOT / "policies")

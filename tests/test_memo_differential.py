@@ -31,12 +31,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import SHIPPED_POLICIES
-from webhook import server as server_module
-from webhook.engine import memo as memo_module
+from webhook.admission import server as server_module
+from webhook.admission import memo as memo_module
 from webhook.engine import mutate, validate
-from webhook.engine.memo import DecisionMemo
+from webhook.admission.memo import DecisionMemo
 from webhook.policy.loader import PolicySet, load_policy_sources
-from webhook.server import ServerState, answer_memo
+from webhook.admission.server import ServerState, answer_memo
 
 import importlib
 

@@ -15,9 +15,9 @@ import yaml
 from tests.conftest import ROOT
 from tests.engine_helpers import policies_from_yaml
 from tests.fake_apiserver import FakeApiServer, rules_from_manifests
-from webhook import namespace_cache
+from webhook.kube import namespace_cache
 from webhook.engine.namespaces import LabelsUnknown
-from webhook.namespace_cache import NamespaceCache, client_factory
+from webhook.kube.namespace_cache import NamespaceCache, client_factory
 from webhook.policy.loader import EMPTY
 
 # Real watch and reconnect timers: each test waits on them for up to a second.
@@ -250,7 +250,8 @@ def test_the_manifests_rbac_is_enough(tmp_path: Path) -> None:
 
 
 def test_report_reads_namespace_labels_when_a_policy_needs_them(fake: FakeApiServer, tmp_path: Path) -> None:
-    from webhook.cluster import load_api_client, report
+    from webhook.kube.client import load_api_client
+    from webhook.cli.report import report
 
     policies = policies_from_yaml("""
         apiVersion: runtime.platform.io/v1

@@ -18,7 +18,7 @@ from webhook.engine.mutate import mutate
 from webhook.engine.namespaces import LabelsUnknown, NamespaceLabelsUnavailable
 from webhook.engine.pod import pod_facts
 from webhook.engine.validate import validate
-from webhook.offline import NamespaceLabelSource, parse_namespace_labels
+from webhook.cli.offline import NamespaceLabelSource, parse_namespace_labels
 from webhook.policy.common import Match
 from webhook.policy.errors import PolicyLoadError
 from webhook.policy.loader import load_policy_sources

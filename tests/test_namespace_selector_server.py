@@ -15,11 +15,11 @@ import pytest
 from tests.apiserver import AdmissionResult, ApiServerClient
 from tests.conftest import ServerProcess
 from tests.fake_apiserver import FakeApiServer
-from webhook.connections import ConnectionLimits, LimitedSite
-from webhook.namespace_cache import NamespaceCache, client_factory
-from webhook.policy.holder import PolicyHolder
-from webhook.server import ServerState, create_app
-from webhook.tls import ServingCertificate
+from webhook.admission.connections import ConnectionLimits, LimitedSite
+from webhook.kube.namespace_cache import NamespaceCache, client_factory
+from webhook.runtime.policy_holder import PolicyHolder
+from webhook.admission.server import ServerState, create_app
+from webhook.runtime.tls import ServingCertificate
 
 INJECT = """\
 apiVersion: runtime.platform.io/v1

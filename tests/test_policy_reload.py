@@ -16,9 +16,9 @@ from aiohttp import web
 
 from tests.conftest import SHIPPED_POLICIES, copy_policies
 from tests.test_inject_shipped import pod
-from webhook.policy.holder import PolicyHolder
-from webhook.serve import _watch_policies
-from webhook.server import STATE
+from webhook.runtime.policy_holder import PolicyHolder
+from webhook.admission.serve import _watch_policies
+from webhook.admission.server import STATE
 
 EXTRA = """apiVersion: runtime.platform.io/v1
 kind: InjectionPolicy

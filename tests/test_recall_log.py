@@ -16,10 +16,10 @@ from tests.apiserver import make_review
 from tests.conftest import SHIPPED_POLICIES
 from tests.test_decision_memo import _go_body, _memo_counts, admit, count_parses
 from tests.test_validation_recall import _ALIKE, _replica, _violating_pod
-from webhook import server as server_module
-from webhook.engine.memo import DecisionMemo
-from webhook.policy.holder import PolicyHolder
-from webhook.server import ServerState
+from webhook.admission import server as server_module
+from webhook.admission.memo import DecisionMemo
+from webhook.runtime.policy_holder import PolicyHolder
+from webhook.admission.server import ServerState
 
 CORPUS = sorted((Path(__file__).parent / "data" / "corpus").glob("*.yaml"))
 LOGGED = ("endpoint", "uid", "namespace", "podName", "generateName", "owner", "operation", "kind", "outcome",

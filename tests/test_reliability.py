@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from tests.conftest import copy_policies, make_pki
-from webhook.certs import generate
+from webhook.pki.certs import generate
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 SOAK_SECONDS = float(os.environ.get("WEBHOOK_SOAK_SECONDS", "6"))

@@ -22,11 +22,11 @@ import pytest
 
 from tests.apiserver import ApiServerClient, make_review
 from tests.conftest import ROOT, SHIPPED_POLICIES, make_pki
-from webhook.certs import generate
-from webhook.connections import ConnectionLimits, LimitedSite
-from webhook.policy.holder import PolicyHolder
-from webhook.server import ServerState, create_app
-from webhook.tls import ServingCertificate
+from webhook.pki.certs import generate
+from webhook.admission.connections import ConnectionLimits, LimitedSite
+from webhook.runtime.policy_holder import PolicyHolder
+from webhook.admission.server import ServerState, create_app
+from webhook.runtime.tls import ServingCertificate
 
 POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
        "spec": {"containers": [{"name": "app", "image": "example.com/app:1"}]}}
@@ -300,7 +300,7 @@ def test_slow_bodies_neither_turn_prompt_requests_away_nor_keep_their_slots(pki:
 
 def test_a_bug_outside_the_engine_answers_json_500_and_the_next_request_succeeds(
         pki: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import webhook.server as server_module
+    import webhook.admission.server as server_module
     real = server_module.envelope_json
     calls = {"n": 0}
 

@@ -90,7 +90,7 @@ def test_a_pod_larger_than_the_tls_read_buffer_gets_the_engines_patch(server: Se
     # The server reads TLS in steps of TLS_READ_BUFFER_BYTES (webhook/heap.py); this body takes several.
     import orjson
 
-    from webhook.heap import TLS_READ_BUFFER_BYTES
+    from webhook.runtime.heap import TLS_READ_BUFFER_BYTES
     big = pod(app())
     big["metadata"]["annotations"] = {f"example.com/note-{i}": "x" * 1000 for i in range(300)}
     assert len(orjson.dumps(big)) > 4 * TLS_READ_BUFFER_BYTES

@@ -13,7 +13,7 @@ from tests.apiserver import ApiServerClient, exchange, make_review, verify_respo
 from tests.conftest import ServerProcess
 from tests.engine_helpers import env_names, names
 from tests.test_inject_shipped import app, pod
-from webhook.server import TLS_WRITE_PIECE_BYTES
+from webhook.admission.server import TLS_WRITE_PIECE_BYTES
 
 POD = {"apiVersion": "v1", "kind": "Pod",
        "metadata": {"generateName": "web-", "labels": {"app": "web"}},

@@ -37,7 +37,7 @@ def test_an_operation_outside_the_api_is_counted_as_unknown(start_server) -> Non
 
 def test_a_name_cannot_forge_a_text_log_line(start_server) -> None:
     server = start_server(args=["--log-format", "text", "--port", str(_free_port())])
-    forged = "INFO webhook.server: mutate CREATE kube-system/forged-pod: allowed"
+    forged = "INFO webhook.admission.server: mutate CREATE kube-system/forged-pod: allowed"
     generated = pod(name="x")
     del generated["metadata"]["name"]
     generated["metadata"]["generateName"] = f"x\n2026-11-30 20:30:00,000 {forged}\r\u2028"

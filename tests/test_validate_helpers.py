@@ -14,10 +14,10 @@ from typing import Any
 
 import yaml
 
-from webhook.decision import Decision
+from webhook.core.decision import Decision
 from webhook.engine.validate import validate
 from webhook.policy.loader import PolicySet, load_policy_sources
-from webhook.review import AdmissionRequest
+from webhook.admission.review import AdmissionRequest
 
 TODAY = date(2026, 6, 1)
 

@@ -17,11 +17,11 @@ from tests.apiserver import exchange, make_review, verify_response
 from tests.conftest import SHIPPED_POLICIES, ServerProcess
 from tests.test_decision_memo import _counts, _free_port, _go_body, _memo_counts, admit, count_parses
 from tests.test_validate_helpers import container, pod, policy, policy_set
-from webhook import server as server_module
-from webhook.engine import memo as memo_module
-from webhook.engine.memo import DecisionMemo
-from webhook.policy.holder import PolicyHolder
-from webhook.server import ServerState
+from webhook.admission import server as server_module
+from webhook.admission import memo as memo_module
+from webhook.admission.memo import DecisionMemo
+from webhook.runtime.policy_holder import PolicyHolder
+from webhook.admission.server import ServerState
 
 POLICIES = PolicyHolder.load(SHIPPED_POLICIES)
 STAMP = "2026-11-26T00:00:00Z"

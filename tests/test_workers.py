@@ -164,7 +164,7 @@ def test_a_single_worker_leaves_no_live_gauges_in_a_given_multiproc_dir(
 
 
 def test_the_default_worker_count_follows_the_containers_cpu_limit(tmp_path: Path) -> None:
-    from webhook.workers import available_cpus
+    from webhook.admission.workers import available_cpus
 
     visible = len(os.sched_getaffinity(0))
     v2, v1, none = tmp_path / "v2", tmp_path / "v1", tmp_path / "none"

@@ -1,7 +1,7 @@
 """Golden answers of the offline CLI: each invocation's exit code, stdout and stderr.
 
 All invocations run in one child process (`python -m tests.golden.cli IN OUT`), each through
-`webhook.cli.main` with its standard streams captured at the file descriptor, so the output
+`webhook.cli.main.main` with its standard streams captured at the file descriptor, so the output
 is what a terminal would show; a process per invocation would take many times longer.
 
 The transcript (`cli.txt`) shows each invocation as the command, `[exit N]`, its stdout
@@ -72,7 +72,7 @@ def run(invocations: Sequence[Invocation]) -> list[Transcript]:
 
 def _captured(argv: list[str]) -> dict[str, object]:
     """Runs `webhook ARGV` in this process with fds 1 and 2 sent to temporary files."""
-    from webhook import cli
+    from webhook.cli import main as cli
 
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         sys.stdout.flush()

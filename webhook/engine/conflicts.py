@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from webhook.jsonvalue import as_str, dicts_in
+from webhook.core.jsonvalue import as_str, dicts_in
 
 # The API server cuts each warning to 256 characters once a request's warnings pass 4 KiB
 # (k8s.io/apiserver endpoints/filters/warning.go): short values, and a bounded count.

@@ -20,7 +20,7 @@ from webhook.engine.ports import port_clashes
 from webhook.engine.applies import INJECT_ANNOTATION, ignored_choices, opted_out_of_all, skip_reason
 from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
 from webhook.engine.pod import PodFacts, pod_facts
-from webhook.jsonvalue import as_dict, as_str, dicts_in, str_map
+from webhook.core.jsonvalue import as_dict, as_str, dicts_in, str_map
 from webhook.engine.pod_rules import pod_problems
 from webhook.engine.rendered import (MEASURE_POD_FROM_BYTES, OP_OVERHEAD_BYTES, Budget, Refused, field_sizes,
                                      may_grow, object_size, render, size_of, too_large)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from webhook import decision
-from webhook.decision import Decision
+from webhook.core import decision
+from webhook.core.decision import Decision
 from webhook.engine.bounds import DEFAULT_LIMITS, MAX_MESSAGE_CHARS, Limits, bounded_warnings, clip
 from webhook.engine.inject import inject
 from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
 from webhook.policy.loader import PolicySet
-from webhook.review import AdmissionRequest
+from webhook.admission.review import AdmissionRequest
 
 
 def is_pod_create(request: AdmissionRequest) -> bool:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
-from webhook.jsonvalue import as_dict, as_list, as_str, dicts_in, str_map
+from webhook.core.jsonvalue import as_dict, as_list, as_str, dicts_in, str_map
 from webhook.policy.common import ANNOTATION_PREFIX, TRAINING_OWNER_KINDS, Workload
 
 WORKLOAD_LABEL = f"{ANNOTATION_PREFIX}/workload"

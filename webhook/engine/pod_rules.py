@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from webhook.jsonvalue import dicts_in
+from webhook.core.jsonvalue import dicts_in
 
 
 def _text(value: Any) -> str | None:

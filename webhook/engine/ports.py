@@ -13,7 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from webhook.jsonvalue import as_list, as_str
+from webhook.core.jsonvalue import as_list, as_str
 
 # An empty host IP, like these, binds every address of the node.
 _ANY_ADDRESS = frozenset({"", "0.0.0.0", "::"})

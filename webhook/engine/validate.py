@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 
-from webhook import decision
-from webhook.decision import Decision, Violation
+from webhook.core import decision
+from webhook.core.decision import Decision, Violation
 from webhook.engine.bounds import DEFAULT_LIMITS, Limits, check_deadline, too_many_containers
 from webhook.engine.match import mismatch
 from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
@@ -39,7 +39,7 @@ from webhook.engine.validation.report import build_decision
 from webhook.engine.validation.rules import RuleEnv, run_rule
 from webhook.engine.validation.target import POD, Target, target_of
 from webhook.policy.loader import PolicySet
-from webhook.review import AdmissionRequest
+from webhook.admission.review import AdmissionRequest
 from webhook.rules.containers import iter_containers
 
 VALIDATED_OPERATIONS = frozenset({"CREATE", "UPDATE"})

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal, NamedTuple
 
-from webhook.jsonvalue import as_list, as_str
+from webhook.core.jsonvalue import as_list, as_str
 
 ContainerType = Literal["initContainers", "sidecars", "containers", "ephemeralContainers"]
 # Same visiting order as the Pod Security checks (and upstream): init, regular, ephemeral.

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from webhook.jsonvalue import as_dict, as_list, as_str
+from webhook.core.jsonvalue import as_dict, as_list, as_str
 from webhook.rules.containers import iter_containers
 from webhook.rules.finding import Finding
 

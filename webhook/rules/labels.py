@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from webhook.jsonvalue import as_dict
+from webhook.core.jsonvalue import as_dict
 from webhook.rules.finding import Finding
 
 __all__ = ["RequiredKey", "check_required_keys"]

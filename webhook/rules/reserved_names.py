@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from webhook.jsonvalue import as_list, as_str
+from webhook.core.jsonvalue import as_list, as_str
 from webhook.rules.containers import ContainerRef, iter_containers
 from webhook.rules.finding import Finding
 

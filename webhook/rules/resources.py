@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from webhook.jsonvalue import as_dict
+from webhook.core.jsonvalue import as_dict
 from webhook.rules.containers import ContainerRef, ContainerType, iter_containers
 from webhook.rules.finding import Finding
 from webhook.rules.quantity import parse_quantity

@@ -19,8 +19,8 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 
-from webhook import decision
-from webhook.decision import Decision, Violation
+from webhook.core import decision
+from webhook.core.decision import Decision, Violation
 from webhook.policy.validation import Action
 
 # The denial message is shown by kubectl and stored in the audit log: 4096 characters

@@ -15,9 +15,9 @@ from typing import Any
 
 from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
 from webhook.engine.pod import PodFacts, label_profile, pod_facts
-from webhook.jsonvalue import as_dict, as_list, as_str
+from webhook.core.jsonvalue import as_dict, as_list, as_str
 from webhook.policy.common import Workload
-from webhook.review import AdmissionRequest
+from webhook.admission.review import AdmissionRequest
 
 # (API group, kind) -> where the pod template sits, and the workload kind its pods get.
 _TEMPLATE = ("spec", "template")

@@ -12,16 +12,17 @@ from pathlib import Path
 
 from aiohttp import web
 
-from webhook import heap, metrics
-from webhook.connections import ConnectionLimits, LimitedSite
+from webhook.runtime import heap
+from webhook.runtime import metrics
+from webhook.admission.connections import ConnectionLimits, LimitedSite
 from webhook.engine import mutate, validate
 from webhook.engine.bounds import Limits
-from webhook.engine.memo import DEFAULT_MAX_ENTRIES
-from webhook.filewatch import watch
-from webhook.namespace_cache import NamespaceCache, client_factory, needs_namespace_labels
-from webhook.policy.holder import PolicyHolder
-from webhook.server import STATE, ServerState, answer_memo, create_app, create_metrics_app
-from webhook.tls import ServingCertificate
+from webhook.admission.memo import DEFAULT_MAX_ENTRIES
+from webhook.runtime.filewatch import watch
+from webhook.kube.namespace_cache import NamespaceCache, client_factory, needs_namespace_labels
+from webhook.runtime.policy_holder import PolicyHolder
+from webhook.admission.server import STATE, ServerState, answer_memo, create_app, create_metrics_app
+from webhook.runtime.tls import ServingCertificate
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """The offline commands `mutate`, `validate` and `explain`: output formatting only; the
-admission itself is `webhook.offline.admit`, the same engine the server runs."""
+admission itself is `webhook.cli.offline.admit`, the same engine the server runs."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from typing import Any, TextIO
 
 import yaml
 
-from webhook.decision import Violation
+from webhook.core.decision import Violation
 from webhook.engine.ledger import Ledger, ledger_of
 from webhook.engine.match import mismatch
 from webhook.engine.pod import pod_facts
 from webhook.engine.validation.exceptions import ALL_RULES, lifted_rules
 from webhook.engine.namespaces import LabelsUnknown, NamespaceLabels, needs_namespace_labels
-from webhook.offline import Admission, Document, admit, make_request, no_namespace_labels, pod_of
+from webhook.cli.offline import Admission, Document, admit, make_request, no_namespace_labels, pod_of
 from webhook.policy.loader import PolicySet
 
 

@@ -57,9 +57,9 @@ import re
 import orjson
 
 from webhook.engine.mutate import pod_create
-from webhook.jsonvalue import as_dict
+from webhook.core.jsonvalue import as_dict
 from webhook.policy.loader import PolicySet
-from webhook.review import SUPPORTED_API_VERSIONS, BadReview, operation_of, request_uid
+from webhook.admission.review import SUPPORTED_API_VERSIONS, BadReview, operation_of, request_uid
 
 DEFAULT_MAX_ENTRIES = 512
 DEFAULT_MAX_OBJECT_BYTES = 64 * 1024

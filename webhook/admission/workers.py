@@ -23,7 +23,7 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-from webhook import metrics
+from webhook.runtime import metrics
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,8 @@ def _cpu_quota(cgroup: Path) -> float | None:
 def _worker_main(config: object, log_level: str, log_format: str) -> None:
     import asyncio
 
-    from webhook import logs
-    from webhook.serve import serve
+    from webhook.runtime import logs
+    from webhook.admission.serve import serve
 
     logs.configure(level=log_level, fmt=log_format)
     asyncio.run(serve(config))  # type: ignore[arg-type]
@@ -70,7 +70,7 @@ def _worker_main(config: object, log_level: str, log_format: str) -> None:
 
 def supervise(config: object, *, workers: int, log_level: str, log_format: str) -> int:
     """Run `workers` copies of the server; returns the exit code for the supervisor."""
-    from webhook.serve import ServeConfig
+    from webhook.admission.serve import ServeConfig
     assert isinstance(config, ServeConfig)
     created_metrics_dir = None
     if not os.environ.get(metrics.MULTIPROC_ENV):
@@ -89,7 +89,7 @@ def supervise(config: object, *, workers: int, log_level: str, log_format: str) 
     # one clear error rather than a crash loop of workers.
     metrics_reserve = None
     if config.metrics_port:
-        from webhook.serve import metrics_port_error
+        from webhook.admission.serve import metrics_port_error
         metrics_reserve = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
         metrics_reserve.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:

@@ -17,22 +17,22 @@ import orjson
 from aiohttp import StreamReader, web
 from aiohttp.web_protocol import RequestPayloadError
 
-from webhook import decision as decisions
-from webhook import metrics
-from webhook.connections import head_arrived
-from webhook.decision import Decision
+from webhook.core import decision as decisions
+from webhook.runtime import metrics
+from webhook.admission.connections import head_arrived
+from webhook.core.decision import Decision
 from webhook.engine import mutate, validate
 from webhook.engine.bounds import DeadlineExceeded
-from webhook.engine.memo import DEFAULT_MAX_ENTRIES, DecisionMemo, FieldPath, compact
+from webhook.admission.memo import DEFAULT_MAX_ENTRIES, DecisionMemo, FieldPath, compact
 from webhook.engine.namespaces import NamespaceLabelsUnavailable
-from webhook.jsonvalue import as_dict, dicts_in
-from webhook.logs import LIST_SHOWN_MAX, cut_items, cut_message, shown
-from webhook.namespace_cache import PENDING_WAIT_SECONDS, NamespaceCache
-from webhook.policy.holder import PolicyHolder
+from webhook.core.jsonvalue import as_dict, dicts_in
+from webhook.runtime.logs import LIST_SHOWN_MAX, cut_items, cut_message, shown
+from webhook.kube.namespace_cache import PENDING_WAIT_SECONDS, NamespaceCache
+from webhook.runtime.policy_holder import PolicyHolder
 from webhook.policy.loader import PolicySet
-from webhook.review import (MAX_REVIEW_DEPTH, AdmissionRequest, BadReview, envelope_json, nests_deeper_than,
+from webhook.admission.review import (MAX_REVIEW_DEPTH, AdmissionRequest, BadReview, envelope_json, nests_deeper_than,
                             operation_of, read_envelope, request_uid, response_fields)
-from webhook.tls import ServingCertificate
+from webhook.runtime.tls import ServingCertificate
 
 log = logging.getLogger(__name__)
 

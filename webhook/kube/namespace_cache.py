@@ -44,10 +44,10 @@ from types import MappingProxyType
 from typing import Any
 
 from webhook.engine.namespaces import LabelsUnknown, NamespaceLabels, needs_namespace_labels
-from webhook.metrics import NAMESPACE_CACHE_ERRORS as ERRORS
-from webhook.metrics import NAMESPACE_CACHE_LISTS as LISTS
-from webhook.metrics import NAMESPACE_CACHE_NAMESPACES as NAMESPACES
-from webhook.metrics import NAMESPACE_CACHE_STATE as STATE
+from webhook.runtime.metrics import NAMESPACE_CACHE_ERRORS as ERRORS
+from webhook.runtime.metrics import NAMESPACE_CACHE_LISTS as LISTS
+from webhook.runtime.metrics import NAMESPACE_CACHE_NAMESPACES as NAMESPACES
+from webhook.runtime.metrics import NAMESPACE_CACHE_STATE as STATE
 from webhook.policy.loader import PolicySet
 
 log = logging.getLogger(__name__)
@@ -389,7 +389,7 @@ def _describe(exc: BaseException) -> str:
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import MaxRetryError
 
-    from webhook.cluster import ClusterError
+    from webhook.kube.client import ClusterError
     if isinstance(exc, ApiException):
         try:
             message = json.loads(exc.body or b"{}").get("message")
@@ -406,6 +406,6 @@ def _describe(exc: BaseException) -> str:
 def client_factory(kubeconfig: Path | None) -> Callable[[], Any]:
     """In-cluster config, else `kubeconfig`, else $KUBECONFIG or ~/.kube/config."""
     def make() -> Any:
-        from webhook.cluster import load_api_client
+        from webhook.kube.client import load_api_client
         return load_api_client(kubeconfig)
     return make

@@ -11,8 +11,8 @@ import logging
 import time
 from pathlib import Path
 
-from webhook import metrics
-from webhook.filewatch import fingerprint
+from webhook.runtime import metrics
+from webhook.runtime.filewatch import fingerprint
 from webhook.policy.loader import PolicyLoadError, PolicySet, load_policy_dir, policy_files
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from webhook.filewatch import fingerprint
+from webhook.runtime.filewatch import fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -109,7 +109,7 @@ def generate(out_dir: Path, *, service: str, namespace: str, days: int = 365,
 def reissue_reason(out_dir: Path, *, service: str, namespace: str) -> str | None:
     """Why `generate --if-missing` must issue a serving certificate in `out_dir`; None when
     the pair there is valid now and covers the service's names."""
-    from webhook.tls import CertificateError, load_pair
+    from webhook.runtime.tls import CertificateError, load_pair
 
     cert_path = out_dir / TLS_CERT
     if not (cert_path.exists() or (out_dir / TLS_KEY).exists()):

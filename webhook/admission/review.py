@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import orjson
 import pybase64
 
-from webhook.decision import Decision
+from webhook.core.decision import Decision
 
 API_V1 = "admission.k8s.io/v1"
 API_V1BETA1 = "admission.k8s.io/v1beta1"

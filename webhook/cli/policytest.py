@@ -39,7 +39,7 @@ from typing import Any, TextIO
 from pydantic import Field, ValidationError
 
 from webhook.engine.namespaces import NamespaceLabelsUnavailable
-from webhook.offline import Document, InputError, NamespaceLabelSource, admit, read_documents
+from webhook.cli.offline import Document, InputError, NamespaceLabelSource, admit, read_documents
 from webhook.policy.common import Strict
 from webhook.policy.errors import PolicyLoadError
 from webhook.policy.loader import PolicySet, load_policy_dir

@@ -1,44 +1,31 @@
-"""Cluster-side commands on the `kubernetes` client: `install-ca` and `report`.
+"""`webhook install-ca`: keep the serving certificate's Secret, the CA's Secret and the
+webhook configurations' caBundle consistent, on the cluster's own objects.
 
-Both talk to the API server with raw JSON: responses are read with
-`_preload_content=False` and parsed here, and writes are JSON patches (plain lists,
-which the client passes through untouched), so no object makes a round trip
-through the client's generated models and fields they do not know survive.
-
-`install_ca` needs only: Secret get/create/patch (the two Secrets it names) and
-get/patch on the two webhook configurations, the verbs the self-managed overlay's
-RBAC grants. `report` needs pod list. Printing is the command line's business;
-these functions return results.
+It needs only: Secret get/create/patch (the two Secrets it names) and get/patch on the two
+webhook configurations, the verbs the self-managed overlay's RBAC grants. Printing is the
+command line's business; these functions return results.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
-import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from webhook.certs import (BACKDATE, CA_CERT, CA_DAYS, CA_KEY, TLS_CERT, TLS_KEY, check_days, generate,
+from webhook.pki.certs import (BACKDATE, CA_CERT, CA_DAYS, CA_KEY, TLS_CERT, TLS_KEY, check_days, generate,
                            issued_by, service_dns_names, uncovered_names)
-from webhook.policy.loader import PolicySet
+from webhook.kube.client import MUTATING, VALIDATING, ApiCallError, ClusterError, Kube, one_line
 
 TLS_SECRET_TYPE = "kubernetes.io/tls"
-REQUEST_TIMEOUT = 30.0
-_PAGE = 500
-MUTATING, VALIDATING = "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"
 # After a CA change the previous CA stays in the caBundle until the serving certificate
 # from the new one has been in the Secret this long: replicas serve the old pair until
 # the kubelet syncs the Secret volume (about a minute) and they reload it (two seconds).
@@ -54,195 +41,6 @@ _ATTEMPTS = 3
 # A difference between this machine's clock and the API server's worth a warning.
 _SKEW_WARNING = timedelta(minutes=1)
 
-
-class ClusterError(RuntimeError):
-    """A failure to report as one line: no configuration, an API error, an unusable object."""
-
-
-class ApiCallError(ClusterError):
-    def __init__(self, message: str, status: int | None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-# -- connecting ---------------------------------------------------------------------------
-
-def load_api_client(kubeconfig: Path | None = None) -> Any:
-    """An ApiClient for `kubeconfig` if given; else in-cluster when KUBERNETES_SERVICE_HOST is
-    set (a pod's service account), else the default kubeconfig ($KUBECONFIG, ~/.kube/config)."""
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
-
-    configuration = client.Configuration()
-    try:
-        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config(client_configuration=configuration)
-        else:
-            config.load_kube_config(config_file=str(kubeconfig) if kubeconfig else None,
-                                    client_configuration=configuration, persist_config=False)
-    except yaml.YAMLError as exc:
-        # The kubernetes client lets a YAML error in a kubeconfig through as it is.
-        # Its mark names the file read, also when it came from $KUBECONFIG.
-        mark = getattr(exc, "problem_mark", None)
-        where = f"kubeconfig {mark.name}:{mark.line + 1}" if mark \
-            else f"kubeconfig {kubeconfig}" if kubeconfig else "kubeconfig"
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise ClusterError(f"no usable cluster configuration ({where}): invalid YAML: {_one_line(reason)}") \
-            from None
-    except (ConfigException, OSError, ValueError, TypeError, KeyError) as exc:
-        where = "in-cluster" if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") \
-            else f"kubeconfig {kubeconfig}" if kubeconfig else "kubeconfig"
-        raise ClusterError(f"no usable cluster configuration ({where}): {_one_line(str(exc))}") from None
-    return client.ApiClient(configuration)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-class _Kube:
-    """The few calls used, as raw JSON in and out, with errors turned into ApiCallError."""
-
-    def __init__(self, api_client: Any, *, timeout: float = REQUEST_TIMEOUT) -> None:
-        from kubernetes import client
-
-        self.core = client.CoreV1Api(api_client)
-        self.admission = client.AdmissionregistrationV1Api(api_client)
-        self.host = api_client.configuration.host
-        self.timeout = timeout
-        self._server_date: tuple[datetime, float] | None = None   # (Date header, monotonic clock then)
-
-    def _call(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError, MaxRetryError
-
-        try:
-            response = method(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
-            body = response.data
-            self._note_date(response.headers)
-        except ApiException as exc:
-            self._note_date(exc.headers)
-            raise ApiCallError(f"{what}: {_api_error_text(exc)}", exc.status) from None
-        except MaxRetryError as exc:
-            raise ApiCallError(f"{what}: cannot reach the API server at {self.host}: "
-                               f"{_connection_reason(exc.reason)}", None) from None
-        except (HTTPError, OSError) as exc:
-            raise ApiCallError(f"{what}: cannot reach the API server at {self.host}: "
-                               f"{_connection_reason(exc)}", None) from None
-        try:
-            obj = json.loads(body)
-        except ValueError:
-            raise ApiCallError(f"{what}: the API server answered with something other than JSON", None) from None
-        if not isinstance(obj, dict):
-            raise ApiCallError(f"{what}: unexpected answer from the API server", None)
-        return obj
-
-    def _note_date(self, headers: Any) -> None:
-        try:
-            value = headers.get("Date") if headers is not None else None
-            date = parsedate_to_datetime(value) if value else None
-        except (TypeError, ValueError, AttributeError):
-            return
-        if date is not None and date.tzinfo is not None:
-            self._server_date = (date.astimezone(timezone.utc), time.monotonic())
-
-    def server_now(self) -> datetime | None:
-        """The API server's time, from the Date header of its last answer; None without one."""
-        if self._server_date is None:
-            return None
-        date, seen = self._server_date
-        return date + timedelta(seconds=time.monotonic() - seen)
-
-    # Secrets
-    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return self._call(f"get Secret {namespace}/{name}", self.core.read_namespaced_secret, name, namespace)
-        except ApiCallError as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def create_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        name = body["metadata"]["name"]
-        return self._call(f"create Secret {namespace}/{name}", self.core.create_namespaced_secret,
-                          namespace, body)
-
-    def patch_secret(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
-        return self._call(f"patch Secret {namespace}/{name}", self.core.patch_namespaced_secret,
-                          name, namespace, ops)
-
-    # Webhook configurations (JSON patch: a list body is sent as application/json-patch+json)
-    def get_webhook_configuration(self, kind: str, name: str) -> dict[str, Any]:
-        read = (self.admission.read_mutating_webhook_configuration if kind == MUTATING
-                else self.admission.read_validating_webhook_configuration)
-        return self._call(f"get {kind} {name}", read, name)
-
-    def patch_webhook_configuration(self, kind: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
-        patch = (self.admission.patch_mutating_webhook_configuration if kind == MUTATING
-                 else self.admission.patch_validating_webhook_configuration)
-        return self._call(f"patch {kind} {name}", patch, name, ops)
-
-    # Pods
-    def list_pods(self, namespace: str | None) -> Iterator[dict[str, Any]]:
-        token: str | None = None
-        while True:
-            paging: dict[str, Any] = {"limit": _PAGE}
-            if token:
-                paging["_continue"] = token
-            if namespace:
-                page = self._call(f"list pods in namespace {namespace}", self.core.list_namespaced_pod,
-                                  namespace, **paging)
-            else:
-                page = self._call("list pods in all namespaces", self.core.list_pod_for_all_namespaces, **paging)
-            for item in page.get("items") or []:
-                if isinstance(item, dict):
-                    yield item
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return
-
-    # Namespaces
-    def namespace_labels(self, namespace: str | None) -> dict[str, dict[str, str]]:
-        """Name -> labels of one namespace (get) or of all (list)."""
-        if namespace:
-            items = [self._call(f"get namespace {namespace}", self.core.read_namespace, namespace)]
-        else:
-            items, token = [], None
-            while True:
-                paging: dict[str, Any] = {"limit": _PAGE, **({"_continue": token} if token else {})}
-                page = self._call("list namespaces", self.core.list_namespace, **paging)
-                items += [i for i in page.get("items") or [] if isinstance(i, dict)]
-                token = (page.get("metadata") or {}).get("continue")
-                if not token:
-                    break
-        out: dict[str, dict[str, str]] = {}
-        for item in items:
-            metadata = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
-            labels = metadata.get("labels") if isinstance(metadata.get("labels"), dict) else {}
-            out[str(metadata.get("name") or "")] = {str(k): str(v) for k, v in labels.items()}
-        return out
-
-
-def _api_error_text(exc: Any) -> str:
-    """`403 Forbidden: <the Status message>` from an ApiException."""
-    message = ""
-    try:
-        status = json.loads(exc.body) if exc.body else {}
-        if isinstance(status, dict):
-            message = str(status.get("message") or "")
-    except (ValueError, TypeError):
-        message = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else str(exc.body or "")
-    text = f"{exc.status} {exc.reason}" if exc.status else str(exc.reason or "request failed")
-    return _one_line(f"{text}: {message}" if message else text)
-
-
-def _connection_reason(reason: Any) -> str:
-    text = _one_line(str(reason))
-    # urllib3 prefixes the connection: "HTTPConnection(host=..., port=...): Failed to ..." (or its repr)
-    return re.sub(r"^(<[^>]*>|\w+\([^)]*\)):\s*", "", text) or type(reason).__name__
-
-
-# -- install-ca ---------------------------------------------------------------------------
 
 @dataclass
 class ConfigurationPatch:
@@ -307,7 +105,7 @@ def install_ca(api_client: Any, *, namespace: str, service: str = "webhook", sec
     Certificates are dated by the API server's clock (the Date header of its answers),
     the clock that checks them, unless `now` is given."""
     check_install_args(days=days, renew_before_days=renew_before_days)
-    kube = _Kube(api_client)
+    kube = Kube(api_client)
     created_ca: list[str] = []
     for attempt in range(1, _ATTEMPTS + 1):
         try:
@@ -321,7 +119,7 @@ def install_ca(api_client: Any, *, namespace: str, service: str = "webhook", sec
     raise AssertionError("unreachable")
 
 
-def _install_once(kube: _Kube, *, namespace: str, service: str, secret: str, ca_secret: str,
+def _install_once(kube: Kube, *, namespace: str, service: str, secret: str, ca_secret: str,
                   webhook_configuration: str, days: int, renew_before_days: int, now: datetime | None,
                   created_ca: list[str]) -> InstallResult:
     """One pass of install_ca; `created_ca` records across passes that one created or
@@ -558,7 +356,7 @@ def _read_ca(obj: dict[str, Any], where: str) -> _CA:
         cert = x509.load_pem_x509_certificate(data[CA_CERT])
         key = serialization.load_pem_private_key(data[CA_KEY], password=None)
     except (ValueError, TypeError) as exc:
-        raise ClusterError(f"Secret {where}: unreadable CA: {_one_line(str(exc))}") from None
+        raise ClusterError(f"Secret {where}: unreadable CA: {one_line(str(exc))}") from None
     if _spki(cert.public_key()) != _spki(key.public_key()):
         raise ClusterError(f"Secret {where}: ca.key does not match ca.crt")
     return _CA(cert=cert, cert_pem=data[CA_CERT], key_pem=data[CA_KEY])
@@ -613,7 +411,7 @@ def _issue(ca: _CA | None, *, service: str, namespace: str, days: int,
     return ca, tls_pem, key_pem, not generated.ca_reused
 
 
-def _patch_ca_bundle(kube: _Kube, kind: str, name: str, obj: dict[str, Any],
+def _patch_ca_bundle(kube: Kube, kind: str, name: str, obj: dict[str, Any],
                      ca_bundle: str) -> ConfigurationPatch:
     """Set `ca_bundle` on every webhook of `obj` (as read) that holds another value."""
     webhooks = obj.get("webhooks") or []
@@ -633,132 +431,3 @@ def _patch_ca_bundle(kube: _Kube, kind: str, name: str, obj: dict[str, Any],
     if ops:
         kube.patch_webhook_configuration(kind, name, ops)
     return ConfigurationPatch(kind=kind, name=name, patched=patched, total=len(webhooks))
-
-
-# -- report -------------------------------------------------------------------------------
-
-STALE, WOULD_DENY, UNKNOWN = "stale", "would-deny", "unknown"
-
-
-@dataclass
-class Finding:
-    namespace: str
-    pod: str
-    status: str                 # stale | would-deny | unknown (namespace labels)
-    detail: str
-    items: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        key = "policies" if self.status == STALE else "violations"
-        return {"namespace": self.namespace, "pod": self.pod, "status": self.status,
-                "detail": self.detail, key: self.items}
-
-
-@dataclass
-class Report:
-    pods: int                   # running pods examined
-    findings: list[Finding]
-    policy_revision: str
-
-
-def report(api_client: Any, policies: PolicySet, *, namespace: str | None = None) -> Report:
-    """Running pods (all namespaces when `namespace` is None) that are stale or would be denied."""
-    from webhook.engine.namespaces import LabelsUnknown, needs_namespace_labels
-    
-    kube = _Kube(api_client)
-    findings: list[Finding] = []
-    count = 0
-    pods = list(kube.list_pods(namespace))
-    # Read after the pods, so that every listed pod's namespace is there (unless deleted since).
-    labels = kube.namespace_labels(namespace) if needs_namespace_labels(policies) else {}
-    gone = LabelsUnknown("the namespace was not found")
-    for item in pods:
-        if (item.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-            continue
-        count += 1
-        pod_namespace = str((item.get("metadata") or {}).get("namespace") or "default")
-        findings.extend(pod_findings(item, policies, namespace_labels=labels.get(pod_namespace, gone)))
-    findings.sort(key=lambda f: (f.namespace, f.pod, f.status != STALE))
-    return Report(pods=count, findings=findings, policy_revision=policies.revision)
-
-
-def pod_findings(item: dict[str, Any], policies: PolicySet, *, namespace_labels: Any = None) -> list[Finding]:
-    """What is wrong with one pod as the API server lists it: a stale ledger, would-deny.
-    `namespace_labels`: its namespace's labels (engine.namespaces.NamespaceLabels), for
-    policies with a namespaceSelector; a pod whose namespace's labels are unknown to
-    such a policy is reported as `unknown`."""
-    from webhook.engine.inject import inject
-    from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabelsUnavailable
-    from webhook.engine.ledger import LEDGER_ANNOTATION, LedgerError, parse_ledger
-    from webhook.engine.validate import validate
-    from webhook.offline import make_request
-
-    # List items carry no kind/apiVersion; the engine tells pods from controllers by them.
-    pod = {**item, "apiVersion": "v1", "kind": "Pod"}
-    metadata = pod.get("metadata") or {}
-    namespace, name = str(metadata.get("namespace") or "default"), str(metadata.get("name") or "")
-    out: list[Finding] = []
-
-    stale: list[dict[str, Any]] = []
-    ledger = None
-    current = {p.name: p.revision for p in policies.injectors}
-    raw_ledger = (metadata.get("annotations") or {}).get(LEDGER_ANNOTATION)
-    recorded: set[str] = set()
-    if raw_ledger is not None:
-        try:
-            ledger = parse_ledger(raw_ledger)
-        except LedgerError as exc:
-            stale.append({"policy": "", "reason": "unreadable-ledger",
-                          "detail": f"unreadable {LEDGER_ANNOTATION} annotation: {exc}"})
-            ledger = None
-        for record in ledger.policies if ledger else []:
-            recorded.add(record.name)
-            if record.name not in current:
-                stale.append({"policy": record.name, "reason": "removed", "podRevision": record.revision,
-                              "detail": f"{record.name} is no longer in the policy set"})
-            elif record.revision != current[record.name]:
-                stale.append({"policy": record.name, "reason": "revision", "podRevision": record.revision,
-                              "currentRevision": current[record.name],
-                              "detail": f"{record.name} revision {record.revision or '?'} "
-                                        f"(current {current[record.name]})"})
-    labels = NOT_GIVEN if namespace_labels is None else namespace_labels
-    try:
-        result = inject(pod, namespace=namespace, policies=policies, namespace_labels=labels)
-        decision = validate(make_request(pod, namespace=namespace), policies, namespace_labels=labels)
-    except NamespaceLabelsUnavailable as exc:
-        return [Finding(namespace, name, UNKNOWN, str(exc), [])]
-    for outcome in result.outcomes:
-        if outcome.applied and not outcome.shadow and outcome.policy not in recorded:
-            stale.append({"policy": outcome.policy, "reason": "missing",
-                          "currentRevision": current.get(outcome.policy, ""),
-                          "detail": f"{outcome.policy} would apply but is not injected"})
-    if stale:
-        out.append(Finding(namespace, name, STALE, "; ".join(s["detail"] for s in stale),
-                           [{k: v for k, v in s.items() if k != "detail"} for s in stale]))
-
-    denials: list[dict[str, Any]] = []
-    if result.denial:
-        # Injection itself would refuse this pod now (a conflict with a policy), so the
-        # check for missing policies above could not see past the refusing one.
-        refusing = next((o.policy for o in result.outcomes if not o.applied and o.reason.startswith("denied:")), "")
-        denials.append({"policy": refusing, "rule": "injection", "check": "", "path": "",
-                        "message": result.denial,
-                        "detail": f"injection{f' ({refusing})' if refusing else ''}: {result.denial}"})
-    if not decision.allowed:
-        # A container that a policy's older revision injected is no longer what the policy
-        # renders, so the reserved-name rule refuses it: that is the staleness above, not
-        # a denial of its own. (Admission never takes the ledger's word; a report may.)
-        outdated = {c for r in (ledger.policies if ledger else []) if r.name in
-                    {s["policy"] for s in stale if s["reason"] in ("revision", "removed")} for c in r.containers}
-        enforced = [v for v in decision.violations if v.action == "Enforce"]
-        kept = [v for v in enforced if not (v.check == "reservedName" and v.container in outdated)]
-        denials += [{"policy": v.policy, "rule": v.rule, "check": v.check, "path": v.path, "message": v.message,
-                     "detail": f"{v.policy}/{v.rule}{f'[{v.check}]' if v.check else ''} {v.path}: {v.message}"}
-                    for v in kept]
-        if not enforced:
-            denials.append({"policy": "", "rule": "", "check": "", "path": "",
-                            "message": decision.message or "denied", "detail": decision.message or "denied"})
-    if denials:
-        out.append(Finding(namespace, name, WOULD_DENY, _one_line("; ".join(d["detail"] for d in denials)),
-                           [{k: v for k, v in d.items() if k != "detail"} for d in denials]))
-    return out

@@ -63,7 +63,7 @@ def _optional_path(text: str) -> Path | None:
 
 
 def _namespace_labels(text: str) -> dict[str, str]:
-    from webhook.offline import parse_namespace_labels
+    from webhook.cli.offline import parse_namespace_labels
     try:
         return parse_namespace_labels(text)
     except ValueError as exc:
@@ -280,7 +280,7 @@ T = TypeVar("T")
 
 def _on_cluster(command: str, kubeconfig: Path | None, call: Callable[[Any], T]) -> T | None:
     """`call(api_client)` against the cluster; None, with the reason on stderr, if it fails."""
-    from webhook.cluster import ClusterError, load_api_client
+    from webhook.kube.client import ClusterError, load_api_client
 
     try:
         with load_api_client(kubeconfig) as api_client:
@@ -291,7 +291,7 @@ def _on_cluster(command: str, kubeconfig: Path | None, call: Callable[[Any], T])
 
 
 def _install_ca(args: argparse.Namespace) -> int:
-    from webhook.cluster import check_install_args, install_ca
+    from webhook.pki.install_ca import check_install_args, install_ca
 
     try:
         check_install_args(days=args.days, renew_before_days=args.renew_before_days)
@@ -320,7 +320,7 @@ def _install_ca(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from webhook.cluster import report
+    from webhook.cli.report import report
     from webhook.policy.errors import PolicyLoadError
     from webhook.policy.loader import load_policy_dir
 
@@ -350,12 +350,12 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _offline(args: argparse.Namespace) -> int:
-    from webhook import commands
+    from webhook.cli import commands
     from webhook.engine.namespaces import NamespaceLabelsUnavailable
-    from webhook.offline import InputError, NamespaceLabelSource, read_documents
+    from webhook.cli.offline import InputError, NamespaceLabelSource, read_documents
     from webhook.policy.errors import PolicyLoadError
     from webhook.policy.loader import load_policy_dir
-    from webhook.policytest import run_tests
+    from webhook.cli.policytest import run_tests
 
     try:
         if args.command == "test":
@@ -383,13 +383,13 @@ def _offline(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from webhook import logs
-    from webhook.connections import ConnectionLimits
+    from webhook.runtime import logs
+    from webhook.admission.connections import ConnectionLimits
     from webhook.policy.errors import PolicyLoadError
-    from webhook.policy.holder import PolicyHolder
-    from webhook.serve import ListenError, ServeConfig, serve
-    from webhook.tls import CertificateError, ServingCertificate
-    from webhook.workers import available_cpus, supervise
+    from webhook.runtime.policy_holder import PolicyHolder
+    from webhook.admission.serve import ListenError, ServeConfig, serve
+    from webhook.runtime.tls import CertificateError, ServingCertificate
+    from webhook.admission.workers import available_cpus, supervise
 
     if args.kubeconfig is not None and not args.kubeconfig.is_file():
         # Read only once a policy selects namespaces by label: a typo would surface much later.
@@ -432,7 +432,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _certs_generate(args: argparse.Namespace) -> int:
-    from webhook.certs import check_days, generate, reissue_reason
+    from webhook.pki.certs import check_days, generate, reissue_reason
 
     try:
         check_days(args.days)

@@ -16,15 +16,15 @@ from typing import Any
 import jsonpatch
 import yaml
 
-from webhook.decision import Decision
+from webhook.core.decision import Decision
 from webhook.engine.inject import InjectionResult, inject
 from webhook.engine.namespaces import LabelsUnknown, NamespaceLabels
 from webhook.engine.validate import validate
 from webhook.engine.validation.target import CONTROLLERS, at_path, object_kind
-from webhook.jsonvalue import as_dict, as_str, str_map
+from webhook.core.jsonvalue import as_dict, as_str, str_map
 from webhook.policy.common import check_label_key, check_label_value
 from webhook.policy.loader import PolicySet, SafeLoader
-from webhook.review import AdmissionRequest
+from webhook.admission.review import AdmissionRequest
 
 # Stand-ins for what a controller adds to the pods it creates, so that workload
 # detection and templates see offline what they will see in the cluster.

@@ -23,8 +23,8 @@ from aiohttp import StreamReader, web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from webhook import metrics
-from webhook.logs import shown
+from webhook.runtime import metrics
+from webhook.runtime.logs import shown
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The admission webhook: wire format, the admit step, the decision memo, the aiohttp app."""

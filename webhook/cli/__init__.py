@@ -1,0 +1,1 @@
+"""The `webhook` command line: commands, offline admission, policy tests, report."""

@@ -1,0 +1,1 @@
+"""Access to the Kubernetes API: client loading, error text, the namespace label cache."""

@@ -1,0 +1,1 @@
+"""Certificates: development and bootstrap pairs, and `install-ca` on the cluster's Secrets."""

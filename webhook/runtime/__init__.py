@@ -1,0 +1,1 @@
+"""What every long-running process shares: workers, file watching, logs, metrics, TLS, memory settings."""
