@@ -170,7 +170,10 @@ def compile_injection(policy: InjectionPolicy) -> CompiledInjection:
         # Defaults left out: a field the schema gains (requires, a port's onConflict) leaves
         # the policies that do not use it at their revision, so an upgrade neither marks every
         # injected pod stale nor drops what later admission plugins set on its containers.
-        revision=hashlib.sha256(policy.model_dump_json(by_alias=True, exclude_defaults=True).encode())
+        # `update` says how running pods catch up, not what they get: an edit there (pausing
+        # a rollout, widening its canary) must not mark every pod stale.
+        revision=hashlib.sha256(policy.model_dump_json(by_alias=True, exclude_defaults=True,
+                                                       exclude={"spec": {"update"}}).encode())
         .hexdigest()[:12],
         priority=policy.spec.priority,
         mode=policy.spec.mode,

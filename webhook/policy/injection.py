@@ -22,6 +22,7 @@ from webhook.policy.common import (
     check_label_value,
 )
 from webhook.policy.template import TemplateError, compile_template, has_template
+from webhook.policy.update import Update
 
 
 class OnConflict(str, Enum):
@@ -317,6 +318,8 @@ class InjectionSpec(Strict):
         MissingRequirement.SKIP, alias="onMissingRequirement",
         description="Skip: a policy whose requirement did not apply is not applied either; Deny: deny the pod")
     inject: Inject
+    update: Update = Field(default_factory=Update,
+                           description="how the controller brings running workloads up to this policy")
 
     @field_validator("requires")
     @classmethod

@@ -6,9 +6,11 @@ from collections import defaultdict
 from difflib import get_close_matches
 from fnmatch import fnmatchcase
 
-from webhook.policy.common import BUILTIN_OWNER_KINDS, TRAINING_OWNER_KINDS, LabelSelector, Match, OptOut, Workload
+from webhook.policy.common import (BUILTIN_OWNER_KINDS, TRAINING_OWNER_KINDS, LabelSelector, Match, Mode,
+                                   NamespaceMatch, OptOut, Workload)
 from webhook.policy.injection import InjectionPolicy
 from webhook.policy.loader import PolicySet
+from webhook.policy.update import Update, UpdateStrategy
 
 
 def lint(policy_set: PolicySet) -> list[str]:
@@ -25,6 +27,9 @@ def lint(policy_set: PolicySet) -> list[str]:
             warnings.append(f"{policy_set.sources.get(policy.metadata.name, '?')}: policy {policy.metadata.name} "
                             f"has optOut: Forbidden but matches on {field}, which the pod's author writes: "
                             "a pod can still leave it that way")
+        for reason in update_warnings(policy):
+            warnings.append(f"{policy_set.sources.get(policy.metadata.name, '?')}: policy {policy.metadata.name}: "
+                            f"{reason}")
     matches = [(p.metadata.name, p.spec.match) for p in policy_set.injection]
     matches += [(p.metadata.name, p.spec.match) for p in policy_set.validation]
     for name, match in matches:
@@ -35,6 +40,44 @@ def lint(policy_set: PolicySet) -> list[str]:
             warnings.append(f"{source}: policy {name}: workload {entry!r} is neither a profile nor a built-in "
                             f"kind, so it matches only pods owned by an operator's {entry}; did you mean {known!r}?")
     return warnings
+
+
+def update_warnings(policy: InjectionPolicy) -> list[str]:
+    """`spec.update` settings that cannot do what they seem to say."""
+    update, spec = policy.spec.update, policy.spec
+    out: list[str] = []
+    if update.strategy is UpdateStrategy.MANUAL:
+        given = sorted(update.model_fields_set - {"strategy"})
+        if given:
+            out.append(f"update.{', update.'.join(_alias(f) for f in given)} has no effect with strategy Manual "
+                       "(the controller only reports)")
+        return out
+    if spec.mode is Mode.SHADOW:
+        out.append(f"update.strategy {update.strategy.value} on a Shadow policy: it injects nothing, so no pod "
+                   "is ever brought up to it")
+    canary = update.namespaces
+    if canary.include and all(any(fnmatchcase(i, e) for e in canary.exclude) for i in canary.include):
+        out.append(f"update.namespaces selects no namespace: every included pattern {canary.include} is "
+                   "also excluded")
+    elif _disjoint(canary, spec.match.namespaces):
+        out.append(f"update.namespaces {canary.include} selects none of the namespaces the policy matches "
+                   f"({spec.match.namespaces.include}): nothing would ever be updated")
+    if update.strategy is UpdateStrategy.IN_PLACE and not (spec.inject.sidecars or spec.inject.init_containers):
+        out.append(f"update.strategy InPlace on a policy that injects no container: every change is handled by "
+                   f"its fallback ({update.fallback.value})")
+    return out
+
+
+def _alias(field: str) -> str:
+    return Update.model_fields[field].alias or field
+
+
+def _disjoint(canary: NamespaceMatch, matched: NamespaceMatch) -> bool:
+    """Whether two include lists of literal names (no globs) share no namespace."""
+    literal = [p for p in (*canary.include, *matched.include) if not any(c in p for c in "*?[")]
+    return (bool(canary.include) and bool(matched.include)
+            and len(literal) == len(canary.include) + len(matched.include)
+            and not set(canary.include) & set(matched.include))
 
 
 def author_steered(policy: InjectionPolicy) -> list[str]:
