@@ -1,0 +1,232 @@
+"""The controller's picture of the cluster: small immutable records the watcher builds and
+the planner, health gate, status and events read. Types only, no I/O.
+
+Kept small on purpose: a PodView is a few strings and flags, never the pod object, so
+10,000 pods cost little memory and a planner test builds its world by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from webhook.policy.loader import PolicySet
+
+# -- workloads ------------------------------------------------------------------------------
+
+DEPLOYMENT, STATEFULSET, DAEMONSET = "Deployment", "StatefulSet", "DaemonSet"
+JOB, CRONJOB, BARE_POD = "Job", "CronJob", "Pod"
+OTHER_PREFIX = "Other:"
+# Only these have a pod template the controller may restart through, as `kubectl rollout
+# restart` does; everything else gets the new runtime on its next run.
+RESTARTABLE_KINDS = frozenset({DEPLOYMENT, STATEFULSET, DAEMONSET})
+
+# `kubectl rollout restart` sets exactly this template annotation.
+RESTARTED_AT_ANNOTATION = "kubectl.kubernetes.io/restartedAt"
+# The controller's own record on a workload's template: which policy revisions it was
+# restarted for, so a new leader never restarts a workload twice for the same change.
+ROLLOUT_RECORD_ANNOTATION = "runtime.platform.io/rollout"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class WorkloadRef:
+    """The top owner of a pod: Deployment (through its ReplicaSet), StatefulSet, DaemonSet,
+    Job, CronJob (through its Job), "Pod" for a bare pod, or "Other:<apiVersion>/<kind>"
+    for a pod another operator owns (the name is then that owner's name)."""
+    kind: str
+    namespace: str
+    name: str
+
+    @property
+    def restartable(self) -> bool:
+        return self.kind in RESTARTABLE_KINDS
+
+    @property
+    def why_not_restartable(self) -> str:
+        """Why the controller leaves this workload to its next run ("" when restartable)."""
+        if self.restartable:
+            return ""
+        if self.kind == BARE_POD:
+            return "a bare pod: it gets the new runtime when it is recreated"
+        if self.kind in (JOB, CRONJOB):
+            return f"a {self.kind}'s pods get the new runtime on their next run"
+        return f"owned by {self.kind.removeprefix(OTHER_PREFIX)}: it gets the new runtime when its operator recreates it"
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.namespace}/{self.name}"
+
+    @classmethod
+    def other(cls, api_version: str, kind: str, namespace: str, name: str) -> WorkloadRef:
+        return cls(f"{OTHER_PREFIX}{api_version}/{kind}", namespace, name)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadView:
+    """What the health gate and the planner need of a workload, each kind's status fields
+    mapped to the same names (a DaemonSet's desiredNumberScheduled is `replicas`, its
+    updatedNumberScheduled `updated_replicas`, numberAvailable `available_replicas`,
+    numberReady `ready_replicas`)."""
+    ref: WorkloadRef
+    uid: str = ""
+    generation: int = 0
+    observed_generation: int = 0
+    replicas: int = 0
+    updated_replicas: int = 0
+    available_replicas: int = 0
+    ready_replicas: int = 0
+    # The template annotations that matter: RESTARTED_AT_ANNOTATION, ROLLOUT_RECORD_ANNOTATION.
+    restarted_at: str | None = None
+    rollout_record: str | None = None
+    progress_deadline_exceeded: bool = False    # a Deployment's Progressing=False condition
+    resource_version: str = ""
+
+    @property
+    def rollout_done(self) -> bool:
+        """The workload's controller saw its latest template and every replica runs it, available."""
+        return (self.observed_generation >= self.generation
+                and self.updated_replicas >= self.replicas
+                and self.available_replicas >= self.replicas)
+
+
+# -- pods -----------------------------------------------------------------------------------
+
+CURRENT, STALE, SKIPPED = "current", "stale", "skipped"
+State = Literal["current", "stale", "skipped"]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyState:
+    """One injection policy's standing on one pod. A policy that does not match the pod
+    has no PolicyState at all.
+
+    `in_place`: injected container name -> the image the policy renders now, when the ONLY
+    difference between what the pod has and what the policy renders now is the image of
+    containers this policy injects (what the Pod API lets one change in place); None
+    otherwise (and always None unless `state` is stale)."""
+    state: State
+    reason: str = ""                 # stale: revision | missing | removed | changed; skipped: the ledger's reason
+    pod_revision: str = ""           # the revision the pod's ledger records ("" when none)
+    current_revision: str = ""       # the revision the policy has now ("" when removed)
+    in_place: Mapping[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.in_place is not None and not isinstance(self.in_place, MappingProxyType):
+            object.__setattr__(self, "in_place", MappingProxyType(dict(self.in_place)))
+
+
+@dataclass(frozen=True, slots=True)
+class PodView:
+    namespace: str
+    name: str
+    uid: str
+    owner: WorkloadRef
+    phase: str = "Pending"
+    ready: bool = False
+    policies: Mapping[str, PolicyState] = field(default_factory=dict)
+    # Injected containers in CrashLoopBackOff or restarting (restart count went up).
+    crashlooping: frozenset[str] = frozenset()
+    resource_version: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.policies, MappingProxyType):
+            object.__setattr__(self, "policies", MappingProxyType(dict(self.policies)))
+
+    def stale_for(self, policy: str) -> bool:
+        state = self.policies.get(policy)
+        return state is not None and state.state == STALE
+
+
+# -- the whole picture ----------------------------------------------------------------------
+
+class ClusterView(Protocol):
+    """Read-only access for the planner. `epoch` goes up whenever anything in the view
+    changes (a pod, a workload, a namespace's labels, the policies it was evaluated for)."""
+
+    @property
+    def epoch(self) -> int: ...
+
+    def workloads(self) -> Mapping[WorkloadRef, WorkloadView]: ...
+
+    def workload(self, ref: WorkloadRef) -> WorkloadView | None: ...
+
+    def pods_of(self, ref: WorkloadRef) -> tuple[PodView, ...]: ...
+
+    def owners(self) -> Iterable[WorkloadRef]:
+        """Every top owner that has at least one pod (bare pods, Jobs, other operators' too)."""
+        ...
+
+    def namespace_labels(self, namespace: str) -> Mapping[str, str] | None:
+        """The namespace's labels; None when unknown (not watched, or the namespace is gone)."""
+        ...
+
+
+@dataclass(frozen=True)
+class StaticClusterView:
+    """A ClusterView from plain values: planner tests and `--once` snapshots."""
+    pods: tuple[PodView, ...] = ()
+    workload_views: Mapping[WorkloadRef, WorkloadView] = field(default_factory=dict)
+    labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    epoch: int = 0
+
+    def workloads(self) -> Mapping[WorkloadRef, WorkloadView]:
+        return self.workload_views
+
+    def workload(self, ref: WorkloadRef) -> WorkloadView | None:
+        return self.workload_views.get(ref)
+
+    def pods_of(self, ref: WorkloadRef) -> tuple[PodView, ...]:
+        return tuple(p for p in self.pods if p.owner == ref)
+
+    def owners(self) -> Iterable[WorkloadRef]:
+        return sorted({p.owner for p in self.pods})
+
+    def namespace_labels(self, namespace: str) -> Mapping[str, str] | None:
+        return self.labels.get(namespace)
+
+
+# -- what rollout reports back ------------------------------------------------------------
+
+IDLE, ROLLING, PAUSED, HALTED = "idle", "rolling", "paused", "halted"
+RolloutPhase = Literal["idle", "rolling", "paused", "halted"]
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutState:
+    """A policy's rollout as the planner sees it; status shows it. `reason` says why it
+    halted (or paused)."""
+    state: RolloutPhase = "idle"
+    reason: str = ""
+
+
+# Event reasons (events.k8s.io/v1 `reason`), on the owning workload or the bare pod.
+RUNTIME_STALE = "RuntimeStale"
+RUNTIME_RESTARTED = "RuntimeRestarted"
+RUNTIME_UPDATED_IN_PLACE = "RuntimeUpdatedInPlace"
+RUNTIME_ROLLOUT_HALTED = "RuntimeRolloutHalted"
+INJECTION_SKIPPED = "InjectionSkipped"
+
+# The hook each reconcile pass calls once status is refreshed: decide and act (only the
+# leader's passes call it), and say each policy's rollout state. The default does nothing
+# (every policy Manual).
+PlanAndAct = Callable[[ClusterView, "PolicySet", float], Mapping[str, RolloutState]]
+
+
+def no_plan(view: ClusterView, policies: PolicySet, now: float) -> Mapping[str, RolloutState]:
+    return {}
+
+
+@dataclass(frozen=True)
+class HookContext:
+    """What the process hands a hook factory: the API (webhook.kube.client.Kube and the raw
+    ApiClient), the event recorder, whether writes are off, and the log."""
+    kube: Any
+    api_client: Any
+    recorder: Any
+    dry_run: bool
+    log: Any
+
+
+HookFactory = Callable[[HookContext], PlanAndAct]
