@@ -82,12 +82,16 @@ class WorkloadView:
     rollout_record: str | None = None
     progress_deadline_exceeded: bool = False    # a Deployment's Progressing=False condition
     resource_version: str = ""
+    # A StatefulSet's rollingUpdate.partition: ordinals below it keep the old template.
+    partition: int = 0
+    # updateStrategy OnDelete (StatefulSet, DaemonSet): a template change replaces no pod.
+    on_delete: bool = False
 
     @property
     def rollout_done(self) -> bool:
         """The workload's controller saw its latest template and every replica runs it, available."""
         return (self.observed_generation >= self.generation
-                and self.updated_replicas >= self.replicas
+                and self.updated_replicas >= self.replicas - self.partition
                 and self.available_replicas >= self.replicas)
 
 
