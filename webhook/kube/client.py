@@ -107,6 +107,11 @@ class Kube:
             raise ApiCallError(f"{what}: unexpected answer from the API server", None)
         return obj
 
+    def call(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Any generated client method, raw JSON out, errors as ApiCallError (for callers with
+        calls of their own, such as the controller's writes)."""
+        return self._call(what, method, *args, **kwargs)
+
     def _note_date(self, headers: Any) -> None:
         try:
             value = headers.get("Date") if headers is not None else None
