@@ -15,6 +15,9 @@ What is evaluated, per request:
   reserved names) on the ephemeral containers it adds: a debug container runs inside the
   pod, so an image allowlist or a `privileged` rule must hold for it too, while what the
   pod already had (admitted earlier, maybe under older policies) does not block debugging.
+- A pod UPDATE (only images may change) checks reserved names on the containers whose
+  image changed: the rest were judged at creation, and an injected container that an
+  older policy revision rendered must not block an in-place image update of another.
 - The `pods/resize` subresource (in-place resize) runs resources rules on the containers
   it resizes: it changes nothing but container resources, and left unchecked it would
   lift any `maximum` or `maxLimitRequestRatio` the pod was admitted under.
@@ -83,6 +86,12 @@ def validate(request: AdmissionRequest, policies: PolicySet, *, today: date | No
 
     # A subresource request is judged by the containers it adds or changes (podSecurity aside).
     touched = _touched_containers(target, old_target) if only_kinds is not None else None
+    # On a pod UPDATE (an image changed in place, by the lifecycle controller or kubectl set
+    # image) a reserved name is checked on the containers that changed: one that did not was
+    # judged at creation, and an injected container an older policy revision rendered would
+    # otherwise block every update of the pod until its workload restarts.
+    reserved_touched = _touched_containers(target, old_target) \
+        if old_target is not None and touched is None and not target.is_template else None
     today = today or datetime.now(timezone.utc).date()
     env = RuleEnv(request=request, target=target, old_target=old_target, policies=policies)
     violations: list[Violation] = []
@@ -105,6 +114,9 @@ def validate(request: AdmissionRequest, policies: PolicySet, *, today: date | No
             for finding in run_rule(rule, env):
                 if touched is not None and rule.kind != "podSecurity" and finding.container not in touched:
                     continue  # what the pod had before does not block debugging or resizing
+                if reserved_touched is not None and rule.kind == "reservedContainerNames" \
+                        and finding.container not in reserved_touched:
+                    continue
                 violations.append(Violation(
                     policy=policy.metadata.name, rule=rule.id, action=action,
                     path=target.path(finding.path), message=finding.message,
