@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from webhook.engine.staleness import CURRENT as CURRENT, SKIPPED as SKIPPED, STALE as STALE
+from webhook.engine.staleness import PolicyState as PolicyState
+
 if TYPE_CHECKING:
     from webhook.policy.loader import PolicySet
 
@@ -97,30 +100,8 @@ class WorkloadView:
 
 # -- pods -----------------------------------------------------------------------------------
 
-CURRENT, STALE, SKIPPED = "current", "stale", "skipped"
-State = Literal["current", "stale", "skipped"]
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyState:
-    """One injection policy's standing on one pod. A policy that does not match the pod
-    has no PolicyState at all.
-
-    `in_place`: injected container name -> the image the policy renders now, when the ONLY
-    difference between what the pod has and what the policy renders now is the image of
-    containers this policy injects (what the Pod API lets one change in place); None
-    otherwise (and always None unless `state` is stale)."""
-    state: State
-    reason: str = ""                 # stale: revision | missing | removed | changed; skipped: the ledger's reason
-    pod_revision: str = ""           # the revision the pod's ledger records ("" when none)
-    current_revision: str = ""       # the revision the policy has now ("" when removed)
-    in_place: Mapping[str, str] | None = None
-
-    def __post_init__(self) -> None:
-        if self.in_place is not None and not isinstance(self.in_place, MappingProxyType):
-            object.__setattr__(self, "in_place", MappingProxyType(dict(self.in_place)))
-
-
+# PolicyState (one policy's standing on one pod: current | stale | skipped, the revisions,
+# `in_place`) is the engine's, as `webhook report` and `webhook status` compute it too.
 @dataclass(frozen=True, slots=True)
 class PodView:
     namespace: str
