@@ -173,8 +173,9 @@ def test_in_place_leaves_the_pod_exactly_as_admission_would_make_it_now(fake: Fa
 
 
 @pytest.mark.parametrize(("images", "why"), [
-    ({"app": "registry.example.com/evil:1"}, "app not injected by agent"),
-    ({"agent": "registry.example.com/agent:2", "app": "registry.example.com/evil:1"}, "app not injected by agent"),
+    ({"app": "registry.example.com/evil:1"}, "not every container of ['app'] is one agent injected into this pod"),
+    ({"agent": "registry.example.com/agent:2", "app": "registry.example.com/evil:1"},
+     "not every container of ['agent', 'app'] is one agent injected into this pod"),
 ])
 def test_in_place_never_touches_a_container_the_policy_did_not_inject(fake: FakeApiServer, actuator: Actuator,
                                                                       images: dict[str, str], why: str) -> None:

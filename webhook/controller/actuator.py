@@ -3,10 +3,10 @@
 Each write is idempotent and checked against the object as the API server has it now, not
 as the (possibly lagging) watch showed it: the object is read first, a change already
 made (by this leader or a previous one) is not made again, and the patch carries the
-resourceVersion read, so a concurrent writer (an old leader that has not noticed it lost
-the lease) makes it a 409 Conflict instead of a second restart. Patches are strategic
-merge patches that name only what changes, as `kubectl rollout restart` and `kubectl set
-image` send.
+resourceVersion read (a pod's patch tests each value it replaces), so a concurrent writer
+(an old leader that has not noticed it lost the lease) makes it a 409 Conflict (422 for
+the pod) instead of a second restart. A restart is the strategic merge patch `kubectl
+rollout restart` sends, plus the record.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ from webhook.controller.health import RecordEntry, format_record, format_time, p
 from webhook.controller.model import (DAEMONSET, DEPLOYMENT, RESTARTED_AT_ANNOTATION, ROLLOUT_RECORD_ANNOTATION,
                                       RUNTIME_RESTARTED, RUNTIME_UPDATED_IN_PLACE, STATEFULSET, WorkloadRef)
 from webhook.engine.ledger import LEDGER_ANNOTATION, LedgerError, parse_ledger
+from webhook.engine.staleness import in_place_ops
 from webhook.kube.client import ApiCallError, Kube
 
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 # The generated client's method names per restartable kind.
 _APPS_NAME = {DEPLOYMENT: "deployment", STATEFULSET: "stateful_set", DAEMONSET: "daemon_set"}
 
@@ -112,24 +114,14 @@ class Actuator:
             return Outcome(action, "failed", f"the ledger has no record of {action.policy}")
         if record.revision == action.revision:
             return Outcome(action, "already", "the ledger shows this revision")
-        # Only containers the ledger says this policy injected: never an app's own image.
-        foreign = sorted(set(action.images) - set(record.containers))
-        if foreign:
-            return Outcome(action, "failed", f"{', '.join(foreign)} not injected by {action.policy}")
-        spec = _dict(pod.get("spec"))
-        changes: dict[str, list[dict[str, str]]] = {}
-        for key in ("initContainers", "containers"):
-            for container in spec.get(key) or []:
-                name = _dict(container).get("name")
-                if name in action.images and container.get("image") != action.images[name]:
-                    changes.setdefault(key, []).append({"name": name, "image": action.images[name]})
-        record.revision = action.revision
-        body: dict[str, Any] = {"metadata": {"resourceVersion": meta.get("resourceVersion"),
-                                             "annotations": {LEDGER_ANNOTATION: ledger.dumps()}}}
-        if changes:
-            body["spec"] = changes
-        self._call(f"patch {where}", self._core.patch_namespaced_pod, action.pod, action.namespace, body,
-                   _content_type=STRATEGIC_MERGE)
+        # Only containers the ledger says this policy injected (never an app's own image), each
+        # replacement guarded by a test of what it replaces.
+        try:
+            ops = in_place_ops(pod, action.policy, action.images, action.revision)
+        except (ValueError, LedgerError) as exc:
+            return Outcome(action, "failed", str(exc))
+        self._call(f"patch {where}", self._core.patch_namespaced_pod, action.pod, action.namespace, ops,
+                   _content_type=JSON_PATCH)
         return Outcome(action, "applied")
 
     # -- plumbing ---------------------------------------------------------------------------------
