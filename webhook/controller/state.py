@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from webhook.controller.model import (BARE_POD, CRONJOB, DAEMONSET, DEPLOYMENT, JOB, RESTARTED_AT_ANNOTATION,
-                                      ROLLOUT_RECORD_ANNOTATION, STATEFULSET, PodView, WorkloadRef, WorkloadView)
+from webhook.controller import health
+from webhook.controller.model import (BARE_POD, CRONJOB, DAEMONSET, DEPLOYMENT, JOB, STATEFULSET, PodView,
+                                      WorkloadRef, WorkloadView)
 from webhook.core.jsonvalue import as_dict, dicts_in
 from webhook.engine.ledger import ledger_of
 from webhook.engine.namespaces import LabelsUnknown, NamespaceLabelsUnavailable, needs_namespace_labels
@@ -317,30 +318,11 @@ class ClusterState:
 
 
 def workload_view(kind: str, obj: Mapping[str, Any]) -> WorkloadView:
-    """Each kind's status under the same names (`kubectl rollout status` reads the same)."""
-    metadata, spec, status = as_dict(obj.get("metadata")), as_dict(obj.get("spec")), as_dict(obj.get("status"))
-    template = as_dict(as_dict(spec.get("template")).get("metadata"))
-    annotations = as_dict(template.get("annotations"))
+    """Each kind's status under the same names (`kubectl rollout status` reads the same):
+    the health gate's reading (partition, OnDelete and old replicas included)."""
+    metadata = as_dict(obj.get("metadata"))
     ref = WorkloadRef(kind, str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
-    if kind == DAEMONSET:
-        replicas, updated = _int(status.get("desiredNumberScheduled")), _int(status.get("updatedNumberScheduled"))
-        available, ready = _int(status.get("numberAvailable")), _int(status.get("numberReady"))
-    else:
-        # spec.replicas defaults to 1 on both kinds
-        replicas = _int(spec.get("replicas"), 1)
-        updated, ready = _int(status.get("updatedReplicas")), _int(status.get("readyReplicas"))
-        available = _int(status.get("availableReplicas"))
-    exceeded = kind == DEPLOYMENT and any(
-        c.get("type") == "Progressing" and c.get("status") == "False" and c.get("reason") == "ProgressDeadlineExceeded"
-        for c in dicts_in(status.get("conditions")))
-    restarted, record = annotations.get(RESTARTED_AT_ANNOTATION), annotations.get(ROLLOUT_RECORD_ANNOTATION)
-    return WorkloadView(ref=ref, uid=str(metadata.get("uid") or ""), generation=_int(metadata.get("generation")),
-                        observed_generation=_int(status.get("observedGeneration")), replicas=replicas,
-                        updated_replicas=updated, available_replicas=available, ready_replicas=ready,
-                        restarted_at=restarted if isinstance(restarted, str) else None,
-                        rollout_record=record if isinstance(record, str) else None,
-                        progress_deadline_exceeded=exceeded,
-                        resource_version=str(metadata.get("resourceVersion") or ""))
+    return health.workload_view(ref, obj)
 
 
 def _int(value: Any, default: int = 0) -> int:
