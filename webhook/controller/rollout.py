@@ -1,0 +1,51 @@
+"""The reconcile loop's `plan_and_act` hook: plan on the watched view, tell of halts, carry
+out the actions, and say each policy's rollout state."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timezone
+
+from webhook.controller.actuator import Actuator, Outcome
+from webhook.controller.model import (RUNTIME_ROLLOUT_HALTED, ClusterView, HookContext, PlanAndAct, RolloutState,
+                                      WorkloadRef)
+from webhook.controller.planner import Memory, plan
+from webhook.policy.loader import PolicySet
+
+
+class Rollout:
+    """One per process. `outcomes` keeps what the last pass did (or would do): `--once`
+    prints it."""
+
+    def __init__(self, ctx: HookContext) -> None:
+        self.log: logging.Logger = ctx.log if isinstance(ctx.log, logging.Logger) \
+            else logging.getLogger("webhook.controller")
+        self.recorder = ctx.recorder
+        self.memory = Memory()
+        self.actuator = Actuator(ctx.kube, ctx.api_client, dry_run=ctx.dry_run, log=self.log, notify=self._notify)
+        self.outcomes: list[Outcome] = []
+
+    def __call__(self, view: ClusterView, policies: PolicySet, now: float) -> Mapping[str, RolloutState]:
+        moment = datetime.fromtimestamp(now, timezone.utc)
+        result = plan(view, policies, self.memory, moment)
+        for halt in result.halts:
+            # The recorder keeps one event per workload, policy revision and reason.
+            self._notify(halt.ref, RUNTIME_ROLLOUT_HALTED,
+                         f"rollout of policy {halt.policy} revision {halt.revision} halted: {halt.reason}",
+                         halt.policy, ("", halt.revision))
+        self.outcomes = [self.actuator.apply(action, moment) for action in result.actions]
+        return result.rollouts
+
+    def _notify(self, ref: WorkloadRef, reason: str, note: str, policy: str, revisions: tuple[str, str]) -> None:
+        if self.recorder is None or self.actuator.dry_run:
+            return
+        try:
+            self.recorder.record(ref, reason, note, policy, revisions)
+        except Exception:   # noqa: BLE001 - an event lost must not stop a rollout
+            self.log.exception("recording event %s on %s failed", reason, ref)
+
+
+def rollout_hook(ctx: HookContext) -> PlanAndAct:
+    return Rollout(ctx)
+
