@@ -205,13 +205,15 @@ def no_plan(view: ClusterView, policies: PolicySet, now: float) -> Mapping[str, 
 
 @dataclass(frozen=True)
 class HookContext:
-    """What the process hands a hook factory: the API (webhook.kube.client.Kube and the raw
-    ApiClient), the event recorder, whether writes are off, and the log."""
-    kube: Any
+    """What the process hands a hook factory: the raw ApiClient (webhook.kube.client.Kube
+    wraps it), the EventRecorder (webhook.controller.events), whether writes are off, the
+    log, and `say`: one line of what was done or would be done (printed by --once, logged
+    otherwise)."""
     api_client: Any
     recorder: Any
     dry_run: bool
     log: Any
+    say: Callable[[str], None]
 
 
 HookFactory = Callable[[HookContext], PlanAndAct]
