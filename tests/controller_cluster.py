@@ -19,7 +19,6 @@ from webhook.controller.model import HookContext, RolloutState, WorkloadRef
 from webhook.controller.rollout import Rollout
 from webhook.controller.state import ClusterState
 from webhook.controller.watch import list_all
-from webhook.kube.client import Kube
 from webhook.policy.loader import PolicySet, load_policy_sources
 
 AGENT = """\
@@ -64,6 +63,7 @@ class Cluster:
         self.core = client.CoreV1Api(self.api)
         self.state = ClusterState(policies)
         self.events = Events()
+        self.said: list[str] = []
         self.rollout = self.leader()
         self.rollouts: Mapping[str, RolloutState] = {}
         self.most_rolling = 0
@@ -73,8 +73,8 @@ class Cluster:
 
     def leader(self, *, dry_run: bool = False) -> Rollout:
         """A new controller process's hook (nothing remembered)."""
-        return Rollout(HookContext(kube=Kube(self.api), api_client=self.api, recorder=self.events, dry_run=dry_run,
-                                   log=logging.getLogger("webhook.controller")))
+        return Rollout(HookContext(api_client=self.api, recorder=self.events, dry_run=dry_run,
+                                   log=logging.getLogger("webhook.controller"), say=self.said.append))
 
     def set_policies(self, policies: PolicySet) -> None:
         """The policy ConfigMap changed: the webhook and the controller both load it."""

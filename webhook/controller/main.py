@@ -26,7 +26,7 @@ from webhook.controller import metrics, status
 from webhook.controller.events import EventRecorder
 from webhook.controller.leader import AlwaysLeader, LeaderElector
 from webhook.controller.model import (INJECTION_SKIPPED, RUNTIME_STALE, SKIPPED, STALE, ClusterView, HookContext,
-                                      HookFactory, PlanAndAct, RolloutState, WorkloadRef, no_plan)
+                                      HookFactory, PlanAndAct, RolloutState, WorkloadRef)
 from webhook.controller.state import ClusterState, Snapshot
 from webhook.controller.watch import Watcher, list_all
 from webhook.runtime.policy_holder import PolicyHolder
@@ -58,8 +58,9 @@ class ControllerConfig:
 
 
 def default_hook_factory(context: HookContext) -> PlanAndAct:
-    """Manual for every policy: status and events only."""
-    return no_plan
+    """Each policy's spec.update carried out (webhook/controller/rollout.py)."""
+    from webhook.controller.rollout import Rollout
+    return Rollout(context)
 
 
 class Controller:

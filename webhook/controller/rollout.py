@@ -11,19 +11,22 @@ from webhook.controller.actuator import Actuator, Outcome
 from webhook.controller.model import (RUNTIME_ROLLOUT_HALTED, ClusterView, HookContext, PlanAndAct, RolloutState,
                                       WorkloadRef)
 from webhook.controller.planner import Memory, plan
+from webhook.kube.client import Kube
 from webhook.policy.loader import PolicySet
 
 
 class Rollout:
-    """One per process. `outcomes` keeps what the last pass did (or would do): `--once`
-    prints it."""
+    """One per process. Each outcome (done, would be done, refused) is said through the
+    context's `say` (printed by --once, logged otherwise); `outcomes` keeps the last pass's."""
 
     def __init__(self, ctx: HookContext) -> None:
         self.log: logging.Logger = ctx.log if isinstance(ctx.log, logging.Logger) \
             else logging.getLogger("webhook.controller")
         self.recorder = ctx.recorder
+        self.say = ctx.say
         self.memory = Memory()
-        self.actuator = Actuator(ctx.kube, ctx.api_client, dry_run=ctx.dry_run, log=self.log, notify=self._notify)
+        kube = Kube(ctx.api_client) if ctx.api_client is not None else None
+        self.actuator = Actuator(kube, ctx.api_client, dry_run=ctx.dry_run, log=self.log, notify=self._notify)
         self.outcomes: list[Outcome] = []
 
     def __call__(self, view: ClusterView, policies: PolicySet, now: float) -> Mapping[str, RolloutState]:
@@ -35,6 +38,8 @@ class Rollout:
                          f"rollout of policy {halt.policy} revision {halt.revision} halted: {halt.reason}",
                          halt.policy, ("", halt.revision))
         self.outcomes = [self.actuator.apply(action, moment) for action in result.actions]
+        for outcome in self.outcomes:
+            self.say(outcome.describe())
         return result.rollouts
 
     def _notify(self, ref: WorkloadRef, reason: str, note: str, policy: str, revisions: tuple[str, str]) -> None:
