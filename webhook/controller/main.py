@@ -67,7 +67,7 @@ class Controller:
     def __init__(self, config: ControllerConfig, *, api_client: Any = None,
                  client_factory: Callable[[], Any] | None = None, hook_factory: HookFactory | None = None,
                  out: Callable[[str], None] | None = None, watch_options: Mapping[str, Any] | None = None,
-                 identity: str | None = None) -> None:
+                 lease_options: Mapping[str, Any] | None = None, identity: str | None = None) -> None:
         from webhook.kube.client import load_api_client
         self.config = config
         self._client_factory = client_factory or (lambda: load_api_client(config.kubeconfig))
@@ -80,10 +80,10 @@ class Controller:
         self.elector: LeaderElector | AlwaysLeader
         if config.lease_name and not config.once:
             self.elector = LeaderElector(self.api_client, config.lease_namespace or config.own_namespace,
-                                         config.lease_name, self.identity)
+                                         config.lease_name, self.identity, **dict(lease_options or {}))
         else:
             self.elector = AlwaysLeader()
-        self.recorder = EventRecorder(self.api_client, dry_run=config.dry_run,
+        self.recorder = EventRecorder(self.api_client, dry_run=config.dry_run, instance=self.identity,
                                       enabled=lambda: self.elector.is_leader)
         self._out = out or (lambda line: log.info("%s", line, extra={"event": "controller_action"}))
         context = HookContext(api_client=self.api_client, recorder=self.recorder, dry_run=config.dry_run,
@@ -280,8 +280,7 @@ def run_once(config: ControllerConfig, *, out: Callable[[str], None] = print, ap
     mode = "dry run: would record" if config.dry_run else "recorded"
     for reason, workload, policy, revisions in controller.recorder.recorded:
         out(f"{mode} event {reason} on {workload} ({policy} {revisions})")
-    out(status.table(controller.statuses))
-    for line in status.stale_lines(controller.statuses):
+    for line in [*status.table(controller.statuses).splitlines(), *status.stale_lines(controller.statuses)]:
         out(line)
     return 0
 
