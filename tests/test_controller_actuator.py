@@ -223,3 +223,17 @@ def test_a_pod_update_the_api_server_refuses_is_a_failure_not_a_crash(fake: Fake
     assert outcome.result == "failed" and "422" in outcome.detail
     assert json.loads(fake.get("pods", pod["metadata"]["name"], NS)["metadata"]["annotations"][  # type: ignore[index]
         LEDGER_ANNOTATION]) == json.loads(pod["metadata"]["annotations"][LEDGER_ANNOTATION])
+
+
+def test_each_outcome_is_counted(fake: FakeApiServer, actuator: Actuator) -> None:
+    from webhook.controller import metrics
+    running(fake, agent("1"))
+
+    def count(result: str) -> float:
+        return metrics.ROLLOUT_ACTIONS.labels(action="restart", result=result)._value.get()
+    before = {r: count(r) for r in ("applied", "already", "gone")}
+    action = Restart(WorkloadRef("Deployment", NS, "web"), {"agent": "r2"})
+    actuator.apply(action, NOW)
+    actuator.apply(action, NOW)
+    actuator.apply(Restart(WorkloadRef("Deployment", NS, "nope"), {"agent": "r2"}), NOW)
+    assert {r: count(r) - before[r] for r in before} == {"applied": 1, "already": 1, "gone": 1}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from webhook.controller import metrics
 from webhook.controller.actions import Action, Restart, UpdateInPlace
 from webhook.controller.health import RecordEntry, format_record, format_time, parse_record
 from webhook.controller.model import (DAEMONSET, DEPLOYMENT, RESTARTED_AT_ANNOTATION, ROLLOUT_RECORD_ANNOTATION,
@@ -67,6 +68,8 @@ class Actuator:
             except ApiCallError as exc:
                 result: Result = "conflict" if exc.status == 409 else "gone" if exc.status == 404 else "failed"
                 outcome = Outcome(action, result, str(exc))
+        metrics.ROLLOUT_ACTIONS.labels(action="restart" if isinstance(action, Restart) else "in_place",
+                                       result=outcome.result).inc()
         level = logging.WARNING if outcome.result == "failed" else logging.INFO
         self.log.log(level, "%s", outcome.describe(),
                      extra={"action": type(action).__name__, "result": outcome.result, "workload": str(action.ref)})

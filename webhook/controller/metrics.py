@@ -27,3 +27,6 @@ PASSES = Counter("webhook_controller_reconcile_passes_total", "Reconcile passes,
 PASS_SECONDS = Histogram("webhook_controller_reconcile_pass_seconds", "Wall time of one reconcile pass")
 STATUS_WRITES = Counter("webhook_controller_status_writes_total", "Writes of the status ConfigMap, by result",
                         ["result"])
+ROLLOUT_ACTIONS = Counter("webhook_controller_rollout_actions_total",
+                          "Restarts and in-place updates the planner chose, by action (restart, in_place) and "
+                          "result (applied, dry-run, already, conflict, gone, failed)", ["action", "result"])
