@@ -28,12 +28,19 @@ class Rollout:
         kube = Kube(ctx.api_client) if ctx.api_client is not None else None
         self.actuator = Actuator(kube, ctx.api_client, dry_run=ctx.dry_run, log=self.log, notify=self._notify)
         self.outcomes: list[Outcome] = []
+        self._told: set[tuple[str, str, WorkloadRef]] = set()
 
     def __call__(self, view: ClusterView, policies: PolicySet, now: float) -> Mapping[str, RolloutState]:
         moment = datetime.fromtimestamp(now, timezone.utc)
         result = plan(view, policies, self.memory, moment)
+        self._told &= {(h.policy, h.revision, h.ref) for h in result.halts}   # a lifted halt may recur
         for halt in result.halts:
-            # The recorder keeps one event per workload, policy revision and reason.
+            # Told once per halt (the recorder keeps one event per workload, policy revision and
+            # reason, but would count every pass of a long halt as a repeat).
+            key = (halt.policy, halt.revision, halt.ref)
+            if key in self._told:
+                continue
+            self._told.add(key)
             self._notify(halt.ref, RUNTIME_ROLLOUT_HALTED,
                          f"rollout of policy {halt.policy} revision {halt.revision} halted: {halt.reason}",
                          halt.policy, ("", halt.revision))
