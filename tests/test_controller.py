@@ -299,3 +299,38 @@ def test_once_and_dry_run(fake: FakeApiServer, kubeconfig: Path, policies_dir: P
     assert len(events(fake, "RuntimeStale")) == 5
     assert json.loads(fake.get("configmaps", STATUS_CONFIGMAP, SYSTEM)["data"]["log-shipper"])["pods"]["stale"] == 6
     assert f"recorded event RuntimeStale on Deployment/{NS}/web" in "\n".join(lines)
+
+
+def test_the_shipped_rbac_is_enough(kubeconfig: Path, policies_dir: Path, tmp_path: Path) -> None:
+    """The controller's passes against an API server that enforces the manifests' RBAC for
+    its ServiceAccount: nothing it does is forbidden."""
+    import yaml
+
+    from tests.fake_apiserver import rules_from_manifests
+    from tests.test_manifests import DOCUMENTS
+
+    rules = rules_from_manifests([d for _, d in DOCUMENTS], "webhook-controller", SYSTEM)
+    edit(policies_dir, SHIPPER_IMAGE, NEW_SHIPPER_IMAGE)
+    with FakeApiServer(rbac=rules, bookmark_interval=0.2) as server:
+        for name in (NS, SYSTEM):
+            server.put_namespace(name)
+        for path in ("controller-state.yaml",):
+            for doc in yaml.safe_load_all((Path(__file__).parent.parent / "manifests" / "base" / path).read_text()):
+                server.put(doc)
+        workloads = FakeWorkloads(server, load_policy_dir(SHIPPED_POLICIES))
+        server.create("deployments", {"metadata": {"name": "web", "namespace": NS}, "spec": {
+            "replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                         "spec": {"containers": [{"name": "app", "image": "registry.platform.internal/web:1"}]}}}})
+        workloads.settle()
+        config = ControllerConfig(policies=policies_dir, port=0, namespace=SYSTEM, lease_name=LEASE,
+                                  lease_namespace=SYSTEM)
+        controller = started(make(config, server.write_kubeconfig(tmp_path / "rbac-kubeconfig")))
+        try:
+            wait_for(lambda: controller.elector.is_leader)
+            assert controller.reconcile()
+            assert [e["regarding"]["name"] for e in server.list("events", NS)] == ["web"]
+            assert "log-shipper" in server.get("configmaps", STATUS_CONFIGMAP, SYSTEM)["data"]
+            assert controller.elector.last_error is None and controller.configmap.last_error is None
+        finally:
+            controller.stop()
