@@ -298,3 +298,32 @@ def test_job_cronjob_bare_and_operator_pods_are_reported_never_restarted(fake: F
                           WorkloadRef("Pod", "shop", "debug"),
                           WorkloadRef("Other:kubeflow.org/v1/PyTorchJob", "shop", "train")}
         assert cluster.rollouts["agent"] == RolloutState("idle")
+
+
+@pytest.mark.parametrize("update", ["{strategy: Restart, maxConcurrent: 2}", "{strategy: InPlace, maxConcurrent: 2}"])
+def test_rollouts_need_nothing_beyond_the_shipped_rbac(fake: FakeApiServer, tmp_path: Path, update: str) -> None:
+    import logging
+
+    from tests.fake_apiserver import rules_from_manifests
+    from tests.test_manifests import DOCUMENTS
+    from webhook.controller.events import EventRecorder
+    from webhook.controller.model import HookContext
+    from webhook.controller.rollout import Rollout
+
+    for cluster in make(fake, tmp_path, update):
+        workloads(cluster, ("a", "b"))
+        cluster.deploy("StatefulSet", "db")
+        cluster.deploy("DaemonSet", "node-agent")
+        started(cluster)
+        bump(cluster, update)
+        fake.rbac = rules_from_manifests([d for _, d in DOCUMENTS], "webhook-controller", "webhook-system")
+        recorder = EventRecorder(cluster.api)
+        leader = Rollout(HookContext(api_client=cluster.api, recorder=recorder, dry_run=False,
+                                     log=logging.getLogger("webhook.controller"), say=cluster.said.append))
+
+        def done() -> bool:
+            recorder.flush()
+            return not cluster.stale() and not cluster.rolling()
+        cluster.run(done, rollout=leader)
+        assert not [line for line in cluster.said if not line.endswith(": applied")]
+        assert {e["regarding"]["name"] for e in fake.list("events", "shop")} == {"a", "b", "db", "node-agent"}
