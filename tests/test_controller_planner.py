@@ -233,3 +233,22 @@ def test_on_delete_workloads_are_left_alone() -> None:
     world.add("DaemonSet", "agent", stale=["mesh"])
     result = world.plan()
     assert restarted(result) == ["agent"]
+
+
+def test_workloads_part_current_by_themselves_take_no_extra_slots() -> None:
+    # Each scaled up (or had a pod rescheduled) since the change: a new pod current, an old
+    # one stale. Nobody restarted them, so each restart still needs a free slot.
+    world = World(policies(mesh="{strategy: Restart, maxConcurrent: 1}"))
+    for name in ("a", "b", "c"):
+        world.add("Deployment", name, stale=["mesh"], current_pods=1)
+    assert restarted(world.plan()) == ["a"]
+
+
+def test_a_new_leader_sees_an_in_place_update_crash_loop_from_the_pods_alone() -> None:
+    world = World(policies(mesh="{strategy: InPlace, maxConcurrent: 3}"))
+    world.add("Deployment", "a", stale=["mesh"], in_place=True, current_pods=1, ready=False,
+              crashlooping=frozenset({"mesh"}))
+    world.add("Deployment", "b", stale=["mesh"], in_place=True)
+    result = world.plan(Memory())
+    assert result.actions == () and result.rollouts["mesh"] == RolloutState(
+        "halted", "Deployment/ns/a: injected container(s) mesh of pod a-0 crash-loop after an in-place update")

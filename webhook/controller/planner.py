@@ -7,7 +7,7 @@ Rules, per injection policy with `spec.update` (webhook/policy/update.py):
   everything else is reported and left to its next run;
 - at most `maxConcurrent` workloads roll out for a policy at once, cluster-wide: those the
   record on their template says were restarted for its current revision and have not
-  finished, and those part of whose pods already have it (a rollout under way);
+  finished, and those with a pod updated in place that is not ready again yet;
 - a workload is restarted at most once per policy revision (the record says so, and a new
   leader reads the same record);
 - a restart carries every change the workload's pods are stale for, so it is made only when
@@ -83,8 +83,9 @@ def plan(view: ClusterView, policies: PolicySet, memory: Memory, now: datetime) 
                     per_policy[name].append(pod)
         if per_policy:
             stale[ref] = dict(per_policy)
-        for name, stale_pods in per_policy.items():
-            # Some pods have the policy's current revision and some not: a rollout under way.
+        for name in per_policy:
+            # Some pods have the policy's current revision and some not: updated in place part
+            # way, or restarted part way, or simply scaled up since the change.
             if ref.restartable and any(_current(p, name, revisions.get(name, "")) for p in pods):
                 partial[name].add(ref)
 
@@ -104,7 +105,22 @@ def plan(view: ClusterView, policies: PolicySet, memory: Memory, now: datetime) 
                 halts.setdefault(name, Halt(name, entry.revision, ref, verdict.reason))
     _in_place_health(view, by_name, revisions, memory, now, in_flight, halts)
     for name, refs in partial.items():
-        in_flight[name] |= refs
+        policy = by_name.get(name)
+        if policy is None or policy.spec.update.strategy is not UpdateStrategy.IN_PLACE:
+            continue
+        # An in-place update under way, read from the pods alone (what a new leader sees): a
+        # pod at the new revision not ready yet holds the workload's slot; one crash-looping halts.
+        for ref in sorted(refs):
+            for pod in view.pods_of(ref):
+                if not _current(pod, name, revisions[name]):
+                    continue
+                if pod.crashlooping:
+                    halts.setdefault(name, Halt(name, revisions[name], ref,
+                                                f"injected container(s) {', '.join(sorted(pod.crashlooping))} of "
+                                                f"pod {pod.name} crash-loop after an in-place update"))
+                    in_flight[name].add(ref)
+                elif not pod.ready:
+                    in_flight[name].add(ref)
 
     actions: list[Action] = []
     waiting: dict[str, str] = {}
@@ -145,7 +161,7 @@ def plan(view: ClusterView, policies: PolicySet, memory: Memory, now: datetime) 
             mine = taken.setdefault(name, set())
             if ref not in mine and len(mine) >= update.max_concurrent:
                 waiting.setdefault(name, f"{len(mine)} of {update.max_concurrent} workload(s) rolling out")
-                break
+                continue
             stale_pods = stale[ref][name]
             if update.strategy is UpdateStrategy.IN_PLACE and all(p.policies[name].in_place for p in stale_pods):
                 if all(p.ready for p in view.pods_of(ref)):
