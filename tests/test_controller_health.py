@@ -92,9 +92,10 @@ def test_a_stuck_deployment_reports_its_deadline_exceeded(fake: FakeApiServer) -
     assert view.progress_deadline_exceeded and not view.rollout_done
 
 
-def test_on_delete_and_partition_are_read() -> None:
+def test_on_delete_partition_and_paused_are_read() -> None:
     sts = _workload("statefulsets", "db", updateStrategy={"type": "OnDelete"})
     assert workload_view(WorkloadRef("StatefulSet", NS, "db"), sts).on_delete
+    assert workload_view(WorkloadRef("Deployment", NS, "w"), _workload("deployments", "w", paused=True)).paused
     ds = _workload("daemonsets", "agent", updateStrategy={"type": "RollingUpdate"})
     assert not workload_view(WorkloadRef("DaemonSet", NS, "agent"), ds).on_delete
     with pytest.raises(ValueError):
@@ -149,6 +150,8 @@ def pod(name: str, state: PolicyState = CURRENT, *, ready: bool = True,
     # An old pod crash-looping is not the new runtime's doing.
     (dataclasses.replace(DONE, updated_replicas=1), [pod("a", STALE, crashlooping=frozenset({"proxy"}))], 30,
      Verdict("progressing")),
+    # A partition keeps the ordinals below it stale on purpose: done once the rest are.
+    (dataclasses.replace(DONE, partition=1, updated_replicas=1), [pod("a"), pod("b", STALE)], 700, Verdict("done")),
     (dataclasses.replace(DONE, updated_replicas=1, progress_deadline_exceeded=True), [pod("a")], 30,
      Verdict("failed", "Deployment web reports ProgressDeadlineExceeded")),
 ])

@@ -252,3 +252,13 @@ def test_a_new_leader_sees_an_in_place_update_crash_loop_from_the_pods_alone() -
     result = world.plan(Memory())
     assert result.actions == () and result.rollouts["mesh"] == RolloutState(
         "halted", "Deployment/ns/a: injected container(s) mesh of pod a-0 crash-loop after an in-place update")
+
+
+def test_a_paused_deployment_is_left_alone_with_the_reason() -> None:
+    import dataclasses
+    world = World(policies(mesh="{strategy: Restart}"))
+    ref = world.add("Deployment", "a", stale=["mesh"])
+    world.workloads[ref] = dataclasses.replace(world.workloads[ref], paused=True)
+    result = world.plan()
+    assert result.actions == () and result.rollouts["mesh"] == RolloutState(
+        "rolling", "Deployment/ns/a is paused (spec.paused)")

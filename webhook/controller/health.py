@@ -93,7 +93,8 @@ def workload_view(ref: WorkloadRef, obj: Mapping[str, Any]) -> WorkloadView:
         return WorkloadView(ref, **common, replicas=max(desired, _int(status.get("replicas"))),
                             updated_replicas=_int(status.get("updatedReplicas")),
                             available_replicas=_int(status.get("availableReplicas")),
-                            ready_replicas=_int(status.get("readyReplicas")), progress_deadline_exceeded=exceeded)
+                            ready_replicas=_int(status.get("readyReplicas")), progress_deadline_exceeded=exceeded,
+                            paused=spec.get("paused") is True)
     if ref.kind == STATEFULSET:
         return WorkloadView(ref, **common, replicas=_int(spec.get("replicas"), 1),
                             updated_replicas=_int(status.get("updatedReplicas")),
@@ -135,8 +136,10 @@ def judge(view: ClusterView, ref: WorkloadRef, policy: str, *, since: datetime, 
                                      f"{pod.name} crash-loop")
     if workload is not None and workload.progress_deadline_exceeded:
         return Verdict("failed", f"{ref.kind} {ref.name} reports ProgressDeadlineExceeded")
+    # A StatefulSet's partition keeps the ordinals below it on the old template by design:
+    # their pods stay stale (and reported) without failing the rollout.
     finished = (workload is None or workload.rollout_done) and all(p.ready for p in pods) \
-        and not any(p.stale_for(policy) for p in pods)
+        and (not any(p.stale_for(policy) for p in pods) or (workload is not None and workload.partition > 0))
     if finished:
         return Verdict("done")
     if (now - since).total_seconds() > deadline_seconds:

@@ -89,6 +89,8 @@ class WorkloadView:
     partition: int = 0
     # updateStrategy OnDelete (StatefulSet, DaemonSet): a template change replaces no pod.
     on_delete: bool = False
+    # A Deployment's spec.paused: a template change rolls nothing out until it is resumed.
+    paused: bool = False
 
     @property
     def rollout_done(self) -> bool:

@@ -177,8 +177,9 @@ def plan(view: ClusterView, policies: PolicySet, memory: Memory, now: datetime) 
                     # Unready before anything was changed: not ours to make worse, nor to wait for.
                     waiting.setdefault(name, f"{ref} has pods that are not ready")
                 continue
-            if workload.on_delete:
-                waiting.setdefault(name, f"{ref} updates its pods only when they are deleted (OnDelete)")
+            if workload.on_delete or workload.paused:
+                waiting.setdefault(name, f"{ref} updates its pods only when they are deleted (OnDelete)"
+                                   if workload.on_delete else f"{ref} is paused (spec.paused)")
                 continue
             record = parse_record(workload.rollout_record)
             if name in record and record[name].revision == revision:
