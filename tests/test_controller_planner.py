@@ -262,3 +262,9 @@ def test_a_paused_deployment_is_left_alone_with_the_reason() -> None:
     result = world.plan()
     assert result.actions == () and result.rollouts["mesh"] == RolloutState(
         "rolling", "Deployment/ns/a is paused (spec.paused)")
+
+
+def test_in_place_reaches_on_delete_workloads_which_a_restart_cannot() -> None:
+    world = World(policies(mesh="{strategy: InPlace}"))
+    world.add("StatefulSet", "db", stale=["mesh"], in_place=True, on_delete=True)
+    assert [(type(a).__name__, a.ref.name) for a in world.plan().actions] == [("UpdateInPlace", "db")]
