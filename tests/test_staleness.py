@@ -170,3 +170,11 @@ def test_a_hand_edited_sidecar_is_stale_at_the_same_revision() -> None:
     state = pod_states(pod, policies, namespace=NS).policies["log-shipper"]
     assert (state.state, state.reason) == (STALE, CHANGED)
     assert state.pod_revision == state.current_revision
+
+
+def test_a_run_once_init_containers_new_image_is_not_in_place() -> None:
+    # Changing it restarts every container of the pod: a restart, paced by the workload, is the honest way.
+    pod = running(authored(), shipped())
+    after = shipped(replace_in("inject-identity.yaml", "identity-agent:1.8.2", "identity-agent:1.9.0"))
+    state = pod_states(pod, after, namespace=NS).policies["identity"]
+    assert (state.state, state.in_place) == (STALE, None)

@@ -263,6 +263,11 @@ def _images_only(pod: Mapping[str, Any], old: PolicyRecord, rendered: Mapping[st
             return None
         image = container.get("image")
         if isinstance(image, str) and image != had[1].get("image"):
+            if section == "initContainers" and container.get("restartPolicy") != "Always":
+                # A run-once init container's new image restarts the whole pod (Kubernetes:
+                # "altering an init container image field is equivalent to restarting the
+                # Pod"): not the one-container update InPlace promises.
+                return None
             images[name] = image
     if not images:
         return None
