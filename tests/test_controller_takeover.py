@@ -94,3 +94,42 @@ def test_the_new_leader_finishes_the_rollout_restarting_no_workload_twice(cluste
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_halt_shows_in_every_status_place_and_as_one_event(cluster: Cluster, tmp_path: Path) -> None:
+    import json
+
+    from prometheus_client import REGISTRY
+
+    update = "{strategy: Restart, progressDeadlineSeconds: 60}"
+    cluster.set_policies(agent("2", update))
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "agent.yaml").write_text(AGENT.format(version="2", update=update, port="9000"))
+    kubeconfig = cluster.fake.write_kubeconfig(tmp_path / "kubeconfig")
+    config = ControllerConfig(policies=policies, port=0, namespace=SYSTEM)
+    made = Controller(config, client_factory=lambda: load_api_client(kubeconfig), watch_options={"backoff_max": 0.5})
+    made.configmap.interval = 0   # written each pass here; at most every 10 s in a cluster
+    made.start()
+    assert made.watcher.wait_synced(10)
+    cluster.workloads.fail_rollout("deployments", "shop", "a")
+    try:
+        deadline = time.monotonic() + 30
+        while made.rollouts.get("agent") is None or made.rollouts["agent"].state != "halted":
+            assert time.monotonic() < deadline, made.rollouts
+            made.reconcile(now=cluster.workloads.now.timestamp())   # on the simulated clock
+            cluster.workloads.step()
+            time.sleep(0.05)
+        made.reconcile(now=cluster.workloads.now.timestamp())
+        reason = made.rollouts["agent"].reason
+        assert reason.startswith("Deployment/shop/a: Deployment a did not finish its rollout within 60s")
+        data = json.loads(cluster.fake.get("configmaps", STATUS_CONFIGMAP, SYSTEM)["data"]["agent"])  # type: ignore[index]
+        assert data["rollout"] == {"state": "halted", "reason": reason}
+        assert made.status_json()["policies"]["agent"]["rollout"]["state"] == "halted"
+        assert REGISTRY.get_sample_value("webhook_controller_rollout_state",
+                                         {"policy": "agent", "state": "halted"}) == 1
+        halted = [e for e in cluster.fake.list("events", "shop") if e["reason"] == "RuntimeRolloutHalted"]
+        assert [e["regarding"]["name"] for e in halted] == ["a"] and "agent" in halted[0]["note"]
+        assert [n for v, r, _, n in cluster.fake.writes() if (v, r) == ("patch", "deployments")] == ["a"]
+    finally:
+        made.stop()
