@@ -23,7 +23,6 @@ from webhook.controller.health import parse_record
 from webhook.controller.model import ROLLOUT_RECORD_ANNOTATION, WorkloadRef
 from webhook.engine.inject import inject
 from webhook.engine.ledger import LEDGER_ANNOTATION, ledger_of
-from webhook.kube.client import Kube
 from webhook.policy.loader import PolicySet
 
 NS = "shop"
@@ -66,7 +65,7 @@ def told() -> Told:
 
 @pytest.fixture
 def actuator(api_client: Any, told: Told) -> Actuator:
-    return Actuator(Kube(api_client), api_client, notify=lambda *args: told.append(args))
+    return Actuator(api_client, notify=lambda *args: told.append(args))
 
 
 def deployment(name: str, replicas: int = 2) -> dict[str, Any]:
@@ -202,7 +201,7 @@ def test_dry_run_logs_every_action_and_sends_nothing(fake: FakeApiServer, api_cl
                                                      caplog: pytest.LogCaptureFixture) -> None:
     running(fake, agent("1"))
     fake.requests.clear()
-    actuator = Actuator(Kube(api_client), api_client, dry_run=True, notify=lambda *args: told.append(args))
+    actuator = Actuator(api_client, dry_run=True, notify=lambda *args: told.append(args))
     pod = fake.list("pods", NS)[0]
     with caplog.at_level(logging.INFO, logger="webhook.controller"):
         assert actuator.apply(Restart(WorkloadRef("Deployment", NS, "web"), {"agent": "r2"}, {"agent": "r1"}),
@@ -237,3 +236,21 @@ def test_each_outcome_is_counted(fake: FakeApiServer, actuator: Actuator) -> Non
     actuator.apply(action, NOW)
     actuator.apply(Restart(WorkloadRef("Deployment", NS, "nope"), {"agent": "r2"}), NOW)
     assert {r: count(r) - before[r] for r in before} == {"applied": 1, "already": 1, "gone": 1}
+
+
+def test_a_pod_changed_between_the_read_and_the_patch_is_a_conflict(fake: FakeApiServer, actuator: Actuator) -> None:
+    running(fake, agent("1"))
+    pod = fake.list("pods", NS)[0]
+    name = pod["metadata"]["name"]
+
+    def meanwhile(verb: str, resource: str, namespace: str, _: str) -> None:
+        if (verb, resource) == ("patch", "pods"):   # another writer rewrites the ledger first
+            current = fake.get("pods", name, NS)
+            assert current is not None
+            current["metadata"]["annotations"][LEDGER_ANNOTATION] += " "
+            fake.update("pods", current)
+    fake.before_request = meanwhile
+    outcome = actuator.apply(_in_place(pod, {"agent": "registry.example.com/agent:2"}, "r2"), NOW)
+    assert outcome.result == "conflict" and "422" in outcome.detail
+    after = fake.get("pods", name, NS)
+    assert after is not None and after["spec"]["initContainers"][0]["image"] == "registry.example.com/agent:1"

@@ -21,7 +21,6 @@ from webhook.controller.actions import UpdateInPlace
 from webhook.controller.actuator import Actuator
 from webhook.controller.model import WorkloadRef
 from webhook.engine.ledger import ledger_of
-from webhook.kube.client import Kube
 from webhook.policy.loader import PolicySet, load_policy_dir
 
 NS = "shop"
@@ -112,7 +111,7 @@ def test_an_in_place_image_update_is_admitted_with_the_new_revision(
     assert {c["name"] for c in pod["spec"]["initContainers"]} >= {"log-shipper", "traffic-proxy"}
     policies = edit(webhook.server, policy_dir, "inject-log-shipper.yaml", "log-shipper:3.1.0", "log-shipper:3.2.0")
     action = in_place(pod, policies, "log-shipper", {"log-shipper": f"{SHIPPER}:3.2.0"})
-    outcome = Actuator(Kube(api_client), api_client).apply(action, NOW)
+    outcome = Actuator(api_client).apply(action, NOW)
     assert outcome.result == "applied", outcome.detail
     assert webhook.seen == [(pod["metadata"]["name"], True)]
     after = fake.get("pods", pod["metadata"]["name"], NS)
@@ -129,7 +128,7 @@ def test_an_in_place_update_is_admitted_while_another_policy_is_still_stale(
     pod = fake.list("pods", NS)[0]
     edit(webhook.server, policy_dir, "inject-traffic-proxy.yaml", "args: [run,", "args: [run, --trace,")
     policies = edit(webhook.server, policy_dir, "inject-log-shipper.yaml", "log-shipper:3.1.0", "log-shipper:3.2.0")
-    outcome = Actuator(Kube(api_client), api_client).apply(
+    outcome = Actuator(api_client).apply(
         in_place(pod, policies, "log-shipper", {"log-shipper": f"{SHIPPER}:3.2.0"}), NOW)
     assert outcome.result == "applied", outcome.detail
     assert webhook.seen == [(pod["metadata"]["name"], True)]

@@ -47,16 +47,17 @@ class Outcome:
 
 
 class Actuator:
-    def __init__(self, kube: Kube | None, api_client: Any, *, dry_run: bool = False,
-                 log: logging.Logger | None = None, notify: Notify | None = None) -> None:
+    def __init__(self, api_client: Any, *, dry_run: bool = False, log: logging.Logger | None = None,
+                 notify: Notify | None = None) -> None:
         self.dry_run = dry_run
         self.log = log or logging.getLogger("webhook.controller")
         self.notify = notify
-        self._kube = kube
+        self._kube: Kube | None = None
         self._apps: Any = None
         self._core: Any = None
         if api_client is not None:
             from kubernetes import client
+            self._kube = Kube(api_client)
             self._apps, self._core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
 
     def apply(self, action: Action, now: datetime) -> Outcome:
@@ -66,7 +67,10 @@ class Actuator:
             try:
                 outcome = self._restart(action, now) if isinstance(action, Restart) else self._in_place(action)
             except ApiCallError as exc:
-                result: Result = "conflict" if exc.status == 409 else "gone" if exc.status == 404 else "failed"
+                # A pod's patch whose test of a replaced value failed met a pod changed since it
+                # was read: a conflict like a workload's 409, tried again on a later pass.
+                raced = exc.status == 409 or (exc.status == 422 and "testing value failed" in str(exc))
+                result: Result = "conflict" if raced else "gone" if exc.status == 404 else "failed"
                 outcome = Outcome(action, result, str(exc))
         metrics.ROLLOUT_ACTIONS.labels(action="restart" if isinstance(action, Restart) else "in_place",
                                        result=outcome.result).inc()

@@ -11,7 +11,6 @@ from webhook.controller.actuator import Actuator, Outcome
 from webhook.controller.model import (RUNTIME_ROLLOUT_HALTED, ClusterView, HookContext, PlanAndAct, RolloutState,
                                       WorkloadRef)
 from webhook.controller.planner import Memory, plan
-from webhook.kube.client import Kube
 from webhook.policy.loader import PolicySet
 
 
@@ -25,8 +24,7 @@ class Rollout:
         self.recorder = ctx.recorder
         self.say = ctx.say
         self.memory = Memory()
-        kube = Kube(ctx.api_client) if ctx.api_client is not None else None
-        self.actuator = Actuator(kube, ctx.api_client, dry_run=ctx.dry_run, log=self.log, notify=self._notify)
+        self.actuator = Actuator(ctx.api_client, dry_run=ctx.dry_run, log=self.log, notify=self._notify)
         self.outcomes: list[Outcome] = []
         self._told: set[tuple[str, str, WorkloadRef]] = set()
 
