@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from tests.fake_kinds import KINDS, create_problems, invalid, pod_update_problems, workload_update_problems
+from tests.fake_kinds import KINDS, apply_defaults, create_problems, invalid, pod_update_problems, workload_update_problems
 
 
 class ApiError(Exception):
@@ -150,6 +150,7 @@ class ObjectStore:
         if not name:
             raise ApiError(422, "Invalid", invalid(info.kind, "", ["metadata.name: Required value: name or "
                                                                    "generateName is required"]), kind=info.kind)
+        apply_defaults(resource, obj)
         problems = create_problems(resource, obj)
         if problems:
             raise ApiError(422, "Invalid", invalid(info.kind, name, problems), name=name, kind=info.kind)

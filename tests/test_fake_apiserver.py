@@ -484,3 +484,22 @@ def test_rbac_covers_the_new_kinds_and_names_subresources(tmp_path: Path) -> Non
             assert error(core.list_pod_for_all_namespaces).status == 403
             apps.patch_namespaced_deployment("web", NS, {"metadata": {"labels": {"a": "b"}}})
             assert error(apps.list_namespaced_deployment, NS).status == 403
+
+
+def test_a_created_pod_gets_the_api_servers_defaults_after_admission(fake: FakeApiServer,
+                                                                      api: client.ApiClient) -> None:
+    def inject(operation: str, resource: str, namespace: str, obj: dict[str, Any], old: Any) -> dict[str, Any]:
+        return {**obj, "spec": {**obj["spec"], "initContainers": [
+            {"name": "sidecar", "image": "sidecar:latest", "ports": [{"containerPort": 9}]}]}}
+
+    fake.admission.append(inject)
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod(NS, pod("web"))
+    stored = fake.get("pods", "web", NS)
+    spec = stored["spec"]
+    assert (spec["restartPolicy"], spec["dnsPolicy"], spec["terminationGracePeriodSeconds"]) == (
+        "Always", "ClusterFirst", 30)
+    sidecar = spec["initContainers"][0]   # what a webhook injected is defaulted too
+    assert (sidecar["imagePullPolicy"], sidecar["terminationMessagePath"], sidecar["ports"][0]["protocol"]) == (
+        "Always", "/dev/termination-log", "TCP")
+    assert {c["imagePullPolicy"] for c in spec["containers"]} == {"IfNotPresent"}
