@@ -21,8 +21,8 @@ from webhook.controller.actions import Restart, UpdateInPlace
 from webhook.controller.actuator import Actuator
 from webhook.controller.health import parse_record
 from webhook.controller.model import ROLLOUT_RECORD_ANNOTATION, WorkloadRef
-from webhook.engine.inject import inject
 from webhook.engine.ledger import LEDGER_ANNOTATION, ledger_of
+from webhook.engine.staleness import pod_states
 from webhook.policy.loader import PolicySet
 
 NS = "shop"
@@ -158,8 +158,8 @@ def test_in_place_leaves_the_pod_exactly_as_admission_would_make_it_now(fake: Fa
     images = {c["name"]: c["image"] for c in after["spec"]["initContainers"]}
     assert images == {"agent": "registry.example.com/agent:2"}
     assert ledger_of(after["metadata"]["annotations"]).record("agent").revision == revision  # type: ignore[union-attr]
-    # The new policies would add nothing to it: the same pod a new admission makes.
-    assert inject(after, namespace=NS, policies=new).patch == []
+    # The new policies find it current: what a new admission makes, API-server defaults aside.
+    assert pod_states(after, new, namespace=NS).policies["agent"].state == "current"
     assert told[0][1:3] == ("RuntimeUpdatedInPlace",
                             f"updated agent in place for policy agent revision {revision} (pods had "
                             f"{action.previous})")
