@@ -168,11 +168,13 @@ def test_an_empty_environment_value_stops_the_start_naming_the_variable(
 def test_policies_check_on_a_file_or_a_missing_path_says_which(tmp_path: Path) -> None:
     (tmp_path / "one.yaml").write_text("kind: ValidationPolicy\n")
     given_file = webhook("policies", "check", str(tmp_path / "one.yaml"))
-    assert given_file.returncode == 1
+    # A usage error (2), as for every argument that cannot be checked; 1 means invalid policies.
+    assert given_file.returncode == 2
     assert f"{tmp_path / 'one.yaml'}: not a directory; give the directory that holds the policy files" \
         in given_file.stderr
     missing = webhook("policies", "check", str(tmp_path / "nope"))
-    assert missing.returncode == 1 and f"{tmp_path / 'nope'}: policy directory not found" in missing.stderr
+    assert missing.returncode == 2 and f"{tmp_path / 'nope'}: policy directory not found (looked for " \
+        f"{tmp_path / 'nope'})" in missing.stderr
 
 
 @pytest.mark.process

@@ -191,10 +191,14 @@ def _build_parser() -> argparse.ArgumentParser:
 
     def offline(name: str, help_text: str) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text)
-        cmd.add_argument("-f", "--filename", required=True, metavar="FILE",
-                         help="a Pod, pod controller or multi-document YAML/JSON file; - for stdin")
+        cmd.add_argument("-f", "--filename", required=True, action="append", metavar="FILE",
+                         help="a Pod, pod controller or multi-document YAML/JSON file, a directory of "
+                              ".yaml/.yml/.json files, or - for stdin; repeatable, every one is read")
+        cmd.add_argument("-R", "--recursive", action="store_true",
+                         help="read the subdirectories of a -f directory too")
         cmd.add_argument("--namespace", "-n", default=None,
-                         help="the request's namespace (default: the object's, else 'default')")
+                         help="the request's namespace (default: the object's, else 'default'); "
+                              "refused when an object names another")
         cmd.add_argument("--policies", type=Path, default=Path(_env("policies", "policies")), metavar="DIR")
         cmd.add_argument("--namespace-labels", type=_namespace_labels, default=None, metavar="KEY=VALUE,...",
                          help="the labels of the namespace, for policies with a namespaceSelector "
@@ -206,6 +210,8 @@ def _build_parser() -> argparse.ArgumentParser:
     for name, text in (("validate", "run injection then validation on a manifest (offline)"),
                        ("explain", "why each policy applied to a manifest or not (offline)")):
         cmd = offline(name, text)
+        cmd.add_argument("-o", "--output", default="text", choices=["text", "json"],
+                         help="json: one document for CI jobs to parse (docs/cli.md)")
         cmd.add_argument("--user", default="offline", help="request username, for exceptions")
         cmd.add_argument("--group", action="append", default=[], help="request group (repeatable)")
     test = sub.add_parser("test", help="run policy test cases (PolicyTest files)")
@@ -352,7 +358,7 @@ def _report(args: argparse.Namespace) -> int:
 def _offline(args: argparse.Namespace) -> int:
     from webhook.cli import commands
     from webhook.engine.namespaces import NamespaceLabelsUnavailable
-    from webhook.cli.offline import InputError, NamespaceLabelSource, read_documents
+    from webhook.cli.offline import InputError, NamespaceLabelSource, check_namespace, read_inputs
     from webhook.policy.errors import PolicyLoadError
     from webhook.policy.loader import load_policy_dir
     from webhook.cli.policytest import run_tests
@@ -360,7 +366,8 @@ def _offline(args: argparse.Namespace) -> int:
     try:
         if args.command == "test":
             return run_tests(args.directory, default_policies=args.policies, out=sys.stdout)
-        documents = read_documents(args.filename)
+        documents = read_inputs(args.filename, recursive=args.recursive)
+        check_namespace(documents, args.namespace)
         policies = load_policy_dir(args.policies)
     except InputError as exc:
         print(f"webhook {args.command}: {exc}", file=sys.stderr)
@@ -375,7 +382,7 @@ def _offline(args: argparse.Namespace) -> int:
                                        namespace_labels=labels)
         run = commands.run_validate if args.command == "validate" else commands.run_explain
         return run(documents, policies=policies, namespace=args.namespace, username=args.user,
-                   groups=tuple(args.group), namespace_labels=labels)
+                   groups=tuple(args.group), output=args.output, namespace_labels=labels)
     except NamespaceLabelsUnavailable as exc:
         # A policy matches namespaces by label: guessing "no labels" could hide an injection.
         print(f"webhook {args.command}: a policy has a namespaceSelector, and {exc}", file=sys.stderr)
@@ -461,7 +468,7 @@ def _certs_generate(args: argparse.Namespace) -> int:
 
 
 def _policies_check(directory: Path) -> int:
-    from webhook.policy.errors import PolicyLoadError
+    from webhook.policy.errors import PolicyDirectoryError, PolicyLoadError
     from webhook.policy.loader import load_policy_dir
 
     try:
@@ -469,6 +476,8 @@ def _policies_check(directory: Path) -> int:
     except PolicyLoadError as exc:
         for error in exc.errors:
             print(error, file=sys.stderr)
+        if isinstance(exc, PolicyDirectoryError):
+            return 2   # nothing was checked: the argument is wrong
         print(f"{len(exc.errors)} error(s)", file=sys.stderr)
         return 1
     from webhook.policy.lint import lint

@@ -25,3 +25,8 @@ class PolicyLoadError(Exception):
         super().__init__("\n".join(str(e) for e in errors))
 
 
+
+
+class PolicyDirectoryError(PolicyLoadError):
+    """The policy directory itself is missing, not a directory or unreadable: the
+    command line treats it as a usage error, not as invalid policies."""
