@@ -295,10 +295,9 @@ def _parse_document(name: str, line: int, node: yaml.Node, doc: Any,
     try:
         return model.model_validate(doc)
     except ValidationError as exc:
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            errors.append(PolicyError(name, _line_of(node, loc) or line, _message(err),
-                                      policy=policy_name, field=_dotted(loc)))
+        found = [PolicyError(name, _line_of(node, tuple(err["loc"])) or line, _message(err),
+                             policy=policy_name, field=_dotted(tuple(err["loc"]))) for err in exc.errors()]
+        errors.extend(sorted(found, key=lambda e: e.line or 0))   # in the order a reader meets them
         return None
 
 
