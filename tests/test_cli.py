@@ -112,11 +112,12 @@ def test_a_failing_policy_test_reports_and_exits_1(tmp_path: Path) -> None:
         "apiVersion": "runtime.platform.io/v1", "kind": "PolicyTest", "metadata": {"name": "t"},
         "spec": {"policies": str(ROOT / "policies"), "cases": [
             {"name": "wrong expectation", "object": POD,
-             "expect": {"allowed": True, "pod": {"spec": {"initContainers": [{"name": "identity-init"}]}}}},
+             "expect": {"allowed": True, "exact": True,
+                        "pod": {"spec": {"initContainers": [{"name": "identity-init"}]}}}},
             {"name": "right", "object": POD, "expect": {"allowed": True}}]}}))
     result = webhook("test", str(tmp_path))
     assert result.returncode == 1
-    assert "FAIL t/wrong expectation" in result.stdout and "expected a list of 1, got 3" in result.stdout
+    assert "FAIL t/wrong expectation" in result.stdout and "expected a list of 1, got 3 (exact: true)" in result.stdout
     assert "PASS t/right" in result.stdout and "1 passed, 1 failed" in result.stdout
 
 

@@ -214,9 +214,11 @@ def _build_parser() -> argparse.ArgumentParser:
                          help="json: one document for CI jobs to parse (docs/cli.md)")
         cmd.add_argument("--user", default="offline", help="request username, for exceptions")
         cmd.add_argument("--group", action="append", default=[], help="request group (repeatable)")
-    test = sub.add_parser("test", help="run policy test cases (PolicyTest files)")
-    test.add_argument("directory", type=Path)
-    test.add_argument("--policies", type=Path, default=Path(_env("policies", "policies")), metavar="DIR")
+    test = sub.add_parser("test", help="run policy test cases (PolicyTest files, docs/testing.md)")
+    test.add_argument("directory", type=Path, metavar="DIR|FILE")
+    test.add_argument("--policies", type=Path, default=None, metavar="DIR",
+                      help="run every test against these policies, replacing the tests' own spec.policies "
+                           "(default: a test's spec.policies, else $WEBHOOK_POLICIES, else ./policies)")
 
     install_ca = sub.add_parser("install-ca", help="create or reuse the CA, store the serving pair in a "
                                 "Secret and patch the caBundle into the webhook configurations (cluster)")
@@ -365,7 +367,8 @@ def _offline(args: argparse.Namespace) -> int:
 
     try:
         if args.command == "test":
-            return run_tests(args.directory, default_policies=args.policies, out=sys.stdout)
+            return run_tests(args.directory, default_policies=Path(_env("policies", "policies")),
+                             policies=args.policies, out=sys.stdout, err=sys.stderr)
         documents = read_inputs(args.filename, recursive=args.recursive)
         check_namespace(documents, args.namespace)
         policies = load_policy_dir(args.policies)
