@@ -104,3 +104,26 @@ def test_a_case_takes_the_objects_namespace_and_refuses_a_contradicting_one(tmp_
     assert refused.returncode == 2
     assert ("case 'own namespace': namespace 'shop' contradicts the object's own namespace 'kube-system'"
             in refused.stderr)
+
+
+def _doc_examples() -> list[str]:
+    text = (ROOT / "docs" / "testing.md").read_text()
+    blocks = text.split("```yaml\n")[1:]
+    return [b.split("```")[0] for b in blocks if b.startswith("apiVersion: runtime.platform.io/v1\nkind: PolicyTest\n"
+                                                               "metadata: {name:")]
+
+
+def test_the_testing_doc_has_its_examples() -> None:
+    assert len(_doc_examples()) == 3
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("index", range(3))
+def test_the_examples_in_docs_testing_pass(tmp_path: Path, index: int) -> None:
+    example = _doc_examples()[index]
+    path = tmp_path / "example.yaml"
+    path.write_text(example)
+    result = webhook("test", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    cases = yaml.safe_load(example)["spec"]["cases"]
+    assert result.stdout.count("PASS ") == len(cases)
