@@ -244,6 +244,11 @@ def _build_parser() -> argparse.ArgumentParser:
     report.add_argument("--kubeconfig", type=Path, default=None, metavar="PATH",
                         help="default: in-cluster when KUBERNETES_SERVICE_HOST is set, else $KUBECONFIG "
                              "or ~/.kube/config")
+    completion = sub.add_parser("completion", help="print a shell completion script (bash or zsh)",
+                                description="Load it in the shell's startup file, e.g. "
+                                            "'source <(webhook completion bash)' in ~/.bashrc "
+                                            "or 'source <(webhook completion zsh)' in ~/.zshrc.")
+    completion.add_argument("shell", choices=["bash", "zsh"])
     return parser
 
 
@@ -280,6 +285,10 @@ def _main(argv: Sequence[str] | None) -> int:
         return _install_ca(args)
     if args.command == "report":
         return _report(args)
+    if args.command == "completion":
+        from webhook.cli.completion import script
+        sys.stdout.write(script(parser, args.shell))
+        return 0
     return _offline(args)
 
 
