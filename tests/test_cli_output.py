@@ -108,3 +108,27 @@ def test_mutate_yaml_has_no_anchors_and_an_unfolded_ledger(tmp_path: Path) -> No
     assert "- |\n" in result.stdout and "      exec tracer --endpoint=$(TRACE_ENDPOINT)\n" in result.stdout
     assert yaml.safe_load(result.stdout)["spec"]["initContainers"][-1]["command"][2] == \
         "echo starting\nexec tracer --endpoint=$(TRACE_ENDPOINT)\n"
+
+
+def _documented(heading: str) -> dict:
+    text = (Path(__file__).parent.parent / "docs" / "cli.md").read_text()
+    return json.loads(text.split(heading, 1)[1].split("```json\n", 1)[1].split("```", 1)[0])
+
+
+def _same_keys(documented: dict, actual: dict, where: str) -> None:
+    """The documented example and the real output have the same fields, level by level."""
+    assert set(documented) - {"..."} == set(actual), where
+    for key, value in documented.items():
+        if isinstance(value, dict) and isinstance(actual.get(key), dict):
+            _same_keys(value, actual[key], f"{where}.{key}")
+        elif isinstance(value, list) and value and isinstance(value[0], dict) and actual.get(key):
+            _same_keys(value[0], actual[key][0], f"{where}.{key}[0]")
+
+
+@pytest.mark.process
+def test_docs_cli_shows_the_json_shapes_as_they_are(tmp_path: Path) -> None:
+    manifest = str(write(tmp_path / "two.yaml", PRIVILEGED, POD))
+    validate = json.loads(webhook("validate", "-o", "json", "-f", manifest).stdout)
+    _same_keys(_documented("### `validate -o json`"), validate, "validate")
+    explain = json.loads(webhook("explain", "-o", "json", "-f", manifest).stdout)
+    _same_keys(_documented("### `explain -o json`"), explain, "explain")

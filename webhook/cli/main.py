@@ -1,8 +1,9 @@
-"""Command line: `webhook serve`, `webhook certs generate`, `webhook policies ...`.
+"""Command line: `webhook serve`, `webhook certs generate`, `webhook policies ...`, the
+offline tools and `webhook completion` (docs/cli.md).
 
 Every `serve` option is also read from an environment variable WEBHOOK_<NAME>
-(flags win). Exit codes: 0 success, 1 failure (invalid policies, bad certificates),
-2 usage error.
+(flags win). Exit codes: 0 success, 1 what was checked failed (a denial, invalid
+policies, bad certificates), 2 usage error: nothing could be checked.
 """
 
 from __future__ import annotations
