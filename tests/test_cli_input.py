@@ -86,6 +86,8 @@ def test_usage_errors_exit_2_and_invalid_policies_exit_1(tmp_path: Path) -> None
                  ["validate", "-f", str(tmp_path / "missing.yaml")],
                  ["validate", "-o", "xml", "-f", str(tmp_path / "one.yaml")],
                  ["validate", "-f", str(write(tmp_path / "p.yaml", POD)), "--policies", str(tmp_path / "nope")],
+                 ["report", "--policies", str(tmp_path / "nope")],
+                 ["test", str(tmp_path / "no-tests")],
                  ["completion", "fish"]):
         result = webhook(*argv)
         assert result.returncode == 2, (argv, result.stderr)

@@ -339,11 +339,14 @@ def _install_ca(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from webhook.cli.report import report
-    from webhook.policy.errors import PolicyLoadError
+    from webhook.policy.errors import PolicyDirectoryError, PolicyLoadError
     from webhook.policy.loader import load_policy_dir
 
     try:
         policies = load_policy_dir(args.policies)
+    except PolicyDirectoryError as exc:
+        print(f"webhook report: {exc}", file=sys.stderr)
+        return 2
     except PolicyLoadError as exc:
         print(f"webhook report: invalid policies in {args.policies}:\n{exc}", file=sys.stderr)
         return 1
