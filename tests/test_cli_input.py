@@ -134,3 +134,19 @@ def test_hidden_folders_of_a_mounted_configmap_are_not_subdirectories(tmp_path: 
     # The watcher sees the new file, so the reload reports it instead of missing it.
     assert policies / "later" / "p.yml" in watched_files(policies) and holder.fingerprint() != before
     assert not holder.reload() and "p.yml:2: kind InjectionPolicy in a subdirectory" in (holder.last_error or "")
+
+
+@pytest.mark.process
+def test_outside_the_repository_the_error_says_where_it_looked_for_policies(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    pod = write(tmp_path / "pod.yaml", POD)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEBHOOK_")}
+    result = subprocess.run([sys.executable, "-m", "webhook", "validate", "-f", str(pod)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == (f"webhook validate: policies: policy directory not found (looked for "
+                             f"{tmp_path / 'policies'}); give the policy directory with --policies DIR "
+                             "(or WEBHOOK_POLICIES)\n")

@@ -374,7 +374,7 @@ def _offline(args: argparse.Namespace) -> int:
     from webhook.cli import commands
     from webhook.engine.namespaces import NamespaceLabelsUnavailable
     from webhook.cli.offline import InputError, NamespaceLabelSource, check_namespace, read_inputs
-    from webhook.policy.errors import PolicyLoadError
+    from webhook.policy.errors import PolicyDirectoryError, PolicyLoadError
     from webhook.policy.loader import load_policy_dir
     from webhook.cli.policytest import run_tests
 
@@ -387,6 +387,10 @@ def _offline(args: argparse.Namespace) -> int:
         policies = load_policy_dir(args.policies)
     except InputError as exc:
         print(f"webhook {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except PolicyDirectoryError as exc:
+        print(f"webhook {args.command}: {exc}; give the policy directory with --policies DIR "
+              f"(or {_env_name('policies')})", file=sys.stderr)
         return 2
     except PolicyLoadError as exc:
         print(f"webhook {args.command}: invalid policies in {args.policies}:\n{exc}", file=sys.stderr)
