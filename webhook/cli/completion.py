@@ -103,7 +103,7 @@ def script(parser: argparse.ArgumentParser, shell: str) -> str:
         __files) COMPREPLY=($(compgen -f -- "$2"));;
         __dirs) COMPREPLY=($(compgen -d -- "$2"));;
         __any) COMPREPLY=();;
-        *) IFS=' ' COMPREPLY=($(compgen -W "$1" -- "$2"));;
+        *) COMPREPLY=($(IFS=' '; compgen -W "$1" -- "$2"));;
     esac
 }}
 

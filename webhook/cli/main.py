@@ -249,7 +249,8 @@ def _build_parser() -> argparse.ArgumentParser:
                                 description="Load it in the shell's startup file, e.g. "
                                             "'source <(webhook completion bash)' in ~/.bashrc "
                                             "or 'source <(webhook completion zsh)' in ~/.zshrc.")
-    completion.add_argument("shell", choices=["bash", "zsh"])
+    from webhook.cli.completion import SHELLS
+    completion.add_argument("shell", choices=SHELLS)
     return parser
 
 
