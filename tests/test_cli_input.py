@@ -150,3 +150,17 @@ def test_outside_the_repository_the_error_says_where_it_looked_for_policies(tmp_
     assert result.stderr == (f"webhook validate: policies: policy directory not found (looked for "
                              f"{tmp_path / 'policies'}); give the policy directory with --policies DIR "
                              "(or WEBHOOK_POLICIES)\n")
+
+
+def test_a_policy_directory_with_a_large_tree_below_is_reported_not_crawled(tmp_path: Path) -> None:
+    from webhook.policy.errors import PolicyLoadError
+    from webhook.policy.loader import MAX_SUBDIRECTORIES, load_policy_dir
+
+    policies = copy_policies(tmp_path / "policies")
+    for index in range(MAX_SUBDIRECTORIES + 1):
+        (policies / "tree" / f"d{index:03}").mkdir(parents=True)
+    with pytest.raises(PolicyLoadError) as info:
+        load_policy_dir(policies)
+    assert [str(e) for e in info.value.errors] == [
+        f"{policies}: more than {MAX_SUBDIRECTORIES} subdirectories: policies are read from the top level of the "
+        "policy directory only; give the directory that holds the policy files"]

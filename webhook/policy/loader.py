@@ -70,30 +70,43 @@ def policy_files(directory: Path) -> list[Path]:
                   if not p.name.startswith(".") and p.name.endswith(POLICY_SUFFIXES) and p.is_file())
 
 
-def nested_files(directory: Path) -> list[Path]:
-    """The .yaml/.yml files in the (non-hidden) subdirectories of `directory`, sorted.
+# Subdirectories looked into for misplaced policies. The watcher repeats the walk every
+# second: a --policies pointed at a large tree (a home directory, /) must not turn that
+# into a crawl, and is reported instead.
+MAX_SUBDIRECTORIES = 100
+
+
+def nested_files(directory: Path) -> tuple[list[Path], bool]:
+    """The .yaml/.yml files in the (non-hidden) subdirectories of `directory`, sorted,
+    and whether the walk stopped at MAX_SUBDIRECTORIES.
 
     Only the top level is read; these are looked at so that a policy put in a
     subdirectory is reported instead of silently never applying (policy tests and
     their fixtures live there too, and are left alone)."""
     found: list[Path] = []
-    for root, dirs, names in os.walk(directory):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]   # a ConfigMap's ..data and the like
-        if Path(root) == directory:
-            continue
-        found += [Path(root, n) for n in names if n.endswith(POLICY_SUFFIXES) and not n.startswith(".")]
-    return sorted(p for p in found if p.is_file())
+    for visited, (root, dirs, names) in enumerate(os.walk(directory)):
+        if visited > MAX_SUBDIRECTORIES:
+            return sorted(found), True
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))   # a ConfigMap's ..data and the like
+        if visited:
+            found += [Path(root, n) for n in names if n.endswith(POLICY_SUFFIXES) and not n.startswith(".")]
+    return sorted(p for p in found if p.is_file()), False
 
 
 def watched_files(directory: Path) -> list[Path]:
     """What a reload depends on: the policy files and the files whose content could be
     reported as a policy in a subdirectory."""
-    return policy_files(directory) + nested_files(directory)
+    return policy_files(directory) + nested_files(directory)[0]
 
 
 def _nested_policy_errors(directory: Path) -> list[PolicyError]:
     errors: list[PolicyError] = []
-    for path in nested_files(directory):
+    paths, truncated = nested_files(directory)
+    if truncated:
+        errors.append(PolicyError(str(directory), None, f"more than {MAX_SUBDIRECTORIES} subdirectories: policies "
+                                  "are read from the top level of the policy directory only; give the "
+                                  "directory that holds the policy files"))
+    for path in paths:
         try:
             content = path.read_bytes()
         except OSError as exc:
