@@ -154,9 +154,11 @@ def test_a_recovered_workload_lifts_the_halt() -> None:
 @pytest.mark.parametrize(("update", "namespace", "expected", "state"), [
     ("{strategy: Manual}", "ns", [], RolloutState("idle")),
     ("{strategy: Restart, paused: true}", "ns", [], RolloutState("paused", "spec.update.paused")),
-    ("{strategy: Restart, namespaces: {include: [canary-*]}}", "prod", [], RolloutState("idle")),
+    ("{strategy: Restart, namespaces: {include: [canary-*]}}", "prod", [],
+     RolloutState("idle", "1 stale workload(s) outside update.namespaces")),
     ("{strategy: Restart, namespaces: {include: [canary-*]}}", "canary-1", ["a"], RolloutState("rolling")),
-    ("{strategy: Restart, namespaces: {exclude: [canary-*]}}", "canary-1", [], RolloutState("idle")),
+    ("{strategy: Restart, namespaces: {exclude: [canary-*]}}", "canary-1", [],
+     RolloutState("idle", "1 stale workload(s) outside update.namespaces")),
 ])
 def test_manual_paused_and_the_canary(update: str, namespace: str, expected: list[str],
                                       state: RolloutState) -> None:

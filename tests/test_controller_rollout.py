@@ -217,7 +217,7 @@ def test_the_namespaces_canary_rolls_out_there_first(fake: FakeApiServer, tmp_pa
             cluster.workloads.step()
         assert [(r, n) for _, r, n in cluster.restarts()] == [("deployments", "a")]
         assert all(p.startswith("prod/") for p in cluster.stale())
-        assert cluster.rollouts["agent"] == RolloutState("idle")
+        assert cluster.rollouts["agent"] == RolloutState("idle", "2 stale workload(s) outside update.namespaces")
         # Widened: the rest follows, the canary is not restarted again.
         cluster.set_policies(agent("2", "{strategy: Restart, maxConcurrent: 3}"))
         cluster.run(lambda: not cluster.stale() and not cluster.rolling())

@@ -247,4 +247,6 @@ def _state(update: Update, name: str, halts: Mapping[str, Halt], taken: Mapping[
                    for ref, s in stale.items())
     if taken.get(name) or in_scope:
         return RolloutState(ROLLING, waiting.get(name, ""))
-    return RolloutState(IDLE)
+    outside = sum(name in s and ref.restartable for ref, s in stale.items())
+    # Done with the canary: say what is left for widening it.
+    return RolloutState(IDLE, f"{outside} stale workload(s) outside update.namespaces" if outside else "")
