@@ -270,3 +270,14 @@ def test_in_place_reaches_on_delete_workloads_which_a_restart_cannot() -> None:
     world = World(policies(mesh="{strategy: InPlace}"))
     world.add("StatefulSet", "db", stale=["mesh"], in_place=True, on_delete=True)
     assert [(type(a).__name__, a.ref.name) for a in world.plan().actions] == [("UpdateInPlace", "db")]
+
+
+def test_a_refused_workload_waits_and_frees_its_slot() -> None:
+    world = World(policies(mesh="{strategy: Restart, maxConcurrent: 1}"))
+    a = world.add("Deployment", "a", stale=["mesh"])
+    world.add("Deployment", "b", stale=["mesh"])
+    memory = Memory(refused={a: (NOW + timedelta(seconds=60), "403 Forbidden: denied by policy")})
+    result = world.plan(memory)
+    assert restarted(result) == ["b"]
+    assert restarted(world.plan(memory, NOW + timedelta(seconds=61))) == ["a"]
+    assert memory.refused == {}

@@ -327,3 +327,27 @@ def test_rollouts_need_nothing_beyond_the_shipped_rbac(fake: FakeApiServer, tmp_
         cluster.run(done, rollout=leader)
         assert not [line for line in cluster.said if not line.endswith(": applied")]
         assert {e["regarding"]["name"] for e in fake.list("events", "shop")} == {"a", "b", "db", "node-agent"}
+
+
+def test_a_refused_restart_is_tried_again_a_minute_later_and_others_go_on(fake: FakeApiServer,
+                                                                          tmp_path: Path) -> None:
+    from tests.fake_apiserver import ApiError
+
+    update = "{strategy: Restart, maxConcurrent: 1}"
+    for cluster in make(fake, tmp_path, update):
+        workloads(cluster, ("a", "b"))
+        started(cluster)
+        refusing = [True]
+
+        def admission(operation: str, resource: str, namespace: str, obj: dict, old: dict | None) -> None:
+            if refusing[0] and (operation, resource, obj["metadata"]["name"]) == ("UPDATE", "deployments", "a"):
+                raise ApiError(403, "Forbidden", "admission webhook \"validate.example.com\" denied the request")
+        fake.admission.append(admission)
+        bump(cluster, update)
+        cluster.reconcile()
+        assert cluster.said[-1].startswith("restart Deployment/shop/a") and ": failed (" in cluster.said[-1]
+        cluster.run(lambda: not [p for p in cluster.stale() if p.startswith("shop/b-")] and not cluster.rolling())
+        assert cluster.restarts() == [("patch", "deployments", "a"), ("patch", "deployments", "b")]
+        refusing[0] = False
+        cluster.run(lambda: not cluster.stale() and not cluster.rolling())
+        assert cluster.restarts()[-1] == ("patch", "deployments", "a") and len(cluster.restarts()) == 3

@@ -52,6 +52,9 @@ class Memory:
     deadline of pods updated in place in the last moments (it restarts nothing twice:
     those pods already carry the new revision)."""
     in_place: dict[tuple[str, str], InPlaceMark] = field(default_factory=dict)   # (pod uid, policy) ->
+    # Workloads whose last write was refused (an admission policy, RBAC): not tried again
+    # before the time given, and why, for status.
+    refused: dict[WorkloadRef, tuple[datetime, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,9 @@ def plan(view: ClusterView, policies: PolicySet, memory: Memory, now: datetime) 
                 elif not pod.ready:
                     in_flight[name].add(ref)
 
+    for ref, (until, _) in list(memory.refused.items()):
+        if now >= until:
+            del memory.refused[ref]
     actions: list[Action] = []
     waiting: dict[str, str] = {}
     taken: dict[str, set[WorkloadRef]] = {name: set(refs) for name, refs in in_flight.items()}
@@ -157,6 +163,9 @@ def plan(view: ClusterView, policies: PolicySet, memory: Memory, now: datetime) 
                 continue
             workload = view.workload(ref)
             if workload is None:
+                continue
+            if ref in memory.refused:
+                waiting.setdefault(name, f"{ref} was refused: {memory.refused[ref][1]}")
                 continue
             mine = taken.setdefault(name, set())
             if ref not in mine and len(mine) >= update.max_concurrent:

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from webhook.controller.actuator import Actuator, Outcome
 from webhook.controller.model import (RUNTIME_ROLLOUT_HALTED, ClusterView, HookContext, PlanAndAct, RolloutState,
                                       WorkloadRef)
 from webhook.controller.planner import Memory, plan
 from webhook.policy.loader import PolicySet
+
+
+# A write the API server refused (an admission policy, RBAC) rarely succeeds a second later:
+# tried again after this, so a refusal costs one request a minute, not one a pass.
+RETRY_REFUSED_SECONDS = 60
 
 
 class Rollout:
@@ -45,6 +50,9 @@ class Rollout:
         self.outcomes = [self.actuator.apply(action, moment) for action in result.actions]
         for outcome in self.outcomes:
             self.say(outcome.describe())
+            if outcome.result == "failed":
+                self.memory.refused[outcome.action.ref] = (moment + timedelta(seconds=RETRY_REFUSED_SECONDS),
+                                                           outcome.detail)
         return result.rollouts
 
     def _notify(self, ref: WorkloadRef, reason: str, note: str, policy: str, revisions: tuple[str, str]) -> None:
