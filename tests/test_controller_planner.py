@@ -281,3 +281,16 @@ def test_a_refused_workload_waits_and_frees_its_slot() -> None:
     assert restarted(result) == ["b"]
     assert restarted(world.plan(memory, NOW + timedelta(seconds=61))) == ["a"]
     assert memory.refused == {}
+
+
+def test_nothing_is_done_on_pods_judged_against_older_policies() -> None:
+    # Policies reloaded, the cache not yet caught up: the pods' states (and in-place images)
+    # are the old set's; acting on them could record a revision the pod does not have.
+    old = policies(mesh="{strategy: InPlace}")
+    new = policies_from_yaml(POLICY.format(name="mesh", update="{strategy: InPlace}").replace(":2", ":3"))
+    world = World(old)
+    world.add("Deployment", "a", stale=["mesh"], in_place=True)
+    world.policies = new
+    result = world.plan()
+    assert result.actions == () and result.rollouts["mesh"] == RolloutState(
+        "rolling", "Deployment/ns/a is being evaluated against the new policies")

@@ -77,11 +77,16 @@ def plan(view: ClusterView, policies: PolicySet, memory: Memory, now: datetime) 
     revisions = {p.name: p.revision for p in policies.injectors}
     stale: dict[WorkloadRef, dict[str, list[PodView]]] = {}
     partial: dict[str, set[WorkloadRef]] = defaultdict(set)
+    # Workloads with a pod last judged against an older policy set (a reload the cache has
+    # not caught up with): what it would do there may be wrong, so nothing is done yet.
+    unjudged: set[WorkloadRef] = set()
     for ref in view.owners():
         pods = view.pods_of(ref)
         per_policy: dict[str, list[PodView]] = defaultdict(list)
         for pod in pods:
             for name, state in pod.policies.items():
+                if name in revisions and state.current_revision != revisions[name]:
+                    unjudged.add(ref)
                 if state.state == "stale":
                     per_policy[name].append(pod)
         if per_policy:
@@ -160,6 +165,9 @@ def plan(view: ClusterView, policies: PolicySet, memory: Memory, now: datetime) 
         revision = revisions[name]
         for ref in sorted(r for r, s in stale.items() if name in s):
             if not ref.restartable or not update.selects_namespace(ref.namespace) or ref in acted:
+                continue
+            if ref in unjudged:
+                waiting.setdefault(name, f"{ref} is being evaluated against the new policies")
                 continue
             workload = view.workload(ref)
             if workload is None:
