@@ -152,3 +152,19 @@ def test_a_policy_change_evaluates_every_pod_again(fake: FakeApiServer, kubeconf
         assert pod.policies["identity"].state == "current"
     finally:
         watcher.stop()
+
+
+def test_a_crash_looping_injected_container_is_noted_on_the_pod(fake: FakeApiServer, kubeconfig: Path,
+                                                                 workloads: FakeWorkloads) -> None:
+    fake.create("deployments", deployment("web", replicas=1))
+    workloads.settle()
+    pod = fake.list("pods", NS)[0]
+    shipper = next(c["image"] for c in pod["spec"]["initContainers"] if c["name"] == "log-shipper")
+    workloads.fail_image(shipper)
+    for _ in range(3):
+        workloads.step()
+    state = ClusterState(load_policy_dir(SHIPPED_POLICIES))
+    with load_api_client(kubeconfig) as api:
+        list_all(state, api)
+    (view,) = state.snapshot().pods_of(WorkloadRef("Deployment", NS, "web"))
+    assert view.crashlooping == frozenset({"log-shipper"}) and not view.ready

@@ -138,6 +138,8 @@ class Controller:
         started = time.monotonic()
         try:
             self._reload_policies()
+            if self.state.take_relabelled():
+                self.watcher.policies_changed()   # the same: every pod evaluated again
             if not self.synced:
                 metrics.PASSES.labels(result="not_synced").inc()
                 return False

@@ -85,6 +85,7 @@ class ClusterState:
         self._labels_known = False
         self._label_versions: dict[str, int] = {}   # namespace -> changes seen (0: never)
         self._policy_version = 0
+        self._relabelled = False
         # uid -> (policy version, label version) the pod's states were computed with
         self._evaluated_with: dict[str, tuple[int, int]] = {}
         self.epoch = 0
@@ -121,6 +122,8 @@ class ClusterState:
                 labels = MappingProxyType({k: v for k, v in as_dict(metadata.get("labels")).items()
                                            if isinstance(k, str) and isinstance(v, str)})
                 if self._labels.get(name) != labels:
+                    if name in self._labels and self._needs_labels:
+                        self._relabelled = True
                     self._labels[name] = labels
                     self._label_versions[name] = self._label_versions.get(name, 0) + 1
                     self._bump()
@@ -173,8 +176,17 @@ class ClusterState:
 
     def labels_synced(self) -> None:
         with self._lock:
+            if not self._labels_known and self._unevaluated:
+                self._relabelled = True   # pods that came first wait for their labels
             self._labels_known = True
             self._bump()
+
+    def take_relabelled(self) -> bool:
+        """Whether pods need evaluating again because namespace labels a policy selects on
+        changed (or arrived after them); reading it clears it."""
+        with self._lock:
+            out, self._relabelled = self._relabelled, False
+            return out
 
     # -- reading ----------------------------------------------------------------------------
 
