@@ -214,6 +214,8 @@ class Controller:
                 self._emitted.add(key)
         # A condition that ended may come back: it is then recorded again (a repeat).
         self._emitted &= set(wanted)
+        owners = set(view.owners()) | set(view.workloads())
+        self.recorder.forget(lambda ref, *_: ref in owners)
 
     # -- what the HTTP endpoints show ------------------------------------------------------------
 
