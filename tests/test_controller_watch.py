@@ -168,3 +168,19 @@ def test_a_crash_looping_injected_container_is_noted_on_the_pod(fake: FakeApiSer
         list_all(state, api)
     (view,) = state.snapshot().pods_of(WorkloadRef("Deployment", NS, "web"))
     assert view.crashlooping == frozenset({"log-shipper"}) and not view.ready
+
+
+def test_a_pod_replaced_under_the_same_name_while_unwatched_leaves_no_ghost(fake: FakeApiServer,
+                                                                            kubeconfig: Path) -> None:
+    state = ClusterState(load_policy_dir(SHIPPED_POLICIES))
+    owner = {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db"}
+    fake.put(bare_pod("db-0", owner))
+    with load_api_client(kubeconfig) as api:
+        list_all(state, api)
+        first = state.pod(NS, "db-0")
+        fake.remove("pods", "db-0", NS)
+        fake.put(bare_pod("db-0", owner))      # a new uid, the same name
+        list_all(state, api)
+    pods = state.snapshot().pods_of(WorkloadRef("StatefulSet", NS, "db"))
+    assert len(pods) == 1 and first is not None and pods[0].uid != first.uid
+    assert pods[0].uid == fake.get("pods", "db-0", NS)["metadata"]["uid"]

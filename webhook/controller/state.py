@@ -245,6 +245,11 @@ class ClusterState:
                            phase=str(status.get("phase") or "Pending"), ready=_ready(status),
                            policies=states, crashlooping=_failing(status, injected), resource_version=version)
             self._drop_pod(uid, bump=False)
+            replaced = self._pod_keys.get((namespace, name))
+            if replaced is not None and replaced != uid:
+                # The same name, another pod (a StatefulSet's replacement, seen by a list
+                # after a gap in which the old one's deletion was missed).
+                self._drop_pod(replaced)
             self._pods[uid] = view
             self._pod_keys[(namespace, name)] = uid
             if controller is not None:
