@@ -109,7 +109,7 @@ def cluster(fake: FakeApiServer) -> FakeWorkloads:
 
 def make(config: ControllerConfig, kubeconfig: Path, **options: Any) -> Controller:
     return Controller(config, client_factory=lambda: load_api_client(kubeconfig),
-                      watch_options={"backoff_max": 0.5}, **options)
+                      watch_options={"backoff_initial": 0.05, "backoff_max": 0.5}, **options)
 
 
 def started(controller: Controller) -> Controller:

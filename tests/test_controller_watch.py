@@ -104,7 +104,7 @@ def test_owners_are_resolved_and_every_pod_is_evaluated(fake: FakeApiServer, kub
 
 def test_a_dropped_watch_and_a_410_lose_no_pod(fake: FakeApiServer, kubeconfig: Path) -> None:
     state = ClusterState(load_policy_dir(SHIPPED_POLICIES))
-    watcher = Watcher(state, lambda: load_api_client(kubeconfig))
+    watcher = Watcher(state, lambda: load_api_client(kubeconfig), backoff_initial=0.05, backoff_max=0.2)
     watcher.start()
     try:
         assert watcher.wait_synced(10)
