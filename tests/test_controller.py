@@ -109,7 +109,7 @@ def cluster(fake: FakeApiServer) -> FakeWorkloads:
 
 def make(config: ControllerConfig, kubeconfig: Path, **options: Any) -> Controller:
     return Controller(config, client_factory=lambda: load_api_client(kubeconfig),
-                      watch_options={"backoff_max": 0.5}, **options)
+                      watch_options={"backoff_initial": 0.05, "backoff_max": 0.5}, **options)
 
 
 def started(controller: Controller) -> Controller:
@@ -334,3 +334,57 @@ def test_the_shipped_rbac_is_enough(kubeconfig: Path, policies_dir: Path, tmp_pa
             assert controller.elector.last_error is None and controller.configmap.last_error is None
         finally:
             controller.stop()
+
+
+def test_namespace_labels_a_policy_selects_on_are_followed(fake: FakeApiServer, kubeconfig: Path,
+                                                           policies_dir: Path, cluster: FakeWorkloads) -> None:
+    fake.set_labels(NS, {"logs": "shipped"})
+    edit(policies_dir, "    os: [linux]", "    os: [linux]\n    namespaceSelector: {matchLabels: {logs: shipped}}")
+    controller = started(make(ControllerConfig(policies=policies_dir, port=0, namespace=SYSTEM), kubeconfig))
+    try:
+        assert "namespaces" in controller.watcher.reflectors
+        wait_for(lambda: controller.reconcile() and controller.statuses["log-shipper"].pods["current"] == 6)
+        # The namespace no longer selected: its pods carry a runtime the policy no longer gives.
+        fake.set_labels(NS, {})
+        wait_for(lambda: controller.reconcile() and controller.statuses["log-shipper"].pods["stale"] == 6)
+        assert {s.reason for p in controller.state.snapshot().pods() for s in p.policies.values()
+                if s.state == "stale"} == {"unmatched"}
+    finally:
+        controller.stop()
+
+
+def test_the_rollout_state_the_hook_reports_is_shown(fake: FakeApiServer, kubeconfig: Path,
+                                                     policies_dir: Path, cluster: FakeWorkloads) -> None:
+    from webhook.controller.model import RolloutState
+
+    def factory(context: Any) -> Any:
+        return lambda view, policies, now: {"log-shipper": RolloutState("halted", "Deployment/shop/web never "
+                                                                                   "became available")}
+
+    controller = started(make(ControllerConfig(policies=policies_dir, port=0, namespace=SYSTEM), kubeconfig,
+                              hook_factory=factory))
+    try:
+        assert controller.reconcile()
+        shown = json.loads(fake.get("configmaps", STATUS_CONFIGMAP, SYSTEM)["data"]["log-shipper"])["rollout"]
+        assert shown == {"state": "halted", "reason": "Deployment/shop/web never became available"}
+        assert metric("webhook_controller_rollout_state", policy="log-shipper", state="halted") == 1
+        assert metric("webhook_controller_rollout_state", policy="log-shipper", state="idle") == 0
+        assert controller.status_json()["policies"]["identity"]["rollout"] == {"state": "idle"}
+    finally:
+        controller.stop()
+
+
+@pytest.mark.process
+def test_the_command_once_dry_run(kubeconfig: Path, policies_dir: Path, cluster: FakeWorkloads,
+                                  fake: FakeApiServer) -> None:
+    import subprocess
+    import sys
+
+    edit(policies_dir, SHIPPER_IMAGE, NEW_SHIPPER_IMAGE)
+    result = subprocess.run([sys.executable, "-m", "webhook", "controller", "--once", "--dry-run", "--policies",
+                             str(policies_dir), "--kubeconfig", str(kubeconfig), "--namespace", SYSTEM,
+                             "--log-format", "text"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"dry run: would record event RuntimeStale on Deployment/{NS}/web" in result.stdout
+    assert result.stdout.count("RuntimeStale") == 5
+    assert "POLICY" in result.stdout and fake.writes() == []

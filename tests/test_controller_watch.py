@@ -104,7 +104,7 @@ def test_owners_are_resolved_and_every_pod_is_evaluated(fake: FakeApiServer, kub
 
 def test_a_dropped_watch_and_a_410_lose_no_pod(fake: FakeApiServer, kubeconfig: Path) -> None:
     state = ClusterState(load_policy_dir(SHIPPED_POLICIES))
-    watcher = Watcher(state, lambda: load_api_client(kubeconfig))
+    watcher = Watcher(state, lambda: load_api_client(kubeconfig), backoff_initial=0.05, backoff_max=0.2)
     watcher.start()
     try:
         assert watcher.wait_synced(10)
@@ -152,3 +152,35 @@ def test_a_policy_change_evaluates_every_pod_again(fake: FakeApiServer, kubeconf
         assert pod.policies["identity"].state == "current"
     finally:
         watcher.stop()
+
+
+def test_a_crash_looping_injected_container_is_noted_on_the_pod(fake: FakeApiServer, kubeconfig: Path,
+                                                                 workloads: FakeWorkloads) -> None:
+    fake.create("deployments", deployment("web", replicas=1))
+    workloads.settle()
+    pod = fake.list("pods", NS)[0]
+    shipper = next(c["image"] for c in pod["spec"]["initContainers"] if c["name"] == "log-shipper")
+    workloads.fail_image(shipper)
+    for _ in range(3):
+        workloads.step()
+    state = ClusterState(load_policy_dir(SHIPPED_POLICIES))
+    with load_api_client(kubeconfig) as api:
+        list_all(state, api)
+    (view,) = state.snapshot().pods_of(WorkloadRef("Deployment", NS, "web"))
+    assert view.crashlooping == frozenset({"log-shipper"}) and not view.ready
+
+
+def test_a_pod_replaced_under_the_same_name_while_unwatched_leaves_no_ghost(fake: FakeApiServer,
+                                                                            kubeconfig: Path) -> None:
+    state = ClusterState(load_policy_dir(SHIPPED_POLICIES))
+    owner = {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db"}
+    fake.put(bare_pod("db-0", owner))
+    with load_api_client(kubeconfig) as api:
+        list_all(state, api)
+        first = state.pod(NS, "db-0")
+        fake.remove("pods", "db-0", NS)
+        fake.put(bare_pod("db-0", owner))      # a new uid, the same name
+        list_all(state, api)
+    pods = state.snapshot().pods_of(WorkloadRef("StatefulSet", NS, "db"))
+    assert len(pods) == 1 and first is not None and pods[0].uid != first.uid
+    assert pods[0].uid == fake.get("pods", "db-0", NS)["metadata"]["uid"]

@@ -139,6 +139,8 @@ class Controller:
         started = time.monotonic()
         try:
             self._reload_policies()
+            if self.state.take_relabelled():
+                self.watcher.policies_changed()   # the same: every pod evaluated again
             if not self.synced:
                 metrics.PASSES.labels(result="not_synced").inc()
                 return False
@@ -213,6 +215,8 @@ class Controller:
                 self._emitted.add(key)
         # A condition that ended may come back: it is then recorded again (a repeat).
         self._emitted &= set(wanted)
+        owners = set(view.owners()) | set(view.workloads())
+        self.recorder.forget(lambda ref, *_: ref in owners)
 
     # -- what the HTTP endpoints show ------------------------------------------------------------
 

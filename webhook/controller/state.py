@@ -86,6 +86,7 @@ class ClusterState:
         self._labels_known = False
         self._label_versions: dict[str, int] = {}   # namespace -> changes seen (0: never)
         self._policy_version = 0
+        self._relabelled = False
         # uid -> (policy version, label version) the pod's states were computed with
         self._evaluated_with: dict[str, tuple[int, int]] = {}
         self.epoch = 0
@@ -122,6 +123,8 @@ class ClusterState:
                 labels = MappingProxyType({k: v for k, v in as_dict(metadata.get("labels")).items()
                                            if isinstance(k, str) and isinstance(v, str)})
                 if self._labels.get(name) != labels:
+                    if name in self._labels and self._needs_labels:
+                        self._relabelled = True
                     self._labels[name] = labels
                     self._label_versions[name] = self._label_versions.get(name, 0) + 1
                     self._bump()
@@ -174,8 +177,17 @@ class ClusterState:
 
     def labels_synced(self) -> None:
         with self._lock:
+            if not self._labels_known and self._unevaluated:
+                self._relabelled = True   # pods that came first wait for their labels
             self._labels_known = True
             self._bump()
+
+    def take_relabelled(self) -> bool:
+        """Whether pods need evaluating again because namespace labels a policy selects on
+        changed (or arrived after them); reading it clears it."""
+        with self._lock:
+            out, self._relabelled = self._relabelled, False
+            return out
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -234,6 +246,11 @@ class ClusterState:
                            phase=str(status.get("phase") or "Pending"), ready=_ready(status),
                            policies=states, crashlooping=_failing(status, injected), resource_version=version)
             self._drop_pod(uid, bump=False)
+            replaced = self._pod_keys.get((namespace, name))
+            if replaced is not None and replaced != uid:
+                # The same name, another pod (a StatefulSet's replacement, seen by a list
+                # after a gap in which the old one's deletion was missed).
+                self._drop_pod(replaced)
             self._pods[uid] = view
             self._pod_keys[(namespace, name)] = uid
             if controller is not None:

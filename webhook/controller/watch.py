@@ -131,6 +131,7 @@ class Reflector:
     client_factory: Callable[[], Any]
     idle_timeout: float = WATCH_IDLE_SECONDS
     watch_timeout: int = WATCH_TIMEOUT_SECONDS
+    backoff_initial: float = BACKOFF_INITIAL_SECONDS
     backoff_max: float = BACKOFF_MAX_SECONDS
     resource_version: str | None = None
     synced: bool = False
@@ -176,7 +177,7 @@ class Reflector:
                 pass
 
     def _run(self) -> None:
-        self._backoff = BACKOFF_INITIAL_SECONDS
+        self._backoff = self.backoff_initial
         api_client: Any = None
         reason = "initial"
         while not self._stop.is_set():
@@ -192,14 +193,14 @@ class Reflector:
                     metrics.LISTS.labels(resource=self.resource, reason=reason).inc()
                     self.synced, self.last_error = True, None
                     self._synced_event.set()
-                    self._backoff = BACKOFF_INITIAL_SECONDS
+                    self._backoff = self.backoff_initial
                 self._watch(api_client)
             except Gone:
                 log.info("%s watch expired (410 Gone); listing again", self.resource,
                          extra={"event": "controller_watch", "resource": self.resource})
                 self.resource_version, reason = None, "expired"
             except WatchEnded:
-                self._backoff = BACKOFF_INITIAL_SECONDS
+                self._backoff = self.backoff_initial
             except Exception as exc:  # noqa: BLE001 - every failure is retried; the reason is kept
                 if self._stop.is_set():
                     break
@@ -221,7 +222,7 @@ class Reflector:
             _request_timeout=(CONNECT_TIMEOUT_SECONDS, self.idle_timeout))
         self._response = response
         # Connected: the API server answers again, so the next failure starts a fresh backoff.
-        self._backoff = BACKOFF_INITIAL_SECONDS
+        self._backoff = self.backoff_initial
         try:
             for line in _lines(response):
                 if self._stop.is_set() or self._relist.is_set():

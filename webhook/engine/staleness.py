@@ -134,11 +134,16 @@ def pod_states(pod: Mapping[str, Any], policies: PolicySet, *, namespace: str,
             conflicts = tuple(_conflict_text(c) for c in now.conflicts if c.get("resolution") == "Keep")
             if was is None:
                 states[outcome.policy] = PolicyState(STALE, MISSING, "", revision)
-            elif unchanged or (_same_record(was, now) and _same(_footprint(pod, was), _footprint(result.pod, now))):
+            elif unchanged:
                 states[outcome.policy] = PolicyState(CURRENT, "", was.revision, revision, conflicts=conflicts)
             else:
-                states[outcome.policy] = PolicyState(STALE, CHANGED, was.revision, revision,
-                                                     in_place=_images_only(pod, was, result.pod, now))
+                same_items = _same_record(was, now)
+                before, after = _footprint(pod, was), _footprint(result.pod, now)
+                if same_items and _same(before, after):
+                    states[outcome.policy] = PolicyState(CURRENT, "", was.revision, revision, conflicts=conflicts)
+                else:
+                    states[outcome.policy] = PolicyState(STALE, CHANGED, was.revision, revision,
+                                                         in_place=_images_only(before, after) if same_items else None)
         elif outcome.why.startswith(("skipped: ", "denied: ")):
             states[outcome.policy] = PolicyState(SKIPPED, outcome.why, was.revision if was else "", revision)
         elif was is not None:
@@ -236,6 +241,8 @@ def _same(stored: Any, rendered: Any) -> bool:
     if isinstance(rendered, dict):
         if not isinstance(stored, dict):
             return False
+        if stored == rendered:   # most parts: no default in them (compared in C)
+            return True
         for key, value in rendered.items():
             if key not in stored:
                 if value in ({}, [], None):   # the API server drops empty values
@@ -250,12 +257,9 @@ def _same(stored: Any, rendered: Any) -> bool:
     return bool(stored == rendered and type(stored) is type(rendered))
 
 
-def _images_only(pod: Mapping[str, Any], old: PolicyRecord, rendered: Mapping[str, Any],
-                 new: PolicyRecord) -> dict[str, str] | None:
-    """Container -> new image when images of this policy's containers are all that differ."""
-    if not _same_record(old, new):
-        return None
-    before, after = _footprint(pod, old), _footprint(rendered, new)
+def _images_only(before: dict[str, Any], after: dict[str, Any]) -> dict[str, str] | None:
+    """Container -> new image when images of this policy's containers are all that differ
+    between its footprint in the pod (`before`) and in the render (`after`)."""
     images: dict[str, str] = {}
     for name, (section, container) in after["containers"].items():
         had = before["containers"].get(name)
@@ -271,6 +275,7 @@ def _images_only(pod: Mapping[str, Any], old: PolicyRecord, rendered: Mapping[st
             images[name] = image
     if not images:
         return None
-    after["containers"] = {name: (section, {**container, "image": before["containers"][name][1].get("image")})
-                           for name, (section, container) in after["containers"].items()}
+    after = {**after, "containers": {
+        name: (section, {**container, "image": before["containers"][name][1].get("image")})
+        for name, (section, container) in after["containers"].items()}}
     return images if _same(before, after) else None
