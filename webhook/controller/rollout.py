@@ -32,6 +32,7 @@ class Rollout:
         self.actuator = Actuator(ctx.api_client, dry_run=ctx.dry_run, log=self.log, notify=self._notify)
         self.outcomes: list[Outcome] = []
         self._told: set[tuple[str, str, WorkloadRef]] = set()
+        self._decided: set[str] = set()   # a dry run's decisions of the last pass
 
     def __call__(self, view: ClusterView, policies: PolicySet, now: float) -> Mapping[str, RolloutState]:
         moment = datetime.fromtimestamp(now, timezone.utc)
@@ -47,7 +48,14 @@ class Rollout:
             self._notify(halt.ref, RUNTIME_ROLLOUT_HALTED,
                          f"rollout of policy {halt.policy} revision {halt.revision} halted: {halt.reason}",
                          halt.policy, ("", halt.revision))
-        self.outcomes = [self.actuator.apply(action, moment) for action in result.actions]
+        actions = list(result.actions)
+        if self.actuator.dry_run:
+            # Nothing changes in a dry run, so each pass would decide the same again: each
+            # decision is told once, while it stands, not once a second.
+            described = {a.describe(): a for a in actions}
+            actions = [a for d, a in described.items() if d not in self._decided]
+            self._decided = set(described)
+        self.outcomes = [self.actuator.apply(action, moment) for action in actions]
         for outcome in self.outcomes:
             self.say(outcome.describe())
             if outcome.result == "failed":
