@@ -294,3 +294,12 @@ def test_nothing_is_done_on_pods_judged_against_older_policies() -> None:
     result = world.plan()
     assert result.actions == () and result.rollouts["mesh"] == RolloutState(
         "rolling", "Deployment/ns/a is being evaluated against the new policies")
+
+
+@pytest.mark.parametrize(("ready", "done"), [(False, True), (True, False)])
+def test_an_unhealthy_or_busy_workload_is_not_restarted_nor_holds_a_slot(ready: bool, done: bool) -> None:
+    world = World(policies(mesh="{strategy: Restart, maxConcurrent: 1}"))
+    world.add("Deployment", "a", stale=["mesh"], ready=ready, done=done)
+    world.add("Deployment", "b", stale=["mesh"])
+    result = world.plan()
+    assert restarted(result) == ["b"]

@@ -83,6 +83,7 @@ def test_no_action_breaks_a_rule(log: str, mesh: str, specs: list[dict[str, Any]
         view = world.workloads[ref]
         if isinstance(action, Restart):
             assert not view.on_delete and not view.paused
+            assert view.rollout_done and ref not in unready, "only a healthy, settled workload is restarted"
             assert set(action.revisions) == stale_of[ref], "a restart carries every change, and says so"
             for name in action.revisions:
                 update = updates[name]

@@ -201,6 +201,11 @@ def plan(view: ClusterView, policies: PolicySet, memory: Memory, now: datetime) 
             record = parse_record(workload.rollout_record)
             if name in record and record[name].revision == revision:
                 continue   # restarted for this revision already: never twice
+            if not workload.rollout_done or not all(p.ready for p in view.pods_of(ref)):
+                # Unhealthy (or rolling out on its own) before we touch it: a restart would be
+                # judged for what it did not cause, and halt the policy's rollout.
+                waiting.setdefault(name, f"{ref} is not ready or is rolling out already")
+                continue
             carried = sorted(stale[ref])
             blocked = next((why for n in carried if (why := may_carry(n, ref))), "")
             if blocked:
