@@ -17,6 +17,7 @@ from kubernetes import config
 from tests.engine_helpers import policies_from_yaml
 from tests.fake_apiserver import FakeApiServer
 from tests.fake_workloads import FakeWorkloads
+from webhook.controller import metrics
 from webhook.controller.actions import Restart, UpdateInPlace
 from webhook.controller.actuator import Actuator
 from webhook.controller.health import parse_record
@@ -225,7 +226,6 @@ def test_a_pod_update_the_api_server_refuses_is_a_failure_not_a_crash(fake: Fake
 
 
 def test_each_outcome_is_counted(fake: FakeApiServer, actuator: Actuator) -> None:
-    from webhook.controller import metrics
     running(fake, agent("1"))
 
     def count(result: str) -> float:

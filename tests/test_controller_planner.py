@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
@@ -12,7 +13,7 @@ from webhook.controller.actions import Restart, UpdateInPlace
 from webhook.controller.health import RecordEntry, format_record
 from webhook.controller.model import (PodView, PolicyState, RolloutState, StaticClusterView, WorkloadRef,
                                       WorkloadView)
-from webhook.controller.planner import Memory, plan
+from webhook.controller.planner import InPlaceMark, Memory, plan
 from webhook.policy.loader import PolicySet
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
@@ -211,7 +212,6 @@ def test_in_place_waits_for_the_pod_it_updated_and_halts_when_it_never_comes_bac
     world.add("Deployment", "a", replicas=2, stale=["mesh"], in_place=True, current_pods=1, ready=False)
     world.add("Deployment", "b", replicas=2, stale=["mesh"], in_place=True)
     memory = Memory()
-    from webhook.controller.planner import InPlaceMark
     ref = WorkloadRef("Deployment", "ns", "a")
     memory.in_place[("a-0-uid", "mesh")] = InPlaceMark(ref, "a-0-uid", "mesh", rev(p, "mesh"), NOW)
     assert world.plan(memory, NOW + timedelta(seconds=30)).actions == ()       # a holds the only slot
@@ -257,7 +257,6 @@ def test_a_new_leader_sees_an_in_place_update_crash_loop_from_the_pods_alone() -
 
 
 def test_a_paused_deployment_is_left_alone_with_the_reason() -> None:
-    import dataclasses
     world = World(policies(mesh="{strategy: Restart}"))
     ref = world.add("Deployment", "a", stale=["mesh"])
     world.workloads[ref] = dataclasses.replace(world.workloads[ref], paused=True)

@@ -4,6 +4,7 @@ cache and its rollout hook, on the simulated clock (tests/controller_cluster.py)
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,8 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests.controller_cluster import Cluster, agent
-from tests.fake_apiserver import FakeApiServer
-from webhook.controller.model import RolloutState, WorkloadRef
+from tests.fake_apiserver import ApiError, FakeApiServer, rules_from_manifests
+from tests.test_manifests import DOCUMENTS
+from webhook.controller.events import EventRecorder
+from webhook.controller.model import HookContext, RolloutState, WorkloadRef
+from webhook.controller.rollout import Rollout
 from webhook.controller.watch import list_all
 
 
@@ -303,14 +307,6 @@ def test_job_cronjob_bare_and_operator_pods_are_reported_never_restarted(fake: F
 
 @pytest.mark.parametrize("update", ["{strategy: Restart, maxConcurrent: 2}", "{strategy: InPlace, maxConcurrent: 2}"])
 def test_rollouts_need_nothing_beyond_the_shipped_rbac(fake: FakeApiServer, tmp_path: Path, update: str) -> None:
-    import logging
-
-    from tests.fake_apiserver import rules_from_manifests
-    from tests.test_manifests import DOCUMENTS
-    from webhook.controller.events import EventRecorder
-    from webhook.controller.model import HookContext
-    from webhook.controller.rollout import Rollout
-
     for cluster in make(fake, tmp_path, update):
         workloads(cluster, ("a", "b"))
         cluster.deploy("StatefulSet", "db")
@@ -332,8 +328,6 @@ def test_rollouts_need_nothing_beyond_the_shipped_rbac(fake: FakeApiServer, tmp_
 
 def test_a_refused_restart_is_tried_again_a_minute_later_and_others_go_on(fake: FakeApiServer,
                                                                           tmp_path: Path) -> None:
-    from tests.fake_apiserver import ApiError
-
     update = "{strategy: Restart, maxConcurrent: 1}"
     for cluster in make(fake, tmp_path, update):
         workloads(cluster, ("a", "b"))

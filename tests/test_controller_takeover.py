@@ -4,12 +4,14 @@ first started, restarting no workload twice and never more than maxConcurrent at
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.controller_cluster import AGENT, Cluster, agent
 from tests.fake_apiserver import FakeApiServer
@@ -97,10 +99,6 @@ def test_the_new_leader_finishes_the_rollout_restarting_no_workload_twice(cluste
 
 
 def test_a_halt_shows_in_every_status_place_and_as_one_event(cluster: Cluster, tmp_path: Path) -> None:
-    import json
-
-    from prometheus_client import REGISTRY
-
     update = "{strategy: Restart, progressDeadlineSeconds: 60}"
     cluster.set_policies(agent("2", update))
     policies = tmp_path / "policies"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.engine_helpers import SHIPPED, policies_from_yaml
+from tests.engine_helpers import policies_from_yaml
 from webhook.policy.errors import PolicyLoadError
 from webhook.policy.lint import lint
 from webhook.policy.update import UpdateFallback, UpdateStrategy
