@@ -144,9 +144,12 @@ def test_a_policy_change_evaluates_every_pod_again(fake: FakeApiServer, kubeconf
         assert watcher.wait_synced(10)
         web = WorkloadRef("Deployment", NS, "web")
         wait_for(lambda: len(state.snapshot().pods_of(web)) == 2)
+        assert state.snapshot().settled
         state.set_policies(shipped(replace_in("inject-log-shipper.yaml", SHIPPER_IMAGE, NEW_SHIPPER_IMAGE)))
+        assert not state.snapshot().settled and state.snapshot().outdated == 2   # not yet evaluated again
         watcher.policies_changed()
         wait_for(lambda: all(p.policies["log-shipper"].state == "stale" for p in state.snapshot().pods_of(web)))
+        assert state.snapshot().settled
         pod = state.snapshot().pods_of(web)[0]
         assert pod.policies["log-shipper"].in_place == {"log-shipper": NEW_SHIPPER_IMAGE}
         assert pod.policies["identity"].state == "current"
