@@ -388,3 +388,16 @@ def test_the_command_once_dry_run(kubeconfig: Path, policies_dir: Path, cluster:
     assert f"dry run: would record event RuntimeStale on Deployment/{NS}/web" in result.stdout
     assert result.stdout.count("RuntimeStale") == 5
     assert "POLICY" in result.stdout and fake.writes() == []
+
+
+def test_status_says_in_one_line_what_it_may_not_list(policies_dir: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.fake_apiserver import Rule
+
+    pods_only = [Rule(frozenset({""}), frozenset({"pods"}), frozenset({"get", "list"}))]
+    with FakeApiServer(rbac=pods_only) as server:
+        code = cli(["status", "--policies", str(policies_dir),
+                    "--kubeconfig", str(server.write_kubeconfig(tmp_path / "kc"))])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("webhook status: list replicasets: 403 Forbidden")

@@ -71,6 +71,14 @@ class WatchEnded(Exception):
     pass
 
 
+class ListError(Exception):
+    """A list the API server refused (403, 500...), naming what was listed."""
+
+    def __init__(self, message: str, status: int | None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def api_for(api_client: Any, resource: str) -> Callable[..., Any]:
     from kubernetes import client
     cls_name, method = LISTERS[resource]
@@ -104,7 +112,8 @@ def list_into(state: ClusterState, api_client: Any, resource: str, *, namespace:
         except ApiException as exc:
             if exc.status == 410:
                 raise Gone() from None
-            raise
+            where = f" in namespace {namespace}" if namespace and resource != "namespaces" else ""
+            raise ListError(describe(f"list {resource}{where}", exc), exc.status) from None
         page = orjson.loads(response.data)
         del response
         for item in page.get("items") or ():
@@ -344,4 +353,6 @@ def describe(resource: str, exc: BaseException) -> str:
         return f"{resource}: {exc.status} {exc.reason}{': ' + message if message else ''}"
     if isinstance(exc, MaxRetryError):
         return f"cannot reach the API server: {exc.reason}"
+    if isinstance(exc, ListError):
+        return str(exc)
     return f"{type(exc).__name__}: {exc}"
