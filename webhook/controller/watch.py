@@ -215,6 +215,10 @@ class Reflector:
                     break
                 if self._relist.is_set():
                     continue      # interrupted on purpose
+                if getattr(exc, "status", None) == 410:
+                    # A watch refused outright with 410 (not as an ERROR event): list again.
+                    self.resource_version, reason = None, "expired"
+                    continue
                 self.last_error = describe(self.resource, exc)
                 metrics.WATCH_ERRORS.labels(resource=self.resource).inc()
                 log.warning("%s watch: %s; retrying in %.1fs", self.resource, self.last_error, self._backoff,
