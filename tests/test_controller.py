@@ -236,7 +236,8 @@ def test_a_skip_is_reported_and_recorded_as_an_event(fake: FakeApiServer, kubeco
 def test_two_controllers_one_acts_and_the_other_takes_over_when_it_dies(
         fake: FakeApiServer, kubeconfig: Path, policies_dir: Path, cluster: FakeWorkloads) -> None:
     edit(policies_dir, SHIPPER_IMAGE, NEW_SHIPPER_IMAGE)
-    lease = {"lease_duration": 1.0, "renew_deadline": 0.7, "retry_period": 0.1}
+    # Short, but long enough that a loaded machine does not starve the renewals.
+    lease = {"lease_duration": 3.0, "renew_deadline": 2.0, "retry_period": 0.1}
     config = ControllerConfig(policies=policies_dir, port=0, namespace=SYSTEM, lease_name=LEASE,
                               lease_namespace=SYSTEM)
     acted: list[str] = []
@@ -269,7 +270,7 @@ def test_two_controllers_one_acts_and_the_other_takes_over_when_it_dies(
         a.elector._thread.join()   # type: ignore[union-attr]
         a.watcher.stop()
         before = len(events(fake))
-        wait_for(lambda: b.elector.is_leader, timeout=5)
+        wait_for(lambda: b.elector.is_leader, timeout=10)
         acted.clear()
         assert b.reconcile()
         assert acted == ["b"]
@@ -388,3 +389,16 @@ def test_the_command_once_dry_run(kubeconfig: Path, policies_dir: Path, cluster:
     assert f"dry run: would record event RuntimeStale on Deployment/{NS}/web" in result.stdout
     assert result.stdout.count("RuntimeStale") == 5
     assert "POLICY" in result.stdout and fake.writes() == []
+
+
+def test_status_says_in_one_line_what_it_may_not_list(policies_dir: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.fake_apiserver import Rule
+
+    pods_only = [Rule(frozenset({""}), frozenset({"pods"}), frozenset({"get", "list"}))]
+    with FakeApiServer(rbac=pods_only) as server:
+        code = cli(["status", "--policies", str(policies_dir),
+                    "--kubeconfig", str(server.write_kubeconfig(tmp_path / "kc"))])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("webhook status: list replicasets: 403 Forbidden")

@@ -144,9 +144,12 @@ def test_a_policy_change_evaluates_every_pod_again(fake: FakeApiServer, kubeconf
         assert watcher.wait_synced(10)
         web = WorkloadRef("Deployment", NS, "web")
         wait_for(lambda: len(state.snapshot().pods_of(web)) == 2)
+        assert state.snapshot().settled
         state.set_policies(shipped(replace_in("inject-log-shipper.yaml", SHIPPER_IMAGE, NEW_SHIPPER_IMAGE)))
+        assert not state.snapshot().settled and state.snapshot().outdated == 2   # not yet evaluated again
         watcher.policies_changed()
         wait_for(lambda: all(p.policies["log-shipper"].state == "stale" for p in state.snapshot().pods_of(web)))
+        assert state.snapshot().settled
         pod = state.snapshot().pods_of(web)[0]
         assert pod.policies["log-shipper"].in_place == {"log-shipper": NEW_SHIPPER_IMAGE}
         assert pod.policies["identity"].state == "current"
@@ -184,3 +187,18 @@ def test_a_pod_replaced_under_the_same_name_while_unwatched_leaves_no_ghost(fake
     pods = state.snapshot().pods_of(WorkloadRef("StatefulSet", NS, "db"))
     assert len(pods) == 1 and first is not None and pods[0].uid != first.uid
     assert pods[0].uid == fake.get("pods", "db-0", NS)["metadata"]["uid"]
+
+
+def test_a_watch_refused_with_410_lists_again(fake: FakeApiServer, kubeconfig: Path) -> None:
+    state = ClusterState(load_policy_dir(SHIPPED_POLICIES))
+    watcher = Watcher(state, lambda: load_api_client(kubeconfig), backoff_initial=0.05, backoff_max=0.2)
+    watcher.start()
+    try:
+        assert watcher.wait_synced(10)
+        fake.fail("watch", "pods", code=410, reason="Expired", message="too old resource version", times=1)
+        fake.drop_watches()
+        wait_for(lambda: watcher.reflectors["pods"].lists == 2)
+        fake.put(bare_pod("after"))
+        wait_for(lambda: pod_names(state) == {"after"})
+    finally:
+        watcher.stop()

@@ -486,6 +486,11 @@ def test_the_controller_runs_two_restricted_replicas_with_probes_and_its_lease()
     assert all(name in base for name in ("controller-rbac.yaml", "controller-state.yaml", "controller-deployment.yaml"))
     for overlay in ("cert-manager", "self-managed"):
         assert "../../base" in (MANIFESTS / "overlays" / overlay / "kustomization.yaml").read_text()
+    # Egress only to the API server's ports; ingress only on its HTTP port.
+    policy = _find("NetworkPolicy", "webhook-controller")["spec"]
+    assert policy["podSelector"]["matchLabels"] == template["metadata"]["labels"]
+    assert [p["port"] for rule in policy["egress"] for p in rule["ports"]] == [443, 6443]
+    assert [p["port"] for rule in policy["ingress"] for p in rule["ports"]] == ["http"]
 
 
 def test_the_controllers_rbac_is_least_privilege() -> None:

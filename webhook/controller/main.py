@@ -147,7 +147,9 @@ class Controller:
             view = self.state.snapshot()
             policies = self.state.policies
             leader = self.elector.is_leader
-            if leader:
+            # Acting on a view half evaluated with new policies (a relist under way) could
+            # restart for a change that is not the current one: wait for it to settle.
+            if leader and view.settled:
                 self.rollouts = dict(self.plan_and_act(view, policies, time.time() if now is None else now))
             statuses = status.compute(view, policies, self.rollouts)
             status.publish_metrics(statuses, self.statuses)
@@ -225,6 +227,7 @@ class Controller:
         return {"leader": self.elector.is_leader, "identity": self.identity, "holder": self.elector.holder,
                 "dryRun": self.config.dry_run, "synced": self.synced, "policyRevision": self.state.policies.revision,
                 "pods": snapshot.pod_count, "unevaluatedPods": snapshot.unevaluated,
+                "outdatedPods": snapshot.outdated,
                 "lastPass": self.last_pass, "lastError": self.last_error,
                 "leaseError": self.elector.last_error, "statusError": self.configmap.last_error,
                 "policyError": self.holder.last_error, "watches": self.watcher.detail(),

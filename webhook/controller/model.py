@@ -113,7 +113,8 @@ class PodView:
     phase: str = "Pending"
     ready: bool = False
     policies: Mapping[str, PolicyState] = field(default_factory=dict)
-    # Injected containers in CrashLoopBackOff or restarting (restart count went up).
+    # Injected containers that keep failing: waiting in CrashLoopBackOff (or an image or
+    # start error), or terminated with an error after at least one restart.
     crashlooping: frozenset[str] = frozenset()
     resource_version: str = ""
 
@@ -134,6 +135,11 @@ class ClusterView(Protocol):
 
     @property
     def epoch(self) -> int: ...
+
+    @property
+    def settled(self) -> bool:
+        """Every pod evaluated with the current policies (the hook is called only then)."""
+        ...
 
     def workloads(self) -> Mapping[WorkloadRef, WorkloadView]: ...
 
@@ -157,6 +163,7 @@ class StaticClusterView:
     workload_views: Mapping[WorkloadRef, WorkloadView] = field(default_factory=dict)
     labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     epoch: int = 0
+    settled: bool = True
 
     def workloads(self) -> Mapping[WorkloadRef, WorkloadView]:
         return self.workload_views
@@ -195,9 +202,9 @@ RUNTIME_UPDATED_IN_PLACE = "RuntimeUpdatedInPlace"
 RUNTIME_ROLLOUT_HALTED = "RuntimeRolloutHalted"
 INJECTION_SKIPPED = "InjectionSkipped"
 
-# The hook each reconcile pass calls once status is refreshed: decide and act (only the
-# leader's passes call it), and say each policy's rollout state. The default does nothing
-# (every policy Manual).
+# The hook each reconcile pass calls, on the leader only and only on a settled view: decide
+# and act, and say each policy's rollout state (status shows it; a policy left out is
+# idle). `now` is time.time(). The default does nothing (every policy Manual).
 PlanAndAct = Callable[[ClusterView, "PolicySet", float], Mapping[str, RolloutState]]
 
 

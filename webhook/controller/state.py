@@ -47,6 +47,12 @@ class Snapshot:
     policies: PolicySet | None = None
     unevaluated: int = 0      # pods whose namespace's labels were not known yet
     pod_count: int = field(default=0)
+    outdated: int = 0         # pods last evaluated with other policies (a relist under way)
+
+    @property
+    def settled(self) -> bool:
+        """Every pod evaluated with the current policies: safe to act on."""
+        return self.unevaluated == 0 and self.outdated == 0
 
     def workloads(self) -> Mapping[WorkloadRef, WorkloadView]:
         return self.workload_views
@@ -199,7 +205,9 @@ class ClusterState:
                     by_owner={ref: tuple(sorted(pods.values(), key=lambda p: p.name))
                               for ref, pods in self._by_owner.items()},
                     workload_views=dict(self._workloads), labels=dict(self._labels),
-                    policies=self._policies, unevaluated=len(self._unevaluated), pod_count=len(self._pods))
+                    policies=self._policies, unevaluated=len(self._unevaluated), pod_count=len(self._pods),
+                    outdated=sum(1 for version, _ in self._evaluated_with.values()
+                                 if version != self._policy_version))
             return self._snapshot
 
     def pod(self, namespace: str, name: str) -> PodView | None:

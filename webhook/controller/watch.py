@@ -71,6 +71,14 @@ class WatchEnded(Exception):
     pass
 
 
+class ListError(Exception):
+    """A list the API server refused (403, 500...), naming what was listed."""
+
+    def __init__(self, message: str, status: int | None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def api_for(api_client: Any, resource: str) -> Callable[..., Any]:
     from kubernetes import client
     cls_name, method = LISTERS[resource]
@@ -104,7 +112,8 @@ def list_into(state: ClusterState, api_client: Any, resource: str, *, namespace:
         except ApiException as exc:
             if exc.status == 410:
                 raise Gone() from None
-            raise
+            where = f" in namespace {namespace}" if namespace and resource != "namespaces" else ""
+            raise ListError(describe(f"list {resource}{where}", exc), exc.status) from None
         page = orjson.loads(response.data)
         del response
         for item in page.get("items") or ():
@@ -206,6 +215,10 @@ class Reflector:
                     break
                 if self._relist.is_set():
                     continue      # interrupted on purpose
+                if getattr(exc, "status", None) == 410:
+                    # A watch refused outright with 410 (not as an ERROR event): list again.
+                    self.resource_version, reason = None, "expired"
+                    continue
                 self.last_error = describe(self.resource, exc)
                 metrics.WATCH_ERRORS.labels(resource=self.resource).inc()
                 log.warning("%s watch: %s; retrying in %.1fs", self.resource, self.last_error, self._backoff,
@@ -344,4 +357,6 @@ def describe(resource: str, exc: BaseException) -> str:
         return f"{resource}: {exc.status} {exc.reason}{': ' + message if message else ''}"
     if isinstance(exc, MaxRetryError):
         return f"cannot reach the API server: {exc.reason}"
+    if isinstance(exc, ListError):
+        return str(exc)
     return f"{type(exc).__name__}: {exc}"
