@@ -7,6 +7,7 @@ the CPU and memory measured here are the controller's alone.
   each with the new policies (every pod then stale, `in_place` set);
 - one pod event: CPU of the watch thread to parse, evaluate and store one pod MODIFIED
   (the controller's own histogram, per-thread CPU), over EVENTS status changes;
+- the rollout planner: CPU of one pass over the stale view (the log shipper under Restart);
 - the controller's peak RSS.
 
 Targets (issue 19): <= 10 s CPU for each full evaluation, <= 2 ms CPU per pod event,
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NS_COUNT = 20
 TARGETS = {"first_evaluation_cpu_s": 10.0, "policy_change_cpu_s": 10.0, "pod_event_cpu_ms": 2.0, "rss_mib": 200.0}
 SHIPPER_IMAGE = "registry.platform.internal/runtime/log-shipper:3.1.0"
+PLAN_PASSES = 20
 
 
 # -- the child: a fake API server full of pods ---------------------------------------------------
@@ -133,7 +136,10 @@ def measure(workloads: int, replicas: int, events: int) -> dict[str, Any]:
         work = Path(tempfile.mkdtemp())
         shutil.copytree(ROOT / "policies", work / "policies")
         bumped_file = work / "policies" / "inject-log-shipper.yaml"
-        bumped_file.write_text(bumped_file.read_text().replace(SHIPPER_IMAGE, SHIPPER_IMAGE.replace("3.1.0", "3.2.0")))
+        # An update stanza changes no revision, so the figures above are as without it; the
+        # planner's figure below needs a policy it may act on.
+        bumped_file.write_text(bumped_file.read_text().replace(SHIPPER_IMAGE, SHIPPER_IMAGE.replace("3.1.0", "3.2.0"))
+                               + "  update: {strategy: Restart, maxConcurrent: 5}\n")
         bumped = load_policy_dir(work / "policies")
 
         print(f"fake API server ready: {started['pods']} pods", file=sys.stderr, flush=True)
@@ -153,6 +159,14 @@ def measure(workloads: int, replicas: int, events: int) -> dict[str, Any]:
         view = state.snapshot()
         stale = sum(1 for p in view.pods() if p.policies.get("log-shipper") and
                     p.policies["log-shipper"].state == "stale" and p.policies["log-shipper"].in_place)
+
+        # The rollout planner's pass over that view (every pod stale, the log shipper under
+        # Restart): what the leader spends deciding, once a reconcile pass.
+        from webhook.controller.planner import Memory, plan
+        cpu = time.process_time()
+        for _ in range(PLAN_PASSES):
+            planned = plan(view, bumped, Memory(), datetime.now(timezone.utc))
+        plan_ms = (time.process_time() - cpu) / PLAN_PASSES * 1000
 
         # Pod events through a live watch; the watch thread's own CPU per event.
         watcher = Watcher(state, lambda: load_api_client(kubeconfig))
@@ -179,6 +193,7 @@ def measure(workloads: int, replicas: int, events: int) -> dict[str, Any]:
             "pods": started["pods"], "workloads": workloads, "evaluated": evaluated, "current_after_start": current,
             "stale_in_place_after_change": stale,
             "first_evaluation_cpu_s": round(first, 2), "policy_change_cpu_s": round(change, 2),
+            "plan_pass_cpu_ms": round(plan_ms, 1), "planned_restarts": len(planned.actions),
             "pod_event_cpu_ms": round(1000 * total / count, 3) if count else None, "pod_events": int(count),
             "rss_mib": round(_rss_mib(), 1),
         }

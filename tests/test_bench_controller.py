@@ -15,6 +15,8 @@ def test_the_controller_benchmark_measures_every_figure() -> None:
     assert figures["current_after_start"] == 40            # copies of admitted pods: current
     assert figures["stale_in_place_after_change"] == 40    # the sidecar image bump: stale, in place
     assert figures["pod_events"] >= 10
+    assert figures["planned_restarts"] == 5                # maxConcurrent of the bench's stanza
+    assert figures["plan_pass_cpu_ms"] > 0
     for key in TARGETS:
         assert figures[key] is not None and figures[key] > 0, key
     assert isinstance(figures["targets_met"], bool)
