@@ -100,3 +100,25 @@ def test_nothing_is_written_by_a_follower_or_in_a_dry_run(fake: FakeApiServer, a
 def test_events_regard_the_owning_object(ref: WorkloadRef, expected: dict[str, str]) -> None:
     assert regarding(ref).items() >= expected.items()
     assert regarding(ref)["name"] == ref.name and regarding(ref)["namespace"] == NS
+
+
+def test_the_status_configmap_is_written_at_most_every_ten_seconds_and_only_when_changed(
+        fake: FakeApiServer, api: Any) -> None:
+    from webhook.controller.status import ConfigMapWriter
+
+    fake.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "webhook-controller-status",
+                                                                   "namespace": NS}})
+    clock = Clock()
+    writer = ConfigMapWriter(api, NS, clock=clock)
+    assert writer.write({"a": "1"})
+    assert not writer.write({"a": "2"})                 # within 10 s
+    clock.now += 10
+    assert writer.write({"a": "2"})
+    clock.now += 10
+    assert not writer.write({"a": "2"})                 # unchanged
+    assert fake.get("configmaps", "webhook-controller-status", NS)["data"] == {"a": "2"}
+    assert len([r for r in fake.writes() if r[1] == "configmaps"]) == 2
+
+    missing = ConfigMapWriter(api, NS, "gone", clock=clock)
+    assert not missing.write({"a": "1"})
+    assert missing.last_error and "404" in missing.last_error and "apply them again" in missing.last_error
