@@ -402,3 +402,37 @@ def test_status_says_in_one_line_what_it_may_not_list(policies_dir: Path, tmp_pa
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("webhook status: list replicasets: 403 Forbidden")
+
+
+@pytest.mark.process
+def test_the_command_serves_its_probes_and_releases_the_lease_on_sigterm(
+        kubeconfig: Path, policies_dir: Path, cluster: FakeWorkloads, fake: FakeApiServer) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from bench.proc import free_port
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "webhook", "controller", "--policies", str(policies_dir),
+                                "--kubeconfig", str(kubeconfig), "--lease-name", LEASE, "--lease-namespace", SYSTEM,
+                                "--port", str(port), "--log-format", "text"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+        wait_for(ready, timeout=30)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as response:
+            served = json.loads(response.read())
+        assert served["leader"] is True and served["policies"]["log-shipper"]["pods"]["current"] == 6
+        assert fake.get("leases", LEASE, SYSTEM)["spec"]["holderIdentity"] == served["identity"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert fake.get("leases", LEASE, SYSTEM)["spec"].get("holderIdentity") is None   # released for the next
+    assert "controller started" in err

@@ -307,7 +307,11 @@ def run(config: ControllerConfig, *, hook_factory: HookFactory | None = None) ->
     except ClusterError as exc:
         print(f"webhook controller: {exc}", file=sys.stderr)
         return 1
-    port = controller.serve_http()
+    try:
+        port = controller.serve_http()
+    except OSError as exc:
+        print(f"webhook controller: cannot serve HTTP on port {config.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     controller.start()
 
     def stop(signum: int, frame: Any) -> None:
