@@ -346,8 +346,13 @@ def test_namespace_labels_a_policy_selects_on_are_followed(fake: FakeApiServer, 
         assert "namespaces" in controller.watcher.reflectors
         wait_for(lambda: controller.reconcile() and controller.statuses["log-shipper"].pods["current"] == 6)
         # The namespace no longer selected: its pods carry a runtime the policy no longer gives.
+        # Only that namespace's pods are listed again.
+        full_lists = controller.watcher.reflectors["pods"].lists
+        by_namespace = metric("webhook_controller_lists_total", resource="pods", reason="namespace_labels") or 0
         fake.set_labels(NS, {})
         wait_for(lambda: controller.reconcile() and controller.statuses["log-shipper"].pods["stale"] == 6)
+        assert controller.watcher.reflectors["pods"].lists == full_lists
+        assert metric("webhook_controller_lists_total", resource="pods", reason="namespace_labels") == by_namespace + 1
         assert {s.reason for p in controller.state.snapshot().pods() for s in p.policies.values()
                 if s.state == "stale"} == {"unmatched"}
     finally:

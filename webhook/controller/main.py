@@ -138,8 +138,11 @@ class Controller:
         started = time.monotonic()
         try:
             self._reload_policies()
-            if self.state.take_relabelled():
+            relabelled = self.state.take_relabelled()
+            if "" in relabelled:
                 self.watcher.policies_changed()   # the same: every pod evaluated again
+            elif relabelled:
+                self.watcher.relist_pods_in(relabelled)
             if not self.synced:
                 metrics.PASSES.labels(result="not_synced").inc()
                 return False

@@ -91,7 +91,8 @@ class ClusterState:
         self._labels_known = False
         self._label_versions: dict[str, int] = {}   # namespace -> changes seen (0: never)
         self._policy_version = 0
-        self._relabelled = False
+        # Namespaces whose pods need evaluating again ("" alone: every pod).
+        self._relabelled: set[str] = set()
         # uid -> (policy version, label version) the pod's states were computed with
         self._evaluated_with: dict[str, tuple[int, int]] = {}
         self.epoch = 0
@@ -129,7 +130,7 @@ class ClusterState:
                                            if isinstance(k, str) and isinstance(v, str)})
                 if self._labels.get(name) != labels:
                     if name in self._labels and self._needs_labels:
-                        self._relabelled = True
+                        self._relabelled.add(name)
                     self._labels[name] = labels
                     self._label_versions[name] = self._label_versions.get(name, 0) + 1
                     self._bump()
@@ -183,15 +184,16 @@ class ClusterState:
     def labels_synced(self) -> None:
         with self._lock:
             if not self._labels_known and self._unevaluated:
-                self._relabelled = True   # pods that came first wait for their labels
+                self._relabelled.add("")   # pods that came first wait for their labels
             self._labels_known = True
             self._bump()
 
-    def take_relabelled(self) -> bool:
-        """Whether pods need evaluating again because namespace labels a policy selects on
-        changed (or arrived after them); reading it clears it."""
+    def take_relabelled(self) -> set[str]:
+        """The namespaces whose pods need evaluating again because labels a policy selects
+        on changed ("" for every namespace: the labels arrived after the pods); reading it
+        clears it."""
         with self._lock:
-            out, self._relabelled = self._relabelled, False
+            out, self._relabelled = self._relabelled, set()
             return out
 
     # -- reading ----------------------------------------------------------------------------
