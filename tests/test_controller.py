@@ -74,6 +74,8 @@ def edit(directory: Path, old: str, new: str) -> None:
 
 def workload_pod(name: str, owner: dict[str, str] | None) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name, "namespace": NS, "labels": {"app": name}}
+    if owner and owner["kind"] == "Job":
+        metadata["labels"]["job-name"] = owner["name"]   # what its Job's selector selects
     if owner:
         metadata["ownerReferences"] = [{**owner, "uid": f"uid-{owner['name']}", "controller": True}]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
@@ -90,12 +92,12 @@ def cluster(fake: FakeApiServer) -> FakeWorkloads:
         "replicas": 2, "selector": {"matchLabels": {"app": "web"}},
         "template": {"metadata": {"labels": {"app": "web"}},
                      "spec": {"containers": [{"name": "app", "image": "registry.platform.internal/web:1"}]}}}})
-    fake.put({"apiVersion": "batch/v1", "kind": "Job", "metadata": {
-        "name": "nightly-29000000", "namespace": NS, "ownerReferences": [
-            {"apiVersion": "batch/v1", "kind": "CronJob", "name": "nightly", "uid": "c1", "controller": True}]},
-        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "x"}]}}}})
-    fake.put({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate", "namespace": NS},
-              "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "x"}]}}}})
+    for name, parent in (("nightly-29000000", [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "nightly",
+                                                "uid": "c1", "controller": True}]), ("migrate", [])):
+        fake.put({"apiVersion": "batch/v1", "kind": "Job", "metadata": {
+            "name": name, "namespace": NS, "uid": f"uid-{name}", "ownerReferences": parent},
+            "spec": {"selector": {"matchLabels": {"job-name": name}},
+                     "template": {"spec": {"containers": [{"name": "app", "image": "x"}]}}}})
     for name, owner in (("debug", None),
                         ("migrate-x1", {"apiVersion": "batch/v1", "kind": "Job", "name": "migrate"}),
                         ("nightly-29000000-x2", {"apiVersion": "batch/v1", "kind": "Job",

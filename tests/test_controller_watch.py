@@ -41,7 +41,7 @@ def deployment(name: str, replicas: int = 2) -> dict[str, Any]:
 def bare_pod(name: str, owner: dict[str, Any] | None = None) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name, "namespace": NS, "labels": {"app": name}}
     if owner:
-        metadata["ownerReferences"] = [{**owner, "controller": True, "uid": f"uid-{owner['name']}"}]
+        metadata["ownerReferences"] = [{"uid": f"uid-{owner['name']}", **owner, "controller": True}]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
             "spec": {"containers": [{"name": "app", "image": "registry.platform.internal/a:1"}]},
             "status": {"phase": "Running"}}
@@ -81,8 +81,16 @@ def test_owners_are_resolved_and_every_pod_is_evaluated(fake: FakeApiServer, kub
     fake.put({"apiVersion": "batch/v1", "kind": "Job", "metadata": {
         "name": "nightly-1", "namespace": NS, "uid": "uid-nightly-1",
         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "nightly", "uid": "c",
-                             "controller": True}]}, "spec": {"template": {"spec": {"containers": []}}}})
+                             "controller": True}]},
+        "spec": {"selector": {"matchLabels": {"app": "nightly-1-abc"}}, "template": {"spec": {"containers": []}}}})
     fake.put(bare_pod("nightly-1-abc", {"apiVersion": "batch/v1", "kind": "Job", "name": "nightly-1"}))
+    # A pod's claims on a controller count only when they hold: the uid and the selector.
+    fake.put(bare_pod("forged-uid", {"apiVersion": "batch/v1", "kind": "Job", "name": "nightly-1",
+                                     "uid": "someone-else"}))
+    forged = bare_pod("forged-rs", {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                    "name": fake.list("replicasets", NS)[0]["metadata"]["name"],
+                                    "uid": fake.list("replicasets", NS)[0]["metadata"]["uid"]})
+    fake.put(forged)   # the right uid, but labels its selector does not select
     state = ClusterState(load_policy_dir(SHIPPED_POLICIES))
     with load_api_client(kubeconfig) as api:
         list_all(state, api)
@@ -93,6 +101,8 @@ def test_owners_are_resolved_and_every_pod_is_evaluated(fake: FakeApiServer, kub
     assert owners["debug"] == WorkloadRef("Pod", NS, "debug")
     assert owners["train-0"] == WorkloadRef("Other:kubeflow.org/v1/PyTorchJob", NS, "train")
     assert owners["nightly-1-abc"] == WorkloadRef("CronJob", NS, "nightly")
+    assert owners["forged-uid"] == WorkloadRef("Pod", NS, "forged-uid")
+    assert owners["forged-rs"] == WorkloadRef("Pod", NS, "forged-rs")
     # Pods the simulated ReplicaSet created went through the webhook's engine: current.
     for pod in view.pods_of(web):
         assert {s.state for s in pod.policies.values()} == {"current"}, pod
@@ -177,6 +187,9 @@ def test_a_pod_replaced_under_the_same_name_while_unwatched_leaves_no_ghost(fake
                                                                             kubeconfig: Path) -> None:
     state = ClusterState(load_policy_dir(SHIPPED_POLICIES))
     owner = {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db"}
+    fake.put({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": NS,
+                                                                          "uid": "uid-db"},
+              "spec": {"selector": {"matchLabels": {"app": "db-0"}}}})
     fake.put(bare_pod("db-0", owner))
     with load_api_client(kubeconfig) as api:
         list_all(state, api)
