@@ -172,22 +172,20 @@ def measure(workloads: int, replicas: int, events: int) -> dict[str, Any]:
         watcher = Watcher(state, lambda: load_api_client(kubeconfig))
         watcher.start()
         assert watcher.wait_synced(300)
-        list_sum = REGISTRY.get_sample_value("webhook_controller_watch_event_cpu_seconds_sum", {"resource": "pods"}) or 0.0
-        list_count = REGISTRY.get_sample_value("webhook_controller_watch_event_cpu_seconds_count", {"resource": "pods"}) or 0.0
+        def sample(suffix: str) -> float:
+            return REGISTRY.get_sample_value(f"webhook_controller_watch_event_cpu_seconds_{suffix}",
+                                             {"resource": "pods"}) or 0.0
+
+        list_sum, list_count = sample("sum"), sample("count")
         child.stdin.write(f"touch {events}\n")
         child.stdin.flush()
         child.stdout.readline()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            done = (REGISTRY.get_sample_value("webhook_controller_watch_event_cpu_seconds_count",
-                                              {"resource": "pods"}) or 0.0) - list_count
-            if done >= events:
+            if sample("count") - list_count >= events:
                 break
             time.sleep(0.1)
-        total = (REGISTRY.get_sample_value("webhook_controller_watch_event_cpu_seconds_sum",
-                                           {"resource": "pods"}) or 0.0) - list_sum
-        count = (REGISTRY.get_sample_value("webhook_controller_watch_event_cpu_seconds_count",
-                                           {"resource": "pods"}) or 0.0) - list_count
+        total, count = sample("sum") - list_sum, sample("count") - list_count
         watcher.stop()
         figures = {
             "pods": started["pods"], "workloads": workloads, "deployments_resolved": resolved,

@@ -35,7 +35,8 @@ def deployment(name: str, replicas: int = 2) -> dict[str, Any]:
     return {"metadata": {"name": name, "namespace": NS},
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
                      "template": {"metadata": {"labels": {"app": name}},
-                                  "spec": {"containers": [{"name": "app", "image": "registry.platform.internal/a:1"}]}}}}
+                                  "spec": {"containers": [{"name": "app",
+                                                           "image": "registry.platform.internal/a:1"}]}}}}
 
 
 def bare_pod(name: str, owner: dict[str, Any] | None = None) -> dict[str, Any]:
