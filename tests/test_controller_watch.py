@@ -237,3 +237,23 @@ def test_bookmarks_keep_a_quiet_watch_resumable_after_compaction(fake: FakeApiSe
         assert pods.lists == 1      # resumed from the bookmark's version: no 410, no list
     finally:
         watcher.stop()
+
+
+def test_a_replicaset_that_claims_a_deployment_it_does_not_belong_to_is_not_that_deployment(
+        fake: FakeApiServer, kubeconfig: Path, workloads: FakeWorkloads) -> None:
+    fake.create("deployments", deployment("web", replicas=1))
+    workloads.settle()
+    rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {
+        "name": "web-forged", "namespace": NS, "uid": "uid-web-forged",
+        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "not-web",
+                             "controller": True}]},
+        "spec": {"selector": {"matchLabels": {"app": "forged"}}}}
+    fake.put(rs)
+    fake.put(bare_pod("forged", {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-forged"}))
+    state = ClusterState(load_policy_dir(SHIPPED_POLICIES))
+    with load_api_client(kubeconfig) as api:
+        list_all(state, api)
+    view = state.snapshot()
+    assert [p.name for p in view.pods_of(WorkloadRef("Deployment", NS, "web"))] != [] and \
+        "forged" not in [p.name for p in view.pods_of(WorkloadRef("Deployment", NS, "web"))]
+    assert state.pod(NS, "forged").owner == WorkloadRef("Other:apps/v1/ReplicaSet", NS, "web-forged")

@@ -141,8 +141,11 @@ class ClusterState:
                 self._register(_CONTROLLER_KINDS[resource], namespace, name, obj)
             if resource in _WORKLOAD_KINDS:
                 view = workload_view(_WORKLOAD_KINDS[resource], obj)
-                if self._workloads.get(view.ref) != view:
+                before = self._workloads.get(view.ref)
+                if before != view:
                     self._workloads[view.ref] = view
+                    if view.ref.kind == DEPLOYMENT and (before is None or before.uid != view.uid):
+                        self._reresolve_deployment(view.ref)
                     self._bump()
 
     def delete(self, resource: str, obj: Mapping[str, Any]) -> None:
@@ -161,7 +164,10 @@ class ClusterState:
                 if self._controllers.pop((kind, namespace, name), None) is not None:
                     self._reresolve(kind, namespace, name)
             if resource in _WORKLOAD_KINDS:
-                if self._workloads.pop(WorkloadRef(_WORKLOAD_KINDS[resource], namespace, name), None):
+                ref = WorkloadRef(_WORKLOAD_KINDS[resource], namespace, name)
+                if self._workloads.pop(ref, None):
+                    if ref.kind == DEPLOYMENT:
+                        self._reresolve_deployment(ref)
                     self._bump()
 
     def keys(self, resource: str) -> set[Key]:
@@ -323,6 +329,11 @@ class ClusterState:
             return WorkloadRef.other(api_version, kind, namespace, owner)
         if known.uid != owner_uid or not selects(known.selector, labels):
             return WorkloadRef(BARE_POD, namespace, name)
+        if known.top.kind == DEPLOYMENT:
+            # The ReplicaSet's own claim on its Deployment, checked the same way.
+            deployment = self._workloads.get(known.top)
+            if deployment is not None and deployment.uid != known.parent_uid:
+                return WorkloadRef.other(api_version, kind, namespace, owner)
         return known.top
 
     def _register(self, kind: str, namespace: str, name: str, obj: Mapping[str, Any]) -> None:
@@ -336,11 +347,18 @@ class ClusterState:
         else:
             top = (WorkloadRef(CRONJOB, namespace, parent[2]) if parent and parent[:2] == (CRONJOB, "batch/v1")
                    else WorkloadRef(JOB, namespace, name))
-        entry = _Controller(str(metadata.get("uid") or ""), as_dict(spec.get("selector")), top)
+        entry = _Controller(str(metadata.get("uid") or ""), as_dict(spec.get("selector")), top,
+                            parent[3] if parent else "")
         if self._controllers.get((kind, namespace, name)) == entry:
             return
         self._controllers[(kind, namespace, name)] = entry
         self._reresolve(kind, namespace, name)
+
+    def _reresolve_deployment(self, ref: WorkloadRef) -> None:
+        """A Deployment arrived, changed uid or went: its ReplicaSets' pods checked again."""
+        for (kind, namespace, name), entry in list(self._controllers.items()):
+            if kind == "ReplicaSet" and entry.top == ref:
+                self._reresolve(kind, namespace, name)
 
     def _reresolve(self, kind: str, namespace: str, name: str) -> None:
         """Its pods seen before it (or claiming it), moved to the owner now known."""
@@ -368,6 +386,7 @@ class _Controller:
     uid: str
     selector: Mapping[str, Any]
     top: WorkloadRef
+    parent_uid: str = ""    # the uid its own controllerRef names
 
 
 _CONTROLLER_KINDS = {"replicasets": "ReplicaSet", "statefulsets": STATEFULSET, "daemonsets": DAEMONSET, "jobs": JOB}
