@@ -257,3 +257,29 @@ def test_a_replicaset_that_claims_a_deployment_it_does_not_belong_to_is_not_that
     assert [p.name for p in view.pods_of(WorkloadRef("Deployment", NS, "web"))] != [] and \
         "forged" not in [p.name for p in view.pods_of(WorkloadRef("Deployment", NS, "web"))]
     assert state.pod(NS, "forged").owner == WorkloadRef("Other:apps/v1/ReplicaSet", NS, "web-forged")
+
+
+def test_a_pod_the_engine_cannot_evaluate_does_not_stop_the_watch(fake: FakeApiServer, kubeconfig: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import webhook.controller.state as state_module
+
+    real = state_module.pod_states
+
+    def failing(pod: Any, *args: Any, **kwargs: Any) -> Any:
+        if pod["metadata"]["name"] == "poison":
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(pod, *args, **kwargs)
+
+    monkeypatch.setattr(state_module, "pod_states", failing)
+    state = ClusterState(load_policy_dir(SHIPPED_POLICIES))
+    watcher = Watcher(state, lambda: load_api_client(kubeconfig), backoff_initial=0.05, backoff_max=0.2)
+    watcher.start()
+    try:
+        assert watcher.wait_synced(10)
+        fake.put(bare_pod("poison"))
+        fake.put(bare_pod("after"))
+        wait_for(lambda: pod_names(state) == {"poison", "after"})
+        assert state.pod(NS, "poison").policies == {} and state.pod(NS, "after").policies
+        assert watcher.reflectors["pods"].last_error is None
+    finally:
+        watcher.stop()

@@ -252,6 +252,10 @@ class ClusterState:
             states = standing.policies
         except NamespaceLabelsUnavailable:
             states, evaluated = {}, False
+        except Exception:  # noqa: BLE001 - one pod the engine cannot read must not stop the watch
+            log.exception("pod %s/%s could not be evaluated; reported with no policy state", namespace, name,
+                          extra={"event": "controller_pod", "namespace": namespace, "pod": name})
+            states = {}
         status = as_dict(obj.get("status"))
         injected = {c for record in ledger_of(as_dict(metadata.get("annotations"))).policies
                     for c in record.containers}
