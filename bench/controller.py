@@ -68,15 +68,19 @@ def serve(workloads: int, replicas: int) -> None:
                 break
             name = f"app-{index}"
             objects = per_namespace[n]
+            # The workload's name is everywhere (labels, selectors, owners, and what the
+            # policies rendered from it: the log shipper's --workload), and so are the uids
+            # that tie each pod to its ReplicaSet and that to its Deployment.
+            text = json.dumps(objects).replace("app-0", name)
             for kind in ("deployments", "replicasets", "pods"):
                 for original in objects[kind]:
-                    # The workload's name is everywhere: labels, selectors, owners, and what
-                    # the policies rendered from it (the log shipper's --workload).
-                    obj = json.loads(json.dumps(original).replace("app-0", name))
-                    obj["apiVersion"], obj["kind"] = _api(kind)
-                    meta = obj["metadata"]
-                    meta["uid"] = f"{meta['uid'][:-8]}{count:08d}"
+                    uid = original["metadata"]["uid"]
+                    text = text.replace(uid, f"{uid[:-8]}{count:08d}")
                     count += 1
+            copies = json.loads(text)
+            for kind in ("deployments", "replicasets", "pods"):
+                for obj in copies[kind]:
+                    obj["apiVersion"], obj["kind"] = _api(kind)
                     server.put(obj)
     print(json.dumps({"kubeconfig": str(server.write_kubeconfig(Path(tempfile.mkdtemp()) / "kubeconfig")),
                       "pods": len(server.list("pods"))}), flush=True)
@@ -150,6 +154,7 @@ def measure(workloads: int, replicas: int, events: int) -> dict[str, Any]:
         first = time.process_time() - cpu
         view = state.snapshot()
         evaluated = view.pod_count
+        resolved = sum(1 for ref in view.owners() if ref.kind == "Deployment")
         current = sum(1 for p in view.pods() if p.policies and all(s.state == "current" for s in p.policies.values()))
 
         cpu = time.process_time()
@@ -181,25 +186,24 @@ def measure(workloads: int, replicas: int, events: int) -> dict[str, Any]:
         watcher = Watcher(state, lambda: load_api_client(kubeconfig))
         watcher.start()
         assert watcher.wait_synced(300)
-        list_sum = REGISTRY.get_sample_value("webhook_controller_watch_event_cpu_seconds_sum", {"resource": "pods"}) or 0.0
-        list_count = REGISTRY.get_sample_value("webhook_controller_watch_event_cpu_seconds_count", {"resource": "pods"}) or 0.0
+        def sample(suffix: str) -> float:
+            return REGISTRY.get_sample_value(f"webhook_controller_watch_event_cpu_seconds_{suffix}",
+                                             {"resource": "pods"}) or 0.0
+
+        list_sum, list_count = sample("sum"), sample("count")
         child.stdin.write(f"touch {events}\n")
         child.stdin.flush()
         child.stdout.readline()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            done = (REGISTRY.get_sample_value("webhook_controller_watch_event_cpu_seconds_count",
-                                              {"resource": "pods"}) or 0.0) - list_count
-            if done >= events:
+            if sample("count") - list_count >= events:
                 break
             time.sleep(0.1)
-        total = (REGISTRY.get_sample_value("webhook_controller_watch_event_cpu_seconds_sum",
-                                           {"resource": "pods"}) or 0.0) - list_sum
-        count = (REGISTRY.get_sample_value("webhook_controller_watch_event_cpu_seconds_count",
-                                           {"resource": "pods"}) or 0.0) - list_count
+        total, count = sample("sum") - list_sum, sample("count") - list_count
         watcher.stop()
         figures = {
-            "pods": started["pods"], "workloads": workloads, "evaluated": evaluated, "current_after_start": current,
+            "pods": started["pods"], "workloads": workloads, "deployments_resolved": resolved,
+            "evaluated": evaluated, "current_after_start": current,
             "stale_in_place_after_change": stale,
             "first_evaluation_cpu_s": round(first, 2), "policy_change_cpu_s": round(change, 2),
             "plan_pass_cpu_ms": round(plan_ms, 1), "planned_restarts": len(planned.actions),

@@ -126,7 +126,9 @@ class ObjectStore:
         return self.changes[bisect.bisect_right(self._change_versions, version):]
 
     def compact(self) -> None:
-        self.history_start = self.next_version()
+        # Every change so far is forgotten; a watch from the newest version needs none of
+        # them, so it may still resume (etcd keeps the compacted revision itself).
+        self.history_start = self.last_version
         self.changes.clear()
         self._change_versions.clear()
 

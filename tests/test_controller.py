@@ -74,6 +74,8 @@ def edit(directory: Path, old: str, new: str) -> None:
 
 def workload_pod(name: str, owner: dict[str, str] | None) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name, "namespace": NS, "labels": {"app": name}}
+    if owner and owner["kind"] == "Job":
+        metadata["labels"]["job-name"] = owner["name"]   # what its Job's selector selects
     if owner:
         metadata["ownerReferences"] = [{**owner, "uid": f"uid-{owner['name']}", "controller": True}]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
@@ -90,12 +92,12 @@ def cluster(fake: FakeApiServer) -> FakeWorkloads:
         "replicas": 2, "selector": {"matchLabels": {"app": "web"}},
         "template": {"metadata": {"labels": {"app": "web"}},
                      "spec": {"containers": [{"name": "app", "image": "registry.platform.internal/web:1"}]}}}})
-    fake.put({"apiVersion": "batch/v1", "kind": "Job", "metadata": {
-        "name": "nightly-29000000", "namespace": NS, "ownerReferences": [
-            {"apiVersion": "batch/v1", "kind": "CronJob", "name": "nightly", "uid": "c1", "controller": True}]},
-        "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "x"}]}}}})
-    fake.put({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate", "namespace": NS},
-              "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "x"}]}}}})
+    for name, parent in (("nightly-29000000", [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "nightly",
+                                                "uid": "c1", "controller": True}]), ("migrate", [])):
+        fake.put({"apiVersion": "batch/v1", "kind": "Job", "metadata": {
+            "name": name, "namespace": NS, "uid": f"uid-{name}", "ownerReferences": parent},
+            "spec": {"selector": {"matchLabels": {"job-name": name}},
+                     "template": {"spec": {"containers": [{"name": "app", "image": "x"}]}}}})
     for name, owner in (("debug", None),
                         ("migrate-x1", {"apiVersion": "batch/v1", "kind": "Job", "name": "migrate"}),
                         ("nightly-29000000-x2", {"apiVersion": "batch/v1", "kind": "Job",
@@ -346,8 +348,13 @@ def test_namespace_labels_a_policy_selects_on_are_followed(fake: FakeApiServer, 
         assert "namespaces" in controller.watcher.reflectors
         wait_for(lambda: controller.reconcile() and controller.statuses["log-shipper"].pods["current"] == 6)
         # The namespace no longer selected: its pods carry a runtime the policy no longer gives.
+        # Only that namespace's pods are listed again.
+        full_lists = controller.watcher.reflectors["pods"].lists
+        by_namespace = metric("webhook_controller_lists_total", resource="pods", reason="namespace_labels") or 0
         fake.set_labels(NS, {})
         wait_for(lambda: controller.reconcile() and controller.statuses["log-shipper"].pods["stale"] == 6)
+        assert controller.watcher.reflectors["pods"].lists == full_lists
+        assert metric("webhook_controller_lists_total", resource="pods", reason="namespace_labels") == by_namespace + 1
         assert {s.reason for p in controller.state.snapshot().pods() for s in p.policies.values()
                 if s.state == "stale"} == {"unmatched"}
     finally:
@@ -402,3 +409,37 @@ def test_status_says_in_one_line_what_it_may_not_list(policies_dir: Path, tmp_pa
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("webhook status: list replicasets: 403 Forbidden")
+
+
+@pytest.mark.process
+def test_the_command_serves_its_probes_and_releases_the_lease_on_sigterm(
+        kubeconfig: Path, policies_dir: Path, cluster: FakeWorkloads, fake: FakeApiServer) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from bench.proc import free_port
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "webhook", "controller", "--policies", str(policies_dir),
+                                "--kubeconfig", str(kubeconfig), "--lease-name", LEASE, "--lease-namespace", SYSTEM,
+                                "--port", str(port), "--log-format", "text"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+        wait_for(ready, timeout=30)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as response:
+            served = json.loads(response.read())
+        assert served["leader"] is True and served["policies"]["log-shipper"]["pods"]["current"] == 6
+        assert fake.get("leases", LEASE, SYSTEM)["spec"]["holderIdentity"] == served["identity"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert fake.get("leases", LEASE, SYSTEM)["spec"].get("holderIdentity") is None   # released for the next
+    assert "controller started" in err

@@ -90,7 +90,9 @@ def test_a_restart_is_kubectl_rollout_restart_plus_the_record_and_is_made_once(
     ref = WorkloadRef("Deployment", NS, "web")
     action = Restart(ref, {"agent": "r2"}, {"agent": "r1"})
     assert actuator.apply(action, NOW).result == "applied"
-    annotations = fake.get("deployments", "web", NS)["spec"]["template"]["metadata"]["annotations"]  # type: ignore[index]
+    web = fake.get("deployments", "web", NS)
+    assert web is not None
+    annotations = web["spec"]["template"]["metadata"]["annotations"]
     assert annotations["kubectl.kubernetes.io/restartedAt"] == "2026-01-01T00:05:00Z"
     assert {p: (e.revision, e.at) for p, e in parse_record(annotations[ROLLOUT_RECORD_ANNOTATION]).items()} == {
         "agent": ("r2", NOW)}

@@ -33,7 +33,8 @@ def fake() -> Iterator[FakeApiServer]:
 def _workload(resource: str, name: str, **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"selector": {"matchLabels": {"app": name}},
                             "template": {"metadata": {"labels": {"app": name}},
-                                         "spec": {"containers": [{"name": "app", "image": "registry.example.com/a:1"}]}},
+                                         "spec": {"containers": [{"name": "app",
+                                                                  "image": "registry.example.com/a:1"}]}},
                             **spec}
     if resource != "daemonsets":
         body.setdefault("replicas", 3)

@@ -121,7 +121,9 @@ def test_a_halt_shows_in_every_status_place_and_as_one_event(cluster: Cluster, t
         made.reconcile(now=cluster.workloads.now.timestamp())
         reason = made.rollouts["agent"].reason
         assert reason.startswith("Deployment/shop/a: Deployment a did not finish its rollout within 60s")
-        data = json.loads(cluster.fake.get("configmaps", STATUS_CONFIGMAP, SYSTEM)["data"]["agent"])  # type: ignore[index]
+        configmap = cluster.fake.get("configmaps", STATUS_CONFIGMAP, SYSTEM)
+        assert configmap is not None
+        data = json.loads(configmap["data"]["agent"])
         assert data["rollout"] == {"state": "halted", "reason": reason}
         assert made.status_json()["policies"]["agent"]["rollout"]["state"] == "halted"
         assert REGISTRY.get_sample_value("webhook_controller_rollout_state",

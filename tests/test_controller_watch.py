@@ -35,13 +35,14 @@ def deployment(name: str, replicas: int = 2) -> dict[str, Any]:
     return {"metadata": {"name": name, "namespace": NS},
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
                      "template": {"metadata": {"labels": {"app": name}},
-                                  "spec": {"containers": [{"name": "app", "image": "registry.platform.internal/a:1"}]}}}}
+                                  "spec": {"containers": [{"name": "app",
+                                                           "image": "registry.platform.internal/a:1"}]}}}}
 
 
 def bare_pod(name: str, owner: dict[str, Any] | None = None) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name, "namespace": NS, "labels": {"app": name}}
     if owner:
-        metadata["ownerReferences"] = [{**owner, "controller": True, "uid": f"uid-{owner['name']}"}]
+        metadata["ownerReferences"] = [{"uid": f"uid-{owner['name']}", **owner, "controller": True}]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
             "spec": {"containers": [{"name": "app", "image": "registry.platform.internal/a:1"}]},
             "status": {"phase": "Running"}}
@@ -81,8 +82,16 @@ def test_owners_are_resolved_and_every_pod_is_evaluated(fake: FakeApiServer, kub
     fake.put({"apiVersion": "batch/v1", "kind": "Job", "metadata": {
         "name": "nightly-1", "namespace": NS, "uid": "uid-nightly-1",
         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "nightly", "uid": "c",
-                             "controller": True}]}, "spec": {"template": {"spec": {"containers": []}}}})
+                             "controller": True}]},
+        "spec": {"selector": {"matchLabels": {"app": "nightly-1-abc"}}, "template": {"spec": {"containers": []}}}})
     fake.put(bare_pod("nightly-1-abc", {"apiVersion": "batch/v1", "kind": "Job", "name": "nightly-1"}))
+    # A pod's claims on a controller count only when they hold: the uid and the selector.
+    fake.put(bare_pod("forged-uid", {"apiVersion": "batch/v1", "kind": "Job", "name": "nightly-1",
+                                     "uid": "someone-else"}))
+    forged = bare_pod("forged-rs", {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                    "name": fake.list("replicasets", NS)[0]["metadata"]["name"],
+                                    "uid": fake.list("replicasets", NS)[0]["metadata"]["uid"]})
+    fake.put(forged)   # the right uid, but labels its selector does not select
     state = ClusterState(load_policy_dir(SHIPPED_POLICIES))
     with load_api_client(kubeconfig) as api:
         list_all(state, api)
@@ -93,6 +102,8 @@ def test_owners_are_resolved_and_every_pod_is_evaluated(fake: FakeApiServer, kub
     assert owners["debug"] == WorkloadRef("Pod", NS, "debug")
     assert owners["train-0"] == WorkloadRef("Other:kubeflow.org/v1/PyTorchJob", NS, "train")
     assert owners["nightly-1-abc"] == WorkloadRef("CronJob", NS, "nightly")
+    assert owners["forged-uid"] == WorkloadRef("Pod", NS, "forged-uid")
+    assert owners["forged-rs"] == WorkloadRef("Pod", NS, "forged-rs")
     # Pods the simulated ReplicaSet created went through the webhook's engine: current.
     for pod in view.pods_of(web):
         assert {s.state for s in pod.policies.values()} == {"current"}, pod
@@ -177,6 +188,9 @@ def test_a_pod_replaced_under_the_same_name_while_unwatched_leaves_no_ghost(fake
                                                                             kubeconfig: Path) -> None:
     state = ClusterState(load_policy_dir(SHIPPED_POLICIES))
     owner = {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db"}
+    fake.put({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": NS,
+                                                                          "uid": "uid-db"},
+              "spec": {"selector": {"matchLabels": {"app": "db-0"}}}})
     fake.put(bare_pod("db-0", owner))
     with load_api_client(kubeconfig) as api:
         list_all(state, api)
@@ -200,5 +214,72 @@ def test_a_watch_refused_with_410_lists_again(fake: FakeApiServer, kubeconfig: P
         wait_for(lambda: watcher.reflectors["pods"].lists == 2)
         fake.put(bare_pod("after"))
         wait_for(lambda: pod_names(state) == {"after"})
+    finally:
+        watcher.stop()
+
+
+def test_bookmarks_keep_a_quiet_watch_resumable_after_compaction(fake: FakeApiServer, kubeconfig: Path) -> None:
+    state = ClusterState(load_policy_dir(SHIPPED_POLICIES))
+    watcher = Watcher(state, lambda: load_api_client(kubeconfig), backoff_initial=0.05, backoff_max=0.2)
+    watcher.start()
+    try:
+        assert watcher.wait_synced(10)
+        pods = watcher.reflectors["pods"]
+        # Writes elsewhere move the cluster's version on; no pod event says so, a bookmark does.
+        for n in range(5):
+            fake.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"cm-{n}", "namespace": NS}})
+        newest = fake.resource_version
+        wait_for(lambda: int(pods.resource_version or 0) >= newest)
+        fake.compact()
+        fake.drop_watches()
+        fake.put(bare_pod("after"))
+        wait_for(lambda: pod_names(state) == {"after"})
+        assert pods.lists == 1      # resumed from the bookmark's version: no 410, no list
+    finally:
+        watcher.stop()
+
+
+def test_a_replicaset_that_claims_a_deployment_it_does_not_belong_to_is_not_that_deployment(
+        fake: FakeApiServer, kubeconfig: Path, workloads: FakeWorkloads) -> None:
+    fake.create("deployments", deployment("web", replicas=1))
+    workloads.settle()
+    rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {
+        "name": "web-forged", "namespace": NS, "uid": "uid-web-forged",
+        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "not-web",
+                             "controller": True}]},
+        "spec": {"selector": {"matchLabels": {"app": "forged"}}}}
+    fake.put(rs)
+    fake.put(bare_pod("forged", {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-forged"}))
+    state = ClusterState(load_policy_dir(SHIPPED_POLICIES))
+    with load_api_client(kubeconfig) as api:
+        list_all(state, api)
+    view = state.snapshot()
+    assert [p.name for p in view.pods_of(WorkloadRef("Deployment", NS, "web"))] != [] and \
+        "forged" not in [p.name for p in view.pods_of(WorkloadRef("Deployment", NS, "web"))]
+    assert state.pod(NS, "forged").owner == WorkloadRef("Other:apps/v1/ReplicaSet", NS, "web-forged")
+
+
+def test_a_pod_the_engine_cannot_evaluate_does_not_stop_the_watch(fake: FakeApiServer, kubeconfig: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import webhook.controller.state as state_module
+
+    real = state_module.pod_states
+
+    def failing(pod: Any, *args: Any, **kwargs: Any) -> Any:
+        if pod["metadata"]["name"] == "poison":
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(pod, *args, **kwargs)
+
+    monkeypatch.setattr(state_module, "pod_states", failing)
+    state = ClusterState(load_policy_dir(SHIPPED_POLICIES))
+    watcher = Watcher(state, lambda: load_api_client(kubeconfig), backoff_initial=0.05, backoff_max=0.2)
+    watcher.start()
+    try:
+        assert watcher.wait_synced(10)
+        fake.put(bare_pod("poison"))
+        fake.put(bare_pod("after"))
+        wait_for(lambda: pod_names(state) == {"poison", "after"})
+        assert state.pod(NS, "poison").policies == {} and state.pod(NS, "after").policies
+        assert watcher.reflectors["pods"].last_error is None
     finally:
         watcher.stop()

@@ -139,8 +139,11 @@ class Controller:
         started = time.monotonic()
         try:
             self._reload_policies()
-            if self.state.take_relabelled():
+            relabelled = self.state.take_relabelled()
+            if "" in relabelled:
                 self.watcher.policies_changed()   # the same: every pod evaluated again
+            elif relabelled:
+                self.watcher.relist_pods_in(relabelled)
             if not self.synced:
                 metrics.PASSES.labels(result="not_synced").inc()
                 return False
@@ -308,7 +311,11 @@ def run(config: ControllerConfig, *, hook_factory: HookFactory | None = None) ->
     except ClusterError as exc:
         print(f"webhook controller: {exc}", file=sys.stderr)
         return 1
-    port = controller.serve_http()
+    try:
+        port = controller.serve_http()
+    except OSError as exc:
+        print(f"webhook controller: cannot serve HTTP on port {config.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     controller.start()
 
     def stop(signum: int, frame: Any) -> None:

@@ -56,7 +56,8 @@ class WorkloadRef:
             return "a bare pod: it gets the new runtime when it is recreated"
         if self.kind in (JOB, CRONJOB):
             return f"a {self.kind}'s pods get the new runtime on their next run"
-        return f"owned by {self.kind.removeprefix(OTHER_PREFIX)}: it gets the new runtime when its operator recreates it"
+        owner = self.kind.removeprefix(OTHER_PREFIX)
+        return f"owned by {owner}: it gets the new runtime when its operator recreates it"
 
     def __str__(self) -> str:
         return f"{self.kind}/{self.namespace}/{self.name}"

@@ -81,18 +81,22 @@ class ClusterState:
         self._needs_labels = needs_namespace_labels(policies)
         self._pods: dict[str, PodView] = {}                      # uid -> view
         self._pod_keys: dict[Key, str] = {}                      # (namespace, name) -> uid
-        self._direct: dict[str, tuple[str, str, str]] = {}       # uid -> its controller (kind, namespace, name)
+        # uid -> its controllerRef (kind, apiVersion, name, uid), and the pods by (kind, apiVersion, name)
+        self._direct: dict[str, tuple[str, str, str, str]] = {}
         self._by_direct: dict[tuple[str, str, str], set[str]] = {}
+        self._pod_labels: dict[str, Mapping[str, str]] = {}       # uid -> labels, to check a selector
         self._by_owner: dict[WorkloadRef, dict[str, PodView]] = {}
         self._unevaluated: set[str] = set()
-        self._replicasets: dict[Key, WorkloadRef] = {}           # ReplicaSet -> its top owner
-        self._jobs: dict[Key, WorkloadRef] = {}                  # Job -> its top owner
+        # The controllers pods name (ReplicaSets, StatefulSets, DaemonSets, Jobs) by
+        # (kind, namespace, name): what a pod's claim to one is checked against.
+        self._controllers: dict[tuple[str, str, str], _Controller] = {}
         self._workloads: dict[WorkloadRef, WorkloadView] = {}
         self._labels: dict[str, Mapping[str, str]] = {}
         self._labels_known = False
         self._label_versions: dict[str, int] = {}   # namespace -> changes seen (0: never)
         self._policy_version = 0
-        self._relabelled = False
+        # Namespaces whose pods need evaluating again ("" alone: every pod).
+        self._relabelled: set[str] = set()
         # uid -> (policy version, label version) the pod's states were computed with
         self._evaluated_with: dict[str, tuple[int, int]] = {}
         self.epoch = 0
@@ -130,18 +134,19 @@ class ClusterState:
                                            if isinstance(k, str) and isinstance(v, str)})
                 if self._labels.get(name) != labels:
                     if name in self._labels and self._needs_labels:
-                        self._relabelled = True
+                        self._relabelled.add(name)
                     self._labels[name] = labels
                     self._label_versions[name] = self._label_versions.get(name, 0) + 1
                     self._bump()
-            elif resource == "replicasets":
-                self._set_owner(self._replicasets, "ReplicaSet", namespace, name, metadata, DEPLOYMENT)
-            elif resource == "jobs":
-                self._set_owner(self._jobs, JOB, namespace, name, metadata, CRONJOB)
-            elif resource in _WORKLOAD_KINDS:
+            elif resource in _CONTROLLER_KINDS:
+                self._register(_CONTROLLER_KINDS[resource], namespace, name, obj)
+            if resource in _WORKLOAD_KINDS:
                 view = workload_view(_WORKLOAD_KINDS[resource], obj)
-                if self._workloads.get(view.ref) != view:
+                before = self._workloads.get(view.ref)
+                if before != view:
                     self._workloads[view.ref] = view
+                    if view.ref.kind == DEPLOYMENT and (before is None or before.uid != view.uid):
+                        self._reresolve_deployment(view.ref)
                     self._bump()
 
     def delete(self, resource: str, obj: Mapping[str, Any]) -> None:
@@ -155,12 +160,15 @@ class ClusterState:
                 if self._labels.pop(name, None) is not None:
                     self._label_versions[name] = self._label_versions.get(name, 0) + 1
                     self._bump()
-            elif resource == "replicasets":
-                self._replicasets.pop((namespace, name), None)
-            elif resource == "jobs":
-                self._jobs.pop((namespace, name), None)
-            elif resource in _WORKLOAD_KINDS:
-                if self._workloads.pop(WorkloadRef(_WORKLOAD_KINDS[resource], namespace, name), None):
+            elif resource in _CONTROLLER_KINDS:
+                kind = _CONTROLLER_KINDS[resource]
+                if self._controllers.pop((kind, namespace, name), None) is not None:
+                    self._reresolve(kind, namespace, name)
+            if resource in _WORKLOAD_KINDS:
+                ref = WorkloadRef(_WORKLOAD_KINDS[resource], namespace, name)
+                if self._workloads.pop(ref, None):
+                    if ref.kind == DEPLOYMENT:
+                        self._reresolve_deployment(ref)
                     self._bump()
 
     def keys(self, resource: str) -> set[Key]:
@@ -170,10 +178,9 @@ class ClusterState:
                 return set(self._pod_keys)
             if resource == "namespaces":
                 return {("", n) for n in self._labels}
-            if resource == "replicasets":
-                return set(self._replicasets)
-            if resource == "jobs":
-                return set(self._jobs)
+            if resource in ("replicasets", "jobs"):
+                kind = _CONTROLLER_KINDS[resource]
+                return {(ns, name) for k, ns, name in self._controllers if k == kind}
             kind = _WORKLOAD_KINDS.get(resource)
             return {(r.namespace, r.name) for r in self._workloads if r.kind == kind}
 
@@ -184,15 +191,16 @@ class ClusterState:
     def labels_synced(self) -> None:
         with self._lock:
             if not self._labels_known and self._unevaluated:
-                self._relabelled = True   # pods that came first wait for their labels
+                self._relabelled.add("")   # pods that came first wait for their labels
             self._labels_known = True
             self._bump()
 
-    def take_relabelled(self) -> bool:
-        """Whether pods need evaluating again because namespace labels a policy selects on
-        changed (or arrived after them); reading it clears it."""
+    def take_relabelled(self) -> set[str]:
+        """The namespaces whose pods need evaluating again because labels a policy selects
+        on changed ("" for every namespace: the labels arrived after the pods); reading it
+        clears it."""
         with self._lock:
-            out, self._relabelled = self._relabelled, False
+            out, self._relabelled = self._relabelled, set()
             return out
 
     # -- reading ----------------------------------------------------------------------------
@@ -245,11 +253,17 @@ class ClusterState:
             states = standing.policies
         except NamespaceLabelsUnavailable:
             states, evaluated = {}, False
+        except Exception:  # noqa: BLE001 - one pod the engine cannot read must not stop the watch
+            log.exception("pod %s/%s could not be evaluated; reported with no policy state", namespace, name,
+                          extra={"event": "controller_pod", "namespace": namespace, "pod": name})
+            states = {}
         status = as_dict(obj.get("status"))
         injected = {c for record in ledger_of(as_dict(metadata.get("annotations"))).policies
                     for c in record.containers}
+        pod_labels = MappingProxyType({k: v for k, v in as_dict(metadata.get("labels")).items()
+                                       if isinstance(k, str) and isinstance(v, str)})
         with self._lock:
-            owner = self._resolve(controller, namespace, name)
+            owner = self._resolve(controller, namespace, name, pod_labels)
             view = PodView(namespace=namespace, name=name, uid=uid, owner=owner,
                            phase=str(status.get("phase") or "Pending"), ready=_ready(status),
                            policies=states, crashlooping=_failing(status, injected), resource_version=version)
@@ -263,7 +277,8 @@ class ClusterState:
             self._pod_keys[(namespace, name)] = uid
             if controller is not None:
                 self._direct[uid] = controller
-                self._by_direct.setdefault(controller, set()).add(uid)
+                self._by_direct.setdefault(controller[:3], set()).add(uid)
+                self._pod_labels[uid] = pod_labels
             self._by_owner.setdefault(owner, {})[uid] = view
             if evaluated:
                 self._unevaluated.discard(uid)
@@ -285,12 +300,13 @@ class ClusterState:
             return
         self._pod_keys.pop((view.namespace, view.name), None)
         controller = self._direct.pop(uid, None)
+        self._pod_labels.pop(uid, None)
         if controller is not None:
-            users = self._by_direct.get(controller)
+            users = self._by_direct.get(controller[:3])
             if users is not None:
                 users.discard(uid)
                 if not users:
-                    del self._by_direct[controller]
+                    del self._by_direct[controller[:3]]
         pods = self._by_owner.get(view.owner)
         if pods is not None:
             pods.pop(uid, None)
@@ -302,44 +318,110 @@ class ClusterState:
         self._evaluated_with.pop(uid, None)
         self._bump()
 
-    def _resolve(self, controller: tuple[str, str, str] | None, namespace: str, name: str) -> WorkloadRef:
+    def _resolve(self, controller: tuple[str, str, str, str] | None, namespace: str, name: str,
+                 labels: Mapping[str, str]) -> WorkloadRef:
+        """The pod's top owner. Its controllerRef is the pod author's to write, so a claim to a
+        ReplicaSet, StatefulSet, DaemonSet or Job counts only when that object exists with
+        the uid named and its selector selects the pod (as its controller would own it);
+        a claim that fails that is a bare pod's, never a workload someone could restart."""
         if controller is None:
             return WorkloadRef(BARE_POD, namespace, name)
-        kind, api_version, owner = controller
-        if kind == "ReplicaSet" and api_version == "apps/v1":
-            return self._replicasets.get((namespace, owner), WorkloadRef.other(api_version, kind, namespace, owner))
-        if kind == JOB and api_version == "batch/v1":
-            return self._jobs.get((namespace, owner), WorkloadRef(JOB, namespace, owner))
-        if kind in (STATEFULSET, DAEMONSET) and api_version == "apps/v1":
-            return WorkloadRef(kind, namespace, owner)
-        return WorkloadRef.other(api_version, kind, namespace, owner)
+        kind, api_version, owner, owner_uid = controller
+        if (kind, api_version) not in _CONTROLLER_API:
+            return WorkloadRef.other(api_version, kind, namespace, owner)
+        known = self._controllers.get((kind, namespace, owner))
+        if known is None:   # not seen yet: settled when it arrives
+            return WorkloadRef.other(api_version, kind, namespace, owner)
+        if known.uid != owner_uid or not selects(known.selector, labels):
+            return WorkloadRef(BARE_POD, namespace, name)
+        if known.top.kind == DEPLOYMENT:
+            # The ReplicaSet's own claim on its Deployment, checked the same way.
+            deployment = self._workloads.get(known.top)
+            if deployment is not None and deployment.uid != known.parent_uid:
+                return WorkloadRef.other(api_version, kind, namespace, owner)
+        return known.top
 
-    def _set_owner(self, table: dict[Key, WorkloadRef], kind: str, namespace: str, name: str,
-                   metadata: Mapping[str, Any], parent_kind: str) -> None:
+    def _register(self, kind: str, namespace: str, name: str, obj: Mapping[str, Any]) -> None:
+        metadata, spec = as_dict(obj.get("metadata")), as_dict(obj.get("spec"))
         parent = _controller_of(metadata)
-        api_version = "apps/v1" if kind == "ReplicaSet" else "batch/v1"
-        if parent is not None and parent[0] == parent_kind and parent[1] in ("apps/v1", "batch/v1"):
-            ref = WorkloadRef(parent_kind, namespace, parent[2])
-        elif kind == JOB:
-            ref = WorkloadRef(JOB, namespace, name)
+        if kind in (STATEFULSET, DAEMONSET):
+            top = WorkloadRef(kind, namespace, name)
+        elif kind == "ReplicaSet":
+            top = (WorkloadRef(DEPLOYMENT, namespace, parent[2]) if parent and parent[:2] == (DEPLOYMENT, "apps/v1")
+                   else WorkloadRef.other("apps/v1", kind, namespace, name))
         else:
-            ref = WorkloadRef.other(api_version, kind, namespace, name)
-        if table.get((namespace, name)) == ref:
+            top = (WorkloadRef(CRONJOB, namespace, parent[2]) if parent and parent[:2] == (CRONJOB, "batch/v1")
+                   else WorkloadRef(JOB, namespace, name))
+        entry = _Controller(str(metadata.get("uid") or ""), as_dict(spec.get("selector")), top,
+                            parent[3] if parent else "")
+        if self._controllers.get((kind, namespace, name)) == entry:
             return
-        table[(namespace, name)] = ref
-        # Pods seen before their owner: move them to the owner now known.
+        self._controllers[(kind, namespace, name)] = entry
+        self._reresolve(kind, namespace, name)
+
+    def _reresolve_deployment(self, ref: WorkloadRef) -> None:
+        """A Deployment arrived, changed uid or went: its ReplicaSets' pods checked again."""
+        for (kind, namespace, name), entry in list(self._controllers.items()):
+            if kind == "ReplicaSet" and entry.top == ref:
+                self._reresolve(kind, namespace, name)
+
+    def _reresolve(self, kind: str, namespace: str, name: str) -> None:
+        """Its pods seen before it (or claiming it), moved to the owner now known."""
+        api_version = "batch/v1" if kind == JOB else "apps/v1"
         for uid in list(self._by_direct.get((kind, api_version, name), ())):
             view = self._pods.get(uid)
-            if view is not None and view.namespace == namespace and view.owner != ref:
-                pods = self._by_owner.get(view.owner, {})
-                pods.pop(uid, None)
-                if not pods:
-                    self._by_owner.pop(view.owner, None)
-                moved = PodView(view.namespace, view.name, view.uid, ref, view.phase, view.ready, view.policies,
-                                view.crashlooping, view.resource_version)
-                self._pods[uid] = moved
-                self._by_owner.setdefault(ref, {})[uid] = moved
+            if view is None or view.namespace != namespace:
+                continue
+            ref = self._resolve(self._direct.get(uid), namespace, view.name, self._pod_labels.get(uid, {}))
+            if ref == view.owner:
+                continue
+            pods = self._by_owner.get(view.owner, {})
+            pods.pop(uid, None)
+            if not pods:
+                self._by_owner.pop(view.owner, None)
+            moved = PodView(view.namespace, view.name, view.uid, ref, view.phase, view.ready, view.policies,
+                            view.crashlooping, view.resource_version)
+            self._pods[uid] = moved
+            self._by_owner.setdefault(ref, {})[uid] = moved
         self._bump()
+
+
+@dataclass(frozen=True)
+class _Controller:
+    uid: str
+    selector: Mapping[str, Any]
+    top: WorkloadRef
+    parent_uid: str = ""    # the uid its own controllerRef names
+
+
+_CONTROLLER_KINDS = {"replicasets": "ReplicaSet", "statefulsets": STATEFULSET, "daemonsets": DAEMONSET, "jobs": JOB}
+_CONTROLLER_API = frozenset({("ReplicaSet", "apps/v1"), (STATEFULSET, "apps/v1"), (DAEMONSET, "apps/v1"),
+                             (JOB, "batch/v1")})
+
+
+def selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """A metav1.LabelSelector (raw) against labels; an empty or malformed one selects nothing,
+    as a workload's controller would own no pod with it."""
+    match = as_dict(selector.get("matchLabels"))
+    expressions = dicts_in(selector.get("matchExpressions"))
+    if not match and not expressions:
+        return False
+    if any(labels.get(k) != v for k, v in match.items()):
+        return False
+    for expression in expressions:
+        key, operator, values = expression.get("key"), expression.get("operator"), expression.get("values") or []
+        present = isinstance(key, str) and key in labels
+        if operator == "In" and not (present and labels[key] in values):
+            return False
+        if operator == "NotIn" and present and labels[key] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+        if operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            return False
+    return True
 
 
 def workload_view(kind: str, obj: Mapping[str, Any]) -> WorkloadView:
@@ -354,12 +436,13 @@ def _int(value: Any, default: int = 0) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-def _controller_of(metadata: Mapping[str, Any]) -> tuple[str, str, str] | None:
-    """(kind, apiVersion, name) of the controlling ownerReference, set by a controller (the
-    API server lets only one be `controller: true`)."""
+def _controller_of(metadata: Mapping[str, Any]) -> tuple[str, str, str, str] | None:
+    """(kind, apiVersion, name, uid) of the controlling ownerReference (the API server lets
+    only one be `controller: true`)."""
     for ref in dicts_in(metadata.get("ownerReferences")):
         if ref.get("controller") is True:
-            return str(ref.get("kind") or ""), str(ref.get("apiVersion") or ""), str(ref.get("name") or "")
+            return (str(ref.get("kind") or ""), str(ref.get("apiVersion") or ""), str(ref.get("name") or ""),
+                    str(ref.get("uid") or ""))
     return None
 
 

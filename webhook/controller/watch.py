@@ -148,10 +148,13 @@ class Reflector:
     lists: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _relist: threading.Event = field(default_factory=threading.Event)
+    _relist_some: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _response: Any = None
     _synced_event: threading.Event = field(default_factory=threading.Event)
     _backoff: float = BACKOFF_INITIAL_SECONDS
+    _namespaces: set[str] = field(default_factory=set)   # to list again, one by one
+    _namespaces_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"watch-{self.resource}", daemon=True)
@@ -166,6 +169,14 @@ class Reflector:
     def relist(self) -> None:
         """List again soon (new policies, new namespace labels: pods need evaluating again)."""
         self._relist.set()
+        self._interrupt()
+
+    def relist_namespaces(self, namespaces: set[str]) -> None:
+        """List again the objects in these namespaces only (their pods need evaluating with
+        new namespace labels), then resume watching where the watch was."""
+        with self._namespaces_lock:
+            self._namespaces |= namespaces
+        self._relist_some.set()
         self._interrupt()
 
     def wait_synced(self, timeout: float) -> bool:
@@ -196,6 +207,15 @@ class Reflector:
                 if self._relist.is_set():
                     self._relist.clear()
                     self.resource_version, reason = None, "requested"
+                if self._relist_some.is_set() and self.resource_version is not None:
+                    # The lists answer at least as new as the watch's version; resuming from
+                    # it replays what came between in order, so each object ends as it is.
+                    self._relist_some.clear()
+                    with self._namespaces_lock:
+                        namespaces, self._namespaces = self._namespaces, set()
+                    for namespace in sorted(namespaces):
+                        list_into(self.state, api_client, self.resource, namespace=namespace, stop=self._stop)
+                        metrics.LISTS.labels(resource=self.resource, reason="namespace_labels").inc()
                 if self.resource_version is None:
                     self.resource_version = list_into(self.state, api_client, self.resource, stop=self._stop)
                     self.lists += 1
@@ -213,7 +233,7 @@ class Reflector:
             except Exception as exc:  # noqa: BLE001 - every failure is retried; the reason is kept
                 if self._stop.is_set():
                     break
-                if self._relist.is_set():
+                if self._relist.is_set() or self._relist_some.is_set():
                     continue      # interrupted on purpose
                 if getattr(exc, "status", None) == 410:
                     # A watch refused outright with 410 (not as an ERROR event): list again.
@@ -238,7 +258,7 @@ class Reflector:
         self._backoff = self.backoff_initial
         try:
             for line in _lines(response):
-                if self._stop.is_set() or self._relist.is_set():
+                if self._stop.is_set() or self._relist.is_set() or self._relist_some.is_set():
                     return
                 if line:
                     started = time.thread_time()   # this thread's CPU: parse, evaluate, store
@@ -246,7 +266,8 @@ class Reflector:
                     if kind != "BOOKMARK":
                         metrics.EVENT_CPU.labels(resource=self.resource).observe(time.thread_time() - started)
         except Exception as exc:  # noqa: BLE001
-            if self._stop.is_set() or self._relist.is_set() or _is_idle_timeout(exc):
+            if (self._stop.is_set() or self._relist.is_set() or self._relist_some.is_set()
+                    or _is_idle_timeout(exc)):
                 raise WatchEnded() from None
             raise
         finally:
@@ -304,6 +325,11 @@ class Watcher:
         pods = self.reflectors.get("pods")
         if pods is not None:
             pods.relist()
+
+    def relist_pods_in(self, namespaces: set[str]) -> None:
+        pods = self.reflectors.get("pods")
+        if pods is not None:
+            pods.relist_namespaces(namespaces)
 
     def stop(self) -> None:
         for reflector in self.reflectors.values():
