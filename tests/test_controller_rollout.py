@@ -42,12 +42,14 @@ def workloads(cluster: Cluster, names: tuple[str, ...] = ("a", "b", "c"), namesp
 def others(cluster: Cluster) -> dict[str, str]:
     """A Job's pod, a CronJob's, a bare pod and a training operator's; their uids."""
     cluster.ensure_namespace("shop")
-    job = cluster.fake.create("jobs", {"metadata": {"name": "once", "namespace": "shop"}, "spec": {}})
+    # Each Job selects its pod, as the Job controller's selector does (the controller checks).
+    job = cluster.fake.create("jobs", {"metadata": {"name": "once", "namespace": "shop"},
+                                       "spec": {"selector": {"matchLabels": {"app": "once-x"}}}})
     cron = cluster.fake.create("cronjobs", {"metadata": {"name": "nightly", "namespace": "shop"}, "spec": {}})
     run = cluster.fake.create("jobs", {"metadata": {
         "name": "nightly-1", "namespace": "shop", "ownerReferences": [{
             "apiVersion": "batch/v1", "kind": "CronJob", "name": "nightly", "uid": cron["metadata"]["uid"],
-            "controller": True}]}, "spec": {}})
+            "controller": True}]}, "spec": {"selector": {"matchLabels": {"app": "nightly-1-x"}}}})
     pods = [cluster.pod("once-x", owner={"apiVersion": "batch/v1", "kind": "Job", "name": "once",
                                          "uid": job["metadata"]["uid"]}),
             cluster.pod("nightly-1-x", owner={"apiVersion": "batch/v1", "kind": "Job", "name": "nightly-1",
