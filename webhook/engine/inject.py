@@ -21,7 +21,7 @@ from webhook.engine.applies import INJECT_ANNOTATION, ignored_choices, opted_out
 from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
 from webhook.engine.pod import PodFacts, pod_facts
 from webhook.core.jsonvalue import as_dict, as_str, dicts_in, str_map
-from webhook.engine.pod_rules import pod_problems
+from webhook.engine.pod_rules import malformed_denial, pod_problems
 from webhook.engine.rendered import (MEASURE_POD_FROM_BYTES, OP_OVERHEAD_BYTES, Budget, Refused, field_sizes,
                                      may_grow, object_size, render, size_of, too_large)
 from webhook.policy.common import LABEL_VALUE_RULE, Mode, OptOut, valid_label_value
@@ -127,6 +127,10 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet, limits: 
     if too_many:  # before anything is built from the pod
         return InjectionResult(patch=[], pod=pod, denial=too_many, outcomes=[
             PolicyOutcome(p.name, False, "the pod has too many containers") for p in policies.injectors])
+    malformed = malformed_denial(spec)
+    if malformed:  # fails closed: injecting around an entry that is not a container hides it
+        return InjectionResult(patch=[], pod=pod, denial=malformed, outcomes=[
+            PolicyOutcome(p.name, False, "the pod is malformed") for p in policies.injectors])
     annotations = str_map(metadata.get("annotations"))
     warnings = _unread_choices(annotations, policies)
     if opted_out_of_all(annotations, policies.injectors):

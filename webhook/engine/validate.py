@@ -34,6 +34,7 @@ from webhook.core.decision import Decision, Violation
 from webhook.engine.bounds import DEFAULT_LIMITS, Limits, check_deadline, too_many_containers
 from webhook.engine.match import mismatch
 from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
+from webhook.engine.pod_rules import malformed_denial
 from webhook.engine.validation.exceptions import ALL_RULES, lifted_rules
 from webhook.engine.validation.report import build_decision
 from webhook.engine.validation.rules import RuleEnv, run_rule
@@ -80,6 +81,10 @@ def validate(request: AdmissionRequest, policies: PolicySet, *, today: date | No
     too_many = too_many_containers(target.spec, limits, where="the pod template" if target.is_template else "the pod")
     if too_many:
         return decision.denied(too_many)
+    # Fails closed: a container entry no rule can read would otherwise pass every rule.
+    malformed = malformed_denial(target.spec, prefix=target.prefix)
+    if malformed:
+        return decision.denied(malformed)
 
     # A subresource request is judged by the containers it adds or changes (podSecurity aside).
     touched = _touched_containers(target, old_target) if only_kinds is not None else None

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from webhook.core.jsonvalue import as_list, as_str
 from webhook.rules.containers import ContainerRef, iter_containers
-from webhook.rules.finding import Finding
+from webhook.core.finding import Finding
 
 __all__ = ["ReservedName", "Verify", "check_reserved_names"]
 

@@ -27,7 +27,7 @@ from webhook.policy.loader import PolicySet
 from webhook.policy.template import TemplateContext, TemplateValueError
 from webhook.rules.containers import iter_containers
 from webhook.rules.reserved_names import ItemKind, ReservedName, Verify, check_reserved_names
-from webhook.rules.finding import Finding
+from webhook.core.finding import Finding
 
 # What a container runs: compared exactly, present or absent, whatever the policy sets.
 _RUNS = ("image", "command", "args", "workingDir", "restartPolicy")
