@@ -35,10 +35,10 @@ from webhook.engine.bounds import DEFAULT_LIMITS, Limits, check_deadline, too_ma
 from webhook.engine.match import mismatch
 from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
 from webhook.engine.pod_rules import malformed_denial
-from webhook.engine.validation.exceptions import ALL_RULES, lifted_rules
-from webhook.engine.validation.report import build_decision
-from webhook.engine.validation.rules import RuleEnv, run_rule
-from webhook.engine.validation.target import POD, Target, target_of
+from webhook.engine.policy_exceptions import ALL_RULES, lifted_rules
+from webhook.engine.violations import build_decision
+from webhook.engine.rule_runner import RuleEnv, run_rule
+from webhook.engine.target import POD, Target, target_of
 from webhook.policy.loader import PolicySet
 from webhook.admission.review import AdmissionRequest
 from webhook.rules.containers import iter_containers

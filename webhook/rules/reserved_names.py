@@ -2,7 +2,7 @@
 injection policy adds (with onConflict: Deny, which would deny the pod at creation).
 
 Which names are reserved for a pod, and whether a holder of one is the injected item
-itself, is the caller's to say (`webhook.engine.validation.reserved`): this module
+itself, is the caller's to say (`webhook.engine.reserved`): this module
 only reports. A controller's pod template is never mutated, so there a reserved
 name is always the user's own (`verify` is None).
 """

@@ -4,10 +4,10 @@ the policy-agnostic checks in `webhook.rules`."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from webhook.engine.validation import reserved
-from webhook.engine.validation.target import Target
+from webhook.engine import reserved
+from webhook.engine.target import Target
 from webhook.policy.loader import PolicySet
-from webhook.policy.validation import RULE_KINDS, Rule
+from webhook.policy.rule_kinds import RULE_KINDS, Rule
 from webhook.admission.review import AdmissionRequest
 from webhook.rules import cel
 from webhook.core.finding import Finding

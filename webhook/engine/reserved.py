@@ -18,7 +18,7 @@ from webhook.engine.applies import skip_reason
 from webhook.engine.inject import template_context
 from webhook.engine.ledger import LEDGER_ANNOTATION, ledger_of
 from webhook.engine.pod import PodFacts
-from webhook.engine.validation.target import Target
+from webhook.engine.target import Target
 from webhook.core.jsonvalue import as_list, as_str
 from webhook.policy.common import Mode, OptOut
 from webhook.policy.compiled import Item
