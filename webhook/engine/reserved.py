@@ -157,7 +157,7 @@ def _ledger_matters(policies: PolicySet) -> bool:
 def _authored_facts(target: Target, policies: PolicySet) -> PodFacts:
     """The facts injection matched and rendered with: the pod less the labels, annotations and
     containers its ledger says injection added. Injection strips the same keys before matching
-    (engine.inject._strip), so a ledger the pod's author wrote changes both sides alike."""
+    (engine.sections.strip_ledger), so a ledger the pod's author wrote changes both sides alike."""
     facts = target.facts
     if target.is_template or LEDGER_ANNOTATION not in facts.annotations:
         return facts

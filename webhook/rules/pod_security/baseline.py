@@ -13,7 +13,7 @@ from webhook.rules.pod_security.view import (
     SECCOMP_ALLOWED,
     PodView,
     added_capabilities,
-    key,
+    list_key,
     q,
     seccomp_bad_msg,
     seccomp_type,
@@ -246,7 +246,7 @@ def _sysctls(pod: PodView) -> Iterator[Finding]:
         if name not in _SAFE_SYSCTLS:
             yield Finding(
                 "sysctls",
-                f"spec.securityContext.sysctls[{key(name, i)}].name",
+                f"spec.securityContext.sysctls[{list_key(name, i)}].name",
                 f"forbidden sysctls: {q(name)}",
             )
 

@@ -23,7 +23,7 @@ def q(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def key(name: Any, index: int) -> str:
+def list_key(name: Any, index: int) -> str:
     """List element selector for paths: the element's name if it has one, else its index."""
     return name if isinstance(name, str) and name else str(index)
 
@@ -73,7 +73,7 @@ def volumes(pod: PodView) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
     for i, raw in enumerate(as_list(pod.spec.get("volumes"))):
         v = as_dict(raw)
         name = v.get("name")
-        yield f"spec.volumes[{key(name, i)}]", q(key(name, i)), v
+        yield f"spec.volumes[{list_key(name, i)}]", q(list_key(name, i)), v
 
 
 def added_capabilities(c: ContainerView) -> list[str]:
