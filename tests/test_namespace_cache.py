@@ -15,7 +15,7 @@ import yaml
 from tests.conftest import ROOT
 from tests.engine_helpers import policies_from_yaml
 from tests.fake_apiserver import FakeApiServer, rules_from_manifests
-from webhook.kube import namespace_cache
+from webhook.kube import namespace_api, namespace_cache
 from webhook.engine.namespaces import LabelsUnknown
 from webhook.kube.namespace_cache import NamespaceCache, client_factory
 from webhook.policy.loader import EMPTY
@@ -56,7 +56,7 @@ def _verbs(fake: FakeApiServer) -> list[str]:
 
 def test_it_lists_every_page_then_follows_changes(fake: FakeApiServer, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(namespace_cache, "LIST_PAGE", 2)
+    monkeypatch.setattr(namespace_api, "LIST_PAGE", 2)
     for n in range(3):
         fake.put_namespace(f"team-{n}", {"n": str(n)})
 
