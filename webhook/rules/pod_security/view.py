@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from webhook.core.finding import Finding
 from webhook.core.jsonvalue import as_dict, as_list, as_str
@@ -28,8 +28,9 @@ def list_key(name: Any, index: int) -> str:
     return name if isinstance(name, str) and name else str(index)
 
 
-@dataclass(frozen=True, slots=True)
-class ContainerView:
+# A named tuple built with the plain tuple constructor, like the walker's ContainerRef:
+# one is made for every container of every pod checked.
+class ContainerView(NamedTuple):
     name: str   # "" when the entry has no usable name
     path: str   # e.g. "spec.containers[app]"
     label: str  # e.g. 'container "app"', used in messages
@@ -58,12 +59,15 @@ class PodView:
         return self.spec.get("hostUsers") is False
 
 
+_new_view = tuple.__new__
+
+
 def make_pod(metadata: Any, spec: Any) -> PodView:
     spec_map = as_dict(spec)
     containers = tuple(
-        # A nameless entry is labelled by its list position, as upstream's messages do.
-        ContainerView(c.name, c.path, f"container {q(c.name)}" if c.name else c.path[len("spec."):], c.raw,
-                      as_dict(c.raw.get("securityContext")))
+        # A nameless entry is labelled by its list position without "spec.", as upstream does.
+        _new_view(ContainerView, (c.name, c.path, f"container {q(c.name)}" if c.name else c.path[5:], c.raw,
+                                  as_dict(c.raw.get("securityContext"))))
         for c in iter_containers(spec_map))
     return PodView(metadata=as_dict(metadata), spec=spec_map, containers=containers)
 
