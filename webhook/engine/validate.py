@@ -20,8 +20,9 @@ What is evaluated, per request:
   lift any `maximum` or `maxLimitRequestRatio` the pod was admitted under.
 - Everything else (DELETE, CONNECT, other subresources such as status or binding,
   other kinds) is admitted untouched.
-- A pod (or pod template) with more containers than the limit is denied before any
-  rule runs, and the request's deadline is checked before each policy and each rule
+- A pod (or pod template) with more containers than the limit, or with a container
+  entry that is not an object (webhook/rules/containers.py), is denied before any rule
+  runs, and the request's deadline is checked before each policy and each rule
   (engine/bounds.py).
 """
 
