@@ -29,6 +29,7 @@ from webhook.policy.compiled import CompiledInjection
 from webhook.policy.injection import MissingRequirement, OnConflict
 from webhook.policy.loader import PolicySet
 from webhook.policy.template import TemplateContext
+from webhook.rules.containers import CONTAINER_FIELDS
 
 
 @dataclass
@@ -91,7 +92,7 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet, limits: 
             PolicyOutcome(p.name, False, f"pod opted out ({INJECT_ANNOTATION}: \"false\")")
             for p in policies.injectors])
 
-    all_names = [name_of(c) for key in ("initContainers", "containers", "ephemeralContainers")
+    all_names = [name_of(c) for key in CONTAINER_FIELDS
                  for c in dicts_in(spec.get(key))]
     if len(set(all_names)) != len(all_names):
         # The API server rejects such a pod whatever we do, and the ledger, keyed by
