@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from webhook.core.jsonvalue import dicts_in
@@ -18,10 +19,10 @@ from webhook.rules.containers import malformed_containers
 _SHOWN_MALFORMED = 3
 
 
-def malformed_denial(spec: Any, *, prefix: str = "") -> str | None:
+def malformed_denial(spec: Mapping[str, Any], *, prefix: str = "") -> str | None:
     """The denial for a spec whose container lists hold something other than objects, or
     None. `prefix` places the paths in the request's object (`spec.template.`)."""
-    found = malformed_containers(spec) if isinstance(spec, dict) else []
+    found = malformed_containers(spec)
     if not found:
         return None
     shown = "; ".join(prefix + line for line in found[:_SHOWN_MALFORMED])

@@ -74,6 +74,19 @@ def iter_containers(spec: Mapping[str, Any]) -> Iterator[ContainerRef]:
 def malformed_containers(spec: Mapping[str, Any]) -> list[str]:
     """What is malformed in the container lists, one line per field or entry (path and
     the JSON type found); empty for a well-formed spec."""
+    # Every admission passes here: a plain scan first, the messages only on a find.
+    for field in CONTAINER_FIELDS:
+        entries = spec.get(field)
+        if isinstance(entries, list):
+            for raw in entries:
+                if not isinstance(raw, dict):
+                    return _describe_malformed(spec)
+        elif entries is not None:
+            return _describe_malformed(spec)
+    return []
+
+
+def _describe_malformed(spec: Mapping[str, Any]) -> list[str]:
     found: list[str] = []
     for field in CONTAINER_FIELDS:
         entries = spec.get(field)
@@ -86,4 +99,3 @@ def malformed_containers(spec: Mapping[str, Any]) -> list[str]:
             if not isinstance(raw, dict):
                 found.append(f"spec.{field}[{index}] is a JSON {json_type(raw)}, not a container object")
     return found
-
