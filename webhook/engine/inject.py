@@ -92,8 +92,10 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet, limits: 
             PolicyOutcome(p.name, False, f"pod opted out ({INJECT_ANNOTATION}: \"false\")")
             for p in policies.injectors])
 
-    all_names = [name_of(c) for key in CONTAINER_FIELDS
-                 for c in dicts_in(spec.get(key))]
+    # From here on every container list is a list of objects, or absent (the denial above):
+    # read as they stand, with no filter.
+    init, containers, ephemeral = (spec.get(key) or [] for key in CONTAINER_FIELDS)
+    all_names = [name_of(c) for group in (init, containers, ephemeral) for c in group]
     if len(set(all_names)) != len(all_names):
         # The API server rejects such a pod whatever we do, and the ledger, keyed by
         # container name, could not describe our additions to it.
@@ -109,10 +111,9 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet, limits: 
         except LedgerError as exc:
             warnings.append(f"ignoring unreadable {LEDGER_ANNOTATION} annotation ({exc}); injecting afresh")
     sections = strip_ledger(Sections(
-        init=dicts_in(spec.get("initContainers")), containers=dicts_in(spec.get("containers")),
-        volumes=dicts_in(spec.get("volumes")),
+        init=list(init), containers=list(containers), volumes=dicts_in(spec.get("volumes")),
         labels=dict(as_dict(metadata.get("labels"))), annotations=dict(as_dict(metadata.get("annotations"))),
-        ephemeral_names=frozenset(name_of(c) for c in dicts_in(spec.get("ephemeralContainers")))), previous)
+        ephemeral_names=frozenset(name_of(c) for c in ephemeral)), previous)
     kept_resources = _kept_resources(spec, previous, policies)
     sections.init_names = frozenset(name_of(c) for c in sections.init)
     sections.container_names = frozenset(name_of(c) for c in sections.containers)
@@ -197,7 +198,7 @@ def inject(pod: dict[str, Any], *, namespace: str, policies: PolicySet, limits: 
     if sections.volumes or "volumes" in spec:
         new_spec["volumes"] = sections.volumes
     problems = pod_problems(new_spec)
-    if not sections.containers and dicts_in(spec.get("containers")):
+    if not sections.containers and containers:
         # A Replace moved the pod's only app container into initContainers (a native sidecar
         # of the same name): the API server requires at least one container.
         problems.add("spec.containers would be left empty (a policy replaced the pod's last app container)")
