@@ -8,7 +8,7 @@ from webhook.engine import reserved
 from webhook.engine.target import Target
 from webhook.policy.loader import PolicySet
 from webhook.policy.rule_kinds import RULE_KINDS, Rule
-from webhook.admission.review import AdmissionRequest
+from webhook.core.request import AdmissionRequest
 from webhook.rules import cel
 from webhook.core.finding import Finding
 from webhook.rules.host_access import (
