@@ -406,6 +406,11 @@ def _conflict(item: Item, what: str, record: PolicyRecord, *, policy: str, their
     return resolution is OnConflict.REPLACE
 
 
+def _shared_volume(volumes: list[Any], ours: dict[str, Any]) -> bool:
+    """Whether the pod already holds exactly `ours`, injected by an earlier policy."""
+    return ours in volumes
+
+
 def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: TemplateContext,
            init_order: Mapping[str, int], budget: Budget, *,
            kept_resources: Mapping[tuple[str, str], dict[str, Any]], kept: list[str]) -> None:
@@ -445,12 +450,16 @@ def _apply(policy: CompiledInjection, s: _Sections, record: PolicyRecord, ctx: T
 
     for item in policy.volumes:
         owner = s.injected_volumes.get(item.name)
-        if owner is not None:
-            record.conflicts.append({"kind": "volume", "name": item.name, "resolution": "Keep",
-                                     "with": f"policy {owner}"})
-            continue
         volume = item.value if item.renderer is None else \
             render(item, ctx, policy=policy.name, what=f"volume {item.name!r}")
+        if owner is not None:
+            if _shared_volume(s.volumes, volume):
+                # Defined alike by an earlier policy: one volume both policies use, no conflict.
+                record.volumes.append(item.name)
+            else:
+                record.conflicts.append({"kind": "volume", "name": item.name, "resolution": "Keep",
+                                         "with": f"policy {owner}"})
+            continue
         theirs = next((v for v in s.volumes if _name(v) == item.name), None)
         if theirs is not None:
             if not _conflict(item, "volume", record, policy=policy.name,
