@@ -67,6 +67,16 @@ def test_a_volume_defined_alike_is_shared_and_a_different_one_conflicts(first: s
                             "the first by priority wins"]
 
 
+def test_alike_templates_read_from_different_contexts_are_still_warned() -> None:
+    # A mandatory policy's templates read the workload from the pod's owner, another's
+    # from the pod: the same text may render two volumes.
+    source = "{configMap: {name: '{{ workload.name }}-certs'}}"
+    mandatory = (POLICY % ("a", 10, source, "a")).replace("  priority: 10\n", "  priority: 10\n  optOut: Forbidden\n")
+    policies = policies_from_yaml(mandatory, POLICY % ("b", 20, source, "b"))
+    assert [w for w in lint(policies) if "'certs'" in w] == [
+        "volume 'certs' is injected by 2 policies with different definitions (a, b); the first by priority wins"]
+
+
 def test_the_shipped_identity_volume_is_shared_without_a_warning() -> None:
     assert not [w for w in lint(SHIPPED) if "identity-certs" in w]
     pod = {**POD, "metadata": {"name": "web", "labels": {"app": "web"}}}

@@ -69,13 +69,16 @@ def unknown_kinds(match: Match) -> list[tuple[str, str]]:
 
 
 def _injected(policy_set: PolicySet, what: str) -> dict[str, list[tuple[str, Any]]]:
-    """Each injected name -> (policy, its definition as written) for every policy injecting it.
-    Definitions alike as written render alike for any pod (the same templates, one context)."""
+    """Each injected name -> (policy, its definition) for every policy injecting it.
+    Definitions alike as written render alike for a pod, except that a mandatory policy's
+    templates read the workload from the pod's owner: that context is part of the
+    definition."""
     owners: dict[str, list[tuple[str, Any]]] = defaultdict(list)
     for policy in policy_set.injectors:
         items = (*policy.init_containers, *policy.classic_sidecars) if what == "containers" else policy.volumes
         for item in items:
-            owners[item.name].append((policy.name, item.value))
+            from_owner = item.renderer is not None and policy.opt_out is OptOut.FORBIDDEN
+            owners[item.name].append((policy.name, (item.value, from_owner)))
     return owners
 
 
