@@ -112,11 +112,12 @@ def test_a_failing_policy_test_reports_and_exits_1(tmp_path: Path) -> None:
         "apiVersion": "runtime.platform.io/v1", "kind": "PolicyTest", "metadata": {"name": "t"},
         "spec": {"policies": str(ROOT / "policies"), "cases": [
             {"name": "wrong expectation", "object": POD,
-             "expect": {"allowed": True, "pod": {"spec": {"initContainers": [{"name": "identity-init"}]}}}},
+             "expect": {"allowed": True, "exact": True,
+                        "pod": {"spec": {"initContainers": [{"name": "identity-init"}]}}}},
             {"name": "right", "object": POD, "expect": {"allowed": True}}]}}))
     result = webhook("test", str(tmp_path))
     assert result.returncode == 1
-    assert "FAIL t/wrong expectation" in result.stdout and "expected a list of 1, got 3" in result.stdout
+    assert "FAIL t/wrong expectation" in result.stdout and "expected a list of 1, got 3 (exact: true)" in result.stdout
     assert "PASS t/right" in result.stdout and "1 passed, 1 failed" in result.stdout
 
 
@@ -168,11 +169,13 @@ def test_an_empty_environment_value_stops_the_start_naming_the_variable(
 def test_policies_check_on_a_file_or_a_missing_path_says_which(tmp_path: Path) -> None:
     (tmp_path / "one.yaml").write_text("kind: ValidationPolicy\n")
     given_file = webhook("policies", "check", str(tmp_path / "one.yaml"))
-    assert given_file.returncode == 1
+    # A usage error (2), as for every argument that cannot be checked; 1 means invalid policies.
+    assert given_file.returncode == 2
     assert f"{tmp_path / 'one.yaml'}: not a directory; give the directory that holds the policy files" \
         in given_file.stderr
     missing = webhook("policies", "check", str(tmp_path / "nope"))
-    assert missing.returncode == 1 and f"{tmp_path / 'nope'}: policy directory not found" in missing.stderr
+    assert missing.returncode == 2 and f"{tmp_path / 'nope'}: policy directory not found (looked for " \
+        f"{tmp_path / 'nope'})" in missing.stderr
 
 
 @pytest.mark.process

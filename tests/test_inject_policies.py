@@ -241,7 +241,7 @@ def test_pointer_escaping(text: str, escaped: str) -> None:
     ("match: {podSelector: {matchExpressions: [{key: a, operator: In}]}}\ninject: {}\n", "needs at least one value"),
     # A selector no pod's labels could satisfy would silently never match.
     ("match: {podSelector: {matchLabels: {app: \"web \"}}}\ninject: {}\n",
-     "spec.match.podSelector.matchLabels: label 'app': a label value is at most 63 characters"),
+     "spec.match.podSelector.matchLabels.app: label 'app': a label value is at most 63 characters"),
     ("match: {podSelector: {matchLabels: {\"team name\": web}}}\ninject: {}\n", "invalid label/annotation key"),
     ("match: {podSelector: {matchExpressions: [{key: tier, operator: In, values: [web, \"api,db\"]}]}}\n"
      "inject: {}\n", "label 'tier': a label value is at most 63 characters"),

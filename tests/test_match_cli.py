@@ -135,7 +135,7 @@ def test_policies_check_knows_the_new_fields(tmp_path: Path) -> None:
     result = webhook("policies", "check", str(policies))
     assert result.returncode == 1
     assert f"{bad}:5: bad/spec.optOut:" in result.stderr
-    assert f"{bad}:8: bad/spec.match.workloads: " in result.stderr and "'deployment'" in result.stderr
+    assert f"{bad}:8: bad/spec.match.workloads[0]: " in result.stderr and "'deployment'" in result.stderr
     assert f"{bad}:9: bad/spec.match.exclude.containers[0]:" in result.stderr
     bad.write_text("apiVersion: runtime.platform.io/v1\nkind: InjectionPolicy\nmetadata: {name: bad}\nspec:\n"
                    "  optOut: Forbidden\n  inject: {}\n  match:\n    workloads: [Deploymnet]\n")

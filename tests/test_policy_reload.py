@@ -182,3 +182,20 @@ def test_an_edit_made_while_the_server_starts_is_not_missed(tmp_path: Path) -> N
     asyncio.run(start_and_wait())
     assert holder.current.revision != served
     assert any(p.metadata.name == "extra" for p in holder.current.injection)
+
+
+def test_a_policy_added_in_a_subdirectory_is_reported_not_silently_ignored(start_server, tmp_path: Path) -> None:
+    policies = copy_policies(tmp_path / "policies")
+    server = start_server(policies=policies)
+    revision = server.client.request("GET", "/readyz").json()["policyRevision"]
+    (policies / "team-a").mkdir()
+    (policies / "team-a" / "extra.yaml").write_text(EXTRA % "nested")
+    _wait(lambda: server.client.request("GET", "/readyz").json()["lastReloadError"] is not None)
+    body = server.client.request("GET", "/readyz").json()
+    assert body["policyRevision"] == revision
+    assert (f"{policies / 'team-a' / 'extra.yaml'}:2: kind InjectionPolicy in a subdirectory is not read"
+            in body["lastReloadError"])
+    assert _label(server) is None   # the last good set keeps serving
+    (policies / "team-a" / "extra.yaml").rename(policies / "extra.yaml")
+    _wait(lambda: _label(server) == "nested")
+    assert server.client.request("GET", "/readyz").json()["lastReloadError"] is None

@@ -1,8 +1,9 @@
-"""Command line: `webhook serve`, `webhook certs generate`, `webhook policies ...`.
+"""Command line: `webhook serve`, `webhook certs generate`, `webhook policies ...`, the
+offline tools and `webhook completion` (docs/cli.md).
 
 Every `serve` option is also read from an environment variable WEBHOOK_<NAME>
-(flags win). Exit codes: 0 success, 1 failure (invalid policies, bad certificates),
-2 usage error.
+(flags win). Exit codes: 0 success, 1 what was checked failed (a denial, invalid
+policies, bad certificates), 2 usage error: nothing could be checked.
 """
 
 from __future__ import annotations
@@ -191,10 +192,14 @@ def _build_parser() -> argparse.ArgumentParser:
 
     def offline(name: str, help_text: str) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text)
-        cmd.add_argument("-f", "--filename", required=True, metavar="FILE",
-                         help="a Pod, pod controller or multi-document YAML/JSON file; - for stdin")
+        cmd.add_argument("-f", "--filename", required=True, action="append", metavar="FILE",
+                         help="a Pod, pod controller or multi-document YAML/JSON file, a directory of "
+                              ".yaml/.yml/.json files, or - for stdin; repeatable, every one is read")
+        cmd.add_argument("-R", "--recursive", action="store_true",
+                         help="read the subdirectories of a -f directory too")
         cmd.add_argument("--namespace", "-n", default=None,
-                         help="the request's namespace (default: the object's, else 'default')")
+                         help="the request's namespace (default: the object's, else 'default'); "
+                              "refused when an object names another")
         cmd.add_argument("--policies", type=Path, default=Path(_env("policies", "policies")), metavar="DIR")
         cmd.add_argument("--namespace-labels", type=_namespace_labels, default=None, metavar="KEY=VALUE,...",
                          help="the labels of the namespace, for policies with a namespaceSelector "
@@ -206,11 +211,15 @@ def _build_parser() -> argparse.ArgumentParser:
     for name, text in (("validate", "run injection then validation on a manifest (offline)"),
                        ("explain", "why each policy applied to a manifest or not (offline)")):
         cmd = offline(name, text)
+        cmd.add_argument("-o", "--output", default="text", choices=["text", "json"],
+                         help="json: one document for CI jobs to parse (docs/cli.md)")
         cmd.add_argument("--user", default="offline", help="request username, for exceptions")
         cmd.add_argument("--group", action="append", default=[], help="request group (repeatable)")
-    test = sub.add_parser("test", help="run policy test cases (PolicyTest files)")
-    test.add_argument("directory", type=Path)
-    test.add_argument("--policies", type=Path, default=Path(_env("policies", "policies")), metavar="DIR")
+    test = sub.add_parser("test", help="run policy test cases (PolicyTest files, docs/testing.md)")
+    test.add_argument("directory", type=Path, metavar="DIR|FILE")
+    test.add_argument("--policies", type=Path, default=None, metavar="DIR",
+                      help="run every test against these policies, replacing the tests' own spec.policies "
+                           "(default: a test's spec.policies, else $WEBHOOK_POLICIES, else ./policies)")
 
     install_ca = sub.add_parser("install-ca", help="create or reuse the CA, store the serving pair in a "
                                 "Secret and patch the caBundle into the webhook configurations (cluster)")
@@ -236,6 +245,12 @@ def _build_parser() -> argparse.ArgumentParser:
     report.add_argument("--kubeconfig", type=Path, default=None, metavar="PATH",
                         help="default: in-cluster when KUBERNETES_SERVICE_HOST is set, else $KUBECONFIG "
                              "or ~/.kube/config")
+    completion = sub.add_parser("completion", help="print a shell completion script (bash or zsh)",
+                                description="Load it in the shell's startup file, e.g. "
+                                            "'source <(webhook completion bash)' in ~/.bashrc "
+                                            "or 'source <(webhook completion zsh)' in ~/.zshrc.")
+    from webhook.cli.completion import SHELLS
+    completion.add_argument("shell", choices=SHELLS)
     return parser
 
 
@@ -272,6 +287,10 @@ def _main(argv: Sequence[str] | None) -> int:
         return _install_ca(args)
     if args.command == "report":
         return _report(args)
+    if args.command == "completion":
+        from webhook.cli.completion import script
+        sys.stdout.write(script(parser, args.shell))
+        return 0
     return _offline(args)
 
 
@@ -321,11 +340,14 @@ def _install_ca(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from webhook.cli.report import report
-    from webhook.policy.errors import PolicyLoadError
+    from webhook.policy.errors import PolicyDirectoryError, PolicyLoadError
     from webhook.policy.loader import load_policy_dir
 
     try:
         policies = load_policy_dir(args.policies)
+    except PolicyDirectoryError as exc:
+        print(f"webhook report: {exc}", file=sys.stderr)
+        return 2
     except PolicyLoadError as exc:
         print(f"webhook report: invalid policies in {args.policies}:\n{exc}", file=sys.stderr)
         return 1
@@ -352,18 +374,24 @@ def _report(args: argparse.Namespace) -> int:
 def _offline(args: argparse.Namespace) -> int:
     from webhook.cli import commands
     from webhook.engine.namespaces import NamespaceLabelsUnavailable
-    from webhook.cli.offline import InputError, NamespaceLabelSource, read_documents
-    from webhook.policy.errors import PolicyLoadError
+    from webhook.cli.offline import InputError, NamespaceLabelSource, check_namespace, read_inputs
+    from webhook.policy.errors import PolicyDirectoryError, PolicyLoadError
     from webhook.policy.loader import load_policy_dir
     from webhook.cli.policytest import run_tests
 
     try:
         if args.command == "test":
-            return run_tests(args.directory, default_policies=args.policies, out=sys.stdout)
-        documents = read_documents(args.filename)
+            return run_tests(args.directory, default_policies=Path(_env("policies", "policies")),
+                             policies=args.policies, out=sys.stdout, err=sys.stderr)
+        documents = read_inputs(args.filename, recursive=args.recursive)
+        check_namespace(documents, args.namespace)
         policies = load_policy_dir(args.policies)
     except InputError as exc:
         print(f"webhook {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except PolicyDirectoryError as exc:
+        print(f"webhook {args.command}: {exc}; give the policy directory with --policies DIR "
+              f"(or {_env_name('policies')})", file=sys.stderr)
         return 2
     except PolicyLoadError as exc:
         print(f"webhook {args.command}: invalid policies in {args.policies}:\n{exc}", file=sys.stderr)
@@ -375,7 +403,7 @@ def _offline(args: argparse.Namespace) -> int:
                                        namespace_labels=labels)
         run = commands.run_validate if args.command == "validate" else commands.run_explain
         return run(documents, policies=policies, namespace=args.namespace, username=args.user,
-                   groups=tuple(args.group), namespace_labels=labels)
+                   groups=tuple(args.group), output=args.output, namespace_labels=labels)
     except NamespaceLabelsUnavailable as exc:
         # A policy matches namespaces by label: guessing "no labels" could hide an injection.
         print(f"webhook {args.command}: a policy has a namespaceSelector, and {exc}", file=sys.stderr)
@@ -461,7 +489,7 @@ def _certs_generate(args: argparse.Namespace) -> int:
 
 
 def _policies_check(directory: Path) -> int:
-    from webhook.policy.errors import PolicyLoadError
+    from webhook.policy.errors import PolicyDirectoryError, PolicyLoadError
     from webhook.policy.loader import load_policy_dir
 
     try:
@@ -469,6 +497,8 @@ def _policies_check(directory: Path) -> int:
     except PolicyLoadError as exc:
         for error in exc.errors:
             print(error, file=sys.stderr)
+        if isinstance(exc, PolicyDirectoryError):
+            return 2   # nothing was checked: the argument is wrong
         print(f"{len(exc.errors)} error(s)", file=sys.stderr)
         return 1
     from webhook.policy.lint import lint

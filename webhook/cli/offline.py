@@ -6,6 +6,7 @@ and report. Nothing here talks to a cluster.
 from __future__ import annotations
 
 import copy
+import os
 import sys
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +33,10 @@ _OFFLINE_HASH = "offline"
 _CRONJOB_SUFFIX = "29000000"  # a scheduled-time suffix, in minutes since the epoch
 
 
+# The scope of the second validation of a controller: the pod its template makes, injected.
+POD_FROM_TEMPLATE = "Pod from its template"
+
+
 class InputError(Exception):
     """A manifest that cannot be read: names the file and, when known, the line."""
 
@@ -48,7 +53,51 @@ class Document:
         return f"{self.obj.get('kind', '?')}/{name}"
 
 
-def read_documents(path: str) -> list[Document]:
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def read_inputs(paths: Sequence[str], *, recursive: bool = False) -> list[Document]:
+    """The objects of every `-f` as kubectl reads them: a file, `-` for standard input
+    (once), or a directory's .yaml/.yml/.json files in name order (its subdirectories
+    too with `recursive`). Hidden files and directories are skipped."""
+    if list(paths).count("-") > 1:
+        raise InputError("-: standard input can be read only once")
+    docs: list[Document] = []
+    for path in paths:
+        if path != "-" and Path(path).is_dir():
+            files = manifest_files(Path(path), recursive=recursive)
+            if not files:
+                hint = "" if recursive else " (subdirectories are read with -R)"
+                raise InputError(f"{path}: no {', '.join(MANIFEST_SUFFIXES)} files in the directory{hint}")
+            for file in files:
+                docs += read_documents(str(file), allow_empty=True)
+        else:
+            docs += read_documents(path)
+    if not docs:
+        raise InputError(f"{', '.join(paths)}: no Kubernetes objects found")
+    return docs
+
+
+def manifest_files(directory: Path, *, recursive: bool) -> list[Path]:
+    found: list[Path] = []
+    for root, dirs, names in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
+        found += [Path(root, n) for n in names if n.endswith(MANIFEST_SUFFIXES) and not n.startswith(".")]
+    return sorted(p for p in found if p.is_file())
+
+
+def check_namespace(documents: Sequence[Document], namespace: str | None) -> None:
+    """Refuse, as kubectl does, a --namespace that contradicts an object's own: the
+    object would be admitted in a namespace it does not name."""
+    for doc in documents:
+        own = as_str(as_dict(doc.obj.get("metadata")).get("namespace"))
+        if namespace and own and own != namespace:
+            raise InputError(f'{doc.where}: {doc.title}: the namespace from the provided object "{own}" '
+                             f'does not match the namespace "{namespace}". You must pass '
+                             f"'--namespace={own}' to perform this operation.")
+
+
+def read_documents(path: str, *, allow_empty: bool = False) -> list[Document]:
     """All mappings in a YAML or JSON file (`-` reads standard input)."""
     label = "<stdin>" if path == "-" else path
     try:
@@ -80,7 +129,7 @@ def read_documents(path: str) -> list[Document]:
         raise InputError(f"{label}:{loader.line + 1}: invalid value: {exc}") from None
     finally:
         loader.dispose()
-    if not docs:
+    if not docs and not allow_empty:
         raise InputError(f"{label}: no Kubernetes objects found")
     return docs
 
@@ -254,7 +303,7 @@ def admit(document: Document, *, policies: PolicySet, namespace: str | None = No
                                validate(request, policies, namespace_labels=labels)))
     if pod is not None and obj is not pod and result.injection is not None:
         pod_request = make_request(result.injection.pod, namespace=ns, username=username, groups=groups)
-        result.validations.append(("Pod from its template",
+        result.validations.append((POD_FROM_TEMPLATE,
                                     validate(pod_request, policies, namespace_labels=labels)))
     return result
 

@@ -1,27 +1,10 @@
-"""`webhook test DIR`: policy test cases, run through the same admission as the server.
+"""`webhook test DIR|FILE`: policy test cases, run through the same admission as the server.
 
-A test file holds `PolicyTest` documents:
-
-    apiVersion: runtime.platform.io/v1
-    kind: PolicyTest
-    metadata: {name: service-pods}
-    spec:
-      policies: ..                 # optional, relative to this file; default: --policies
-      cases:
-        - name: a Deployment pod gets the whole runtime
-          namespace: shop          # default: default
-          namespaceLabels: {team: payments}   # for namespaceSelector policies
-          user: {username: alice, groups: [dev]}
-          object: {kind: Pod, ...} # or objectFile: pods/web.yaml (relative to this file)
-          expect:
-            allowed: true
-            messageContains: [privileged]     # substrings of the denial message
-            warningsContain: [runAsNonRoot]   # substrings, each in some warning
-            warnings: 0                       # exact number of warnings
-            pod: {spec: {initContainers: [{name: identity-init}, ...]}}
-
-`expect.pod` is a subset of the admitted object: mappings match key by key, lists
-must have the same length and match element by element.
+The format, the matching rules and the choice of policies are documented in
+docs/testing.md (whose examples a test runs). In short: `expect.pod` is a subset of
+the admitted object; mappings match key by key; a list in it matches when each
+expected item matches a different item of the admitted list, in any order, unless
+`exact: true` asks for the same items in the same order.
 
 Given a directory, every *.yaml/*.yml file under it is read, and documents that
 declare another kind (the pods an objectFile names, a policy directory for
@@ -52,6 +35,7 @@ class User(Strict):
 
 class Expect(Strict):
     allowed: bool
+    exact: bool = Field(False, description="lists in `pod` must hold the same items in the same order")
     message_contains: list[str] = Field(default_factory=list, alias="messageContains")
     warnings_contain: list[str] = Field(default_factory=list, alias="warningsContain")
     warnings: int | None = None
@@ -60,7 +44,7 @@ class Expect(Strict):
 
 class Case(Strict):
     name: str
-    namespace: str = "default"
+    namespace: str | None = None   # default: the object's own, else "default"
     namespace_labels: dict[str, str] | None = Field(None, alias="namespaceLabels")
     user: User = User()
     object: dict[str, Any] | None = None
@@ -86,33 +70,86 @@ class CaseResult:
     failures: list[str]
 
 
-def subset_mismatch(expected: Any, actual: Any, path: str = "") -> str | None:
-    """Where `actual` does not contain `expected`, or None."""
+def subset_mismatch(expected: Any, actual: Any, path: str = "", *, exact: bool = False) -> str | None:
+    """Where `actual` does not contain `expected`, or None.
+
+    Mappings match key by key (`actual` may hold more keys). A list matches when each
+    expected item matches a different actual item, in any order (`actual` may hold
+    more); with `exact`, the lists must have the same length and match item by item.
+    Anything else must be equal."""
     if isinstance(expected, dict):
         if not isinstance(actual, dict):
             return f"{path or '.'}: expected a mapping, got {actual!r}"
         for key, value in expected.items():
             if key not in actual:
                 return f"{path}.{key}: missing"
-            found = subset_mismatch(value, actual[key], f"{path}.{key}")
+            found = subset_mismatch(value, actual[key], f"{path}.{key}", exact=exact)
             if found:
                 return found
         return None
     if isinstance(expected, list):
-        if not isinstance(actual, list) or len(actual) != len(expected):
-            got = len(actual) if isinstance(actual, list) else actual
-            return f"{path}: expected a list of {len(expected)}, got {got}"
-        for index, (e, a) in enumerate(zip(expected, actual)):
-            found = subset_mismatch(e, a, f"{path}[{index}]")
-            if found:
-                return found
-        return None
-    return None if expected == actual else f"{path}: expected {expected!r}, got {actual!r}"
+        if not isinstance(actual, list):
+            return f"{path or '.'}: expected a list, got {actual!r}"
+        if exact:
+            if len(actual) != len(expected):
+                return f"{path}: expected a list of {len(expected)}, got {len(actual)} (exact: true)"
+            for index, (e, a) in enumerate(zip(expected, actual)):
+                found = subset_mismatch(e, a, f"{path}[{index}]", exact=True)
+                if found:
+                    return found
+            return None
+        return _unmatched_item(expected, actual, path)
+    return None if expected == actual else f"{path or '.'}: expected {expected!r}, got {actual!r}"
+
+
+def _unmatched_item(expected: list[Any], actual: list[Any], path: str) -> str | None:
+    """Pairs each expected item with a different actual item it is a subset of (a
+    bipartite matching, so that the order of the expected items never matters)."""
+    fits = [[j for j, a in enumerate(actual) if subset_mismatch(e, a) is None] for e in expected]
+    owner: dict[int, int] = {}   # actual index -> expected index
+
+    def place(i: int, seen: set[int]) -> bool:
+        for j in fits[i]:
+            if j not in seen:
+                seen.add(j)
+                if j not in owner or place(owner[j], seen):
+                    owner[j] = i
+                    return True
+        return False
+
+    for i, item in enumerate(expected):
+        if not place(i, set()):
+            return f"{path}: no item matches {item!r}{_closest(item, actual, path)}"
+    return None
+
+
+def _closest(item: Any, actual: list[Any], path: str) -> str:
+    """What a reader looks at next: how the actual item of the same name differs."""
+    if isinstance(item, dict) and "name" in item:
+        for index, candidate in enumerate(actual):
+            if isinstance(candidate, dict) and candidate.get("name") == item["name"]:
+                why = subset_mismatch(item, candidate, f"{path}[{index}]")
+                return f"; the item named {item['name']!r} differs at {why}" if why else \
+                    f"; the item named {item['name']!r} is matched by another expected item"
+        return f"; no item is named {item['name']!r}"
+    if any(subset_mismatch(item, a) is None for a in actual):
+        return "; every item it matches is matched by another expected item"
+    return ""
+
+
+def _namespace(case: Case, obj: dict[str, Any], where: str) -> str:
+    """The case's namespace: refused, as kubectl does, when it contradicts the object's own."""
+    metadata = obj.get("metadata")
+    own = metadata.get("namespace") if isinstance(metadata, dict) else None
+    if case.namespace and own and own != case.namespace:
+        raise InputError(f"{where}: case {case.name!r}: namespace {case.namespace!r} contradicts the object's "
+                         f"own namespace {own!r}; give one of them")
+    return case.namespace or (own if isinstance(own, str) and own else "default")
 
 
 def _run_case(case: Case, obj: dict[str, Any], policies: PolicySet, where: str) -> list[str]:
     try:
-        result = admit(Document(where, obj), policies=policies, namespace=case.namespace,
+        result = admit(Document(where, obj), policies=policies, namespace=_namespace(case, obj, where),
                        username=case.user.username, groups=tuple(case.user.groups),
                        namespace_labels=NamespaceLabelSource(given=case.namespace_labels,
                                                              missing="give the case namespaceLabels"))
@@ -138,14 +175,19 @@ def _run_case(case: Case, obj: dict[str, Any], policies: PolicySet, where: str) 
     if expect.warnings is not None and len(warnings) != expect.warnings:
         failures.append(f"expected {expect.warnings} warning(s), got {len(warnings)}: {warnings}")
     if expect.pod is not None:
-        found = subset_mismatch(expect.pod, result.mutated)
+        found = subset_mismatch(expect.pod, result.mutated, exact=expect.exact)
         if found:
             failures.append(f"admitted object differs at {found}")
     return failures
 
 
-def run_tests(directory: Path, *, default_policies: Path, out: TextIO) -> int:
-    """Run every PolicyTest under `directory`; exit status 1 if any case fails."""
+def run_tests(directory: Path, *, default_policies: Path, out: TextIO, policies: Path | None = None,
+              err: TextIO | None = None) -> int:
+    """Run every PolicyTest under `directory`; exit status 1 if any case fails.
+
+    The policies: `policies` (the --policies flag) when given, replacing a test's own
+    `spec.policies` with a note on `err`; else the test's `spec.policies`; else
+    `default_policies`."""
     scanning = directory.is_dir()
     files = sorted(p for p in directory.rglob("*.y*ml") if p.suffix in (".yaml", ".yml")) \
         if scanning else [directory]
@@ -163,10 +205,9 @@ def run_tests(directory: Path, *, default_policies: Path, out: TextIO) -> int:
             try:
                 test = PolicyTest.model_validate(doc.obj)
             except ValidationError as exc:
-                first = exc.errors()[0]
-                loc = ".".join(str(p) for p in first["loc"])
-                raise InputError(f"{doc.where}: {loc}: {first['msg']}") from None
-            policy_dir = (path.parent / test.spec.policies).resolve() if test.spec.policies else default_policies
+                raise InputError("\n".join(f"{doc.where}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                                           for e in exc.errors())) from None
+            policy_dir = _policy_dir(test, path, doc.where, default=default_policies, flag=policies, err=err)
             if policy_dir not in cache:
                 try:
                     cache[policy_dir] = load_policy_dir(policy_dir)
@@ -189,3 +230,14 @@ def run_tests(directory: Path, *, default_policies: Path, out: TextIO) -> int:
         raise InputError(f"{directory}: no PolicyTest documents")
     out.write(f"{passed} passed, {failed} failed\n")
     return 1 if failed else 0
+
+
+def _policy_dir(test: PolicyTest, path: Path, where: str, *, default: Path, flag: Path | None,
+                err: TextIO | None) -> Path:
+    own = (path.parent / test.spec.policies).resolve() if test.spec.policies else None
+    if flag is None:
+        return own or default
+    if own is not None and own != flag.resolve() and err is not None:
+        # The flag wins: running a suite against a candidate policy set is what it is for.
+        err.write(f"note: {where}: --policies {flag} replaces the test's spec.policies ({test.spec.policies})\n")
+    return flag

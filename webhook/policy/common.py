@@ -17,6 +17,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from webhook.policy.errors import Location, problem, raise_each
+
 
 API_VERSION = "runtime.platform.io/v1"
 ANNOTATION_PREFIX = "runtime.platform.io"
@@ -121,18 +123,19 @@ def _any_glob(patterns: list[str]) -> re.Pattern[str] | None:
 
 
 def _selectable(labels: dict[str, str]) -> dict[str, str]:
-    for key, value in labels.items():
-        _selector_label(key, value)
+    raise_each("matchLabels", [((key,), message) for key, value in labels.items()
+                               for message in _selector_problems(key, value)])
     return labels
 
 
-def _selector_label(key: str, value: str | None = None) -> None:
-    """A selector naming a key or value no pod can carry (a stray space, a typo'd
-    character) would never match, silently: refused, as the API server refuses it in a
-    Deployment's selector."""
-    check_label_key(key)
+def _selector_problems(key: str, value: str | None = None) -> list[str]:
+    """Each thing wrong with a selector's key and value (both, when both are). A selector
+    naming a key or value no pod can carry (a stray space, a typo'd character) would never
+    match, silently: refused, as the API server refuses it in a Deployment's selector."""
+    found = [problem(check_label_key, key)]
     if value is not None:
-        check_label_value(key, value)
+        found.append(problem(check_label_value, key, value))
+    return [p for p in found if p]
 
 
 class LabelSelectorRequirement(Strict):
@@ -142,18 +145,15 @@ class LabelSelectorRequirement(Strict):
 
     @model_validator(mode="after")
     def _pod_labels_could_match(self) -> LabelSelectorRequirement:
-        _selector_label(self.key)
-        for value in self.values:
-            _selector_label(self.key, value)
-        return self
-
-    @model_validator(mode="after")
-    def _values_fit_operator(self) -> LabelSelectorRequirement:
+        problems: list[tuple[Location, str]] = [(("key",), p) for p in _selector_problems(self.key)]
+        problems += [(("values", index), p) for index, value in enumerate(self.values)
+                     if (p := problem(check_label_value, self.key, value))]
         # Same rule as Kubernetes: In/NotIn need values, Exists/DoesNotExist forbid them.
         if self.operator in ("In", "NotIn") and not self.values:
-            raise ValueError(f"operator {self.operator} needs at least one value")
+            problems.append(((), f"operator {self.operator} needs at least one value"))
         if self.operator in ("Exists", "DoesNotExist") and self.values:
-            raise ValueError(f"operator {self.operator} takes no values")
+            problems.append(((), f"operator {self.operator} takes no values"))
+        raise_each("matchExpressions", problems)
         return self
 
 
@@ -176,10 +176,10 @@ TRAINING_OWNER_KINDS = frozenset({"PyTorchJob", "TFJob", "MPIJob", "XGBoostJob",
 
 
 def _workload_names(value: list[str] | None) -> list[str] | None:
-    for name in value or ():
-        if not KIND_NAME.match(name):
-            raise ValueError(f"workload {name!r}: give a profile ({', '.join(w.value for w in Workload)}) or the "
-                             "owning object's kind as it spells it (Deployment, CronJob, PyTorchJob, ...)")
+    raise_each("workloads", [
+        ((index,), f"workload {name!r}: give a profile ({', '.join(w.value for w in Workload)}) or the "
+                   "owning object's kind as it spells it (Deployment, CronJob, PyTorchJob, ...)")
+        for index, name in enumerate(value or ()) if not KIND_NAME.match(name)])
     return value
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from enum import Enum
 from itertools import combinations
 from typing import Any, Literal
 
-from pydantic import Field, StrictInt, field_validator, model_validator
+from pydantic import (Field, ModelWrapValidatorHandler, StrictInt, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from webhook.policy.common import (
     ANNOTATION_PREFIX,
@@ -21,6 +23,7 @@ from webhook.policy.common import (
     check_label_key,
     check_label_value,
 )
+from webhook.policy.errors import Location, problem, raise_each
 from webhook.policy.template import TemplateError, compile_template, has_template
 
 
@@ -31,6 +34,10 @@ class OnConflict(str, Enum):
     REPLACE = "Replace"    # replace the pod's item with the policy's
     SKIP = "Skip"          # do not apply this policy to the pod at all
     DENY = "Deny"          # deny the pod, naming both sides
+
+
+# One `{{ ... }}` placeholder, to name every bad one of a value (compile_template stops at the first).
+_PLACEHOLDERS = re.compile(r"\{\{.*?\}\}")
 
 
 def _no_template(value: str, what: str) -> str:
@@ -235,32 +242,36 @@ class Inject(Strict):
 
     @field_validator("labels", "annotations")
     @classmethod
-    def _valid_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            check_label_key(key)
-            if key.startswith(f"{ANNOTATION_PREFIX}/status"):
-                raise ValueError(f"{key!r} is reserved for the injection ledger")
-        return value
-
-    @field_validator("labels")
-    @classmethod
-    def _valid_label_values(cls, value: dict[str, str]) -> dict[str, str]:
-        # The API server refuses a pod with such a label: every matching pod would fail.
-        # A template's value is checked once rendered, at admission.
+    def _valid_keys(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        problems: list[tuple[Location, str]] = []
         for key, text in value.items():
-            if not has_template(text):
-                check_label_value(key, text)
+            found = problem(check_label_key, key)
+            if found is None and key.startswith(f"{ANNOTATION_PREFIX}/status"):
+                found = f"{key!r} is reserved for the injection ledger"
+            # The API server refuses a pod with a bad label value: every matching pod would
+            # fail. A template's value is checked once rendered, at admission.
+            if found is None and info.field_name == "labels" and not has_template(text):
+                found = problem(check_label_value, key, text)
+            if found:
+                problems.append(((key,), found))
+        raise_each("inject", problems)
         return value
 
-    @model_validator(mode="after")
-    def _templates_compile(self) -> Inject:
-        for text in _strings(self.model_dump(by_alias=True)):
-            if has_template(text):
-                try:
-                    compile_template(text)
-                except TemplateError as exc:
-                    raise ValueError(str(exc)) from None
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _templates_compile(cls, data: Any, handler: ModelWrapValidatorHandler[Inject]) -> Inject:
+        # Each bad template at its own place, all of them, beside the other errors of the
+        # section: a policy with three typos is fixed in one go.
+        problems = [(loc, message) for loc, text in _strings_at(data, ()) if has_template(text)
+                    for message in _template_problems(text)]
+        try:
+            model = handler(data)
+        except ValidationError as exc:
+            raise_each("inject", [(tuple(e["loc"]), e["msg"]) for e in exc.errors()] + problems,
+                       types=[e["type"] for e in exc.errors()])
+            raise
+        raise_each("inject", problems)
+        return model
 
     @model_validator(mode="after")
     def _unique_names(self) -> Inject:
@@ -341,13 +352,32 @@ class InjectionPolicy(Strict):
     spec: InjectionSpec
 
 
-def _strings(value: Any) -> list[str]:
+def _template_problems(text: str) -> list[str]:
+    """Why `text` does not compile: each bad placeholder when there are several."""
+    try:
+        compile_template(text)
+    except TemplateError as exc:
+        each = [str(e) for e in map(_template_error, _PLACEHOLDERS.findall(text)) if e is not None]
+        return each if len(each) > 1 else [str(exc)]
+    return []
+
+
+def _template_error(text: str) -> TemplateError | None:
+    try:
+        compile_template(text)
+    except TemplateError as exc:
+        return exc
+    return None
+
+
+def _strings_at(value: Any, loc: Location) -> list[tuple[Location, str]]:
+    """Every string in a dumped model, with where it is (a pydantic location)."""
     if isinstance(value, str):
-        return [value]
+        return [(loc, value)]
     if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
+        return [found for key, v in value.items() for found in _strings_at(v, (*loc, key))]
     if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
+        return [found for index, v in enumerate(value) for found in _strings_at(v, (*loc, index))]
     return []
 
 

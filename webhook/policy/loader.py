@@ -7,6 +7,8 @@ bad edit can never partially replace the policies already serving.
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 from datetime import datetime, timezone
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from webhook.policy.compiled import CompiledInjection, compile_injection
-from webhook.policy.errors import PolicyError, PolicyLoadError
+from webhook.policy.errors import PolicyDirectoryError, PolicyError, PolicyLoadError
 from webhook.policy.ordering import init_container_order
 from webhook.policy.requires import requirement_errors
 from webhook.policy.validation import ValidationPolicy, expired_exceptions
@@ -56,6 +58,11 @@ class PolicySet:
 EMPTY = PolicySet(revision="empty")
 
 
+# A policy document's own `kind:` line, at the top level of a YAML document.
+_POLICY_KIND_LINE = re.compile(rb"^kind:[ \t]*[\"']?(InjectionPolicy|ValidationPolicy)[\"']?[ \t]*(#.*)?$",
+                               re.MULTILINE)
+
+
 def policy_files(directory: Path) -> list[Path]:
     """The policy files in `directory`, sorted; hidden entries are skipped because a
     mounted ConfigMap keeps its real files under `..data` and timestamped folders."""
@@ -63,18 +70,69 @@ def policy_files(directory: Path) -> list[Path]:
                   if not p.name.startswith(".") and p.name.endswith(POLICY_SUFFIXES) and p.is_file())
 
 
+# Subdirectories looked into for misplaced policies. The watcher repeats the walk every
+# second: a --policies pointed at a large tree (a home directory, /) must not turn that
+# into a crawl, and is reported instead.
+MAX_SUBDIRECTORIES = 100
+
+
+def nested_files(directory: Path) -> tuple[list[Path], bool]:
+    """The .yaml/.yml files in the (non-hidden) subdirectories of `directory`, sorted,
+    and whether the walk stopped at MAX_SUBDIRECTORIES.
+
+    Only the top level is read; these are looked at so that a policy put in a
+    subdirectory is reported instead of silently never applying (policy tests and
+    their fixtures live there too, and are left alone)."""
+    found: list[Path] = []
+    for visited, (root, dirs, names) in enumerate(os.walk(directory)):
+        if visited > MAX_SUBDIRECTORIES:
+            return sorted(found), True
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))   # a ConfigMap's ..data and the like
+        if visited:
+            found += [Path(root, n) for n in names if n.endswith(POLICY_SUFFIXES) and not n.startswith(".")]
+    return sorted(p for p in found if p.is_file()), False
+
+
+def watched_files(directory: Path) -> list[Path]:
+    """What a reload depends on: the policy files and the files whose content could be
+    reported as a policy in a subdirectory."""
+    return policy_files(directory) + nested_files(directory)[0]
+
+
+def _nested_policy_errors(directory: Path) -> list[PolicyError]:
+    errors: list[PolicyError] = []
+    paths, truncated = nested_files(directory)
+    if truncated:
+        errors.append(PolicyError(str(directory), None, f"more than {MAX_SUBDIRECTORIES} subdirectories: policies "
+                                  "are read from the top level of the policy directory only; give the "
+                                  "directory that holds the policy files"))
+    for path in paths:
+        try:
+            content = path.read_bytes()
+        except OSError as exc:
+            errors.append(PolicyError(str(path), None, f"cannot read: {exc.strerror}"))
+            continue
+        for match in _POLICY_KIND_LINE.finditer(content):
+            line = content.count(b"\n", 0, match.start()) + 1
+            errors.append(PolicyError(str(path), line, f"kind {match.group(1).decode()} in a subdirectory is "
+                                      f"not read: policies are read from the top level of {directory} only; "
+                                      "move the file there"))
+    return errors
+
+
 def load_policy_dir(directory: Path) -> PolicySet:
     """The directory's policies; raises PolicyLoadError when it cannot be read, when any
     file has an error, or when it holds no policy at all."""
     try:
         if not directory.is_dir():
-            raise PolicyLoadError([PolicyError(str(directory), None, "not a directory; give the directory "
-                                               "that holds the policy files" if directory.exists()
-                                               else "policy directory not found")])
+            raise PolicyDirectoryError([PolicyError(
+                str(directory), None, "not a directory; give the directory that holds the policy files"
+                if directory.exists() else f"policy directory not found (looked for {directory.absolute()})")])
         paths = policy_files(directory)
+        nested = _nested_policy_errors(directory)
     except OSError as exc:   # e.g. a directory the server may not list
-        raise PolicyLoadError([PolicyError(str(directory), None,
-                                           f"cannot read the policy directory: {exc.strerror}")]) from None
+        raise PolicyDirectoryError([PolicyError(str(directory), None,
+                                                f"cannot read the policy directory: {exc.strerror}")]) from None
     files: dict[str, bytes] = {}
     errors: list[PolicyError] = []
     for path in paths:
@@ -83,8 +141,13 @@ def load_policy_dir(directory: Path) -> PolicySet:
         except OSError as exc:
             errors.append(PolicyError(str(path), None, f"cannot read: {exc.strerror}"))
     if errors:
-        raise PolicyLoadError(errors)
-    policy_set = load_policy_sources(files)
+        raise PolicyLoadError(errors + nested)
+    try:
+        policy_set = load_policy_sources(files)
+    except PolicyLoadError as exc:
+        raise PolicyLoadError(exc.errors + nested) from None
+    if nested:
+        raise PolicyLoadError(nested)
     if not policy_set.policy_count:
         # Most likely a mount gone wrong (an empty or missing ConfigMap): serving no
         # policies would silently stop every injection and every validation.
@@ -245,10 +308,9 @@ def _parse_document(name: str, line: int, node: yaml.Node, doc: Any,
     try:
         return model.model_validate(doc)
     except ValidationError as exc:
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            errors.append(PolicyError(name, _line_of(node, loc) or line, _message(err),
-                                      policy=policy_name, field=_dotted(loc)))
+        found = [PolicyError(name, _line_of(node, tuple(err["loc"])) or line, _message(err),
+                             policy=policy_name, field=_dotted(tuple(err["loc"]))) for err in exc.errors()]
+        errors.extend(sorted(found, key=lambda e: e.line or 0))   # in the order a reader meets them
         return None
 
 

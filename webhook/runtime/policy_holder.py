@@ -13,7 +13,7 @@ from pathlib import Path
 
 from webhook.runtime import metrics
 from webhook.runtime.filewatch import fingerprint
-from webhook.policy.loader import PolicyLoadError, PolicySet, load_policy_dir, policy_files
+from webhook.policy.loader import PolicyLoadError, PolicySet, load_policy_dir, watched_files
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class PolicyHolder:
 
 def _fingerprint(directory: Path) -> str:
     try:
-        return fingerprint(policy_files(directory))
+        return fingerprint(watched_files(directory))
     except OSError:
         return "unreadable"
 
