@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test test-fast golden certs schema manifests bench bench-hostile lock clean
+.PHONY: run test test-fast golden certs schema manifests bench bench-hostile bench-controller lock clean
 
 # `make run` gets the runtime dependencies exactly as the image installs them
 # (requirements.lock, by hash: the tests run what ships) and the package; `make test`
@@ -46,6 +46,11 @@ bench: $(VENV)/.installed
 # (bench/hostile.py; figures in docs/performance.md). About 4 minutes, mostly idle waits.
 bench-hostile: $(VENV)/.installed
 	$(BIN)/python bench/hostile.py
+
+# Issue 19's controller figures: 10,000 pods across 1,000 workloads in the fake API server
+# (bench/controller.py; figures in docs/performance.md). A few minutes.
+bench-controller: $(VENV)/.installed
+	$(BIN)/python bench/controller.py
 
 schema: $(VENV)/.runtime
 	$(BIN)/webhook policies schema > docs/policy.schema.json

@@ -15,14 +15,17 @@ app on its own event loop in a background thread, and an in-memory store
   on a real server. `dryRun=All` validates and stores nothing.
 - resourceVersion on every object and list from one cluster-wide counter; 409 Conflict
   for an update with a stale resourceVersion; metadata.generation on workloads; the Pod
-  update rule and a few required fields checked, 422 Invalid otherwise (tests/fake_kinds.py).
+  update rule and a few required fields checked, 422 Invalid otherwise; a created pod gets
+  the API server's defaults after admission (imagePullPolicy, terminationMessagePath, a
+  port's protocol, restartPolicy, ...: tests/fake_kinds.py).
 - Watches (`?watch=true&resourceVersion=RV`): the changes after RV as ADDED / MODIFIED /
   DELETED events, then live ones; without RV (or RV 0) first an ADDED for every object,
   as the real server's "get state and start at most recent". With a selector, an object
   that stops matching is sent as DELETED and one that starts matching as ADDED. BOOKMARK
   events every `bookmark_interval` seconds when `allowWatchBookmarks` is set, the stream
   ended after `timeoutSeconds`. A watch from a version older than the retained history
-  (`compact()` forgets it) gets a 200 with one ERROR event holding a 410 Expired Status,
+  (`compact()` forgets every change so far; the newest version stays watchable, as etcd
+  keeps the compacted revision) gets a 200 with one ERROR event holding a 410 Expired Status,
   as kube-apiserver answers; a list continue token from before a compaction is a 410 too.
   `drop_watches()` cuts every open watch connection, `watch_delay` delays events.
 - Secrets: GET, POST (create), PUT (update, with resourceVersion conflicts and

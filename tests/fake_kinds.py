@@ -103,6 +103,35 @@ def pod_update_problems(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return problems
 
 
+def apply_defaults(resource: str, obj: dict[str, Any]) -> None:
+    """The defaults kube-apiserver sets on a created pod (k8s.io/kubernetes
+    pkg/apis/core/v1/defaults.go), after mutating admission, so on what a webhook injected
+    too: a controller comparing a running pod with a render must expect them."""
+    if resource != "pods":
+        return
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return
+    for key, value in (("restartPolicy", "Always"), ("dnsPolicy", "ClusterFirst"),
+                       ("schedulerName", "default-scheduler"), ("terminationGracePeriodSeconds", 30),
+                       ("securityContext", {}), ("enableServiceLinks", True)):
+        spec.setdefault(key, value)
+    for key in ("initContainers", "containers"):
+        for container in spec.get(key) or []:
+            if not isinstance(container, dict):
+                continue
+            image = str(container.get("image") or "")
+            tag = image.rsplit("/", 1)[-1].partition("@")[0]
+            latest = ":" not in tag or tag.endswith(":latest")
+            container.setdefault("imagePullPolicy", "Always" if latest and "@" not in image else "IfNotPresent")
+            container.setdefault("terminationMessagePath", "/dev/termination-log")
+            container.setdefault("terminationMessagePolicy", "File")
+            container.setdefault("resources", {})
+            for port in container.get("ports") or []:
+                if isinstance(port, dict):
+                    port.setdefault("protocol", "TCP")
+
+
 def create_problems(resource: str, obj: dict[str, Any]) -> list[str]:
     """The required fields kube-apiserver checks on create (a small subset: what a test may get wrong)."""
     problems: list[str] = []

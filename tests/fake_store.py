@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from tests.fake_kinds import KINDS, create_problems, invalid, pod_update_problems, workload_update_problems
+from tests.fake_kinds import KINDS, apply_defaults, create_problems, invalid, pod_update_problems, workload_update_problems
 
 
 class ApiError(Exception):
@@ -126,7 +126,9 @@ class ObjectStore:
         return self.changes[bisect.bisect_right(self._change_versions, version):]
 
     def compact(self) -> None:
-        self.history_start = self.next_version()
+        # Every change so far is forgotten; a watch from the newest version needs none of
+        # them, so it may still resume (etcd keeps the compacted revision itself).
+        self.history_start = self.last_version
         self.changes.clear()
         self._change_versions.clear()
 
@@ -150,6 +152,7 @@ class ObjectStore:
         if not name:
             raise ApiError(422, "Invalid", invalid(info.kind, "", ["metadata.name: Required value: name or "
                                                                    "generateName is required"]), kind=info.kind)
+        apply_defaults(resource, obj)
         problems = create_problems(resource, obj)
         if problems:
             raise ApiError(422, "Invalid", invalid(info.kind, name, problems), name=name, kind=info.kind)

@@ -42,7 +42,8 @@ def test_bash_sources_the_script_and_registers_the_completion() -> None:
 
 def test_bash_completes_commands_options_choices_and_files(tmp_path: Path) -> None:
     assert complete("webhook ") == sorted(["-h", "--help", "--version", "serve", "certs", "policies", "mutate",
-                                           "validate", "explain", "test", "install-ca", "report", "completion"])
+                                           "validate", "explain", "test", "install-ca", "report", "status", "controller",
+                                              "completion"])
     assert complete("webhook va") == ["validate"]
     assert complete("webhook policies ") == ["--help", "-h", "check", "schema"]
     assert complete("webhook certs generate --i") == ["--if-missing"]

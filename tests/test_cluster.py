@@ -379,8 +379,10 @@ def cluster_pods(fake: FakeApiServer, tmp_path: Path) -> dict[str, str]:
     fake.put(pod("proxy", namespace="kube-system", privileged=True))  # excluded by the policies
     fake.put(injected(pod("current", namespace="team-a")))
     assert identity.revision != "0123456789ab"
-    return {"stale": "stale", "stale-image": "stale", "retired": "stale", "uninjected": "stale", "before-log-shipper": "stale",
-            "own-shipper": "would-deny", "privileged": "would-deny", "stale-privileged": "stale,would-deny"}
+    # "stale" and "stale-privileged" name an older identity revision but have what it renders
+    # now: the edit changed nothing for them, so they are current.
+    return {"stale-image": "stale", "retired": "stale", "uninjected": "stale", "before-log-shipper": "stale",
+            "own-shipper": "would-deny", "privileged": "would-deny", "stale-privileged": "would-deny"}
 
 
 @pytest.mark.process
@@ -398,10 +400,12 @@ def test_report_json_lists_stale_and_would_deny_pods(fake: FakeApiServer, kubeco
 
     by_pod = {(r["pod"], r["status"]): r for r in rows}
     revision = next(p.revision for p in load_policy_dir(SHIPPED_POLICIES).injectors if p.name == "identity")
-    stale = by_pod[("stale", "stale")]
-    assert stale["detail"] == f"identity revision 0123456789ab (current {revision})"
-    assert stale["policies"] == [{"policy": "identity", "reason": "revision", "podRevision": "0123456789ab",
-                                  "currentRevision": revision}]
+    stale = by_pod[("stale-image", "stale")]
+    image = next(c["image"] for c in injected(pod("x"))["spec"]["initContainers"] if c["name"] == "identity-init")
+    assert stale["detail"] == (f"identity renders differently now (pod at revision 0123456789ab, current {revision})"
+                               f" (images only: identity-init={image})")
+    assert stale["policies"] == [{"policy": "identity", "reason": "changed", "podRevision": "0123456789ab",
+                                  "currentRevision": revision, "inPlace": {"identity-init": image}}]
     assert "retired-agent is no longer in the policy set" in by_pod[("retired", "stale")]["detail"]
     missing = by_pod[("uninjected", "stale")]["policies"]
     assert {m["policy"] for m in missing} == {"identity", "traffic-proxy", "log-shipper"}
@@ -448,7 +452,7 @@ def test_report_function_pages_through_the_list(fake: FakeApiServer, kubeconfig:
         result = report(api, policies, namespace="shop")
     assert result.pods == 9  # 11 pods in shop, minus the Succeeded and the Failed one
     assert len([r for r in fake.requests if r[0] == "list"]) == 6
-    assert {(f.pod, f.status) for f in result.findings} >= {("privileged", "would-deny"), ("stale", "stale")}
+    assert {(f.pod, f.status) for f in result.findings} >= {("privileged", "would-deny"), ("stale-image", "stale")}
     assert result.policy_revision == policies.revision
 
 

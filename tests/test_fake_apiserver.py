@@ -355,8 +355,11 @@ def test_a_watch_with_a_selector_sees_objects_leave_and_enter_it(api: client.Api
 
 
 def test_a_watch_from_a_compacted_version_is_gone(api: client.ApiClient, fake: FakeApiServer) -> None:
+    """A version older than the compaction is gone; the newest one is not (etcd keeps the
+    compacted revision): a watcher whose bookmarks kept it current resumes."""
     core = client.CoreV1Api(api)
     old = core.create_namespaced_pod(NS, pod("a")).metadata.resource_version
+    core.create_namespaced_pod(NS, pod("z"))   # a change after `old`, which compaction forgets
     fake.compact()
     with pytest.raises(ApiException) as gone:
         list(watch.Watch().stream(core.list_namespaced_pod, NS, resource_version=old, timeout_seconds=1))
@@ -366,6 +369,11 @@ def test_a_watch_from_a_compacted_version_is_gone(api: client.ApiClient, fake: F
     core.create_namespaced_pod(NS, pod("b"))
     assert _events(watch.Watch().stream(core.list_namespaced_pod, NS, resource_version=fresh, timeout_seconds=5),
                    until=1) == [("ADDED", "b")]
+    fake.compact()
+    newest = core.list_namespaced_pod(NS).metadata.resource_version
+    core.create_namespaced_pod(NS, pod("c"))
+    assert _events(watch.Watch().stream(core.list_namespaced_pod, NS, resource_version=newest, timeout_seconds=5),
+                   until=1) == [("ADDED", "c")]
 
 
 def test_workload_watches_carry_status_changes(api: client.ApiClient, fake: FakeApiServer) -> None:
@@ -484,3 +492,22 @@ def test_rbac_covers_the_new_kinds_and_names_subresources(tmp_path: Path) -> Non
             assert error(core.list_pod_for_all_namespaces).status == 403
             apps.patch_namespaced_deployment("web", NS, {"metadata": {"labels": {"a": "b"}}})
             assert error(apps.list_namespaced_deployment, NS).status == 403
+
+
+def test_a_created_pod_gets_the_api_servers_defaults_after_admission(fake: FakeApiServer,
+                                                                      api: client.ApiClient) -> None:
+    def inject(operation: str, resource: str, namespace: str, obj: dict[str, Any], old: Any) -> dict[str, Any]:
+        return {**obj, "spec": {**obj["spec"], "initContainers": [
+            {"name": "sidecar", "image": "sidecar:latest", "ports": [{"containerPort": 9}]}]}}
+
+    fake.admission.append(inject)
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod(NS, pod("web"))
+    stored = fake.get("pods", "web", NS)
+    spec = stored["spec"]
+    assert (spec["restartPolicy"], spec["dnsPolicy"], spec["terminationGracePeriodSeconds"]) == (
+        "Always", "ClusterFirst", 30)
+    sidecar = spec["initContainers"][0]   # what a webhook injected is defaulted too
+    assert (sidecar["imagePullPolicy"], sidecar["terminationMessagePath"], sidecar["ports"][0]["protocol"]) == (
+        "Always", "/dev/termination-log", "TCP")
+    assert {c["imagePullPolicy"] for c in spec["containers"]} == {"IfNotPresent"}

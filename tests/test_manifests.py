@@ -484,11 +484,96 @@ def test_the_install_job_can_be_applied_again_with_a_new_image() -> None:
     assert commands[:2] == [delete, "kubectl apply -k manifests/"]
 
 
-def test_uninstall_removes_the_webhook_configurations_first_and_names_what_exists() -> None:
+def test_uninstall_stops_the_controller_then_the_webhooks_and_names_what_exists() -> None:
     commands = _doc_commands("Uninstall")
     assert commands[-1] == "kubectl delete -k manifests/ --ignore-not-found"
+    deleted = []
     for command in commands[:-1]:
-        kinds, name = command.split()[2], command.split()[3]
+        words = command.split()
+        namespace = words[words.index("-n") + 1] if "-n" in words else None
+        words = [w for w in words if w not in ("-n", namespace)]
+        assert words[:2] == ["kubectl", "delete"] and words[-1] == "--ignore-not-found", command
+        kinds, name = words[2], words[3]
         for kind in kinds.split(","):
-            assert any(d["kind"].lower() == kind and d["metadata"]["name"] == name for _, d in DOCUMENTS), command
-    assert commands[0].split()[2] == "mutatingwebhookconfiguration,validatingwebhookconfiguration"
+            assert any(d["kind"].lower() == kind and d["metadata"]["name"] == name
+                       and d["metadata"].get("namespace", "webhook-system" if namespace else None) == namespace
+                       for _, d in DOCUMENTS), command
+            deleted.append(kind)
+    # No restart while injection goes away; no webhook left without a replica to answer.
+    assert deleted[:3] == ["deployment", "mutatingwebhookconfiguration", "validatingwebhookconfiguration"]
+    assert _find("Deployment", "webhook-controller")["spec"]["template"]["spec"]["containers"][0]["command"] == \
+        ["webhook", "controller"]
+
+
+# --- the lifecycle controller ------------------------------------------------------------
+
+def test_the_controller_runs_two_restricted_replicas_with_probes_and_its_lease() -> None:
+    deployment = _find("Deployment", "webhook-controller")
+    assert deployment["spec"]["replicas"] == 2
+    template = deployment["spec"]["template"]
+    assert check_pod_spec(template["metadata"], template["spec"], level="restricted") == []
+    container = template["spec"]["containers"][0]
+    assert container["command"] == ["webhook", "controller"]
+    args = dict(a.removeprefix("--").split("=", 1) for a in container["args"])
+    lease = _find("Lease", args["lease-name"])
+    assert lease["metadata"]["namespace"] == "webhook-system"
+    assert _find("ConfigMap", "webhook-controller-status")
+    port = next(p for p in container["ports"] if p["name"] == "http")["containerPort"]
+    assert int(args["port"]) == port
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert {e["name"] for e in container["env"]} == {"POD_NAME", "POD_NAMESPACE"}
+    assert template["spec"]["serviceAccountName"] == "webhook-controller"
+    base = (MANIFESTS / "base" / "kustomization.yaml").read_text()
+    assert all(name in base for name in ("controller-rbac.yaml", "controller-state.yaml", "controller-deployment.yaml"))
+    for overlay in ("cert-manager", "self-managed"):
+        assert "../../base" in (MANIFESTS / "overlays" / overlay / "kustomization.yaml").read_text()
+    # Egress only to the API server's ports; ingress only on its HTTP port.
+    policy = _find("NetworkPolicy", "webhook-controller")["spec"]
+    assert policy["podSelector"]["matchLabels"] == template["metadata"]["labels"]
+    assert [p["port"] for rule in policy["egress"] for p in rule["ports"]] == [443, 6443]
+    assert [p["port"] for rule in policy["ingress"] for p in rule["ports"]] == ["http"]
+
+
+def test_the_controllers_rbac_is_least_privilege() -> None:
+    from tests.fake_apiserver import rules_from_manifests
+
+    rules = rules_from_manifests([d for _, d in DOCUMENTS], "webhook-controller", "webhook-system")
+    granted = {(group, resource, verb, r.namespace, tuple(sorted(r.resource_names)))
+               for r in rules for group in r.api_groups for resource in r.resources for verb in r.verbs}
+    read = {(g, res, v, None, ()) for g, resources in (("", ("pods", "namespaces")),
+                                                        ("apps", ("replicasets", "deployments", "statefulsets",
+                                                                  "daemonsets")),
+                                                        ("batch", ("jobs",)))
+            for res in resources for v in ("get", "list", "watch")}
+    write = {("apps", res, "patch", None, ()) for res in ("deployments", "statefulsets", "daemonsets")}
+    write |= {("", "pods", "patch", None, ()), ("events.k8s.io", "events", "create", None, ()),
+              ("events.k8s.io", "events", "patch", None, ())}
+    own = {("coordination.k8s.io", "leases", v, "webhook-system", ("webhook-controller",)) for v in ("get", "update")}
+    own |= {("", "configmaps", v, "webhook-system", ("webhook-controller-status",)) for v in ("get", "update")}
+    assert granted == read | write | own
+    # No create but on events; nothing on secrets; no delete anywhere.
+    assert {(g, res) for g, res, v, *_ in granted if v == "create"} == {("events.k8s.io", "events")}
+    assert not any(res == "secrets" or v in ("delete", "deletecollection", "*") for _, res, v, *_ in granted)
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("overlay", ["cert-manager", "self-managed"])
+def test_both_overlays_render_the_controller(overlay: str) -> None:
+    import shutil
+    import subprocess
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    rendered = subprocess.run([kubectl, "kustomize", str(MANIFESTS / "overlays" / overlay)], check=True,
+                              capture_output=True, text=True, timeout=60).stdout
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(rendered) if d}
+    for key in (("Deployment", "webhook-controller"), ("ServiceAccount", "webhook-controller"),
+                ("ClusterRole", "pod-runtime-webhook-controller"), ("Role", "webhook-controller"),
+                ("Lease", "webhook-controller"), ("ConfigMap", "webhook-controller-status")):
+        assert key in docs, key
+    # The controller reads the same generated policy ConfigMap as the server.
+    volumes = {v["name"]: v for v in docs[("Deployment", "webhook-controller")]["spec"]["template"]["spec"]["volumes"]}
+    server = {v["name"]: v for v in docs[("Deployment", "webhook")]["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["policies"]["configMap"]["name"] == server["policies"]["configMap"]["name"] != "webhook-policies"

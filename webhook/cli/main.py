@@ -245,6 +245,8 @@ def _build_parser() -> argparse.ArgumentParser:
     report.add_argument("--kubeconfig", type=Path, default=None, metavar="PATH",
                         help="default: in-cluster when KUBERNETES_SERVICE_HOST is set, else $KUBECONFIG "
                              "or ~/.kube/config")
+    from webhook.cli.status import add_commands
+    add_commands(sub, policies_default=Path(_env("policies", "policies")), env=_env)
     completion = sub.add_parser("completion", help="print a shell completion script (bash or zsh)",
                                 description="Load it in the shell's startup file, e.g. "
                                             "'source <(webhook completion bash)' in ~/.bashrc "
@@ -287,6 +289,9 @@ def _main(argv: Sequence[str] | None) -> int:
         return _install_ca(args)
     if args.command == "report":
         return _report(args)
+    if args.command in ("status", "controller"):
+        from webhook.cli.status import run_command
+        return run_command(args)
     if args.command == "completion":
         from webhook.cli.completion import script
         sys.stdout.write(script(parser, args.shell))
