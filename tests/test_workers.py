@@ -193,3 +193,12 @@ def test_the_default_worker_count_follows_the_containers_cpu_limit(tmp_path: Pat
     (v2 / "cpu.max").write_text("max 100000\n")
     (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
     assert available_cpus(v2) == available_cpus(v1) == visible
+
+
+def test_every_info_metric_reads_one_whatever_the_number_of_workers() -> None:
+    from webhook.runtime import metrics
+
+    infos = [m for m in vars(metrics).values() if isinstance(m, metrics.Gauge) and m._name.endswith("_info")]
+    assert infos
+    for gauge in infos:   # a sum would read the number of workers
+        assert gauge._multiprocess_mode in ("max", "livemax", "mostrecent", "livemostrecent"), gauge._name
