@@ -16,7 +16,8 @@ from webhook.engine import mutate, validate
 from webhook.engine.bounds import DEFAULT_LIMITS, DeadlineExceeded, Limits
 from webhook.engine.inject import inject
 from webhook.policy.loader import PolicySet
-from webhook.admission.review import AdmissionRequest, response_fields
+from webhook.admission.review import response_fields
+from webhook.core.request import AdmissionRequest
 
 _GVR = {"Pod": ("", "pods"), "Deployment": ("apps", "deployments"), "CronJob": ("batch", "cronjobs")}
 

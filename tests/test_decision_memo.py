@@ -27,11 +27,11 @@ from tests.test_validate_helpers import container, policy, policy_set, pod
 from webhook.admission import memo as memo_module
 from webhook.engine import mutate, validate
 from webhook.admission.memo import DecisionMemo
-from webhook.cli.offline import make_request
+from webhook.core.request import make_request
 from webhook.admission import server as server_module
 from webhook.runtime.policy_holder import PolicyHolder
 from webhook.policy.loader import PolicySet, load_policy_dir
-from webhook.admission.review import AdmissionRequest
+from webhook.core.request import AdmissionRequest
 from webhook.admission.server import ServerState, answer_memo
 
 CORPUS = sorted((Path(__file__).parent / "data" / "corpus").glob("*.yaml"))

@@ -21,7 +21,8 @@ from tests.engine_helpers import SHIPPED
 from tests.fuzzing import examples
 from webhook.engine import mutate, validate
 from webhook.engine.inject import inject
-from webhook.admission.review import BadReview, envelope, envelope_json, nests_deeper_than, parse_review
+from webhook.admission.review import envelope, envelope_json, nests_deeper_than, parse_review
+from webhook.core.request import BadReview
 
 FUZZ = settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -13,7 +13,7 @@ import yaml
 
 from tests.test_validate_helpers import KINDS, TODAY, container, controller, pod, policy, policy_set
 from webhook.engine.validate import validate
-from webhook.admission.review import AdmissionRequest
+from webhook.core.request import AdmissionRequest
 from webhook.rules.cel import Variables, evaluate
 from webhook.rules.pod_security import check_pod_spec
 

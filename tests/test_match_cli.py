@@ -115,7 +115,7 @@ def test_a_deployment_with_its_own_app_logs_volume_is_denied_at_apply(tmp_path: 
     policies = copy_policies(tmp_path / "policies")
     # The Deployment object itself, as kubectl apply submits it: only validation runs on it.
     from webhook.engine.validate import validate
-    from webhook.cli.offline import make_request
+    from webhook.core.request import make_request
     from webhook.policy.loader import load_policy_dir
     decision = validate(make_request(own, namespace="shop"), load_policy_dir(policies))
     assert not decision.allowed

@@ -17,7 +17,7 @@ from webhook.engine.inject import inject
 from webhook.engine.validation import reserved
 from webhook.engine.validation.target import target_of
 from webhook.policy.loader import PolicySet, load_policy_dir, load_policy_sources
-from webhook.admission.review import AdmissionRequest
+from webhook.core.request import AdmissionRequest
 
 SHIPPED = Path(__file__).resolve().parent.parent / "policies"
 NAMES_RULE = policy("names", [{"reservedContainerNames": {}}])

@@ -567,7 +567,7 @@ def test_an_opted_out_pod_cannot_vouch_for_its_own_reserved_names_with_a_forged_
     from pathlib import Path
 
     from webhook.engine.validate import validate
-    from webhook.cli.offline import make_request
+    from webhook.core.request import make_request
     from webhook.policy.loader import load_policy_dir
 
     policies = load_policy_dir(Path(__file__).resolve().parent.parent / "policies")

@@ -17,7 +17,7 @@ import yaml
 from webhook.core.decision import Decision
 from webhook.engine.validate import validate
 from webhook.policy.loader import PolicySet, load_policy_sources
-from webhook.admission.review import AdmissionRequest
+from webhook.core.request import AdmissionRequest
 
 TODAY = date(2026, 6, 1)
 

@@ -59,7 +59,8 @@ import orjson
 from webhook.engine.mutate import pod_create
 from webhook.core.jsonvalue import as_dict
 from webhook.policy.loader import PolicySet
-from webhook.admission.review import SUPPORTED_API_VERSIONS, BadReview, operation_of, request_uid
+from webhook.admission.review import SUPPORTED_API_VERSIONS
+from webhook.core.request import BadReview, operation_of, request_uid
 
 DEFAULT_MAX_ENTRIES = 512
 DEFAULT_MAX_OBJECT_BYTES = 64 * 1024

@@ -1,7 +1,6 @@
-"""AdmissionReview wire types (admission.k8s.io v1 and v1beta1): parse requests, build responses.
-
-This is the only module that knows the JSON shape of an AdmissionReview; the engine
-sees an `AdmissionRequest` and returns a `Decision`.
+"""AdmissionReview wire format (admission.k8s.io v1 and v1beta1): the envelope around a
+request, and the response. The request inside the envelope is read by core/request.py,
+which the engine shares: it sees an `AdmissionRequest` and returns a `Decision`.
 """
 
 from __future__ import annotations
@@ -12,143 +11,13 @@ import orjson
 import pybase64
 
 from webhook.core.decision import Decision
+from webhook.core.request import AdmissionRequest, BadReview, json_type
 
 API_V1 = "admission.k8s.io/v1"
 API_V1BETA1 = "admission.k8s.io/v1beta1"
 # The API server answers in the version it sent, and rejects a response of any other.
 SUPPORTED_API_VERSIONS = frozenset({API_V1, API_V1BETA1})
 
-
-class BadReview(ValueError):
-    """The body is not an AdmissionReview we can answer; the caller returns a 4xx."""
-
-
-def _texts(raw: dict[str, Any], keys: tuple[str, ...], where: str) -> list[str]:
-    """The string fields `keys` of `raw` ("" when absent or null), in one pass per section."""
-    out = []
-    for key in keys:
-        value = raw.get(key)
-        if value.__class__ is str:
-            out.append(value)
-        elif value is None:
-            out.append("")
-        else:
-            raise BadReview(f"invalid request: {where}{key}: expected a string, got a JSON {_json_type(value)}")
-    return out
-
-
-def request_uid(raw: dict[str, Any]) -> str:
-    """The uid of a review's `request` (as sent), which every answer must echo."""
-    uid = raw.get("uid")
-    if uid.__class__ is not str or not uid:
-        raise BadReview("invalid request: request.uid: expected a non-empty string")
-    return uid
-
-
-# The operations an API server sends; metrics label anything else "unknown", so a
-# client cannot add a series per request (or a megabyte label) to every scrape.
-OPERATIONS = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
-
-
-def operation_of(raw: dict[str, Any]) -> str:
-    """A review's `request.operation` for metrics: "unknown" unless one of OPERATIONS."""
-    operation = raw.get("operation")
-    return operation if operation.__class__ is str and operation in OPERATIONS else "unknown"
-
-
-def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:
-    value = raw.get(key)
-    if value.__class__ is dict:
-        return value
-    if value is None:
-        return {}
-    raise BadReview(f"invalid request: request.{key}: expected an object, got a JSON {_json_type(value)}")
-
-
-def _object(raw: dict[str, Any], key: str) -> dict[str, Any] | None:
-    value = raw.get(key)
-    if value is not None and value.__class__ is not dict:
-        raise BadReview(f"invalid request: request.{key}: expected an object or null, "
-                        f"got a JSON {_json_type(value)}")
-    return value
-
-
-_GVK = ("group", "version", "kind")
-_GVR = ("group", "version", "resource")
-_USER = ("username", "uid")
-_REQUEST = ("subResource", "name", "namespace", "operation")
-
-
-# Named tuples, read by hand: this runs on every request, where a model validator cost
-# more than the whole answer for a small pod, and even a frozen dataclass's __init__
-# shows in profiles. Unknown fields are ignored: newer API servers add fields, and
-# rejecting them would break admission on every cluster upgrade.
-class GroupVersionKind(NamedTuple):
-    group: str = ""
-    version: str = ""
-    kind: str = ""
-
-
-class GroupVersionResource(NamedTuple):
-    group: str = ""
-    version: str = ""
-    resource: str = ""
-
-
-class UserInfo(NamedTuple):
-    username: str = ""
-    uid: str = ""
-    groups: tuple[str, ...] = ()
-
-
-class AdmissionRequest(NamedTuple):
-    uid: str
-    kind: GroupVersionKind = GroupVersionKind()
-    resource: GroupVersionResource = GroupVersionResource()
-    sub_resource: str = ""
-    name: str = ""
-    namespace: str = ""
-    operation: str = ""
-    user_info: UserInfo = UserInfo()
-    object: dict[str, Any] | None = None
-    old_object: dict[str, Any] | None = None
-    dry_run: bool = False
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> AdmissionRequest:
-        """Read the `request` of an AdmissionReview (JSON names), raising BadReview on a wrong shape."""
-        uid = request_uid(raw)
-        dry_run = raw.get("dryRun")
-        if dry_run is None:
-            dry_run = False
-        elif dry_run.__class__ is not bool:
-            raise BadReview(f"invalid request: request.dryRun: expected a boolean, got a JSON {_json_type(dry_run)}")
-        user = _section(raw, "userInfo")
-        groups = user.get("groups")
-        if groups is None:
-            groups = ()
-        elif groups.__class__ is not list or not all(g.__class__ is str for g in groups):
-            raise BadReview("invalid request: request.userInfo.groups: expected an array of strings")
-        sub_resource, name, namespace, operation = _texts(raw, _REQUEST, "request.")
-        return cls(uid, GroupVersionKind(*_texts(_section(raw, "kind"), _GVK, "request.kind.")),
-                   GroupVersionResource(*_texts(_section(raw, "resource"), _GVR, "request.resource.")),
-                   sub_resource, name, namespace, operation,
-                   UserInfo(*_texts(user, _USER, "request.userInfo."), tuple(groups)),
-                   _object(raw, "object"), _object(raw, "oldObject"), dry_run)
-
-    def to_json(self) -> dict[str, Any]:
-        """The request as the API server sent it (JSON names), without object and oldObject."""
-        return {
-            "uid": self.uid,
-            "kind": {"group": self.kind.group, "version": self.kind.version, "kind": self.kind.kind},
-            "resource": {"group": self.resource.group, "version": self.resource.version,
-                         "resource": self.resource.resource},
-            "subResource": self.sub_resource, "name": self.name, "namespace": self.namespace,
-            "operation": self.operation,
-            "userInfo": {"username": self.user_info.username, "uid": self.user_info.uid,
-                         "groups": list(self.user_info.groups)},
-            "dryRun": self.dry_run,
-        }
 
 
 class ParsedReview(NamedTuple):
@@ -167,7 +36,7 @@ def read_envelope(body: bytes) -> tuple[str, dict[str, Any]]:
     except orjson.JSONDecodeError as exc:
         raise BadReview(f"body is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
-        raise BadReview(f"expected a JSON object, got a JSON {_json_type(doc)}")
+        raise BadReview(f"expected a JSON object, got a JSON {json_type(doc)}")
     api_version = doc.get("apiVersion")
     # Checked as a string first: a JSON array or object is unhashable, so cannot be
     # looked up in a set.
@@ -238,7 +107,7 @@ _QUOTED_MAX = 64
 def _quoted(value: Any) -> str:
     """A value from the body for a message: a string quoted (and cut), another value by its JSON type."""
     if value.__class__ is not str:
-        return "missing" if value is None else f"(a JSON {_json_type(value)})"
+        return "missing" if value is None else f"(a JSON {json_type(value)})"
     if len(value) > _QUOTED_MAX:
         return f"{value[:_QUOTED_MAX]!r}… ({len(value)} characters)"
     return repr(value)
@@ -279,17 +148,3 @@ def nests_deeper_than(body: bytes, limit: int = MAX_REVIEW_DEPTH) -> bool:
             return False
         marks = marks.replace(b"[]", b"")
     return bool(marks)
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "boolean"
-    if value is None:
-        return "null"
-    return "number"

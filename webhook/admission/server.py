@@ -30,8 +30,10 @@ from webhook.runtime.logs import LIST_SHOWN_MAX, cut_items, cut_message, shown
 from webhook.kube.namespace_cache import PENDING_WAIT_SECONDS, NamespaceCache
 from webhook.runtime.policy_holder import PolicyHolder
 from webhook.policy.loader import PolicySet
-from webhook.admission.review import (MAX_REVIEW_DEPTH, AdmissionRequest, BadReview, envelope_json, nests_deeper_than,
-                            operation_of, read_envelope, request_uid, response_fields)
+from webhook.admission.review import (MAX_REVIEW_DEPTH, envelope_json, nests_deeper_than, read_envelope,
+                                      response_fields)
+from webhook.core.request import BadReview, operation_of, request_uid
+from webhook.core.request import AdmissionRequest
 from webhook.runtime.tls import ServingCertificate
 
 log = logging.getLogger(__name__)

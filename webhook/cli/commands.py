@@ -18,8 +18,9 @@ from webhook.engine.match import mismatch
 from webhook.engine.pod import pod_facts
 from webhook.engine.validation.exceptions import ALL_RULES, exception_applies, lifted_rules
 from webhook.engine.namespaces import LabelsUnknown, NamespaceLabels, needs_namespace_labels
-from webhook.cli.offline import (POD_FROM_TEMPLATE, Admission, Document, admit, make_request, no_namespace_labels,
+from webhook.cli.offline import (POD_FROM_TEMPLATE, Admission, Document, admit, no_namespace_labels,
                                  pod_of)
+from webhook.core.request import make_request
 from webhook.policy.loader import PolicySet
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import os
 import sys
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +20,11 @@ from webhook.core.decision import Decision
 from webhook.engine.inject import InjectionResult, inject
 from webhook.engine.namespaces import LabelsUnknown, NamespaceLabels
 from webhook.engine.validate import validate
-from webhook.engine.validation.target import CONTROLLERS, at_path, object_kind
+from webhook.engine.validation.target import CONTROLLERS, at_path
 from webhook.core.jsonvalue import as_dict, as_str, str_map
 from webhook.policy.common import check_label_key, check_label_value
 from webhook.policy.loader import PolicySet, SafeLoader
-from webhook.admission.review import AdmissionRequest
+from webhook.core.request import make_request, object_kind
 
 # Stand-ins for what a controller adds to the pods it creates, so that workload
 # detection and templates see offline what they will see in the cluster.
@@ -185,19 +184,6 @@ class NamespaceLabelSource:
 
 def no_namespace_labels(_namespace: str) -> NamespaceLabels:
     return LabelsUnknown(_NO_LABELS)
-
-
-def make_request(obj: dict[str, Any], *, namespace: str, operation: str = "CREATE",
-                 username: str = "offline", groups: tuple[str, ...] = ()) -> AdmissionRequest:
-    group, kind = object_kind(obj)
-    resource = kind.lower() + "s" if kind else ""
-    return AdmissionRequest.from_dict({
-        "uid": str(uuid.uuid4()), "operation": operation, "namespace": namespace,
-        "kind": {"group": group, "version": "v1", "kind": kind},
-        "resource": {"group": group, "version": "v1", "resource": resource},
-        "userInfo": {"username": username, "groups": list(groups)},
-        "object": obj,
-    })
 
 
 def _template_location(obj: dict[str, Any]) -> tuple[str, ...] | None:

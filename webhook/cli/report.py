@@ -58,7 +58,7 @@ def pod_findings(item: dict[str, Any], policies: PolicySet, *, namespace_labels:
     `namespace_labels`: its namespace's labels (engine.namespaces.NamespaceLabels), for
     policies with a namespaceSelector; a pod whose namespace's labels are unknown to
     such a policy is reported as `unknown`."""
-    from webhook.cli.offline import make_request
+    from webhook.core.request import make_request
     from webhook.engine.ledger import ledger_of
     from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabelsUnavailable
     from webhook.engine.validate import validate

@@ -8,7 +8,7 @@ from webhook.engine.bounds import DEFAULT_LIMITS, MAX_MESSAGE_CHARS, Limits, bou
 from webhook.engine.inject import inject
 from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
 from webhook.policy.loader import PolicySet
-from webhook.admission.review import AdmissionRequest
+from webhook.core.request import AdmissionRequest
 
 
 def is_pod_create(request: AdmissionRequest) -> bool:

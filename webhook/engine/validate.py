@@ -39,7 +39,7 @@ from webhook.engine.validation.report import build_decision
 from webhook.engine.validation.rules import RuleEnv, run_rule
 from webhook.engine.validation.target import POD, Target, target_of
 from webhook.policy.loader import PolicySet
-from webhook.admission.review import AdmissionRequest
+from webhook.core.request import AdmissionRequest
 from webhook.rules.containers import iter_containers
 
 VALIDATED_OPERATIONS = frozenset({"CREATE", "UPDATE"})

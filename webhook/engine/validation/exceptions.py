@@ -12,7 +12,7 @@ from fnmatch import fnmatchcase
 from webhook.engine.match import selector_matches
 from webhook.engine.pod import PodFacts
 from webhook.policy.validation import ValidationException, ValidationPolicy
-from webhook.admission.review import AdmissionRequest
+from webhook.core.request import AdmissionRequest
 
 ALL_RULES = frozenset({"*"})  # sentinel: the whole policy is lifted
 

@@ -8,7 +8,7 @@ from webhook.engine.validation import reserved
 from webhook.engine.validation.target import Target
 from webhook.policy.loader import PolicySet
 from webhook.policy.validation import RULE_KINDS, Rule
-from webhook.admission.review import AdmissionRequest
+from webhook.core.request import AdmissionRequest
 from webhook.rules import cel
 from webhook.rules.containers import container_of
 from webhook.rules.finding import Finding

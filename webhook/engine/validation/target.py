@@ -17,7 +17,7 @@ from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
 from webhook.engine.pod import PodFacts, label_profile, pod_facts
 from webhook.core.jsonvalue import as_dict, as_list, as_str
 from webhook.policy.common import Workload
-from webhook.admission.review import AdmissionRequest
+from webhook.core.request import AdmissionRequest, object_kind
 
 # (API group, kind) -> where the pod template sits, and the workload kind its pods get.
 _TEMPLATE = ("spec", "template")
@@ -78,12 +78,6 @@ def request_kind(request: AdmissionRequest, obj: Mapping[str, Any]) -> tuple[str
     if request.kind.kind:
         return request.kind.group, request.kind.kind
     return object_kind(obj)
-
-
-def object_kind(obj: Mapping[str, Any]) -> tuple[str, str]:
-    """(group, kind) from an object's own apiVersion and kind."""
-    group = as_str(obj.get("apiVersion")).rpartition("/")[0]
-    return group, as_str(obj.get("kind"))
 
 
 def target_of(request: AdmissionRequest, obj: Any, *, namespace_labels: NamespaceLabels = NOT_GIVEN) -> Target | None:
