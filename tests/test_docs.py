@@ -1,4 +1,5 @@
-"""The operator documentation names metrics as the server defines them."""
+"""The documentation names metrics as the server defines them, and the README's layout
+table names every package folder."""
 
 from __future__ import annotations
 
@@ -38,3 +39,13 @@ def test_the_readme_lists_every_metric_with_its_labels() -> None:
     for name, labels in _defined().items():
         shown = f"`{name}{{{','.join(labels)}}}`" if labels else f"`{name}`"
         assert shown in listed, f"docs/serving.md's metric list lacks {shown}"
+
+
+def test_the_readme_layout_table_names_every_package_folder() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## Layout"):]
+    listed = set(re.findall(r"^\| `(webhook/[a-z_]+/)` \|", table, re.MULTILINE))
+    folders = {f"webhook/{p.parent.name}/" for p in (ROOT / "webhook").glob("*/__init__.py")}
+    assert folders <= listed, f"README's layout table lacks {sorted(folders - listed)}"
+    # One line per folder, none for a module of a folder.
+    assert not re.search(r"^\| `webhook/[a-z_/]+\.py`", table, re.MULTILINE)

@@ -15,7 +15,7 @@ import yaml
 from tests.conftest import ROOT
 from tests.engine_helpers import policies_from_yaml
 from tests.fake_apiserver import FakeApiServer, rules_from_manifests
-from webhook.kube import namespace_cache
+from webhook.kube import namespace_api, namespace_cache
 from webhook.engine.namespaces import LabelsUnknown
 from webhook.kube.namespace_cache import NamespaceCache, client_factory
 from webhook.policy.loader import EMPTY
@@ -56,7 +56,7 @@ def _verbs(fake: FakeApiServer) -> list[str]:
 
 def test_it_lists_every_page_then_follows_changes(fake: FakeApiServer, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(namespace_cache, "LIST_PAGE", 2)
+    monkeypatch.setattr(namespace_api, "LIST_PAGE", 2)
     for n in range(3):
         fake.put_namespace(f"team-{n}", {"n": str(n)})
 
@@ -123,11 +123,17 @@ def test_410_gone_relists_and_picks_up_what_changed(fake: FakeApiServer, tmp_pat
         try:
             await cache.wait_known("shop", 5)
             await _until(lambda: fake.open_watches == 1)
+            # The watch is cut and cannot come back while the namespaces change, so the
+            # cache's version is older than the compaction (a compaction keeps the newest
+            # version watchable): the resumed watch gets 410.
+            fake.fail("watch", "namespaces", times=1_000)
+            fake.drop_watches()
+            await _until(lambda: fake.open_watches == 0)
             fake.set_labels("shop", {"team": "shop", "env": "prod"})
             fake.put_namespace("fresh")
             fake.remove("namespaces", "checkout")
-            fake.compact()   # the history of those changes is gone: the resumed watch gets 410
-            fake.drop_watches()
+            fake.compact()
+            fake.heal()
             await _until(lambda: _verbs(fake).count("list") == 2)
             await _until(lambda: not isinstance(cache.labels_for("fresh"), LabelsUnknown))
             assert cache.labels_for("shop").get("env") == "prod"  # type: ignore[union-attr]

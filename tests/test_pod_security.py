@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import yaml
 
+from webhook.core.finding import Finding
 from webhook.rules.pod_security import (
     ALL_CHECKS,
     BASELINE_CHECKS,
     RESTRICTED_CHECKS,
     RESTRICTED_OVERRIDES,
-    PssViolation,
     check_pod_spec,
     effective_checks,
 )
@@ -108,7 +108,7 @@ def _params(outcome: str) -> list[Any]:
     ]
 
 
-def _checks(violations: list[PssViolation]) -> set[str]:
+def _checks(violations: list[Finding]) -> set[str]:
     return {v.check for v in violations}
 
 
@@ -150,7 +150,7 @@ def test_fail_fixture_is_rejected_by_its_check(level: str, path: Path) -> None:
     violations = check_pod_spec(metadata, spec, level=level)
     assert violations, "expected at least one violation"
     assert _expected_check(level, path) in _checks(violations)
-    assert all(isinstance(v, PssViolation) and v.path and v.message for v in violations)
+    assert all(isinstance(v, Finding) and v.path and v.message for v in violations)
 
 
 @pytest.mark.parametrize("path", _fixture_paths("restricted", "pass"), ids=lambda p: p.name)
@@ -242,10 +242,11 @@ def test_ephemeral_containers_are_checked() -> None:
     )
     baseline = check_pod_spec({}, spec, level="baseline")
     assert baseline == [
-        PssViolation(
+        Finding(
             check="privileged",
             path="spec.ephemeralContainers[debugger].securityContext.privileged",
             message='privileged: container "debugger" must not set securityContext.privileged=true',
+            container="debugger",
         )
     ]
     restricted = check_pod_spec({}, spec, level="restricted")
@@ -296,7 +297,7 @@ def test_input_is_not_mutated() -> None:
 
 
 def test_violation_is_frozen() -> None:
-    v = PssViolation("privileged", "spec.containers[a].securityContext.privileged", "m")
+    v = Finding("privileged", "spec.containers[a].securityContext.privileged", "m")
     with pytest.raises(dataclasses.FrozenInstanceError):
         v.check = "other"  # type: ignore[misc]
 
@@ -348,7 +349,7 @@ GARBAGE_METADATA: list[Any] = [
 def test_garbage_spec_does_not_raise(level: str, spec: Any) -> None:
     result = check_pod_spec({}, spec, level=level)
     assert isinstance(result, list)
-    assert all(isinstance(v, PssViolation) for v in result)
+    assert all(isinstance(v, Finding) for v in result)
 
 
 @pytest.mark.parametrize("level", LEVELS)

@@ -14,8 +14,8 @@ import pytest
 
 from tests.test_validate_helpers import container, pod, policy, policy_set, run
 from webhook.engine.inject import inject
-from webhook.engine.validation import reserved
-from webhook.engine.validation.target import target_of
+from webhook.engine import reserved
+from webhook.engine.target import target_of
 from webhook.policy.loader import PolicySet, load_policy_dir, load_policy_sources
 from webhook.core.request import AdmissionRequest
 

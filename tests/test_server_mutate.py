@@ -97,3 +97,14 @@ def test_a_pod_larger_than_the_tls_read_buffer_gets_the_engines_patch(server: Se
     expected = run(big)
     result = server.client.admit(big)
     assert result.allowed and result.patched(big) == expected.pod
+
+
+def test_a_malformed_container_entry_is_denied_not_skipped(server: ServerProcess) -> None:
+    # Injecting around an entry that is not a container would hide it from every check.
+    given = pod(name=None, owner=("ReplicaSet", "web-6b7f9"), labels={"app": "web", "pod-template-hash": "6b7f9"})
+    given["spec"]["containers"].append("nginx")
+    result = server.client.admit(given, namespace="shop")
+    assert not result.allowed and result.patch is None
+    status = result.response["status"]
+    assert status["code"] == 403
+    assert status["message"].startswith("malformed pod: spec.containers[1] is a JSON string, not a container object")

@@ -28,7 +28,7 @@ from tests.test_validate_helpers import (
 )
 from webhook.engine.mutate import mutate
 from webhook.engine.validate import validate
-from webhook.engine.validation.report import (
+from webhook.engine.violations import (
     MAX_AUDIT_KEY_CHARS,
     MAX_AUDIT_VALUE_CHARS,
     MAX_MESSAGE_CHARS,

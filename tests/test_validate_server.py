@@ -129,3 +129,13 @@ def test_cel_syntax_error_stops_the_load_naming_file_and_policy(start_server: An
     assert "invalid CEL" in result.stderr
     with pytest.raises(RuntimeError, match=r"validation-cel\.yaml:9: cel-limits/spec\.rules\[0\]\.cel\.expression"):
         start_server(policies=tmp_path)
+
+
+def test_a_malformed_container_entry_is_denied_not_skipped(server: ServerProcess) -> None:
+    # Fails closed: no rule can read an entry that is not an object, so it must not pass them all.
+    obj = pod(good_container("app"), labels={"app": "web"})
+    obj["spec"]["initContainers"] = [None]
+    response = _admit(server, obj)
+    assert response["allowed"] is False and response["status"]["code"] == 403
+    assert response["status"]["message"] == ("malformed pod: spec.initContainers[0] is a JSON null, not a container "
+                                              "object (every container must be a JSON object)")

@@ -16,7 +16,7 @@ from webhook.core.decision import Violation
 from webhook.engine.ledger import Ledger, ledger_of
 from webhook.engine.match import mismatch
 from webhook.engine.pod import pod_facts
-from webhook.engine.validation.exceptions import ALL_RULES, exception_applies, lifted_rules
+from webhook.engine.policy_exceptions import ALL_RULES, exception_applies, lifted_rules
 from webhook.engine.namespaces import LabelsUnknown, NamespaceLabels, needs_namespace_labels
 from webhook.cli.offline import (POD_FROM_TEMPLATE, Admission, Document, admit, no_namespace_labels,
                                  pod_of)

@@ -20,7 +20,7 @@ from webhook.core.decision import Decision
 from webhook.engine.inject import InjectionResult, inject
 from webhook.engine.namespaces import LabelsUnknown, NamespaceLabels
 from webhook.engine.validate import validate
-from webhook.engine.validation.target import CONTROLLERS, at_path
+from webhook.engine.target import CONTROLLERS, at_path
 from webhook.core.jsonvalue import as_dict, as_str, str_map
 from webhook.policy.common import check_label_key, check_label_value
 from webhook.policy.loader import PolicySet, SafeLoader

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.policy.template import DEFAULT_MAX_COPIED_VALUE
+from webhook.rules.containers import CONTAINER_FIELDS
 
 # Far above any real pod (a few containers; service meshes and log agents add a handful),
 # far below what makes one request costly: every rule and every injected env var or
@@ -37,7 +38,6 @@ MAX_WARNING_CHARS = 256
 MAX_WARNINGS_TOTAL_CHARS = 3072
 # A denial message is shown by kubectl and kept in the audit log.
 MAX_MESSAGE_CHARS = 4096
-CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
 from webhook.core.jsonvalue import as_dict, as_list, as_str, dicts_in, str_map
+from webhook.rules.containers import CONTAINER_FIELDS
 from webhook.policy.common import ANNOTATION_PREFIX, TRAINING_OWNER_KINDS, Workload
 
 WORKLOAD_LABEL = f"{ANNOTATION_PREFIX}/workload"
@@ -113,7 +114,7 @@ def label_profile(labels: Mapping[str, str]) -> Workload | None:
 
 
 def container_names(spec: Mapping[str, Any]) -> frozenset[str]:
-    return frozenset(as_str(c.get("name")) for key in ("initContainers", "containers", "ephemeralContainers")
+    return frozenset(as_str(c.get("name")) for key in CONTAINER_FIELDS
                      for c in dicts_in(spec.get(key)))
 
 

@@ -1,12 +1,33 @@
-"""Structural rules the API server enforces on a pod, checked on the injected result so
-that a policy mistake is a clear denial here rather than an opaque API server error."""
+"""Structural rules the API server enforces on a pod.
+
+- Before any policy runs, at both endpoints: container lists must hold only objects
+  (`malformed_denial`; the rule is `webhook.rules.containers`'s).
+- On the injected result (`pod_problems`), so that a policy mistake is a clear denial
+  here rather than an opaque API server error.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from webhook.core.jsonvalue import dicts_in
+from webhook.rules.containers import malformed_containers
+
+# Entries named in a denial: the first few say what is wrong; a pod may hold a thousand.
+_SHOWN_MALFORMED = 3
+
+
+def malformed_denial(spec: Mapping[str, Any], *, prefix: str = "") -> str | None:
+    """The denial for a spec whose container lists hold something other than objects, or
+    None. `prefix` places the paths in the request's object (`spec.template.`)."""
+    found = malformed_containers(spec)
+    if not found:
+        return None
+    shown = "; ".join(prefix + line for line in found[:_SHOWN_MALFORMED])
+    more = f"; and {len(found) - _SHOWN_MALFORMED} more" if len(found) > _SHOWN_MALFORMED else ""
+    return f"malformed pod: {shown}{more} (every container must be a JSON object)"
 
 
 def _text(value: Any) -> str | None:

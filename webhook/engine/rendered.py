@@ -11,7 +11,7 @@ a pod that would grow too large is denied before its patch is built or serialise
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 

@@ -20,8 +20,9 @@ What is evaluated, per request:
   lift any `maximum` or `maxLimitRequestRatio` the pod was admitted under.
 - Everything else (DELETE, CONNECT, other subresources such as status or binding,
   other kinds) is admitted untouched.
-- A pod (or pod template) with more containers than the limit is denied before any
-  rule runs, and the request's deadline is checked before each policy and each rule
+- A pod (or pod template) with more containers than the limit, or with a container
+  entry that is not an object (webhook/rules/containers.py), is denied before any rule
+  runs, and the request's deadline is checked before each policy and each rule
   (engine/bounds.py).
 """
 
@@ -34,10 +35,11 @@ from webhook.core.decision import Decision, Violation
 from webhook.engine.bounds import DEFAULT_LIMITS, Limits, check_deadline, too_many_containers
 from webhook.engine.match import mismatch
 from webhook.engine.namespaces import NOT_GIVEN, NamespaceLabels
-from webhook.engine.validation.exceptions import ALL_RULES, lifted_rules
-from webhook.engine.validation.report import build_decision
-from webhook.engine.validation.rules import RuleEnv, run_rule
-from webhook.engine.validation.target import POD, Target, target_of
+from webhook.engine.pod_rules import malformed_denial
+from webhook.engine.policy_exceptions import ALL_RULES, lifted_rules
+from webhook.engine.violations import build_decision
+from webhook.engine.rule_runner import RuleEnv, run_rule
+from webhook.engine.target import POD, Target, target_of
 from webhook.policy.loader import PolicySet
 from webhook.core.request import AdmissionRequest
 from webhook.rules.containers import iter_containers
@@ -80,6 +82,10 @@ def validate(request: AdmissionRequest, policies: PolicySet, *, today: date | No
     too_many = too_many_containers(target.spec, limits, where="the pod template" if target.is_template else "the pod")
     if too_many:
         return decision.denied(too_many)
+    # Fails closed: a container entry no rule can read would otherwise pass every rule.
+    malformed = malformed_denial(target.spec, prefix=target.prefix)
+    if malformed:
+        return decision.denied(malformed)
 
     # A subresource request is judged by the containers it adds or changes (podSecurity aside).
     touched = _touched_containers(target, old_target) if only_kinds is not None else None

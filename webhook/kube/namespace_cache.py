@@ -25,6 +25,8 @@ What the engine gets for a namespace is its labels, or why they are unknown
   unknown, not pending. Labels rarely change, and a watch reconnects every few
   minutes anyway, so a short outage keeps serving the labels last seen.
 
+The API calls themselves (paged list, watch, error text) are in `namespace_api`.
+
 State is written by the watch thread only; the event loop reads it (single dict
 reads and attribute reads, atomic under the GIL). `generation` changes whenever what
 a lookup would answer may have changed, so the server can empty its decision memo.
@@ -38,30 +40,25 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
-from types import MappingProxyType
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from webhook.engine.namespaces import LabelsUnknown, NamespaceLabels, needs_namespace_labels
+from webhook.kube.namespace_api import (Gone, WatchEnded, client_factory, describe, is_idle_timeout, list_labels,
+                                        name_and_labels, open_watch, watch_lines)
 from webhook.runtime.metrics import NAMESPACE_CACHE_ERRORS as ERRORS
 from webhook.runtime.metrics import NAMESPACE_CACHE_LISTS as LISTS
 from webhook.runtime.metrics import NAMESPACE_CACHE_NAMESPACES as NAMESPACES
 from webhook.runtime.metrics import NAMESPACE_CACHE_STATE as STATE
 from webhook.policy.loader import PolicySet
 
+__all__ = ["PENDING_WAIT_SECONDS", "NamespaceCache", "client_factory", "needs_namespace_labels"]
+
 log = logging.getLogger(__name__)
 
-# Namespaces per list page: a cluster's namespaces fit in a few pages.
-LIST_PAGE = 500
-# The API server ends a watch after this; the cache resumes from its resourceVersion.
-# (kube-apiserver picks 30-60 minutes when the client names none; shorter is cheap.)
-WATCH_TIMEOUT_SECONDS = 300
 # A watch that has sent nothing (no event, no bookmark) for this long is presumed dead
 # and resumed. kube-apiserver sends a bookmark about every minute to watchers that ask.
 WATCH_IDLE_SECONDS = 90.0
-CONNECT_TIMEOUT_SECONDS = 5.0
-LIST_TIMEOUT_SECONDS = 30.0
 BACKOFF_INITIAL_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 30.0
 # Out of touch with the API server this long, the cache answers "unknown" (and the
@@ -71,14 +68,6 @@ MAX_STALE_SECONDS = 30.0
 PENDING_WAIT_SECONDS = 2.0
 
 STATES = ("off", "syncing", "synced", "stale")
-
-
-class _Gone(Exception):
-    """410: the resourceVersion is older than the API server still keeps; relist."""
-
-
-class _WatchEnded(Exception):
-    """The watch stream stopped without an error event (timeout, idle, dropped)."""
 
 
 class NamespaceCache:
@@ -220,12 +209,12 @@ class NamespaceCache:
                     self._list(core, stop)
                     LISTS.labels(reason=list_reason).inc()
                 self._watch(core, stop)
-            except _Gone:
+            except Gone:
                 list_reason = "expired"
                 self.resource_version = None
                 log.info("namespace watch expired (410 Gone); listing again", extra={"event": "namespace_cache"})
                 continue
-            except _WatchEnded:
+            except WatchEnded:
                 backoff = BACKOFF_INITIAL_SECONDS
                 continue
             except Exception as exc:  # noqa: BLE001 - every failure is retried; the reason is kept
@@ -235,7 +224,7 @@ class NamespaceCache:
                     list_reason = "expired"               # a watch refused outright
                     self.resource_version = None
                     continue
-                self._failed(_describe(exc))
+                self._failed(describe(exc))
                 if self.resource_version is None and self.synced:
                     list_reason = "after_error"
                 stop.wait(backoff * random.uniform(0.8, 1.2))
@@ -243,27 +232,12 @@ class NamespaceCache:
                 continue
 
     def _list(self, core: Any, stop: threading.Event) -> None:
-        labels: dict[str, Mapping[str, str]] = {}
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"limit": LIST_PAGE}
-            if token:
-                kwargs["_continue"] = token
-            response = core.list_namespace(_preload_content=False, _request_timeout=LIST_TIMEOUT_SECONDS, **kwargs)
-            page = json.loads(response.data)
-            for item in page.get("items") or []:
-                name, item_labels = _name_and_labels(item)
-                if name:
-                    labels[name] = item_labels
-            metadata = page.get("metadata") or {}
-            token = metadata.get("continue")
-            if not token:
-                break
+        labels, version = list_labels(core)
         if stop.is_set():
             return
         changed = labels != self._labels
         self._labels = labels
-        self.resource_version = str(metadata.get("resourceVersion") or "") or None
+        self.resource_version = version
         first = not self.synced
         self.synced = True
         self.last_sync = time.time()
@@ -276,42 +250,39 @@ class NamespaceCache:
                      extra={"event": "namespace_cache", "state": "synced"})
 
     def _watch(self, core: Any, stop: threading.Event) -> None:
-        response = core.list_namespace(watch=True, resource_version=self.resource_version,
-                                       allow_watch_bookmarks=True, timeout_seconds=WATCH_TIMEOUT_SECONDS,
-                                       _preload_content=False,
-                                       _request_timeout=(CONNECT_TIMEOUT_SECONDS, self.idle_timeout))
+        response = open_watch(core, self.resource_version, idle_timeout=self.idle_timeout)
         self._response = response
         self._in_touch()
         try:
-            for line in _lines(response):
+            for line in watch_lines(response):
                 if stop.is_set():
                     return
                 if line:
                     self._apply(json.loads(line))
         except Exception as exc:  # noqa: BLE001
-            if _is_idle_timeout(exc):
-                raise _WatchEnded() from None
+            if is_idle_timeout(exc):
+                raise WatchEnded() from None
             raise
         finally:
             self._response = None
             response.release_conn()
-        raise _WatchEnded()
+        raise WatchEnded()
 
     def _apply(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         obj = event.get("object") or {}
         if kind == "ERROR":
             if obj.get("code") == 410:
-                raise _Gone()
+                raise Gone()
             raise RuntimeError(f"watch error {obj.get('code')}: {obj.get('message')}")
         version = (obj.get("metadata") or {}).get("resourceVersion")
         if kind in ("ADDED", "MODIFIED"):
-            name, labels = _name_and_labels(obj)
+            name, labels = name_and_labels(obj)
             if name and self._labels.get(name) != labels:
                 self._labels[name] = labels
                 self._bump()
         elif kind == "DELETED":
-            name, _ = _name_and_labels(obj)
+            name, _ = name_and_labels(obj)
             if self._labels.pop(name, None) is not None:
                 self._bump()
         elif kind != "BOOKMARK":
@@ -362,50 +333,3 @@ class NamespaceCache:
         current = self.state
         for state in STATES:
             STATE.labels(state=state).set(1 if state == current else 0)
-
-
-def _name_and_labels(obj: Mapping[str, Any]) -> tuple[str, Mapping[str, str]]:
-    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    labels = metadata.get("labels") if isinstance(metadata.get("labels"), dict) else {}
-    name = metadata.get("name")
-    return (name if isinstance(name, str) else "",
-            MappingProxyType({k: v for k, v in labels.items() if isinstance(k, str) and isinstance(v, str)}))
-
-
-def _lines(response: Any) -> Iterator[str]:
-    from kubernetes.watch.watch import iter_resp_lines
-    return iter_resp_lines(response)
-
-
-def _is_idle_timeout(exc: BaseException) -> bool:
-    from urllib3.exceptions import ProtocolError, ReadTimeoutError
-    if isinstance(exc, ReadTimeoutError):
-        return True
-    return isinstance(exc, ProtocolError) and any(isinstance(a, ReadTimeoutError) or "timed out" in str(a)
-                                                  for a in exc.args)
-
-
-def _describe(exc: BaseException) -> str:
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import MaxRetryError
-
-    from webhook.kube.client import ClusterError
-    if isinstance(exc, ApiException):
-        try:
-            message = json.loads(exc.body or b"{}").get("message")
-        except (ValueError, AttributeError):
-            message = None
-        return f"namespaces: {exc.status} {exc.reason}{': ' + message if message else ''}"
-    if isinstance(exc, MaxRetryError):
-        return f"cannot reach the API server: {exc.reason}"
-    if isinstance(exc, ClusterError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
-
-
-def client_factory(kubeconfig: Path | None) -> Callable[[], Any]:
-    """In-cluster config, else `kubeconfig`, else $KUBECONFIG or ~/.kube/config."""
-    def make() -> Any:
-        from webhook.kube.client import load_api_client
-        return load_api_client(kubeconfig)
-    return make

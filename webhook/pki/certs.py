@@ -1,7 +1,10 @@
-"""Development and bootstrap certificates: a CA and a serving certificate signed by it.
+"""Certificates: a CA and a serving certificate signed by it.
 
-The CA is reused when `ca.key` already exists, so re-issuing the serving
-certificate keeps the caBundle that the webhook configurations already trust.
+The PKI works on bytes (PEM in, PEM out): `new_ca`, `load_ca`, `issue_serving` and
+`why_reissue` serve `install-ca`, which keeps its keys in Secrets and never on disk.
+`generate` and `reissue_reason` are the file-based `certs generate` on top of them; the
+CA is reused when `ca.key` already exists, so re-issuing the serving certificate keeps
+the caBundle that the webhook configurations already trust.
 """
 
 from __future__ import annotations
@@ -71,6 +74,78 @@ def uncovered_names(cert: x509.Certificate, dns_names: Sequence[str]) -> list[st
     return [name for name in dns_names if name not in covered]
 
 
+@dataclass(frozen=True)
+class CA:
+    """A CA as PEM, with its certificate and key parsed once."""
+
+    cert: x509.Certificate
+    key: CertificateIssuerPrivateKeyTypes
+    cert_pem: bytes
+    key_pem: bytes
+
+
+@dataclass(frozen=True)
+class ServingPair:
+    cert_pem: bytes
+    key_pem: bytes
+
+
+def spki(public_key: PublicKeyTypes) -> bytes:
+    """The DER SubjectPublicKeyInfo: equal for a certificate and its private key."""
+    return public_key.public_bytes(serialization.Encoding.DER,
+                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def load_ca(cert_pem: bytes, key_pem: bytes) -> CA:
+    """A CA from its PEM; ValueError when either is unreadable or the key is not the certificate's."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"unreadable CA: {exc}") from None
+    if spki(cert.public_key()) != spki(key.public_key()):
+        raise ValueError(f"{CA_KEY} does not match {CA_CERT}")
+    return CA(cert=cert, key=key, cert_pem=cert_pem, key_pem=key_pem)  # type: ignore[arg-type]
+
+
+def new_ca(*, service: str, namespace: str, now: datetime) -> CA:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _ca_certificate(key, now=now, service=service, namespace=namespace)
+    return CA(cert=cert, key=key, cert_pem=cert.public_bytes(serialization.Encoding.PEM), key_pem=_key_pem(key))
+
+
+def issue_serving(ca: CA, *, dns_names: tuple[str, ...], now: datetime, days: int) -> ServingPair:
+    """A new key and a serving certificate for `dns_names` (and 127.0.0.1) signed by `ca`,
+    valid `days` days (1 to MAX_DAYS) but never past the CA."""
+    check_days(days)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _serving_certificate(key, ca_key=ca.key, ca_cert=ca.cert, dns_names=dns_names, now=now, days=days)
+    return ServingPair(cert_pem=cert.public_bytes(serialization.Encoding.PEM), key_pem=_key_pem(key))
+
+
+def why_reissue(cert_pem: bytes, key_pem: bytes, ca: x509.Certificate, dns_names: Sequence[str], *,
+                now: datetime, renew_before: timedelta) -> str:
+    """Why a serving pair must be replaced; "" when it can stay."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        return "unreadable tls.crt or tls.key"
+    if spki(cert.public_key()) != spki(key.public_key()):
+        return "tls.key does not match tls.crt"
+    if not issued_by(cert, ca):
+        return "not issued by the current CA"
+    uncovered = uncovered_names(cert, dns_names)
+    if uncovered:
+        return f"does not cover {', '.join(uncovered)}"
+    if cert.not_valid_before_utc > now:
+        # Issued on a clock ahead of the API server's, which refuses it until then.
+        return f"not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+    if cert.not_valid_after_utc - now <= renew_before:
+        return f"expires {cert.not_valid_after_utc:%Y-%m-%d} (within {renew_before.days} days)"
+    return ""
+
+
 def generate(out_dir: Path, *, service: str, namespace: str, days: int = 365,
              now: datetime | None = None) -> GeneratedCertificates:
     check_days(days)
@@ -81,29 +156,24 @@ def generate(out_dir: Path, *, service: str, namespace: str, days: int = 365,
         # A new CA would overwrite the key behind the caBundle that clusters may trust.
         raise ValueError(f"{ca_key_path} exists but {out_dir / CA_CERT} is missing: restore "
                          f"{CA_CERT}, or move {CA_KEY} away to create a new CA")
-    out_dir.mkdir(parents=True, exist_ok=True)
     if ca_reused:
-        ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
-        ca_cert = x509.load_pem_x509_certificate((out_dir / CA_CERT).read_bytes())
-        if _spki(ca_cert.public_key()) != _spki(ca_key.public_key()):
-            raise ValueError(f"{out_dir / CA_CERT} does not match {ca_key_path}")
+        try:
+            ca = load_ca((out_dir / CA_CERT).read_bytes(), ca_key_path.read_bytes())
+        except ValueError as exc:
+            raise ValueError(f"{out_dir / CA_CERT} and {ca_key_path}: {exc}") from None
     else:
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_cert = _ca_certificate(ca_key, now=now, service=service, namespace=namespace)
-        _write(ca_key_path, _key_pem(ca_key), private=True)
-        _write(out_dir / CA_CERT, ca_cert.public_bytes(serialization.Encoding.PEM))
-
+        ca = new_ca(service=service, namespace=namespace, now=now)
     dns_names = service_dns_names(service, namespace)
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = _serving_certificate(key, ca_key=ca_key, ca_cert=ca_cert, dns_names=dns_names,
-                                now=now, days=days)
+    pair = issue_serving(ca, dns_names=dns_names, now=now, days=days)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not ca_reused:
+        _write(ca_key_path, ca.key_pem, private=True)
+        _write(out_dir / CA_CERT, ca.cert_pem)
     # Key first, then certificate: a watcher that sees the new certificate then
     # finds its key already in place.
-    _write(out_dir / TLS_KEY, _key_pem(key), private=True)
-    _write(out_dir / TLS_CERT, cert.public_bytes(serialization.Encoding.PEM))
-    return GeneratedCertificates(out_dir=out_dir, ca_reused=ca_reused,
-                                 ca_pem=ca_cert.public_bytes(serialization.Encoding.PEM),
-                                 dns_names=dns_names)
+    _write(out_dir / TLS_KEY, pair.key_pem, private=True)
+    _write(out_dir / TLS_CERT, pair.cert_pem)
+    return GeneratedCertificates(out_dir=out_dir, ca_reused=ca_reused, ca_pem=ca.cert_pem, dns_names=dns_names)
 
 
 def reissue_reason(out_dir: Path, *, service: str, namespace: str) -> str | None:
@@ -146,11 +216,6 @@ def issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
-
-
-def _spki(public_key: PublicKeyTypes) -> bytes:
-    return public_key.public_bytes(serialization.Encoding.DER,
-                                   serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _ca_certificate(key: ec.EllipticCurvePrivateKey, *, now: datetime, service: str,

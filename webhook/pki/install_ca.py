@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from webhook.pki.certs import (BACKDATE, CA_CERT, CA_DAYS, CA_KEY, TLS_CERT, TLS_KEY, check_days, generate,
-                           issued_by, service_dns_names, uncovered_names)
+from webhook.pki.certs import (BACKDATE, CA, CA_CERT, CA_DAYS, CA_KEY, TLS_CERT, TLS_KEY, check_days, issue_serving,
+                              issued_by, load_ca, new_ca, service_dns_names, why_reissue)
 from webhook.kube.client import MUTATING, VALIDATING, ApiCallError, ClusterError, Kube, one_line
 
 TLS_SECRET_TYPE = "kubernetes.io/tls"
@@ -73,13 +70,6 @@ class InstallResult:
     def changed(self) -> bool:
         return (self.ca != "reused" or self.certificate != "reused" or self.secret_action != "unchanged"
                 or any(c.patched for c in self.configurations))
-
-
-@dataclass(frozen=True)
-class _CA:
-    cert: x509.Certificate
-    cert_pem: bytes
-    key_pem: bytes
 
 
 def check_install_args(*, days: int, renew_before_days: int) -> None:
@@ -282,7 +272,7 @@ def _bundle_certificates(value: Any) -> list[x509.Certificate]:
         return []
 
 
-def _desired_bundle(ca: _CA, configs: list[dict[str, Any]], *, current: x509.Certificate | None,
+def _desired_bundle(ca: CA, configs: list[dict[str, Any]], *, current: x509.Certificate | None,
                     new_issued_at: datetime | None,
                     now: datetime) -> tuple[bytes, list[x509.Certificate], datetime]:
     """(caBundle PEM, the previous CAs it keeps, when they may go).
@@ -346,69 +336,35 @@ def _data_patch(current: dict[str, Any], data: dict[str, bytes]) -> list[dict[st
     return ops
 
 
-def _read_ca(obj: dict[str, Any], where: str) -> _CA:
+def _read_ca(obj: dict[str, Any], where: str) -> CA:
     data = _secret_data(obj)
     missing = [k for k in (CA_CERT, CA_KEY) if k not in data]
     if missing:
         raise ClusterError(f"Secret {where} exists but lacks {' and '.join(missing)}: fix or delete it "
                            "(deleting it creates a new CA)")
     try:
-        cert = x509.load_pem_x509_certificate(data[CA_CERT])
-        key = serialization.load_pem_private_key(data[CA_KEY], password=None)
-    except (ValueError, TypeError) as exc:
-        raise ClusterError(f"Secret {where}: unreadable CA: {one_line(str(exc))}") from None
-    if _spki(cert.public_key()) != _spki(key.public_key()):
-        raise ClusterError(f"Secret {where}: ca.key does not match ca.crt")
-    return _CA(cert=cert, cert_pem=data[CA_CERT], key_pem=data[CA_KEY])
+        return load_ca(data[CA_CERT], data[CA_KEY])
+    except ValueError as exc:
+        raise ClusterError(f"Secret {where}: {one_line(str(exc))}") from None
 
 
-def _spki(public_key: Any) -> bytes:
-    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def _why_reissue(obj: dict[str, Any], ca: _CA, dns_names: tuple[str, ...], *, now: datetime,
+def _why_reissue(obj: dict[str, Any], ca: CA, dns_names: tuple[str, ...], *, now: datetime,
                  renew_before: timedelta) -> str:
     """Why the serving pair in the Secret must be replaced; "" when it can stay."""
     data = _secret_data(obj)
     if TLS_CERT not in data or TLS_KEY not in data:
         return "tls.crt or tls.key missing"
-    try:
-        cert = x509.load_pem_x509_certificate(data[TLS_CERT])
-        key = serialization.load_pem_private_key(data[TLS_KEY], password=None)
-    except (ValueError, TypeError):
-        return "unreadable tls.crt or tls.key"
-    if _spki(cert.public_key()) != _spki(key.public_key()):
-        return "tls.key does not match tls.crt"
-    if not issued_by(cert, ca.cert):
-        return "not issued by the current CA"
-    uncovered = uncovered_names(cert, dns_names)
-    if uncovered:
-        return f"does not cover {', '.join(uncovered)}"
-    if cert.not_valid_before_utc > now:
-        # Issued on a clock ahead of the API server's, which refuses it until then.
-        return f"not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
-    if cert.not_valid_after_utc - now <= renew_before:
-        return f"expires {cert.not_valid_after_utc:%Y-%m-%d} (within {renew_before.days} days)"
-    return ""
+    return why_reissue(data[TLS_CERT], data[TLS_KEY], ca.cert, dns_names, now=now, renew_before=renew_before)
 
 
-def _issue(ca: _CA | None, *, service: str, namespace: str, days: int,
-           now: datetime) -> tuple[_CA, bytes, bytes, bool]:
-    """(CA, tls.crt, tls.key, whether the CA is new), issued in a private temporary directory."""
-    with tempfile.TemporaryDirectory(prefix="webhook-install-ca-") as tmp:
-        out = Path(tmp)
-        if ca is not None:
-            (out / CA_CERT).write_bytes(ca.cert_pem)
-            fd = os.open(out / CA_KEY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(ca.key_pem)
-        generated = generate(out, service=service, namespace=namespace, days=days, now=now)
-        tls_pem, key_pem = (out / TLS_CERT).read_bytes(), (out / TLS_KEY).read_bytes()
-        if ca is None:
-            ca_pem = (out / CA_CERT).read_bytes()
-            ca = _CA(cert=x509.load_pem_x509_certificate(ca_pem), cert_pem=ca_pem,
-                     key_pem=(out / CA_KEY).read_bytes())
-    return ca, tls_pem, key_pem, not generated.ca_reused
+def _issue(ca: CA | None, *, service: str, namespace: str, days: int,
+           now: datetime) -> tuple[CA, bytes, bytes, bool]:
+    """(CA, tls.crt, tls.key, whether the CA is new): in memory, no key touches the disk."""
+    created = ca is None
+    if ca is None:
+        ca = new_ca(service=service, namespace=namespace, now=now)
+    pair = issue_serving(ca, dns_names=service_dns_names(service, namespace), now=now, days=days)
+    return ca, pair.cert_pem, pair.key_pem, created
 
 
 def _patch_ca_bundle(kube: Kube, kind: str, name: str, obj: dict[str, Any],

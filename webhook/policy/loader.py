@@ -24,8 +24,7 @@ from webhook.policy.ordering import init_container_order
 from webhook.policy.requires import requirement_errors
 from webhook.policy.validation import ValidationPolicy, expired_exceptions
 from webhook.policy.model import API_VERSION, DOCUMENT_KINDS, PolicyDocument
-from webhook.policy.injection import InjectionPolicy, OnConflict
-from webhook.policy.template import has_template
+from webhook.policy.injection import InjectionPolicy
 
 POLICY_SUFFIXES = (".yaml", ".yml")
 # Aliases let a file of a few hundred bytes stand for billions of values (a "billion

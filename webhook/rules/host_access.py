@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from webhook.core.jsonvalue import as_dict, as_list, as_str
 from webhook.rules.containers import iter_containers
-from webhook.rules.finding import Finding
+from webhook.core.finding import Finding
 
 __all__ = ["HostPathAllowance", "check_host_namespace", "check_host_paths", "check_host_ports",
            "check_privileged"]

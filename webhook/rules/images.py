@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from webhook.rules.containers import iter_containers
-from webhook.rules.finding import Finding
+from webhook.core.finding import Finding
 from webhook.rules.image_ref import parse_image, registry_matches
 
 __all__ = ["check_images"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from webhook.core.jsonvalue import as_dict
-from webhook.rules.finding import Finding
+from webhook.core.finding import Finding
 
 __all__ = ["RequiredKey", "check_required_keys"]
 

@@ -2,7 +2,7 @@
 injection policy adds (with onConflict: Deny, which would deny the pod at creation).
 
 Which names are reserved for a pod, and whether a holder of one is the injected item
-itself, is the caller's to say (`webhook.engine.validation.reserved`): this module
+itself, is the caller's to say (`webhook.engine.reserved`): this module
 only reports. A controller's pod template is never mutated, so there a reserved
 name is always the user's own (`verify` is None).
 """
@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from webhook.core.jsonvalue import as_list, as_str
 from webhook.rules.containers import ContainerRef, iter_containers
-from webhook.rules.finding import Finding
+from webhook.core.finding import Finding
 
 __all__ = ["ReservedName", "Verify", "check_reserved_names"]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from webhook.core.jsonvalue import as_dict
 from webhook.rules.containers import ContainerRef, ContainerType, iter_containers
-from webhook.rules.finding import Finding
+from webhook.core.finding import Finding
 from webhook.rules.quantity import parse_quantity
 
 __all__ = ["Requirement", "check_resources", "resource_path"]

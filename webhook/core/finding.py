@@ -1,4 +1,9 @@
-"""What a validation rule reports: one offending field, independent of any policy."""
+"""What a check reports: one offending field of a pod, independent of any policy.
+
+The one finding type of the package. The rules (`webhook.rules`, Pod Security included)
+return Findings; the validation step attributes each to its policy and rule as a
+`webhook.core.decision.Violation`, which is what the decision carries.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Turn violations into the answer: a denial message (Enforce), warnings (Warn) and
+"""Turn the violations of a validation into its answer: a denial message (Enforce), warnings (Warn) and
 audit annotations (Audit), each within the sizes the API server and kubectl handle.
 
 A violation reads, in a denial message:
@@ -21,26 +21,17 @@ from collections.abc import Iterable, Sequence
 
 from webhook.core import decision
 from webhook.core.decision import Decision, Violation
+# The answer's size limits are the engine's, shared with mutation (engine/bounds.py).
+from webhook.engine.bounds import MAX_MESSAGE_CHARS, MAX_WARNING_CHARS, MAX_WARNINGS_TOTAL_CHARS, clip
 from webhook.policy.validation import Action
 
-# The denial message is shown by kubectl and stored in the audit log: 4096 characters
-# holds about twenty violations and stays readable in a terminal.
-MAX_MESSAGE_CHARS = 4096
 # One violation may not crowd out the others (a very long image name, a CEL message).
 MAX_VIOLATION_CHARS = 512
-# The API server may truncate a single warning over 256 characters, and drops warnings
-# once 4096 characters have been added from all webhooks; keep room for the others.
-MAX_WARNING_CHARS = 256
-MAX_WARNINGS_TOTAL_CHARS = 3072
 # Audit annotation keys: the API server prefixes `<webhook name>/`, so the key itself
 # must hold no '/'; kept to a qualified-name part (63 characters, [-._a-zA-Z0-9]).
 MAX_AUDIT_KEY_CHARS = 63
 MAX_AUDIT_VALUE_CHARS = 1024
 _AUDIT_KEY_BAD = re.compile(r"[^-._a-zA-Z0-9]")
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _where(v: Violation) -> str:
@@ -49,7 +40,7 @@ def _where(v: Violation) -> str:
 
 def violation_text(v: Violation) -> str:
     located = f"{v.path}: {v.message}" if v.path else v.message
-    return _clip(f"{v.policy}/{_where(v)}: {located}", MAX_VIOLATION_CHARS)
+    return clip(f"{v.policy}/{_where(v)}: {located}", MAX_VIOLATION_CHARS)
 
 
 def denial_message(violations: Sequence[Violation]) -> str:
@@ -76,7 +67,7 @@ def warning_text(v: Violation, *, scope: str = "") -> str:
     """Short: the field path is left out because every message names its container or
     field; for a controller `scope` names the template (`spec.template`)."""
     located = f"{scope}: {v.message}" if scope else v.message
-    return _clip(f"{v.policy}/{_where(v)}: {located}", MAX_WARNING_CHARS)
+    return clip(f"{v.policy}/{_where(v)}: {located}", MAX_WARNING_CHARS)
 
 
 def warnings_for(violations: Sequence[Violation], *, scope: str = "") -> tuple[str, ...]:
@@ -114,7 +105,7 @@ def audit_annotations_for(violations: Iterable[Violation]) -> dict[str, str]:
             located = f"{v.path}: {v.message}" if v.path else v.message
             items.append(f"[{v.check}] {located}" if v.check else located)
         head = f"{len(group)} violation{'s' if len(group) != 1 else ''}: "
-        out[key] = _clip(head + "; ".join(items), MAX_AUDIT_VALUE_CHARS)
+        out[key] = clip(head + "; ".join(items), MAX_AUDIT_VALUE_CHARS)
     return out
 
 

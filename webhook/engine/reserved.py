@@ -18,7 +18,7 @@ from webhook.engine.applies import skip_reason
 from webhook.engine.inject import template_context
 from webhook.engine.ledger import LEDGER_ANNOTATION, ledger_of
 from webhook.engine.pod import PodFacts
-from webhook.engine.validation.target import Target
+from webhook.engine.target import Target
 from webhook.core.jsonvalue import as_list, as_str
 from webhook.policy.common import Mode, OptOut
 from webhook.policy.compiled import Item
@@ -27,7 +27,7 @@ from webhook.policy.loader import PolicySet
 from webhook.policy.template import TemplateContext, TemplateValueError
 from webhook.rules.containers import iter_containers
 from webhook.rules.reserved_names import ItemKind, ReservedName, Verify, check_reserved_names
-from webhook.rules.finding import Finding
+from webhook.core.finding import Finding
 
 # What a container runs: compared exactly, present or absent, whatever the policy sets.
 _RUNS = ("image", "command", "args", "workingDir", "restartPolicy")
@@ -157,7 +157,7 @@ def _ledger_matters(policies: PolicySet) -> bool:
 def _authored_facts(target: Target, policies: PolicySet) -> PodFacts:
     """The facts injection matched and rendered with: the pod less the labels, annotations and
     containers its ledger says injection added. Injection strips the same keys before matching
-    (engine.inject._strip), so a ledger the pod's author wrote changes both sides alike."""
+    (engine.sections.strip_ledger), so a ledger the pod's author wrote changes both sides alike."""
     facts = target.facts
     if target.is_template or LEDGER_ANNOTATION not in facts.annotations:
         return facts

@@ -4,14 +4,13 @@ the policy-agnostic checks in `webhook.rules`."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from webhook.engine.validation import reserved
-from webhook.engine.validation.target import Target
+from webhook.engine import reserved
+from webhook.engine.target import Target
 from webhook.policy.loader import PolicySet
-from webhook.policy.validation import RULE_KINDS, Rule
+from webhook.policy.rule_kinds import RULE_KINDS, Rule
 from webhook.core.request import AdmissionRequest
 from webhook.rules import cel
-from webhook.rules.containers import container_of
-from webhook.rules.finding import Finding
+from webhook.core.finding import Finding
 from webhook.rules.host_access import (
     check_host_namespace,
     check_host_paths,
@@ -54,8 +53,7 @@ class RuleEnv:
 def _pod_security(rule: Rule, env: RuleEnv) -> list[Finding]:
     body = rule.pod_security
     assert body is not None
-    found = env.pod_security.check(level=body.level, exempt=body.exempt_checks)
-    return [Finding(v.check, v.path, v.message, container_of(v.path)) for v in found]
+    return env.pod_security.check(level=body.level, exempt=body.exempt_checks)
 
 
 def _required(field: str) -> Callable[[Rule, RuleEnv], list[Finding]]:
