@@ -5,22 +5,23 @@ BIN    := $(VENV)/bin
 
 .PHONY: run test test-fast golden certs schema manifests bench bench-hostile bench-controller lock clean
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+# `make run` gets the runtime dependencies exactly as the image installs them
+# (requirements.lock, by hash: the tests run what ships) and the package; `make test`
+# adds the test tools. tools/venv.py takes a lock around each step, so the two may be
+# started together.
+$(VENV)/.runtime: pyproject.toml requirements.lock tools/venv.py
+	$(PYTHON) tools/venv.py runtime
 
-# The runtime dependencies exactly as the image installs them (requirements.lock, by
-# hash: the tests run what ships), then the package and its test tools.
-$(VENV)/.installed: pyproject.toml requirements.lock | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $@
+$(VENV)/.installed: $(VENV)/.runtime
+	$(PYTHON) tools/venv.py test
 
 # Development certificates only: in a cluster the server reads a mounted Secret.
-certs: $(VENV)/.installed
+certs: $(VENV)/.runtime
 	$(BIN)/webhook certs generate --out certs --service webhook --namespace webhook-system --if-missing
 
+# The command line is .venv/bin/webhook: say how to put it on the PATH before serving.
 run: certs
+	@echo 'The webhook command line, in another terminal: export PATH="$(CURDIR)/$(BIN):$$PATH"'
 	$(BIN)/webhook serve
 
 test: $(VENV)/.installed
@@ -51,7 +52,7 @@ bench-hostile: $(VENV)/.installed
 bench-controller: $(VENV)/.installed
 	$(BIN)/python bench/controller.py
 
-schema: $(VENV)/.installed
+schema: $(VENV)/.runtime
 	$(BIN)/webhook policies schema > docs/policy.schema.json
 
 # The image installs exactly these versions, by hash (Dockerfile). Regenerate after a
@@ -66,4 +67,4 @@ manifests:
 	cp policies/*.yaml manifests/base/policies/
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) .venv.lock *.egg-info .pytest_cache

@@ -98,5 +98,6 @@ def test_explain_says_when_resources_another_plugin_set_are_kept(tmp_path: Path)
     again = webhook("mutate", "-f", str(write(tmp_path / "again.yaml", injected)), "-o", "patch")
     assert again.returncode == 0 and json.loads(again.stdout) == []
     out = webhook("explain", "-f", str(tmp_path / "again.yaml")).stdout
-    assert ("traffic-proxy  applied: containers traffic-proxy; kept the resources another admission plugin set "
+    assert ("traffic-proxy  applied: containers traffic-proxy; volumes identity-certs; kept the resources "
+            "another admission plugin set "
             "on traffic-proxy (policy revision unchanged)") in out

@@ -463,6 +463,48 @@ def test_match_condition_never_skips_what_the_server_evaluates() -> None:
     assert skipped > 50  # the comparison is exercised, not vacuous
 
 
+# --- re-applying, upgrading, uninstalling (docs/operations.md) -----------------------
+
+def _doc_commands(section: str) -> list[str]:
+    """The shell lines of one `## section` of docs/operations.md."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return [line for block in body.split("```sh\n")[1:] for line in block.split("```")[0].splitlines()]
+
+
+def test_the_install_job_can_be_applied_again_with_a_new_image() -> None:
+    job = _find("Job", "webhook-install-ca")
+    # A Job's template is immutable: while the Job exists, applying another image fails.
+    # It goes a minute after finishing, so a plain re-apply soon recreates it...
+    assert 0 < job["spec"]["ttlSecondsAfterFinished"] <= 60
+    # ...and the documented upgrade deletes it first, by the name and namespace it has.
+    delete = (f"kubectl -n {job['metadata']['namespace']} delete job {job['metadata']['name']} "
+              "--ignore-not-found")
+    commands = _doc_commands("Upgrade")
+    assert commands[:2] == [delete, "kubectl apply -k manifests/"]
+
+
+def test_uninstall_stops_the_controller_then_the_webhooks_and_names_what_exists() -> None:
+    commands = _doc_commands("Uninstall")
+    assert commands[-1] == "kubectl delete -k manifests/ --ignore-not-found"
+    deleted = []
+    for command in commands[:-1]:
+        words = command.split()
+        namespace = words[words.index("-n") + 1] if "-n" in words else None
+        words = [w for w in words if w not in ("-n", namespace)]
+        assert words[:2] == ["kubectl", "delete"] and words[-1] == "--ignore-not-found", command
+        kinds, name = words[2], words[3]
+        for kind in kinds.split(","):
+            assert any(d["kind"].lower() == kind and d["metadata"]["name"] == name
+                       and d["metadata"].get("namespace", "webhook-system" if namespace else None) == namespace
+                       for _, d in DOCUMENTS), command
+            deleted.append(kind)
+    # No restart while injection goes away; no webhook left without a replica to answer.
+    assert deleted[:3] == ["deployment", "mutatingwebhookconfiguration", "validatingwebhookconfiguration"]
+    assert _find("Deployment", "webhook-controller")["spec"]["template"]["spec"]["containers"][0]["command"] == \
+        ["webhook", "controller"]
+
+
 # --- the lifecycle controller ------------------------------------------------------------
 
 def test_the_controller_runs_two_restricted_replicas_with_probes_and_its_lease() -> None:

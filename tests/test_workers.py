@@ -101,10 +101,22 @@ def _stale_gauge_file(directory: Path, pid: int) -> None:
     (a container restart that keeps its emptyDir, say)."""
     from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
-    stale = MmapedDict(str(directory / f"gauge_livesum_{pid}.db"))
+    stale = MmapedDict(str(directory / f"gauge_livemax_{pid}.db"))
     stale.write_value(mmap_key("webhook_policy_set_info", "webhook_policy_set_info",
                                ["revision"], ["leftover"], "Gauge"), 1.0, 0.0)
     stale.close()
+
+
+def _serving(directory: Path, revision: str) -> int:
+    """How many processes' metric files say they serve `revision`."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    count = 0
+    for path in directory.glob("gauge_live*_*.db"):
+        for key, value, _, _ in MmapedDict.read_all_values_from_file(str(path)):
+            if "webhook_policy_set_info" in key and f'"{revision}"' in key and value == 1:
+                count += 1
+    return count
 
 
 def test_metrics_in_a_given_multiproc_dir_count_only_live_workers(
@@ -119,16 +131,18 @@ def test_metrics_in_a_given_multiproc_dir_count_only_live_workers(
     revision = server.client.request("GET", "/readyz").json()["policyRevision"]
     # The supervisor's pre-start check loads the policies too; it serves nothing, so
     # it must not count as a worker serving them, and the leftover file is gone.
-    info = _wait_for(lambda: (i := _gauge_lines(server, "webhook_policy_set_info"))
-                     and sum(i.values()) == 2 and i)
-    assert info == {f'{{revision="{revision}"}}': 2.0}
+    # An info metric: 1 with both workers serving the revision, not the worker count.
+    _wait_for(lambda: _serving(metrics_dir, revision) == 2)
+    assert _gauge_lines(server, "webhook_policy_set_info") == {f'{{revision="{revision}"}}': 1.0}
 
     edited = time.time()
     (policies / "extra.yaml").write_text(EXTRA % "one")
     # Both workers move to the new revision; no stale revision stays beside it.
     info = _wait_for(lambda: (i := _gauge_lines(server, "webhook_policy_set_info"))
-                     and revision not in next(iter(i)) and len(i) == 1 and sum(i.values()) == 2 and i)
-    assert len(info) == 1
+                     and revision not in next(iter(i)) and len(i) == 1 and i)
+    new_revision = server.client.request("GET", "/readyz").json()["policyRevision"]
+    _wait_for(lambda: _serving(metrics_dir, new_revision) == 2)
+    assert _gauge_lines(server, "webhook_policy_set_info") == {f'{{revision="{new_revision}"}}': 1.0} == info
     last_success = _wait_for(lambda: _gauge_lines(
         server, "webhook_policy_last_reload_success_timestamp_seconds").get("", 0) >= edited)
     assert last_success
@@ -179,3 +193,12 @@ def test_the_default_worker_count_follows_the_containers_cpu_limit(tmp_path: Pat
     (v2 / "cpu.max").write_text("max 100000\n")
     (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
     assert available_cpus(v2) == available_cpus(v1) == visible
+
+
+def test_every_info_metric_reads_one_whatever_the_number_of_workers() -> None:
+    from webhook.runtime import metrics
+
+    infos = [m for m in vars(metrics).values() if isinstance(m, metrics.Gauge) and m._name.endswith("_info")]
+    assert infos
+    for gauge in infos:   # a sum would read the number of workers
+        assert gauge._multiprocess_mode in ("max", "livemax", "mostrecent", "livemostrecent"), gauge._name

@@ -183,12 +183,16 @@ def apply_policy(policy: CompiledInjection, s: Sections, record: PolicyRecord, c
 
     for item in policy.volumes:
         owner = s.injected_volumes.get(item.name)
-        if owner is not None:
-            record.conflicts.append({"kind": "volume", "name": item.name, "resolution": "Keep",
-                                     "with": f"policy {owner}"})
-            continue
         volume = item.value if item.renderer is None else \
             render(item, ctx, policy=policy.name, what=f"volume {item.name!r}")
+        if owner is not None:
+            if volume in s.volumes:
+                # Defined alike by an earlier policy: one volume both policies use, no conflict.
+                record.volumes.append(item.name)
+            else:
+                record.conflicts.append({"kind": "volume", "name": item.name, "resolution": "Keep",
+                                         "with": f"policy {owner}"})
+            continue
         theirs = next((v for v in s.volumes if name_of(v) == item.name), None)
         if theirs is not None:
             if not resolve_conflict(item, "volume", record, policy=policy.name,

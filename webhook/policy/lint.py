@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from difflib import get_close_matches
 from fnmatch import fnmatchcase
+from typing import Any
 
 from webhook.policy.common import (BUILTIN_OWNER_KINDS, TRAINING_OWNER_KINDS, LabelSelector, Match, Mode,
                                    NamespaceMatch, OptOut, Workload)
@@ -17,10 +18,15 @@ def lint(policy_set: PolicySet) -> list[str]:
     warnings = list(policy_set.warnings)
     for kind, owners in (("container", _injected(policy_set, "containers")),
                          ("volume", _injected(policy_set, "volumes"))):
-        for name, policies in sorted(owners.items()):
-            if len(policies) > 1:
-                warnings.append(f"{kind} {name!r} is injected by {len(policies)} policies "
-                                f"({', '.join(policies)}); the first by priority wins")
+        for name, definitions in sorted(owners.items()):
+            policies = [policy for policy, _ in definitions]
+            if len(policies) < 2:
+                continue
+            if kind == "volume" and all(value == definitions[0][1] for _, value in definitions):
+                continue   # one volume shared on purpose: the engine adds it once, no conflict
+            different = " with different definitions" if kind == "volume" else ""
+            warnings.append(f"{kind} {name!r} is injected by {len(policies)} policies{different} "
+                            f"({', '.join(policies)}); the first by priority wins")
     warnings += _shared_ports(policy_set)
     for policy in policy_set.injection:
         for field in author_steered(policy):
@@ -105,12 +111,17 @@ def unknown_kinds(match: Match) -> list[tuple[str, str]]:
     return out
 
 
-def _injected(policy_set: PolicySet, what: str) -> dict[str, list[str]]:
-    owners: dict[str, list[str]] = defaultdict(list)
+def _injected(policy_set: PolicySet, what: str) -> dict[str, list[tuple[str, Any]]]:
+    """Each injected name -> (policy, its definition) for every policy injecting it.
+    Definitions alike as written render alike for a pod, except that a mandatory policy's
+    templates read the workload from the pod's owner: that context is part of the
+    definition."""
+    owners: dict[str, list[tuple[str, Any]]] = defaultdict(list)
     for policy in policy_set.injectors:
         items = (*policy.init_containers, *policy.classic_sidecars) if what == "containers" else policy.volumes
         for item in items:
-            owners[item.name].append(policy.name)
+            from_owner = item.renderer is not None and policy.opt_out is OptOut.FORBIDDEN
+            owners[item.name].append((policy.name, (item.value, from_owner)))
     return owners
 
 

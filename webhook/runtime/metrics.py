@@ -64,8 +64,10 @@ POLICY_RELOADS = Counter("webhook_policy_reload_total", "Policy reload attempts"
 POLICY_LAST_RELOAD_SUCCESS = Gauge("webhook_policy_last_reload_success_timestamp_seconds",
                                    "When the serving policy set was last loaded",
                                    multiprocess_mode="livemin")  # the most stale worker
+# An info metric reads 1 however many workers serve the revision (livesum would read the
+# worker count); during a reload the old and the new revision may both read 1 for a moment.
 POLICY_INFO = Gauge("webhook_policy_set_info", "The serving policy set's revision", ["revision"],
-                    multiprocess_mode="livesum")  # workers serving each revision
+                    multiprocess_mode="livemax")
 CERT_NOT_AFTER = Gauge("webhook_certificate_expiry_timestamp_seconds",
                        "When the serving certificate expires", multiprocess_mode="livemin")
 CERT_RELOADS = Counter("webhook_certificate_reload_total", "Certificate reload attempts", ["result"])
