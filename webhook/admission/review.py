@@ -11,7 +11,8 @@ import orjson
 import pybase64
 
 from webhook.core.decision import Decision
-from webhook.core.request import AdmissionRequest, BadReview, json_type
+from webhook.core.jsonvalue import json_type
+from webhook.core.request import AdmissionRequest, BadReview
 
 API_V1 = "admission.k8s.io/v1"
 API_V1BETA1 = "admission.k8s.io/v1beta1"

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from webhook.core.jsonvalue import as_str
+from webhook.core.jsonvalue import as_str, json_type
 
 
 class BadReview(ValueError):
@@ -165,16 +165,3 @@ def make_request(obj: dict[str, Any], *, namespace: str, operation: str = "CREAT
         "object": obj,
     })
 
-
-def json_type(value: Any) -> str:
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "boolean"
-    if value is None:
-        return "null"
-    return "number"
