@@ -113,7 +113,7 @@ def test_an_update_leaving_an_over_limit_object_unchanged_is_still_admitted() ->
 def test_the_serve_options_default_to_the_engines_bounds() -> None:
     from webhook.cli import main as cli
 
-    defaults = {o.flag: o.type(o.default) for o in cli._SERVE_OPTIONS}
+    defaults = {o.flag: o.type(o.default) for o in cli.SERVE_OPTIONS}
     assert defaults["--max-containers"] == DEFAULT_LIMITS.max_containers
     assert defaults["--max-object-bytes"] == DEFAULT_LIMITS.max_object_bytes == 3 * 1024 * 1024
     assert defaults["--max-copied-value"] == DEFAULT_LIMITS.max_copied_value

@@ -206,7 +206,7 @@ def test_serve_options_read_from_the_environment(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("WEBHOOK_SHUTDOWN_DELAY", "0.5")
     monkeypatch.setenv("WEBHOOK_CERT_DIR", "/etc/webhook/tls")
     args = parser.parse_args(["serve", "--port", "9443"])
-    cli._serve_settings(parser, args)
+    cli.serve_settings(parser, args)
     assert (args.failure_policy, args.shutdown_delay, args.cert_dir) == ("Ignore", 0.5, Path("/etc/webhook/tls"))
     assert (args.port, args.workers, args.decision_memo, args.log_level) == (9443, 0, 512, "info")
 

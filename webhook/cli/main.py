@@ -11,151 +11,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from webhook import __version__
+from webhook.cli.options import SERVE_OPTIONS, env_default, env_name, namespace_labels, serve_settings
 
-
-def _env(name: str, default: str) -> str:
-    # Set but empty (an empty ConfigMap key, `VAR=`) reads as unset: Path("") is the
-    # working directory, which nobody means.
-    return os.environ.get(_env_name(name)) or default
-
-
-def _env_name(option: str) -> str:
-    return f"WEBHOOK_{option.upper().replace('-', '_')}"
-
-
-def _port(text: str) -> int:
-    value = _integer(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0 to 65535)")
-    return value
-
-
-def _count(text: str) -> int:
-    value = _integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is negative")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = _integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return value
-
-
-def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-
-
-def _optional_path(text: str) -> Path | None:
-    return Path(text) if text else None
-
-
-def _namespace_labels(text: str) -> dict[str, str]:
-    from webhook.cli.offline import parse_namespace_labels
-    try:
-        return parse_namespace_labels(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 <= value < math.inf:   # also refuses nan
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds >= 0")
-    return value
-
-
-class _ServeOption(NamedTuple):
-    flag: str
-    default: str                      # as it would be written on the command line
-    type: Callable[[str], Any] = str
-    choices: tuple[str, ...] = ()
-    metavar: str | None = None
-    help: str | None = None
-
-
-# Every `serve` option, also read from WEBHOOK_<NAME> when its flag is not given. The
-# environment's value is converted and checked exactly as the flag's would be, and a bad
-# one stops the start naming the variable: a typo in a Deployment's env (say
-# WEBHOOK_FAILURE_POLICY=ignore) must not quietly change what the server does.
-_SERVE_OPTIONS = (
-    _ServeOption("--host", "0.0.0.0"),
-    _ServeOption("--port", "8443", _port, help="0 picks a free port (logged at start)"),
-    _ServeOption("--metrics-port", "0", _port, metavar="PORT",
-                 help="serve /metrics over plain HTTP on this port only (not on --port), so that "
-                      "a NetworkPolicy can restrict it; 0 serves it on --port"),
-    _ServeOption("--policies", "./policies", Path, metavar="DIR"),
-    _ServeOption("--cert-dir", "./certs", Path, metavar="DIR", help="holds tls.crt and tls.key"),
-    _ServeOption("--log-level", "info", choices=("debug", "info", "warning", "error")),
-    _ServeOption("--log-format", "json", choices=("json", "text")),
-    _ServeOption("--failure-policy", "Fail", choices=("Fail", "Ignore"),
-                 help="on an internal error: Fail denies the request, Ignore admits it unchanged"),
-    _ServeOption("--workers", "0", _count, metavar="N",
-                 help="worker processes sharing the port (default: the CPUs available); "
-                      "1 serves from this process without a supervisor"),
-    _ServeOption("--decision-memo", "512", _count, metavar="N",
-                 help="remember the decisions for up to N distinct pods per worker, so that the "
-                      "replicas of one rollout are decided once; 0 turns it off"),
-    _ServeOption("--shutdown-delay", "5", _seconds, metavar="SECONDS",
-                 help="after SIGTERM, fail readiness this long before closing"),
-    # Per-request bounds (engine/bounds.py); the defaults are the engine's own.
-    _ServeOption("--max-containers", "1000", _positive, metavar="N",
-                 help="deny a pod (or pod template) with more containers than this, of all kinds together"),
-    _ServeOption("--max-object-bytes", str(3 * 1024 * 1024), _positive, metavar="BYTES",
-                 help="deny a pod that injection would make larger than this (JSON); the default is the "
-                      "API server's limit on a write request"),
-    _ServeOption("--max-copied-value", "1024", _positive, metavar="CHARS",
-                 help="deny a pod whose annotation or name a policy template would copy when longer than "
-                      "this (a label's value must be a valid label value)"),
-    _ServeOption("--kubeconfig", "", _optional_path, metavar="PATH",
-                 help="cluster access for the namespace label cache (only while a policy has a "
-                      "namespaceSelector); default: in-cluster when KUBERNETES_SERVICE_HOST is set, "
-                      "else $KUBECONFIG or ~/.kube/config"),
-    _ServeOption("--max-connections-per-client", "256", _positive, metavar="N",
-                 help="connections one peer address may hold open per worker; more are closed at "
-                      "once (size it for API servers behind one proxy address: docs/operations.md)"),
-)
-
-
-def _serve_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Fill the `serve` options not given as flags from the environment, else their defaults."""
-    for option in _SERVE_OPTIONS:
-        dest = option.flag[2:].replace("-", "_")
-        if getattr(args, dest) is not None:
-            continue
-        name = _env_name(option.flag[2:])
-        text = os.environ.get(name)
-        if text is None:
-            setattr(args, dest, option.type(option.default))
-            continue
-        if not text.strip():
-            # e.g. WEBHOOK_POLICIES= would serve from the working directory (Path("") is ".").
-            default = "" if option.flag == "--workers" else f" ({option.default})"  # workers: the CPUs
-            parser.error(f"environment variable {name} is empty; unset it to use the default{default}")
-        try:
-            value = option.type(text)
-        except argparse.ArgumentTypeError as exc:
-            parser.error(f"environment variable {name}: {exc}")
-        if option.choices and value not in option.choices:
-            parser.error(f"environment variable {name}: {text!r} is not one of "
-                         f"{', '.join(option.choices)}")
-        setattr(args, dest, value)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -164,9 +28,9 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the HTTPS admission server")
-    for option in _SERVE_OPTIONS:
-        # default None: "not given", so that _serve_settings can tell a flag from the environment
-        env = f"env {_env_name(option.flag[2:])}"
+    for option in SERVE_OPTIONS:
+        # default None: "not given", so that serve_settings can tell a flag from the environment
+        env = f"env {env_name(option.flag[2:])}"
         if option.flag != "--workers" and option.default:   # those say their defaults in their help
             env = f"default {option.default}; {env}"
         serve.add_argument(option.flag, type=option.type, choices=option.choices or None, default=None,
@@ -200,8 +64,8 @@ def _build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--namespace", "-n", default=None,
                          help="the request's namespace (default: the object's, else 'default'); "
                               "refused when an object names another")
-        cmd.add_argument("--policies", type=Path, default=Path(_env("policies", "policies")), metavar="DIR")
-        cmd.add_argument("--namespace-labels", type=_namespace_labels, default=None, metavar="KEY=VALUE,...",
+        cmd.add_argument("--policies", type=Path, default=Path(env_default("policies", "policies")), metavar="DIR")
+        cmd.add_argument("--namespace-labels", type=namespace_labels, default=None, metavar="KEY=VALUE,...",
                          help="the labels of the namespace, for policies with a namespaceSelector "
                               "('' for none); a Namespace object in the input gives its own")
         return cmd
@@ -240,13 +104,13 @@ def _build_parser() -> argparse.ArgumentParser:
     scope = report.add_mutually_exclusive_group()
     scope.add_argument("--namespace", "-n", default=None, help="one namespace")
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="every namespace (the default)")
-    report.add_argument("--policies", type=Path, default=Path(_env("policies", "policies")), metavar="DIR")
+    report.add_argument("--policies", type=Path, default=Path(env_default("policies", "policies")), metavar="DIR")
     report.add_argument("-o", "--output", default="table", choices=["table", "json"])
     report.add_argument("--kubeconfig", type=Path, default=None, metavar="PATH",
                         help="default: in-cluster when KUBERNETES_SERVICE_HOST is set, else $KUBECONFIG "
                              "or ~/.kube/config")
     from webhook.cli.status import add_commands
-    add_commands(sub, policies_default=Path(_env("policies", "policies")), env=_env)
+    add_commands(sub, policies_default=Path(env_default("policies", "policies")), env=env_default)
     completion = sub.add_parser("completion", help="print a shell completion script (bash or zsh)",
                                 description="Load it in the shell's startup file, e.g. "
                                             "'source <(webhook completion bash)' in ~/.bashrc "
@@ -275,7 +139,7 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command == "serve":
-        _serve_settings(parser, args)
+        serve_settings(parser, args)
         return _serve(args)
     if args.command == "certs":
         return _certs_generate(args)
@@ -386,7 +250,7 @@ def _offline(args: argparse.Namespace) -> int:
 
     try:
         if args.command == "test":
-            return run_tests(args.directory, default_policies=Path(_env("policies", "policies")),
+            return run_tests(args.directory, default_policies=Path(env_default("policies", "policies")),
                              policies=args.policies, out=sys.stdout, err=sys.stderr)
         documents = read_inputs(args.filename, recursive=args.recursive)
         check_namespace(documents, args.namespace)
@@ -396,7 +260,7 @@ def _offline(args: argparse.Namespace) -> int:
         return 2
     except PolicyDirectoryError as exc:
         print(f"webhook {args.command}: {exc}; give the policy directory with --policies DIR "
-              f"(or {_env_name('policies')})", file=sys.stderr)
+              f"(or {env_name('policies')})", file=sys.stderr)
         return 2
     except PolicyLoadError as exc:
         print(f"webhook {args.command}: invalid policies in {args.policies}:\n{exc}", file=sys.stderr)
