@@ -22,7 +22,8 @@ from typing import Any
 from webhook.controller import health
 from webhook.controller.model import (BARE_POD, CRONJOB, DAEMONSET, DEPLOYMENT, JOB, STATEFULSET, PodView,
                                       WorkloadRef, WorkloadView)
-from webhook.core.jsonvalue import as_dict, dicts_in
+from webhook.controller.reading import controller_of, failing_containers, pod_ready, selects
+from webhook.core.jsonvalue import as_dict
 from webhook.engine.ledger import ledger_of
 from webhook.engine.namespaces import LabelsUnknown, NamespaceLabelsUnavailable, needs_namespace_labels
 from webhook.engine.staleness import pod_states
@@ -32,9 +33,6 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]       # (namespace, name)
 _WORKLOAD_KINDS = {"deployments": DEPLOYMENT, "statefulsets": STATEFULSET, "daemonsets": DAEMONSET}
-# Container waiting reasons that mean it keeps failing.
-_FAILING = frozenset({"CrashLoopBackOff", "RunContainerError", "CreateContainerError", "ImagePullBackOff",
-                      "ErrImagePull"})
 
 
 @dataclass(frozen=True)
@@ -244,7 +242,7 @@ class ClusterState:
             if (previous is not None and previous.resource_version == version and version
                     and self._evaluated_with.get(uid) == evaluated_with):
                 return   # a relist brought the same pod back, evaluated with the same policies
-        controller = _controller_of(metadata)
+        controller = controller_of(metadata)
         evaluated = True
         try:
             standing = pod_states(obj, policies, namespace=namespace,
@@ -265,8 +263,8 @@ class ClusterState:
         with self._lock:
             owner = self._resolve(controller, namespace, name, pod_labels)
             view = PodView(namespace=namespace, name=name, uid=uid, owner=owner,
-                           phase=str(status.get("phase") or "Pending"), ready=_ready(status),
-                           policies=states, crashlooping=_failing(status, injected), resource_version=version)
+                           phase=str(status.get("phase") or "Pending"), ready=pod_ready(status),
+                           policies=states, crashlooping=failing_containers(status, injected), resource_version=version)
             self._drop_pod(uid, bump=False)
             replaced = self._pod_keys.get((namespace, name))
             if replaced is not None and replaced != uid:
@@ -343,7 +341,7 @@ class ClusterState:
 
     def _register(self, kind: str, namespace: str, name: str, obj: Mapping[str, Any]) -> None:
         metadata, spec = as_dict(obj.get("metadata")), as_dict(obj.get("spec"))
-        parent = _controller_of(metadata)
+        parent = controller_of(metadata)
         if kind in (STATEFULSET, DAEMONSET):
             top = WorkloadRef(kind, namespace, name)
         elif kind == "ReplicaSet":
@@ -399,72 +397,9 @@ _CONTROLLER_API = frozenset({("ReplicaSet", "apps/v1"), (STATEFULSET, "apps/v1")
                              (JOB, "batch/v1")})
 
 
-def selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    """A metav1.LabelSelector (raw) against labels; an empty or malformed one selects nothing,
-    as a workload's controller would own no pod with it."""
-    match = as_dict(selector.get("matchLabels"))
-    expressions = dicts_in(selector.get("matchExpressions"))
-    if not match and not expressions:
-        return False
-    if any(labels.get(k) != v for k, v in match.items()):
-        return False
-    for expression in expressions:
-        key, operator, values = expression.get("key"), expression.get("operator"), expression.get("values") or []
-        present = isinstance(key, str) and key in labels
-        if operator == "In" and not (present and labels[key] in values):
-            return False
-        if operator == "NotIn" and present and labels[key] in values:
-            return False
-        if operator == "Exists" and not present:
-            return False
-        if operator == "DoesNotExist" and present:
-            return False
-        if operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
-            return False
-    return True
-
-
 def workload_view(kind: str, obj: Mapping[str, Any]) -> WorkloadView:
     """Each kind's status under the same names (`kubectl rollout status` reads the same):
     the health gate's reading (partition, OnDelete and old replicas included)."""
     metadata = as_dict(obj.get("metadata"))
     ref = WorkloadRef(kind, str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
     return health.workload_view(ref, obj)
-
-
-def _int(value: Any, default: int = 0) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
-
-
-def _controller_of(metadata: Mapping[str, Any]) -> tuple[str, str, str, str] | None:
-    """(kind, apiVersion, name, uid) of the controlling ownerReference (the API server lets
-    only one be `controller: true`)."""
-    for ref in dicts_in(metadata.get("ownerReferences")):
-        if ref.get("controller") is True:
-            return (str(ref.get("kind") or ""), str(ref.get("apiVersion") or ""), str(ref.get("name") or ""),
-                    str(ref.get("uid") or ""))
-    return None
-
-
-def _ready(status: Mapping[str, Any]) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in dicts_in(status.get("conditions")))
-
-
-def _failing(status: Mapping[str, Any], injected: set[str]) -> frozenset[str]:
-    """Injected containers that keep failing: waiting in CrashLoopBackOff (or an image or
-    start error), or terminated with an error and restarted at least once already."""
-    if not injected:
-        return frozenset()
-    out = set()
-    for key in ("initContainerStatuses", "containerStatuses"):
-        for container in dicts_in(status.get(key)):
-            name = container.get("name")
-            if name not in injected:
-                continue
-            state = as_dict(container.get("state"))
-            waiting, terminated = as_dict(state.get("waiting")), as_dict(state.get("terminated"))
-            if waiting.get("reason") in _FAILING:
-                out.add(str(name))
-            elif terminated and terminated.get("exitCode") not in (0, None) and _int(container.get("restartCount")) > 0:
-                out.add(str(name))
-    return frozenset(out)
