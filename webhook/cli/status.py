@@ -95,8 +95,8 @@ def _status(args: argparse.Namespace) -> int:
     from kubernetes.client.exceptions import ApiException
 
     from webhook.controller.status import stale_lines, table
-    from webhook.controller.watch import ListError, describe
     from webhook.kube.client import ClusterError, load_api_client
+    from webhook.kube.watching import describe
     from webhook.policy.errors import PolicyLoadError
     from webhook.policy.loader import load_policy_dir
 
@@ -109,7 +109,7 @@ def _status(args: argparse.Namespace) -> int:
         with load_api_client(args.kubeconfig) as api_client:
             statuses = status(api_client, policies, namespace=args.namespace,
                               controller_namespace=args.controller_namespace)
-    except (ClusterError, ListError) as exc:
+    except ClusterError as exc:
         print(f"webhook status: {exc}", file=sys.stderr)
         return 1
     except ApiException as exc:

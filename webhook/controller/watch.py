@@ -22,7 +22,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,16 +30,16 @@ import orjson
 
 from webhook.controller import metrics
 from webhook.controller.state import ClusterState, Key
+from webhook.kube.client import ApiCallError
+from webhook.kube.watching import (CONNECT_TIMEOUT_SECONDS, WATCH_TIMEOUT_SECONDS, Gone, WatchEnded, describe,
+                                    is_idle_timeout, watch_lines)
 
 log = logging.getLogger(__name__)
 
 LIST_PAGE = 500
-# The API server ends a watch after this; the watch resumes from its resourceVersion.
-WATCH_TIMEOUT_SECONDS = 300
 # Silent this long (no event, no bookmark), a watch is presumed dead and resumed.
 # kube-apiserver sends a bookmark about every minute to watchers that ask for them.
 WATCH_IDLE_SECONDS = 90.0
-CONNECT_TIMEOUT_SECONDS = 5.0
 LIST_TIMEOUT_SECONDS = 60.0
 BACKOFF_INITIAL_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 30.0
@@ -61,22 +61,6 @@ NAMESPACED_LISTERS: dict[str, str] = {
 }
 # Owners first, so that most pods find their owner already known.
 OWNER_RESOURCES = ("replicasets", "deployments", "statefulsets", "daemonsets", "jobs")
-
-
-class Gone(Exception):
-    """410: the resource version is too old; list again."""
-
-
-class WatchEnded(Exception):
-    pass
-
-
-class ListError(Exception):
-    """A list the API server refused (403, 500...), naming what was listed."""
-
-    def __init__(self, message: str, status: int | None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def api_for(api_client: Any, resource: str) -> Callable[..., Any]:
@@ -113,7 +97,7 @@ def list_into(state: ClusterState, api_client: Any, resource: str, *, namespace:
             if exc.status == 410:
                 raise Gone() from None
             where = f" in namespace {namespace}" if namespace and resource != "namespaces" else ""
-            raise ListError(describe(f"list {resource}{where}", exc), exc.status) from None
+            raise ApiCallError(describe(f"list {resource}{where}", exc), exc.status) from None
         page = orjson.loads(response.data)
         del response
         for item in page.get("items") or ():
@@ -257,7 +241,7 @@ class Reflector:
         # Connected: the API server answers again, so the next failure starts a fresh backoff.
         self._backoff = self.backoff_initial
         try:
-            for line in _lines(response):
+            for line in watch_lines(response):
                 if self._stop.is_set() or self._relist.is_set() or self._relist_some.is_set():
                     return
                 if line:
@@ -267,7 +251,7 @@ class Reflector:
                         metrics.EVENT_CPU.labels(resource=self.resource).observe(time.thread_time() - started)
         except Exception as exc:  # noqa: BLE001
             if (self._stop.is_set() or self._relist.is_set() or self._relist_some.is_set()
-                    or _is_idle_timeout(exc)):
+                    or is_idle_timeout(exc)):
                 raise WatchEnded() from None
             raise
         finally:
@@ -357,32 +341,3 @@ def list_all(state: ClusterState, api_client: Any, *, namespace: str | None = No
         list_into(state, api_client, "namespaces")
     for resource in (*OWNER_RESOURCES, "pods"):
         list_into(state, api_client, resource, namespace=namespace)
-
-
-def _lines(response: Any) -> Iterator[str]:
-    from kubernetes.watch.watch import iter_resp_lines
-    return iter_resp_lines(response)
-
-
-def _is_idle_timeout(exc: BaseException) -> bool:
-    from urllib3.exceptions import ProtocolError, ReadTimeoutError
-    if isinstance(exc, ReadTimeoutError):
-        return True
-    return isinstance(exc, ProtocolError) and any(isinstance(a, ReadTimeoutError) or "timed out" in str(a)
-                                                  for a in exc.args)
-
-
-def describe(resource: str, exc: BaseException) -> str:
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import MaxRetryError
-    if isinstance(exc, ApiException):
-        try:
-            message = orjson.loads(exc.body or b"{}").get("message")
-        except (ValueError, AttributeError):
-            message = None
-        return f"{resource}: {exc.status} {exc.reason}{': ' + message if message else ''}"
-    if isinstance(exc, MaxRetryError):
-        return f"cannot reach the API server: {exc.reason}"
-    if isinstance(exc, ListError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"

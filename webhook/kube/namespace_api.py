@@ -1,32 +1,22 @@
 """The Namespace API calls of the namespace label cache, with the synchronous `kubernetes`
-client: the paged list, the watch stream, what an event holds, and failures as one line.
+client: the paged list, the watch, and what an event holds (the stream itself:
+`webhook.kube.watching`).
 `webhook.kube.namespace_cache` keeps the state and the thread."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from webhook.core.jsonvalue import as_dict, as_str, str_map
+from webhook.kube.watching import CONNECT_TIMEOUT_SECONDS, WATCH_TIMEOUT_SECONDS
 
 # Namespaces per list page: a cluster's namespaces fit in a few pages.
 LIST_PAGE = 500
-# The API server ends a watch after this; the cache resumes from its resourceVersion.
-# (kube-apiserver picks 30-60 minutes when the client names none; shorter is cheap.)
-WATCH_TIMEOUT_SECONDS = 300
-CONNECT_TIMEOUT_SECONDS = 5.0
 LIST_TIMEOUT_SECONDS = 30.0
-
-
-class Gone(Exception):
-    """410: the resourceVersion is older than the API server still keeps; relist."""
-
-
-class WatchEnded(Exception):
-    """The watch stream stopped without an error event (timeout, idle, dropped)."""
 
 
 def list_labels(core: Any) -> tuple[dict[str, Mapping[str, str]], str | None]:
@@ -60,37 +50,6 @@ def open_watch(core: Any, resource_version: str | None, *, idle_timeout: float) 
 def name_and_labels(obj: Mapping[str, Any]) -> tuple[str, Mapping[str, str]]:
     metadata = as_dict(obj.get("metadata"))
     return as_str(metadata.get("name")), MappingProxyType(str_map(metadata.get("labels")))
-
-
-def watch_lines(response: Any) -> Iterator[str]:
-    from kubernetes.watch.watch import iter_resp_lines
-    return iter_resp_lines(response)
-
-
-def is_idle_timeout(exc: BaseException) -> bool:
-    from urllib3.exceptions import ProtocolError, ReadTimeoutError
-    if isinstance(exc, ReadTimeoutError):
-        return True
-    return isinstance(exc, ProtocolError) and any(isinstance(a, ReadTimeoutError) or "timed out" in str(a)
-                                                  for a in exc.args)
-
-
-def describe(exc: BaseException) -> str:
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import MaxRetryError
-
-    from webhook.kube.client import ClusterError
-    if isinstance(exc, ApiException):
-        try:
-            message = json.loads(exc.body or b"{}").get("message")
-        except (ValueError, AttributeError):
-            message = None
-        return f"namespaces: {exc.status} {exc.reason}{': ' + message if message else ''}"
-    if isinstance(exc, MaxRetryError):
-        return f"cannot reach the API server: {exc.reason}"
-    if isinstance(exc, ClusterError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
 
 
 def client_factory(kubeconfig: Path | None) -> Callable[[], Any]:

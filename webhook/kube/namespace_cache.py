@@ -44,8 +44,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from webhook.engine.namespaces import LabelsUnknown, NamespaceLabels, needs_namespace_labels
-from webhook.kube.namespace_api import (Gone, WatchEnded, client_factory, describe, is_idle_timeout, list_labels,
-                                        name_and_labels, open_watch, watch_lines)
+from webhook.kube.namespace_api import client_factory, list_labels, name_and_labels, open_watch
+from webhook.kube.watching import Gone, WatchEnded, describe, is_idle_timeout, watch_lines
 from webhook.runtime.metrics import NAMESPACE_CACHE_ERRORS as ERRORS
 from webhook.runtime.metrics import NAMESPACE_CACHE_LISTS as LISTS
 from webhook.runtime.metrics import NAMESPACE_CACHE_NAMESPACES as NAMESPACES
@@ -224,7 +224,7 @@ class NamespaceCache:
                     list_reason = "expired"               # a watch refused outright
                     self.resource_version = None
                     continue
-                self._failed(describe(exc))
+                self._failed(describe("namespaces", exc))
                 if self.resource_version is None and self.synced:
                     list_reason = "after_error"
                 stop.wait(backoff * random.uniform(0.8, 1.2))
