@@ -82,7 +82,9 @@ class Kube:
         self.timeout = timeout
         self._server_date: tuple[datetime, float] | None = None   # (Date header, monotonic clock then)
 
-    def _call(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def call(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Any generated client method, raw JSON out, errors as ApiCallError (also for callers
+        with calls of their own, such as the controller's writes)."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError, MaxRetryError
 
@@ -107,11 +109,6 @@ class Kube:
             raise ApiCallError(f"{what}: unexpected answer from the API server", None)
         return obj
 
-    def call(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Any generated client method, raw JSON out, errors as ApiCallError (for callers with
-        calls of their own, such as the controller's writes)."""
-        return self._call(what, method, *args, **kwargs)
-
     def _note_date(self, headers: Any) -> None:
         try:
             value = headers.get("Date") if headers is not None else None
@@ -131,7 +128,7 @@ class Kube:
     # Secrets
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self._call(f"get Secret {namespace}/{name}", self.core.read_namespaced_secret, name, namespace)
+            return self.call(f"get Secret {namespace}/{name}", self.core.read_namespaced_secret, name, namespace)
         except ApiCallError as exc:
             if exc.status == 404:
                 return None
@@ -139,23 +136,23 @@ class Kube:
 
     def create_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         name = body["metadata"]["name"]
-        return self._call(f"create Secret {namespace}/{name}", self.core.create_namespaced_secret,
+        return self.call(f"create Secret {namespace}/{name}", self.core.create_namespaced_secret,
                           namespace, body)
 
     def patch_secret(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
-        return self._call(f"patch Secret {namespace}/{name}", self.core.patch_namespaced_secret,
+        return self.call(f"patch Secret {namespace}/{name}", self.core.patch_namespaced_secret,
                           name, namespace, ops)
 
     # Webhook configurations (JSON patch: a list body is sent as application/json-patch+json)
     def get_webhook_configuration(self, kind: str, name: str) -> dict[str, Any]:
         read = (self.admission.read_mutating_webhook_configuration if kind == MUTATING
                 else self.admission.read_validating_webhook_configuration)
-        return self._call(f"get {kind} {name}", read, name)
+        return self.call(f"get {kind} {name}", read, name)
 
     def patch_webhook_configuration(self, kind: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
         patch = (self.admission.patch_mutating_webhook_configuration if kind == MUTATING
                  else self.admission.patch_validating_webhook_configuration)
-        return self._call(f"patch {kind} {name}", patch, name, ops)
+        return self.call(f"patch {kind} {name}", patch, name, ops)
 
     # Pods
     def list_pods(self, namespace: str | None) -> Iterator[dict[str, Any]]:
@@ -165,10 +162,10 @@ class Kube:
             if token:
                 paging["_continue"] = token
             if namespace:
-                page = self._call(f"list pods in namespace {namespace}", self.core.list_namespaced_pod,
+                page = self.call(f"list pods in namespace {namespace}", self.core.list_namespaced_pod,
                                   namespace, **paging)
             else:
-                page = self._call("list pods in all namespaces", self.core.list_pod_for_all_namespaces, **paging)
+                page = self.call("list pods in all namespaces", self.core.list_pod_for_all_namespaces, **paging)
             for item in page.get("items") or []:
                 if isinstance(item, dict):
                     yield item
@@ -180,12 +177,12 @@ class Kube:
     def namespace_labels(self, namespace: str | None) -> dict[str, dict[str, str]]:
         """Name -> labels of one namespace (get) or of all (list)."""
         if namespace:
-            items = [self._call(f"get namespace {namespace}", self.core.read_namespace, namespace)]
+            items = [self.call(f"get namespace {namespace}", self.core.read_namespace, namespace)]
         else:
             items, token = [], None
             while True:
                 paging: dict[str, Any] = {"limit": _PAGE, **({"_continue": token} if token else {})}
-                page = self._call("list namespaces", self.core.list_namespace, **paging)
+                page = self.call("list namespaces", self.core.list_namespace, **paging)
                 items += [i for i in page.get("items") or [] if isinstance(i, dict)]
                 token = (page.get("metadata") or {}).get("continue")
                 if not token:
