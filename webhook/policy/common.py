@@ -116,6 +116,10 @@ class NamespaceMatch(Strict):
             return None
         return next(p for p in self.exclude if fnmatchcase(namespace, p))
 
+    def selects_nothing(self) -> bool:
+        """Every included pattern is also excluded (a lint finding: no namespace can match)."""
+        return bool(self.include) and all(any(fnmatchcase(i, e) for e in self.exclude) for i in self.include)
+
 
 def _any_glob(patterns: list[str]) -> re.Pattern[str] | None:
     """One expression matching what any of `patterns` matches, by fnmatchcase's rules."""

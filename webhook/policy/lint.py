@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from difflib import get_close_matches
-from fnmatch import fnmatchcase
 from typing import Any
 
 from webhook.policy.common import (BUILTIN_OWNER_KINDS, TRAINING_OWNER_KINDS, LabelSelector, Match, Mode,
@@ -62,7 +61,7 @@ def update_warnings(policy: InjectionPolicy) -> list[str]:
         out.append(f"update.strategy {update.strategy.value} on a Shadow policy: it injects nothing, so no pod "
                    "is ever brought up to it")
     canary = update.namespaces
-    if canary.include and all(any(fnmatchcase(i, e) for e in canary.exclude) for i in canary.include):
+    if canary.selects_nothing():
         out.append(f"update.namespaces selects no namespace: every included pattern {canary.include} is "
                    "also excluded")
     elif _disjoint(canary, spec.match.namespaces):
@@ -128,9 +127,8 @@ def _injected(policy_set: PolicySet, what: str) -> dict[str, list[tuple[str, Any
 def never_matches(match: Match) -> list[str]:
     """Contradictions in a matcher that no pod can satisfy."""
     reasons = []
-    include, exclude = match.namespaces.include, match.namespaces.exclude
-    if include and all(any(fnmatchcase(i, e) for e in exclude) for i in include):
-        reasons.append(f"every included namespace pattern {include} is also excluded")
+    if match.namespaces.selects_nothing():
+        reasons.append(f"every included namespace pattern {match.namespaces.include} is also excluded")
     if match.pod_selector is not None:
         reasons += _contradictions(match.pod_selector, "label")
     if match.namespace_selector is not None:
